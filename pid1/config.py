@@ -1,0 +1,127 @@
+"""Configuration from the kernel command line: `pid1.KEY=VALUE` words.
+
+Every key is a field of `Config` with its type, default and one-line doc (the
+README's table is generated from the same metadata: `python -m pid1 keys`).
+An unknown key or a malformed value produces a warning naming it and the
+default is kept: a typo never stops a boot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "pid1."
+
+
+def _key(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    meta = {"doc": doc, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """pid1's configuration; field names are the `pid1.` keys."""
+
+    phases: list[str] = _key([], "run only these phases (comma-separated) and what they need; empty: all")
+    extra_phases: list[str] = _key([], "extra Python modules whose PHASES join the DAG (development and tests)")
+    cgroups: str = _key("v2", "cgroup layout: v2 (unified tree) or v1 (one hierarchy per controller)", ("v1", "v2"))
+    hostname: str = _key("only-docker", "hostname set at boot")
+    storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
+    docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")
+    docker_socket: str = _key("/run/docker.sock", "dockerd's API socket")
+    docker_exec_root: str = _key("/run/docker", "dockerd's exec root")
+    containerd_socket: str = _key("/run/containerd/containerd.sock", "containerd's socket")
+    dockerd_args: list[str] = _key([], "extra dockerd arguments (comma-separated)")
+    images_dir: str = _key("/usr/share/pid1/images", "bundled image tarballs, loaded when missing")
+    console_image: str = _key("console-image:latest", "image tag tried first for the console container")
+    dom0_image: str = _key("dom0-image:latest", "image tag tried first for the dom0 container")
+    fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")
+    console: list[str] = _key(["ttyS0", "tty1"], "terminals that carry the console container")
+    net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
+    net_timeout: float = _key(15.0, "seconds the network phase waits for a lease before going on offline")
+    state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
+    stop_grace: float = _key(5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop")
+    debug_shell: bool = _key(False, "also start a root shell on tty9 from the initrd (no container)")
+    selftest: bool = _key(False, "self-test mode: run the boot checks and power off")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _convert(name: str, raw: str, current: Any, choices: tuple[str, ...]) -> Any:
+    if isinstance(current, bool):
+        lowered = raw.lower()
+        if lowered in ("1", "yes", "true", "on"):
+            return True
+        if lowered in ("0", "no", "false", "off"):
+            return False
+        raise ConfigError(f"expected a boolean (0/1), got {raw!r}")
+    if isinstance(current, float):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"expected a non-negative number, got {raw!r}")
+        return value
+    if isinstance(current, list):
+        return [part for part in raw.split(",") if part]
+    if choices and raw not in choices:
+        raise ConfigError(f"expected one of {', '.join(choices)}, got {raw!r}")
+    if not raw:
+        raise ConfigError("empty value")
+    return raw
+
+
+def parse_cmdline(cmdline: str) -> tuple[Config, list[str]]:
+    """Parse a kernel command line; returns the config and the warnings."""
+    config = Config()
+    warnings: list[str] = []
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    try:
+        words = shlex.split(cmdline)
+    except ValueError:
+        words = cmdline.split()
+    for word in words:
+        if not word.startswith(PREFIX):
+            continue
+        key, sep, raw = word[len(PREFIX) :].partition("=")
+        name = key.replace("-", "_")
+        if name not in fields:
+            warnings.append(f"unknown kernel command line key {word!r}: ignored")
+            continue
+        if not sep:
+            warnings.append(f"kernel command line key {PREFIX}{key} has no value: keeping {getattr(config, name)!r}")
+            continue
+        meta = fields[name].metadata
+        try:
+            setattr(config, name, _convert(name, raw, getattr(config, name), meta.get("choices", ())))
+        except ConfigError as exc:
+            default = getattr(config, name)
+            warnings.append(f"bad value for {PREFIX}{key}: {exc}; keeping default {default!r}")
+    if config.net != "dhcp" and config.net != "none" and not config.net.startswith("static:"):
+        warnings.append(f"bad value for {PREFIX}net: {config.net!r}; keeping default 'dhcp'")
+        config.net = "dhcp"
+    return config, warnings
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every key, for the README and `python -m pid1 keys`."""
+    rows = []
+    for f in dataclasses.fields(Config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = (
+            ",".join(default)
+            if isinstance(default, list)
+            else str(default).lower()
+            if isinstance(default, bool)
+            else str(default)
+        )
+        rows.append((PREFIX + f.name, shown, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,150 @@
+"""Wires pid1 together and runs it: config, log, state, reaper, supervisor on
+a uvloop loop, then the end of life (reboot(2) as PID 1, exit 0 otherwise).
+
+PID 1 must never return from here with an exception: any unexpected error
+leads to emergency mode, and if even that fails, to last_resort().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import traceback
+
+from pid1 import emergency, syscalls
+from pid1.config import Config, parse_cmdline
+from pid1.log import Log
+from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
+from pid1.reaper import Reaper
+from pid1.state import StateStore
+from pid1.supervisor import Supervisor
+
+END_ACTIONS = {"poweroff": syscalls.RebootCommand.POWER_OFF, "reboot": syscalls.RebootCommand.RESTART}
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # a development checkout without deps still boots
+        return asyncio.new_event_loop()
+
+
+def mark_fds_close_on_exec() -> None:
+    """No fd pid1 inherited (beyond 0-2) may leak into the children it starts."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+
+def build_supervisor(config: Config, log: Log, store: StateStore, reaper: Reaper, root: str) -> Supervisor:
+    phases = load_phases([*BUILTIN_MODULES, *config.extra_phases])
+    chosen, warnings = select_phases(phases, config.phases)
+    for warning in warnings:
+        log.warning(warning)
+    return Supervisor(config=config, log=log, store=store, reaper=reaper, phases=chosen, root=root)
+
+
+def run(cmdline: str, root: str = "/") -> int:
+    is_pid1 = os.getpid() == 1
+    mark_fds_close_on_exec()
+    config, warnings = parse_cmdline(cmdline)
+    store = StateStore(config.state_dir)
+    log = Log(store=store)
+    log.open()
+    log.notice(f"starting as pid {os.getpid()}{'' if is_pid1 else ' (child subreaper, not PID 1)'}")
+    for warning in warnings:
+        log.warning(warning)
+    if not is_pid1:
+        syscalls.set_child_subreaper()
+    else:
+        try:
+            # Ctrl-Alt-Del then sends SIGINT to PID 1 instead of an instant reboot.
+            syscalls.reboot(syscalls.RebootCommand.CAD_OFF)
+        except OSError:
+            pass  # EINVAL inside a PID namespace
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    reaper = Reaper()
+    reaper.install(loop)
+    stop = asyncio.Event()
+    action = "poweroff"
+    try:
+        sup = build_supervisor(config, log, store, reaper, root)
+        reaper.on_signal = sup.on_signal
+        stop = sup.stop_requested
+        action = loop.run_until_complete(sup.run())
+    except BaseException as exc:  # PID 1 must not die: degrade to emergency mode
+        if not is_pid1 and isinstance(exc, KeyboardInterrupt):
+            raise
+        log.error(f"supervisor crashed: {exc!r}")
+        log.error(traceback.format_exc())
+        action = run_emergency(loop, config, log, store, reaper, f"supervisor crashed: {exc!r}", stop)
+    return finish(action, is_pid1, log)
+
+
+def run_emergency(
+    loop: asyncio.AbstractEventLoop,
+    config: Config,
+    log: Log,
+    store: StateStore,
+    reaper: Reaper,
+    reason: str,
+    stop: asyncio.Event,
+) -> str:
+    """Emergency mode until a stop signal; then a minimal stop (end processes, sync)."""
+    result = {"action": "poweroff"}
+
+    def on_signal(signo: int) -> None:
+        if signo in (signal.SIGTERM, signal.SIGPWR, signal.SIGINT):
+            result["action"] = "reboot" if signo == signal.SIGINT else "poweroff"
+            stop.set()
+
+    reaper.on_signal = on_signal
+    stop.clear()
+    while True:
+        try:
+            loop.run_until_complete(emergency.run(config, log, store, reaper, reason, stop))
+            from pid1 import shutdown
+
+            loop.run_until_complete(shutdown.wait_for_no_processes(0))
+            shutdown.signal_all(signal.SIGKILL)
+            syscalls.sync()
+            return result["action"]
+        except BaseException as exc:
+            log.error(f"emergency mode failed: {exc!r}; trying again")
+            time.sleep(1)
+
+
+def finish(action: str, is_pid1: bool, log: Log) -> int:
+    if not is_pid1:
+        log.notice(f"{action}: not PID 1, exiting")
+        return 0
+    syscalls.sync()
+    try:
+        syscalls.reboot(END_ACTIONS.get(action, syscalls.RebootCommand.POWER_OFF))
+    except OSError as exc:
+        log.error(f"reboot(2) failed: {exc}")
+    last_resort()
+    return 0
+
+
+def last_resort() -> None:
+    """Never returns: reap forever. Only reached when everything else failed."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(1)
+        except BaseException:
+            time.sleep(1)

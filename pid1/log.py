@@ -1,0 +1,72 @@
+"""pid1's log: every line to /dev/kmsg (dmesg and the serial console) with a
+syslog level, into the state's ring buffer, and to stderr when stderr is not
+the console already (development and tests).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from pid1.state import LogLine, StateStore, uptime
+
+# syslog levels as /dev/kmsg takes them ("<N>message")
+LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
+KMSG_MAX = 900  # the kernel truncates a record at ~1 KiB
+
+
+def _stderr_is_console() -> bool:
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return True
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 5 and os.minor(st.st_rdev) == 1
+
+
+@dataclass
+class Log:
+    store: StateStore | None = None
+    kmsg_path: str = "/dev/kmsg"
+    _kmsg: int = field(default=-1, repr=False)
+    _to_stderr: bool = field(default_factory=lambda: not _stderr_is_console(), repr=False)
+
+    def open(self) -> None:
+        try:
+            self._kmsg = os.open(self.kmsg_path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            self._kmsg = -1
+            self._to_stderr = True
+
+    def write(self, level: str, message: str) -> None:
+        now = uptime()
+        for line in message.splitlines() or [""]:
+            if self._kmsg >= 0:
+                try:
+                    os.write(self._kmsg, f"<{LEVELS[level]}>pid1: {line[:KMSG_MAX]}".encode(errors="replace"))
+                except OSError:
+                    pass  # kmsg rate limiting or a full buffer must never stop pid1
+            if self._to_stderr:
+                try:
+                    os.write(2, f"[{now:9.3f}] pid1: {level}: {line}\n".encode(errors="replace"))
+                except OSError:
+                    pass
+            if self.store is not None:
+                self.store.state.log.append(LogLine(time=round(now, 3), level=level, message=line))
+        if self.store is not None:
+            self.store.changed()
+
+    def info(self, message: str) -> None:
+        self.write("info", message)
+
+    def notice(self, message: str) -> None:
+        self.write("notice", message)
+
+    def warning(self, message: str) -> None:
+        self.write("warning", message)
+
+    def error(self, message: str) -> None:
+        self.write("error", message)
+
+    def debug(self, message: str) -> None:
+        self.write("debug", message)

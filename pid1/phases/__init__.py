@@ -1,0 +1,137 @@
+"""Boot phases: what a phase is, what it gets, and the list of them.
+
+A phase is a coroutine function `run(ctx)` with a name and the names of the
+phases it needs. The supervisor runs every phase whose needs are done,
+concurrently. Each phase module defines `PHASE` (or `PHASES`) and imports what
+is heavy (aiodocker, pyroute2) inside `run`, so that importing this package
+costs nothing at boot.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pid1.config import Config
+    from pid1.log import Log
+    from pid1.reaper import Reaper
+    from pid1.state import StateStore
+
+# The built-in phases, in the order the DAG is listed (not the order they run).
+BUILTIN_MODULES = (
+    "pid1.phases.devices",
+    "pid1.phases.mounts",
+    "pid1.phases.hostname",
+    "pid1.phases.modules",
+    "pid1.phases.storage",
+)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    run: Callable[[PhaseContext], Awaitable[Any]]
+    needs: tuple[str, ...] = ()
+    # required: failures are retried with backoff until it succeeds (the boot
+    # waits for it); optional: a failure is logged and dependents go on.
+    required: bool = True
+    doc: str = ""
+
+
+StopHook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class PhaseContext:
+    """What a phase may use. `services` and `stop_hooks` are owned by the
+    supervisor; phases add to them through start_service/add_stop_hook."""
+
+    config: Config
+    log: Log
+    store: StateStore
+    reaper: Reaper
+    root: str = "/"
+    # Values a phase publishes for the phases that need it (e.g. the docker client).
+    shared: dict[str, Any] = field(default_factory=dict)
+    start_service: Callable[[str, Callable[[], Awaitable[None]]], None] = lambda name, factory: None
+    add_stop_hook: Callable[[str, StopHook], None] = lambda name, hook: None
+
+    @property
+    def state(self):
+        return self.store.state
+
+    def path(self, *parts: str) -> str:
+        """A path under the context's root (a temporary directory in tests)."""
+        joined = "/".join(p.strip("/") for p in parts)
+        return self.root.rstrip("/") + "/" + joined
+
+
+def load_phases(modules: Iterable[str]) -> dict[str, Phase]:
+    phases: dict[str, Phase] = {}
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        found = list(getattr(module, "PHASES", ()))
+        if hasattr(module, "PHASE"):
+            found.append(module.PHASE)
+        for phase in found:
+            phases[phase.name] = phase
+    return phases
+
+
+def select_phases(phases: dict[str, Phase], wanted: Iterable[str]) -> tuple[dict[str, Phase], list[str]]:
+    """The wanted phases and everything they need (all phases when `wanted` is
+    empty), plus warnings for names that do not exist and needs left unmet."""
+    warnings: list[str] = []
+    wanted = list(wanted)
+    if not wanted:
+        chosen = dict(phases)
+    else:
+        chosen = {}
+        stack = []
+        for name in wanted:
+            if name in phases:
+                stack.append(name)
+            else:
+                warnings.append(f"unknown phase {name!r} in pid1.phases: ignored")
+        while stack:
+            name = stack.pop()
+            if name in chosen:
+                continue
+            chosen[name] = phases[name]
+            stack.extend(n for n in phases[name].needs if n in phases)
+    for phase in chosen.values():
+        for need in phase.needs:
+            if need not in chosen:
+                warnings.append(f"phase {phase.name} needs unknown phase {need!r}: treated as done")
+    cycle = find_cycle(chosen)
+    if cycle:
+        raise ValueError(f"phase dependency cycle: {' -> '.join(cycle)}")
+    return chosen, warnings
+
+
+def find_cycle(phases: dict[str, Phase]) -> list[str] | None:
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> list[str] | None:
+        if name in done or name not in phases:
+            return None
+        if name in visiting:
+            return [*visiting[visiting.index(name) :], name]
+        visiting.append(name)
+        for need in phases[name].needs:
+            found = visit(need)
+            if found:
+                return found
+        visiting.pop()
+        done.add(name)
+        return None
+
+    for name in phases:
+        found = visit(name)
+        if found:
+            return found
+    return None

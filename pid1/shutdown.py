@@ -1,0 +1,137 @@
+"""The orderly stop: cancel what still runs, run the stop hooks, end every
+remaining process (SIGTERM, then SIGKILL after a grace), sync, unmount what
+pid1 mounted. Needs the supervisor's tasks, hooks, reaper and mount list.
+
+Crash-only: nothing here is needed for the next boot to be right; it only
+makes the stop quick and clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+from typing import TYPE_CHECKING
+
+from pid1 import syscalls
+from pid1.state import uptime
+
+if TYPE_CHECKING:
+    from pid1.supervisor import Supervisor
+
+HOOK_TIMEOUT = 30.0
+KILL_WAIT = 5.0
+POLL = 0.02
+
+
+def descendants(proc: str = "/proc") -> list[int]:
+    """Pids of every process below this one (when pid1 is a subreaper, not PID 1)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: split after the last ')'
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def signal_all(signo: int) -> None:
+    """Send signo to every other process: all of the PID namespace when PID 1
+    (kill(-1) spares the caller), only pid1's descendants otherwise."""
+    if os.getpid() == 1:
+        try:
+            os.kill(-1, signo)
+        except ProcessLookupError:
+            pass
+        return
+    for pid in descendants():
+        try:
+            os.kill(pid, signo)
+        except ProcessLookupError:
+            pass
+
+
+def any_process_left() -> bool:
+    """True while some process other than this one is alive (zombies included
+    until reaped). kill(-1, 0) from PID 1 fails with ESRCH only when none is left."""
+    if os.getpid() != 1:
+        return bool(descendants())
+    try:
+        os.kill(-1, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_for_no_processes(timeout: float) -> bool:
+    deadline = uptime() + timeout
+    while any_process_left():
+        if uptime() >= deadline:
+            return False
+        # Descendants of our children are reaped by their own parents, so no
+        # SIGCHLD reaches us for them: a short poll is the only signal.
+        await asyncio.sleep(POLL)
+    return True
+
+
+async def end_all_processes(sup: Supervisor) -> None:
+    if not any_process_left():
+        return
+    sup.log.info("sending SIGTERM to all processes")
+    signal_all(signal.SIGTERM)
+    if await wait_for_no_processes(sup.config.stop_grace):
+        return
+    sup.log.warning(f"processes left after {sup.config.stop_grace:.1f} s: sending SIGKILL")
+    signal_all(signal.SIGKILL)
+    if not await wait_for_no_processes(KILL_WAIT):
+        sup.log.error("processes survived SIGKILL (stuck in the kernel); going on")
+
+
+def unmount_all(sup: Supervisor) -> None:
+    for target in reversed(sup.mounted):
+        try:
+            syscalls.umount(target)
+            sup.log.info(f"unmounted {target}")
+        except OSError as exc:
+            if exc.errno in (errno.EBUSY,):
+                try:
+                    syscalls.mount("none", target, None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+                    sup.log.info(f"{target} busy: remounted read-only")
+                except OSError as exc2:
+                    sup.log.warning(f"cannot unmount or remount {target} read-only: {exc2}")
+            else:
+                sup.log.warning(f"cannot unmount {target}: {exc}")
+
+
+async def stop(sup: Supervisor, boot: asyncio.Task | None) -> None:
+    state = sup.store.state
+    state.mode = "stopping"
+    sup.log.notice(f"stopping: {state.stop_reason}")
+    await sup.cancel_all(boot)
+    for name, hook in reversed(sup.stop_hooks):
+        sup.log.info(f"stop hook: {name}")
+        try:
+            await asyncio.wait_for(hook(), HOOK_TIMEOUT)
+        except Exception as exc:
+            sup.log.error(f"stop hook {name} failed: {exc!r}")
+    await end_all_processes(sup)
+    sup.reaper.reap()
+    syscalls.sync()
+    unmount_all(sup)
+    syscalls.sync()
+    sup.log.notice(f"stopped: {sup.stop_action} at {uptime():.2f} s")
+    sup.store.flush()

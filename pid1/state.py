@@ -1,0 +1,144 @@
+"""The supervisor's state: one plain object, published on every change.
+
+The state is a tree of dataclasses serialised atomically (write + rename) to
+`<state_dir>/state.json`. Writes are coalesced to one per loop iteration, and
+listeners (the VT2 view, the status file) are told after each write. The
+supervisor owns the only instance; phases change it through their context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+LOG_RING_SIZE = 300
+
+
+def uptime() -> float:
+    """Seconds since boot (CLOCK_BOOTTIME, what /proc/uptime shows)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass
+class PhaseState:
+    name: str
+    needs: list[str]
+    required: bool
+    status: str = "pending"  # pending, running, retrying, done, failed, cancelled
+    started: float | None = None
+    ended: float | None = None
+    duration: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class LogLine:
+    time: float
+    level: str
+    message: str
+
+
+@dataclass
+class ContainerState:
+    role: str
+    name: str
+    image: str | None = None
+    image_id: str | None = None
+    image_reason: str | None = None
+    container_id: str | None = None
+    status: str = "pending"  # pending, starting, running, exited, backoff, stopped
+    up_since: float | None = None
+    restarts: int = 0
+    failures_in_row: int = 0
+    next_retry: float | None = None
+    last_exit: int | None = None
+    fallback_reason: str | None = None
+
+
+@dataclass
+class State:
+    pid: int = field(default_factory=os.getpid)
+    booted_at: float = field(default_factory=uptime)
+    mode: str = "booting"  # booting, running, stopping, emergency
+    stop_reason: str | None = None
+    emergency_reason: str | None = None
+    phases: dict[str, PhaseState] = field(default_factory=dict)
+    milestones: dict[str, float] = field(default_factory=dict)
+    storage: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
+    dockerd: dict[str, Any] = field(default_factory=dict)
+    containers: dict[str, ContainerState] = field(default_factory=dict)
+    reaper: dict[str, int] = field(default_factory=dict)
+    log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_RING_SIZE))
+    updated: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["log"] = [dataclasses.asdict(line) for line in self.log]
+        return data
+
+
+class StateStore:
+    """Holds the State, writes it atomically and tells listeners, coalescing
+    bursts of changes into one write per loop iteration."""
+
+    def __init__(self, state_dir: str, state: State | None = None) -> None:
+        self.state = state or State()
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, "state.json")
+        self.listeners: list[Callable[[State], None]] = []
+        self.writes = 0
+        self._scheduled = False
+
+    def changed(self) -> None:
+        """Mark the state changed; it is written once the current callbacks finish."""
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        self.state.updated = uptime()
+        self.state.reaper = dict(self.state.reaper)
+        try:
+            write_atomically(self.path, json.dumps(self.state.to_json(), indent=1, default=str) + "\n")
+            self.writes += 1
+        except OSError as exc:
+            # The state dir can vanish (a test, an unmounted /run): the state in
+            # memory and on VT2 is still right; report once per failure burst.
+            os.write(2, f"pid1: cannot write {self.path}: {exc}\n".encode())
+        for listener in list(self.listeners):
+            try:
+                listener(self.state)
+            except Exception as exc:
+                os.write(2, f"pid1: state listener failed: {exc!r}\n".encode())
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write `text` to `path` so readers see the old or the new file, never half.
+
+    Synchronous on purpose: the file is a few KiB on a tmpfs, cheaper than a
+    thread hop through aiofiles."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)

@@ -1,0 +1,214 @@
+"""The supervisor: runs the phase DAG, keeps services alive, turns signals
+into an orderly stop, and publishes every change to the state.
+
+It knows phases only by their name, needs and policy. A phase whose needs are
+done starts at once, concurrently with every other such phase. Required phases
+are retried with capped backoff (the error is in the state meanwhile);
+optional ones are logged and their dependents go on. Services (long-running
+watchers a phase starts, e.g. "keep dockerd alive") are restarted with backoff
+if they raise, and cancelled at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pid1 import shutdown
+from pid1.config import Config
+from pid1.log import Log
+from pid1.phases import Phase, PhaseContext, StopHook
+from pid1.reaper import Reaper
+from pid1.state import PhaseState, StateStore, uptime
+
+RETRY_FIRST = 0.5
+RETRY_CAP = 30.0
+
+STOP_SIGNALS = {
+    signal.SIGTERM: "poweroff",
+    signal.SIGPWR: "poweroff",
+    signal.SIGINT: "reboot",  # what the kernel sends PID 1 on Ctrl-Alt-Del with CAD off
+}
+
+
+@dataclass
+class Backoff:
+    """Doubling delay, capped; `reset()` after a stable run."""
+
+    first: float = RETRY_FIRST
+    cap: float = RETRY_CAP
+    current: float = 0.0
+
+    def next(self) -> float:
+        self.current = self.first if self.current == 0 else min(self.current * 2, self.cap)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    log: Log
+    store: StateStore
+    reaper: Reaper
+    phases: dict[str, Phase]
+    root: str = "/"
+    stop_hooks: list[tuple[str, StopHook]] = field(default_factory=list)
+    mounted: list[str] = field(default_factory=list)
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_action: str = "poweroff"
+    _phase_tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    _service_tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    _done: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def context(self) -> PhaseContext:
+        return PhaseContext(
+            config=self.config,
+            log=self.log,
+            store=self.store,
+            reaper=self.reaper,
+            root=self.root,
+            shared={"mounted": self.mounted},
+            start_service=self.start_service,
+            add_stop_hook=self.add_stop_hook,
+        )
+
+    # --- signals ---------------------------------------------------------------
+    def on_signal(self, signo: int) -> None:
+        if signo in STOP_SIGNALS:
+            self.request_stop(STOP_SIGNALS[signo], f"signal {signal.Signals(signo).name}")
+        elif signo == signal.SIGUSR1:
+            phases = ", ".join(f"{p.name}={p.status}" for p in self.store.state.phases.values())
+            self.log.info(f"state: mode={self.store.state.mode} phases: {phases}")
+        else:
+            self.log.info(f"ignoring {signal.Signals(signo).name}")
+
+    def request_stop(self, action: str, why: str) -> None:
+        if self.stop_requested.is_set():
+            self.log.warning(f"{why}: already stopping ({self.stop_action}), ignored")
+            return
+        self.stop_action = action
+        self.store.state.stop_reason = f"{action} ({why})"
+        self.log.notice(f"stop requested: {action} ({why})")
+        self.stop_requested.set()
+
+    # --- services and stop hooks --------------------------------------------------
+    def add_stop_hook(self, name: str, hook: StopHook) -> None:
+        self.stop_hooks.append((name, hook))
+
+    def start_service(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run factory() until it returns; restart it with backoff when it raises."""
+        if name in self._service_tasks and not self._service_tasks[name].done():
+            raise RuntimeError(f"service {name} already running")
+        self._service_tasks[name] = asyncio.get_running_loop().create_task(self._keep_service(name, factory))
+
+    async def _keep_service(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        backoff = Backoff()
+        while True:
+            started = uptime()
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if uptime() - started > RETRY_CAP:
+                    backoff.reset()
+                delay = backoff.next()
+                self.log.error(f"service {name} failed: {exc!r}; restarting in {delay:.1f} s")
+                self.log.debug(traceback.format_exc())
+                await asyncio.sleep(delay)
+
+    # --- the phase DAG ---------------------------------------------------------------
+    async def run_phases(self) -> None:
+        """Start every phase; returns when all have ended (done or failed)."""
+        state = self.store.state
+        ctx = self.context()
+        for phase in self.phases.values():
+            state.phases[phase.name] = PhaseState(name=phase.name, needs=list(phase.needs), required=phase.required)
+            self._done[phase.name] = asyncio.Event()
+        self.store.changed()
+        loop = asyncio.get_running_loop()
+        for phase in self.phases.values():
+            self._phase_tasks[phase.name] = loop.create_task(self._run_phase(phase, ctx), name=f"phase-{phase.name}")
+        await asyncio.gather(*self._phase_tasks.values(), return_exceptions=True)
+        if not self.stop_requested.is_set():
+            state.mode = "running"
+            self.log.notice(f"boot done at {uptime():.2f} s")
+
+    async def _run_phase(self, phase: Phase, ctx: PhaseContext) -> None:
+        record = self.store.state.phases[phase.name]
+        try:
+            for need in phase.needs:
+                if need in self._done:
+                    await self._done[need].wait()
+            backoff = Backoff()
+            while True:
+                record.attempts += 1
+                record.status = "running"
+                record.started = round(uptime(), 3)
+                record.ended = record.duration = None
+                self.store.changed()
+                try:
+                    detail = await phase.run(ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    record.error = f"{type(exc).__name__}: {exc}"
+                    record.ended = round(uptime(), 3)
+                    record.duration = round(record.ended - record.started, 3)
+                    if not phase.required:
+                        record.status = "failed"
+                        self.log.warning(f"phase {phase.name} failed (optional, going on): {record.error}")
+                        self.log.debug(traceback.format_exc())
+                        return
+                    delay = backoff.next()
+                    record.status = "retrying"
+                    self.store.changed()
+                    self.log.error(
+                        f"phase {phase.name} failed: {record.error}; retry {record.attempts} in {delay:.1f} s"
+                    )
+                    self.log.debug(traceback.format_exc())
+                    await asyncio.sleep(delay)
+                    continue
+                record.status = "done"
+                record.error = None
+                record.detail = str(detail) if detail is not None else None
+                record.ended = round(uptime(), 3)
+                record.duration = round(record.ended - record.started, 3)
+                extra = f": {record.detail}" if record.detail else ""
+                self.log.info(
+                    f"phase {phase.name} done in {record.duration * 1000:.0f} ms (uptime {record.ended:.2f} s){extra}"
+                )
+                return
+        except asyncio.CancelledError:
+            if record.status not in ("done", "failed"):
+                record.status = "cancelled"
+            raise
+        finally:
+            self._done[phase.name].set()
+            self.store.changed()
+
+    # --- the whole life ----------------------------------------------------------------
+    async def run(self) -> str:
+        """Boot, supervise until a stop is requested, stop in order.
+        Returns the stop action: "poweroff" or "reboot"."""
+        self.store.state.mode = "booting"
+        boot = asyncio.get_running_loop().create_task(self.run_phases(), name="boot")
+        await self.stop_requested.wait()
+        await shutdown.stop(self, boot)
+        return self.stop_action
+
+    async def cancel_all(self, boot: asyncio.Task | None) -> None:
+        tasks = [t for t in (*self._phase_tasks.values(), *self._service_tasks.values()) if not t.done()]
+        if boot is not None and not boot.done():
+            tasks.append(boot)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)

@@ -1,0 +1,160 @@
+"""The one module that talks to the kernel through ctypes.
+
+Everything pid1 needs that the standard library does not wrap lives here as a
+thin, typed function that raises OSError with the errno on failure, so the
+logic above it stays plain Python and can be tested against a temporary root.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import enum
+import fcntl
+import os
+import signal
+import struct
+import termios
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+
+# umount2(2) flags
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+# prctl(2) options
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+SFD_NONBLOCK = os.O_NONBLOCK
+SFD_CLOEXEC = os.O_CLOEXEC
+SIGNALFD_SIGINFO_SIZE = 128
+
+
+class RebootCommand(enum.IntEnum):
+    """reboot(2) commands (LINUX_REBOOT_CMD_*)."""
+
+    RESTART = 0x01234567
+    HALT = 0xCDEF0123
+    POWER_OFF = 0x4321FEDC
+    CAD_ON = 0x89ABCDEF
+    CAD_OFF = 0x00000000
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str = "") -> None:
+    _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    _check(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {source} on {target}",
+    )
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def mknod_char(path: str, major: int, minor: int, mode: int = 0o600) -> None:
+    os.mknod(path, mode | 0o020000, os.makedev(major, minor))
+
+
+def reboot(command: RebootCommand) -> None:
+    """reboot(2). In a child PID namespace the kernel ends the namespace's init
+    instead of touching the machine (SIGINT for power-off/halt, SIGHUP for restart)."""
+    _check(_libc.reboot(ctypes.c_int(int(command) - (1 << 32) if command > 0x7FFFFFFF else int(command))), "reboot")
+
+
+def sync() -> None:
+    os.sync()
+
+
+def finit_module(fd: int, params: str = "", flags: int = 0) -> None:
+    nr_finit_module = 313  # x86_64
+    _libc.syscall.restype = ctypes.c_long
+    _check(
+        _libc.syscall(
+            ctypes.c_long(nr_finit_module), ctypes.c_int(fd), ctypes.c_char_p(params.encode()), ctypes.c_int(flags)
+        ),
+        "finit_module",
+    )
+
+
+def signalfd(signals: set[int]) -> int:
+    """A non-blocking, close-on-exec signalfd for `signals` (which the caller must block)."""
+    mask = (ctypes.c_ulong * 16)()  # sigset_t is 1024 bits
+    for sig in signals:
+        bit = int(sig) - 1
+        mask[bit // 64] |= 1 << (bit % 64)
+    return _check(_libc.signalfd(-1, ctypes.byref(mask), SFD_NONBLOCK | SFD_CLOEXEC), "signalfd")
+
+
+def read_signalfd(fd: int) -> list[tuple[int, int]]:
+    """Drain a signalfd: a list of (signo, sending pid) for every queued signal."""
+    out: list[tuple[int, int]] = []
+    while True:
+        try:
+            buf = os.read(fd, SIGNALFD_SIGINFO_SIZE * 64)
+        except BlockingIOError:
+            return out
+        if not buf:
+            return out
+        for off in range(0, len(buf) - SIGNALFD_SIGINFO_SIZE + 1, SIGNALFD_SIGINFO_SIZE):
+            signo, _errno, _code, pid = struct.unpack_from("IiiI", buf, off)
+            out.append((signo, pid))
+
+
+def prctl(option: int, arg: int = 0) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl {option}")
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def get_window_size(fd: int) -> tuple[int, int]:
+    """(rows, columns) of the terminal on fd; (0, 0) when unknown."""
+    rows, cols, _x, _y = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    return rows, cols
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def set_controlling_tty(fd: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSCTTY, 1)
+
+
+def all_signals() -> set[int]:
+    """Every signal whose disposition a child can have reset."""
+    return {s for s in range(1, signal.NSIG) if s not in (signal.SIGKILL, signal.SIGSTOP)}

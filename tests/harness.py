@@ -1,0 +1,159 @@
+"""Runs pid1 as PID 1 of a new PID + mount (+ UTS, IPC) namespace, and waits
+for conditions on it with bounded timeouts. Every failure message carries what
+was seen: pid1's log and its state.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+UNSHARE = ["unshare", "--pid", "--mount", "--uts", "--ipc", "--fork", "--mount-proc"]
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, seen: Callable[[], str] = lambda: "") -> Any:
+    """Poll predicate until it returns something truthy; fail with `seen()` after timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise Timeout(f"timed out after {timeout} s waiting for {what}\n{seen()}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+@dataclass
+class Pid1:
+    """One pid1 run under unshare. `pid` is the namespace's PID 1 as the host sees it."""
+
+    workdir: Path
+    cmdline: str
+    root: str = "/"
+    env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+    program: list[str] | None = None  # another PID 1 instead of pid1 (negative controls)
+    proc: subprocess.Popen | None = None
+    pid: int = 0
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "pid1.log"
+
+    def start(self) -> Pid1:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        cmdline = f"pid1.state_dir={self.state_dir} {self.cmdline}"
+        argv = self.program or [self.python, "-m", "pid1", "--root", self.root, "--cmdline", cmdline]
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([*UNSHARE, *argv], stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
+        self.pid = wait_for("the namespace's PID 1", self._find_init, 10, self.describe)
+        return self
+
+    def _find_init(self) -> int:
+        try:
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            return 0
+        return int(kids[0]) if kids else 0
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.state_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def describe(self) -> str:
+        state = self.state()
+        brief = json.dumps({k: state[k] for k in ("mode", "phases", "reaper", "stop_reason")}, indent=1) if state else None
+        return f"--- pid1 log ---\n{self.log()[-6000:]}\n--- state (brief) ---\n{brief}"
+
+    def wait_state(self, what: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 20) -> Any:
+        def check() -> Any:
+            state = self.state()
+            return predicate(state) if state else None
+
+        return wait_for(what, check, timeout, self.describe)
+
+    def wait_log(self, text: str, timeout: float = 20) -> None:
+        wait_for(f"log line containing {text!r}", lambda: text in self.log(), timeout, self.describe)
+
+    def wait_phase(self, name: str, status: str = "done", timeout: float = 20) -> dict[str, Any]:
+        return self.wait_state(
+            f"phase {name} {status}", lambda s: s["phases"].get(name, {}).get("status") == status and s, timeout
+        )
+
+    def kill(self, signo: int) -> None:
+        os.kill(self.pid, signo)
+
+    def nsenter(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        """Run argv inside the namespace (its PID and mount namespaces)."""
+        cmd = ["nsenter", "-t", str(self.pid), "-p", "-m", "-u", "-i", "--", *argv]
+        kwargs.setdefault("timeout", 60)
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run(cmd, **kwargs)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The unshare process's return code: -SIGINT when PID 1 powered the
+        namespace off, -SIGHUP when it rebooted it, its exit code otherwise."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"pid1 did not end within {timeout} s\n{self.describe()}") from None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if hasattr(self, "log_file"):
+            self.log_file.close()
+
+
+def namespace_processes(init_pid: int) -> list[dict[str, str]]:
+    """Every process in the PID namespace of init_pid, as seen from the host."""
+    target = os.readlink(f"/proc/{init_pid}/ns/pid")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != target:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        found.append({"pid": entry, **{k: v.strip() for k, v in fields.items()}})
+    return found
