@@ -47,6 +47,31 @@ def mark_fds_close_on_exec() -> None:
                 pass
 
 
+class ReaperCounters:
+    """Publishes the reaper's counters to the state at most twice a second, so
+    an orphan storm costs a handful of state writes, not one per SIGCHLD."""
+
+    INTERVAL = 0.5
+
+    def __init__(self, store: StateStore, reaper: Reaper, loop: asyncio.AbstractEventLoop) -> None:
+        self.store, self.reaper, self.loop = store, reaper, loop
+        self.pending = False
+
+    def reaped(self, count: int) -> None:
+        if not self.pending:
+            self.pending = True
+            self.loop.call_later(self.INTERVAL, self.publish)
+
+    def publish(self) -> None:
+        self.pending = False
+        self.store.state.reaper = {
+            "orphans_reaped": self.reaper.orphans_reaped,
+            "children_reaped": self.reaper.children_reaped,
+            "children_running": len(self.reaper.children),
+        }
+        self.store.changed()
+
+
 def build_supervisor(config: Config, log: Log, store: StateStore, reaper: Reaper, root: str) -> Supervisor:
     phases = load_phases([*BUILTIN_MODULES, *config.extra_phases])
     chosen, warnings = select_phases(phases, config.phases)
@@ -76,6 +101,7 @@ def run(cmdline: str, root: str = "/") -> int:
     loop = new_loop()
     asyncio.set_event_loop(loop)
     reaper = Reaper()
+    reaper.on_reaped = ReaperCounters(store, reaper, loop).reaped
     reaper.install(loop)
     stop = asyncio.Event()
     action = "poweroff"

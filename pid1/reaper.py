@@ -64,6 +64,8 @@ class Reaper:
     """Owns the signalfd, waitpid(-1) and every child pid1 spawns."""
 
     on_signal: Callable[[int], None] = lambda signo: None
+    # Called after a batch of reaps (with how many); the init throttles it into the state.
+    on_reaped: Callable[[int], None] = lambda count: None
     children: dict[int, Child] = field(default_factory=dict)
     orphans_reaped: int = 0
     children_reaped: int = 0
@@ -115,6 +117,8 @@ class Reaper:
             self.children_reaped += 1
             if not child.exit_future.done():
                 child.exit_future.set_result(os.waitstatus_to_exitcode(status))
+        if count:
+            self.on_reaped(count)
         return count
 
     def spawn(
@@ -135,36 +139,26 @@ class Reaper:
         Must be called on the loop thread (the pid is registered before the
         loop can reap it)."""
         assert self._loop is not None, "Reaper.install() first"
-        actions: list[tuple] = []
+        actions: list[syscalls.FileAction] = []
         if tty is not None:
             # Opened after setsid() in the child, without O_NOCTTY: it becomes
             # the controlling terminal of the new session.
-            actions.append((os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0))
-            actions.append((os.POSIX_SPAWN_DUP2, 0, 1))
-            actions.append((os.POSIX_SPAWN_DUP2, 0, 2))
+            actions.append(syscalls.FileAction(0, tty, os.O_RDWR))
+            actions += [syscalls.FileAction(1, source=0), syscalls.FileAction(2, source=0)]
         else:
             for target, spec, flags in ((0, stdin, os.O_RDONLY), (1, stdout, os.O_WRONLY), (2, stderr, os.O_WRONLY)):
                 if isinstance(spec, int):
-                    actions.append((os.POSIX_SPAWN_DUP2, spec, target))
+                    actions.append(syscalls.FileAction(target, source=spec))
                 else:
                     path = spec if spec is not None else os.devnull
                     extra = os.O_CREAT | os.O_APPEND if target and spec is not None else 0
-                    actions.append((os.POSIX_SPAWN_OPEN, target, path, flags | extra | os.O_NOCTTY, 0o644))
-        program = argv[0]
-        full_env = dict(os.environ if env is None else env)
+                    actions.append(syscalls.FileAction(target, path, flags | extra | os.O_NOCTTY, 0o644))
+        argv = list(argv)
         if cwd is not None:
-            # posix_spawn has no chdir action before glibc 2.29's addchdir; wrap in sh only if needed.
+            # glibc 2.36 has posix_spawn_file_actions_addchdir_np, but a shell
+            # hop keeps the syscall surface small and cwd is rare.
             argv = ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", cwd, *argv]
-            program = argv[0]
-        pid = os.posix_spawnp(
-            program,
-            list(argv),
-            full_env,
-            file_actions=actions,
-            setsid=True,
-            setsigmask=(),
-            setsigdef=syscalls.all_signals(),
-        )
+        pid = syscalls.spawn(argv[0], argv, dict(os.environ if env is None else env), actions)
         child = Child(pid=pid, argv=list(argv), exit_future=self._loop.create_future())
         self.children[pid] = child
         return child

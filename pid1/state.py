@@ -114,7 +114,6 @@ class StateStore:
     def flush(self) -> None:
         self._scheduled = False
         self.state.updated = uptime()
-        self.state.reaper = dict(self.state.reaper)
         try:
             write_atomically(self.path, json.dumps(self.state.to_json(), indent=1, default=str) + "\n")
             self.writes += 1

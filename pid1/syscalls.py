@@ -12,9 +12,9 @@ import ctypes.util
 import enum
 import fcntl
 import os
-import signal
 import struct
 import termios
+from dataclasses import dataclass
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -155,6 +155,66 @@ def set_controlling_tty(fd: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSCTTY, 1)
 
 
-def all_signals() -> set[int]:
-    """Every signal whose disposition a child can have reset."""
-    return {s for s in range(1, signal.NSIG) if s not in (signal.SIGKILL, signal.SIGSTOP)}
+# --- posix_spawn -------------------------------------------------------------
+# os.posix_spawn cannot express "reset every signal": it builds its sigsets with
+# sigaddset(), which refuses glibc's two internal real-time signals (32, 33),
+# and glibc's spawn then leaves exactly those ignored in the child. Building
+# the attributes here, with raw sigset bits, gives children a truly clean
+# signal state (empty SigIgn and SigBlk) while keeping vfork-style spawning,
+# which is safe with worker threads running.
+POSIX_SPAWN_SETSIGDEF = 0x04
+POSIX_SPAWN_SETSIGMASK = 0x08
+POSIX_SPAWN_SETSID = 0x80
+_SIGSET_BYTES = 128
+_OPAQUE_BYTES = 1024  # larger than glibc's posix_spawnattr_t (336) and file actions (80)
+
+
+@dataclass(frozen=True)
+class FileAction:
+    """Open `path` on `fd` (with flags, mode) or, when path is None, dup2(source, fd)."""
+
+    fd: int
+    path: str | None = None
+    flags: int = 0
+    mode: int = 0
+    source: int = -1
+
+
+def _sigset(signals: range | set[int]) -> ctypes.Array:
+    raw = (ctypes.c_ubyte * _SIGSET_BYTES)()
+    for sig in signals:
+        raw[(sig - 1) // 8] |= 1 << ((sig - 1) % 8)
+    return raw
+
+
+def spawn(program: str, argv: list[str], env: dict[str, str], actions: list[FileAction], setsid: bool = True) -> int:
+    """posix_spawnp(3) with every signal reset to default, an empty signal mask,
+    optionally a new session, and `actions` applied in order. Returns the pid."""
+    attr = ctypes.create_string_buffer(_OPAQUE_BYTES)
+    file_actions = ctypes.create_string_buffer(_OPAQUE_BYTES)
+    _check(-_libc.posix_spawnattr_init(attr), "posix_spawnattr_init")
+    _check(-_libc.posix_spawn_file_actions_init(file_actions), "posix_spawn_file_actions_init")
+    try:
+        flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | (POSIX_SPAWN_SETSID if setsid else 0)
+        _check(-_libc.posix_spawnattr_setflags(attr, ctypes.c_short(flags)), "posix_spawnattr_setflags")
+        _check(-_libc.posix_spawnattr_setsigdefault(attr, _sigset(range(1, 65))), "posix_spawnattr_setsigdefault")
+        _check(-_libc.posix_spawnattr_setsigmask(attr, _sigset(set())), "posix_spawnattr_setsigmask")
+        for action in actions:
+            if action.path is None:
+                rc = _libc.posix_spawn_file_actions_adddup2(file_actions, action.source, action.fd)
+            else:
+                rc = _libc.posix_spawn_file_actions_addopen(
+                    file_actions, action.fd, action.path.encode(), action.flags, action.mode
+                )
+            _check(-rc, "posix_spawn_file_actions")
+        c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[a.encode() for a in argv], None)
+        env_items = [f"{k}={v}".encode() for k, v in env.items()]
+        c_env = (ctypes.c_char_p * (len(env_items) + 1))(*env_items, None)
+        pid = ctypes.c_int(0)
+        rc = _libc.posix_spawnp(ctypes.byref(pid), program.encode(), file_actions, attr, c_argv, c_env)
+        if rc != 0:
+            raise OSError(rc, f"spawn {program}: {os.strerror(rc)}")
+        return pid.value
+    finally:
+        _libc.posix_spawn_file_actions_destroy(file_actions)
+        _libc.posix_spawnattr_destroy(attr)

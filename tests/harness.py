@@ -90,7 +90,9 @@ class Pid1:
 
     def describe(self) -> str:
         state = self.state()
-        brief = json.dumps({k: state[k] for k in ("mode", "phases", "reaper", "stop_reason")}, indent=1) if state else None
+        brief = (
+            json.dumps({k: state[k] for k in ("mode", "phases", "reaper", "stop_reason")}, indent=1) if state else None
+        )
         return f"--- pid1 log ---\n{self.log()[-6000:]}\n--- state (brief) ---\n{brief}"
 
     def wait_state(self, what: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 20) -> Any:
@@ -113,7 +115,7 @@ class Pid1:
 
     def nsenter(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
         """Run argv inside the namespace (its PID and mount namespaces)."""
-        cmd = ["nsenter", "-t", str(self.pid), "-p", "-m", "-u", "-i", "--", *argv]
+        cmd = ["nsenter", "-t", str(self.pid), "-p", "-m", "-u", "-i", "-r", "-w", "--", *argv]
         kwargs.setdefault("timeout", 60)
         kwargs.setdefault("capture_output", True)
         return subprocess.run(cmd, **kwargs)
