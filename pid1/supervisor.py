@@ -58,6 +58,7 @@ class Supervisor:
     reaper: Reaper
     phases: dict[str, Phase]
     root: str = "/"
+    retry_first: float = RETRY_FIRST
     stop_hooks: list[tuple[str, StopHook]] = field(default_factory=list)
     mounted: list[str] = field(default_factory=list)
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -147,7 +148,7 @@ class Supervisor:
             for need in phase.needs:
                 if need in self._done:
                     await self._done[need].wait()
-            backoff = Backoff()
+            backoff = Backoff(first=self.retry_first)
             while True:
                 record.attempts += 1
                 record.status = "running"
