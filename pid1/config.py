@@ -27,7 +27,9 @@ def _key(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
 class Config:
     """pid1's configuration; field names are the `pid1.` keys."""
 
-    phases: list[str] = _key([], "run only these phases (comma-separated) and what they need; empty: all")
+    phases: list[str] = _key(
+        [], "run only these phases (comma-separated) and what they need; empty: all; none: no phase"
+    )
     extra_phases: list[str] = _key([], "extra Python modules whose PHASES join the DAG (development and tests)")
     cgroups: str = _key("v2", "cgroup layout: v2 (unified tree) or v1 (one hierarchy per controller)", ("v1", "v2"))
     hostname: str = _key("only-docker", "hostname set at boot")

@@ -86,6 +86,8 @@ def select_phases(phases: dict[str, Phase], wanted: Iterable[str]) -> tuple[dict
     empty), plus warnings for names that do not exist and needs left unmet."""
     warnings: list[str] = []
     wanted = list(wanted)
+    if wanted == ["none"]:
+        return {}, warnings  # supervise and reap only (benchmarks, demos)
     if not wanted:
         chosen = dict(phases)
     else:
