@@ -48,6 +48,8 @@ class Pid1:
     env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
     program: list[str] | None = None  # another PID 1 instead of pid1 (negative controls)
+    # Runs inside the namespace and execs pid1's argv (appended), keeping PID 1.
+    wrapper: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     pid: int = 0
 
@@ -62,7 +64,7 @@ class Pid1:
     def start(self) -> Pid1:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmdline = f"pid1.state_dir={self.state_dir} {self.cmdline}"
-        argv = self.program or [self.python, "-m", "pid1", "--root", self.root, "--cmdline", cmdline]
+        argv = self.program or [*self.wrapper, self.python, "-m", "pid1", "--root", self.root, "--cmdline", cmdline]
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen([*UNSHARE, *argv], stdout=self.log_file, stderr=subprocess.STDOUT, env=env)

@@ -65,3 +65,13 @@ if mode:
         Phase(name="boom", run=raise_error, required=(mode == "required")),
         Phase(name="after_boom", run=after_raise, needs=("boom",)),
     ]
+
+
+async def crash_supervisor(ctx: PhaseContext) -> str:
+    # SystemExit is not an Exception: it escapes the phase wrapper and the
+    # event loop, as a bug in the supervisor itself would.
+    raise SystemExit("scenario: supervisor crash")
+
+
+if os.environ.get("PID1_TEST_CRASH") == "1":
+    PHASES.append(Phase(name="crash", run=crash_supervisor, needs=("spawner",)))

@@ -140,3 +140,14 @@ def test_sigint_reboots(pid1_ns, tmp_path: Path) -> None:
     run.kill(signal.SIGINT)
     # reboot(RESTART) in a PID namespace ends its init with SIGHUP
     assert run.wait_exit(30) == -signal.SIGHUP
+
+
+def test_supervisor_crash_leads_to_emergency_mode(pid1_ns, tmp_path: Path) -> None:
+    run = pid1_ns(f"pid1.phases=crash {SCENARIO}", env=scenario_env(tmp_path, PID1_TEST_CRASH="1"))
+    state = run.wait_state("emergency mode", lambda s: s["mode"] == "emergency" and s)
+    assert "supervisor crash" in state["emergency_reason"]
+    assert run.proc.poll() is None, "PID 1 must not exit"
+    run_storm(run, 300)
+    wait_for("no zombie in emergency mode", lambda: not zombies(run), 20, run.describe)
+    run.kill(signal.SIGTERM)
+    assert run.wait_exit(30) == -signal.SIGINT
