@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Pid1  # noqa: E402
+from harness import Pid1
 
 
 @pytest.fixture
