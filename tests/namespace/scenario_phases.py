@@ -6,12 +6,15 @@ so one module serves every namespace scenario:
   PID1_TEST_SPAWN      "1": spawn children for the signal-state and stop tests
   PID1_TEST_RAISE      "optional" / "required": a phase that raises
   PID1_TEST_SLOW_HOOK  seconds the second stop hook takes
+  PID1_TEST_ORPHANS    N: spawn a child that makes N orphans by double fork
+  PID1_TEST_CRASH      "1": a phase that crashes the supervisor itself
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 from pid1.phases import Phase, PhaseContext
 
@@ -22,6 +25,11 @@ def record(line: str) -> None:
 
 
 async def spawn_children(ctx: PhaseContext) -> str:
+    orphans = os.environ.get("PID1_TEST_ORPHANS")
+    if orphans:
+        storm = os.path.join(os.path.dirname(__file__), "orphan_storm.py")
+        maker = ctx.reaper.spawn([sys.executable, storm, orphans])
+        return f"orphan maker exited {await maker.wait()}"
     if os.environ.get("PID1_TEST_SPAWN") != "1":
         return "nothing to spawn"
     out = os.environ["PID1_TEST_OUT"]
