@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "pid1.phases.hostname",
     "pid1.phases.modules",
     "pid1.phases.storage",
+    "pid1.phases.console_tty",
 )
 
 

@@ -1,0 +1,388 @@
+"""The console bridge: the VM's terminals (serial, VT1) <-> the console
+container's TTY.
+
+pid1 opens every console terminal once, with O_NOCTTY (so a terminal never
+becomes pid1's controlling terminal) and in raw mode with ISIG off (so
+Ctrl-C, Ctrl-Z, Ctrl-D and Ctrl-\\ are plain bytes the host line discipline
+passes on instead of turning them into signals). While a console container
+runs, `attach()` copies bytes both ways between all terminals and the
+container's attach stream: output goes to every terminal, input comes from
+any. The container's TTY does the terminal work (echo, line editing, signals
+for its own foreground job). Between containers the terminals show one line
+saying the console is restarting and why (`show_waiting`).
+
+Everything runs on the event loop: terminal input through `add_reader` on
+non-blocking fds, output through `add_writer` when a terminal is slow, no
+threads. A terminal that goes away (EIO, hang-up) is dropped and the others
+carry on; one that stops taking output is skipped after a bounded wait so it
+cannot stall the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import termios
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pid1 import syscalls
+
+if TYPE_CHECKING:
+    from aiodocker.containers import DockerContainer
+
+    from pid1.log import Log
+
+# A serial console reports 0x0: the container's TTY gets this size then.
+DEFAULT_ROWS = 25
+DEFAULT_COLUMNS = 80
+READ_CHUNK = 4096
+# Output waits (backpressure) while a terminal has more than this pending...
+OUTPUT_HIGH_WATER = 64 * 1024
+# ...but no longer than this: a terminal that takes nothing for that long
+# loses its pending output, so it cannot stall the other terminals.
+OUTPUT_STALL_SECONDS = 5.0
+# dockerd replaces an empty detachKeys with its default, ctrl-p,ctrl-q (which
+# would end the session on Ctrl-P, "previous line" in shells). This sequence
+# is never typed in practice; were it typed, attach() reattaches anyway. The
+# daemon holds back a lone first key (Ctrl-@, NUL) until the next keypress.
+DETACH_KEYS = "ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_"
+# A stream that ends while the container still runs is reattached, at most
+# this many times in a row without any output in between.
+MAX_QUIET_REATTACHES = 5
+# How long a container whose stream ended gets to report that it stopped.
+STILL_RUNNING_WAIT = 1.0
+WAITING_PREFIX = "[pid1] console restarting: "
+
+
+def raw_mode(attrs: list[Any]) -> list[Any]:
+    """cfmakeraw(3) of tcgetattr() attributes: no echo, no line editing, no
+    signal characters (ISIG off), no output post-processing, 8-bit bytes,
+    reads return as soon as one byte is there."""
+    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs
+    iflag &= ~(
+        termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
+        | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON
+    )  # fmt: skip
+    oflag &= ~termios.OPOST
+    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
+    cflag &= ~(termios.CSIZE | termios.PARENB)
+    cflag |= termios.CS8
+    cc = list(cc)
+    cc[termios.VMIN] = 1
+    cc[termios.VTIME] = 0
+    return [iflag, oflag, cflag, lflag, ispeed, ospeed, cc]
+
+
+def terminal_path(name: str, root: str = "/") -> str:
+    """`ttyS0` -> <root>/dev/ttyS0; a full path (`/dev/pts/3`) is taken as it is."""
+    if name.startswith("/"):
+        return name
+    return root.rstrip("/") + "/dev/" + name
+
+
+def waiting_line(reason: str, columns: int) -> str:
+    """The one line shown while no console runs: printable characters only,
+    cut to fit the terminal so rewriting it in place never wraps."""
+    clean = "".join(ch if ch.isprintable() else " " for ch in reason).strip() or "no reason given"
+    line = WAITING_PREFIX + clean
+    width = max(columns - 1, len(WAITING_PREFIX) + 3)
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+@dataclass
+class Terminal:
+    """One open console terminal: its fd, the attributes to restore, and the
+    output it has not taken yet."""
+
+    path: str
+    fd: int
+    saved_attrs: list[Any]
+    pending: bytearray = field(default_factory=bytearray)
+    alive: bool = True
+    on_dead: Callable[[Terminal, str], None] = lambda term, why: None
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+    _writer_registered: bool = False
+
+    def window_size(self) -> tuple[int, int]:
+        """(rows, columns); (0, 0) when the terminal does not know (serial)."""
+        try:
+            return syscalls.get_window_size(self.fd)
+        except OSError:
+            return (0, 0)
+
+    def write(self, data: bytes) -> None:
+        """Queue `data` and write what the terminal takes now; the rest goes
+        out when the fd is writable again."""
+        if not self.alive or not data:
+            return
+        self.pending += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.pending and self.alive:
+            try:
+                written = os.write(self.fd, self.pending)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.on_dead(self, f"write: {exc.strerror}")
+                return
+            del self.pending[:written]
+        loop = asyncio.get_running_loop()
+        if self.pending and self.alive:
+            self._drained.clear()
+            if not self._writer_registered:
+                loop.add_writer(self.fd, self._flush)
+                self._writer_registered = True
+            return
+        self._drained.set()
+        if self._writer_registered:
+            loop.remove_writer(self.fd)
+            self._writer_registered = False
+
+    async def wait_drained(self, high_water: int, timeout: float) -> int:
+        """Wait until at most `high_water` bytes are pending. If the terminal
+        takes nothing for `timeout` seconds, drop what is pending and return
+        how many bytes were dropped (0 when it drained)."""
+        while self.alive and len(self.pending) > high_water:
+            before = len(self.pending)
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                if len(self.pending) >= before:
+                    dropped = len(self.pending)
+                    self.pending.clear()
+                    return dropped
+        return 0
+
+    def restore(self) -> None:
+        """Put back the attributes the terminal had before pid1 opened it."""
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(self.fd, termios.TCSANOW, self.saved_attrs)
+
+    def close(self) -> None:
+        self.alive = False
+        self._drained.set()
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing registered
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.fd)
+            loop.remove_writer(self.fd)
+        self._writer_registered = False
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def open_terminal(path: str) -> Terminal:
+    """Open a console terminal for the bridge: O_NOCTTY (never pid1's
+    controlling terminal), non-blocking, close-on-exec, raw mode with ISIG
+    off. Raises OSError if it cannot be opened or is not a terminal."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not os.isatty(fd):
+            raise OSError(errno.ENOTTY, f"{path} is not a terminal")
+        try:
+            saved = termios.tcgetattr(fd)
+            termios.tcsetattr(fd, termios.TCSANOW, raw_mode(saved))
+        except termios.error as exc:
+            code, message = exc.args if len(exc.args) == 2 else (errno.EIO, str(exc))
+            raise OSError(code, f"{path}: {message}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return Terminal(path=path, fd=fd, saved_attrs=saved)
+
+
+class ConsoleBridge:
+    """Bridges the console terminals to whichever console container runs.
+
+    Published by the console_tty phase as `ctx.shared["console_bridge"]`; the
+    system-container supervisor calls `attach(container)` for each console
+    container (created with Tty, OpenStdin, not StdinOnce) and
+    `show_waiting(reason)` while none runs.
+    """
+
+    def __init__(self, terminals: list[Terminal], log: Log) -> None:
+        self.terminals: list[Terminal] = []
+        self.log = log
+        # Set while a session copies bytes (tests and the state view wait on it).
+        self.ready = asyncio.Event()
+        self.sessions = 0
+        self._input: asyncio.Queue[bytes] | None = None
+        self._waiting_shown = False
+        self._closed = False
+        for term in terminals:
+            self.add_terminal(term)
+
+    # --- terminals ---------------------------------------------------------------
+    def add_terminal(self, term: Terminal) -> None:
+        term.on_dead = self._drop
+        self.terminals.append(term)
+        asyncio.get_running_loop().add_reader(term.fd, self._on_input, term)
+
+    def _on_input(self, term: Terminal) -> None:
+        try:
+            data = os.read(term.fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(term, f"read: {exc.strerror}")
+            return
+        if not data:
+            self._drop(term, "hang-up")
+            return
+        # Typed while no console runs: dropped, so a stray Ctrl-D cannot end
+        # the next shell before it is seen.
+        if self._input is not None:
+            self._input.put_nowait(data)
+
+    def _drop(self, term: Terminal, why: str) -> None:
+        if term not in self.terminals:
+            return
+        self.terminals.remove(term)
+        term.restore()
+        term.close()
+        left = ", ".join(t.path for t in self.terminals) or "none"
+        self.log.warning(f"console terminal {term.path} went away ({why}); still bridged: {left}")
+
+    def window_size(self) -> tuple[int, int]:
+        """The size the container's TTY gets: the smallest size any terminal
+        reports (so output fits all of them), else 25x80 (serial says 0x0)."""
+        sizes = [s for s in (t.window_size() for t in self.terminals) if s[0] > 0 and s[1] > 0]
+        if not sizes:
+            return (DEFAULT_ROWS, DEFAULT_COLUMNS)
+        return (min(r for r, _ in sizes), min(c for _, c in sizes))
+
+    def _broadcast(self, data: bytes) -> None:
+        for term in list(self.terminals):
+            term.write(data)
+
+    async def _drain(self) -> None:
+        for term in list(self.terminals):
+            dropped = await term.wait_drained(OUTPUT_HIGH_WATER, OUTPUT_STALL_SECONDS)
+            if dropped:
+                self.log.warning(f"console terminal {term.path} took no output for {OUTPUT_STALL_SECONDS:.0f} s: "
+                                 f"dropped {dropped} bytes")  # fmt: skip
+
+    # --- what the supervisor calls ----------------------------------------------------
+    def show_waiting(self, reason: str) -> None:
+        """Show (or rewrite in place) the one line saying the console is
+        restarting and why, on every terminal."""
+        if self._closed:
+            return
+        columns = self.window_size()[1]
+        # The first line of a wait starts on a fresh line; later ones rewrite it.
+        lead = "\r\x1b[K" if self._waiting_shown else "\r\n"
+        self._broadcast((lead + waiting_line(reason, columns)).encode(errors="replace"))
+        self._waiting_shown = True
+
+    async def attach(self, container: DockerContainer, *, start: bool = False) -> None:
+        """Bridge the terminals to `container`'s TTY until the container ends.
+
+        With start=True the stream is opened before the container starts, so
+        nothing it prints first is lost. The TTY size is set (resize) as soon
+        as the container runs. A stream that ends while the container still
+        runs (a detach sequence, a dockerd hiccup) is opened again. Returns
+        when the container is gone or stopped; raises DockerError only if the
+        first attach fails.
+        """
+        quiet_reattaches = 0
+        first = True
+        while not self._closed:
+            got_output = await self._session(container, start=start and first, first=first)
+            first = False
+            if not await self._still_running(container):
+                return
+            quiet_reattaches = 0 if got_output else quiet_reattaches + 1
+            if quiet_reattaches > MAX_QUIET_REATTACHES:
+                self.log.warning(f"console {container.id[:12]}: attach stream keeps ending at once; giving up")
+                return
+            self.log.notice(f"console {container.id[:12]}: attach stream ended while it runs; attaching again")
+
+    async def close(self) -> None:
+        """The stop hook: leave every terminal as pid1 found it."""
+        self._closed = True
+        for term in list(self.terminals):
+            term.write(b"\r\n")
+            term.restore()
+            term.close()
+        self.terminals.clear()
+
+    # --- one attach stream ------------------------------------------------------------
+    async def _session(self, container: DockerContainer, *, start: bool, first: bool) -> bool:
+        """One attach stream, pumped both ways until it ends. Returns whether
+        any output came through."""
+        stream = container.attach(stdin=True, stdout=True, stderr=True, logs=False, detach_keys=DETACH_KEYS)
+        got_output = False
+        try:
+            await stream.__aenter__()
+        except Exception:
+            if first:
+                raise
+            return False
+        self.sessions += 1
+        self._input = asyncio.Queue()
+        pump_in = asyncio.get_running_loop().create_task(self._pump_input(stream, self._input))
+        try:
+            if start:
+                await container.start()
+            await self._resize(container)
+            if self._waiting_shown:
+                self._broadcast(b"\r\n")
+                self._waiting_shown = False
+            self.ready.set()
+            while True:
+                read = asyncio.ensure_future(stream.read_out())
+                done, _ = await asyncio.wait({read, pump_in}, return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:  # stdin is gone: the stream is over
+                    read.cancel()
+                    break
+                message = read.result()
+                if message is None:
+                    break
+                got_output = True
+                self._broadcast(message.data)
+                await self._drain()
+        finally:
+            self.ready.clear()
+            self._input = None
+            pump_in.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump_in
+            with contextlib.suppress(Exception):
+                await stream.close()
+        return got_output
+
+    async def _pump_input(self, stream: Any, queue: asyncio.Queue[bytes]) -> None:
+        """Terminal input -> the container's stdin, in order. Returns when the
+        stream no longer takes input."""
+        while True:
+            data = await queue.get()
+            try:
+                await stream.write_in(data)
+            except Exception as exc:  # the stream closed under us (container gone)
+                self.log.debug(f"console input stopped: {exc!r}")
+                return
+
+    async def _resize(self, container: DockerContainer) -> None:
+        rows, columns = self.window_size()
+        try:
+            await container.resize(h=rows, w=columns)
+        except Exception as exc:  # it may have exited already; the stream tells
+            self.log.warning(f"console {container.id[:12]}: cannot set its TTY to {rows}x{columns}: {exc}")
+
+    async def _still_running(self, container: DockerContainer) -> bool:
+        """Whether the container runs on after its stream ended. The stream
+        ends a moment before dockerd marks the container exited, so ask with
+        a wait that returns when it stops (an inspect here would race)."""
+        try:
+            await asyncio.wait_for(container.wait(), STILL_RUNNING_WAIT)
+        except TimeoutError:
+            return True
+        except Exception:  # gone, or dockerd is down: nothing to attach to
+            return False
+        return False

@@ -1,0 +1,57 @@
+"""console_tty: opens the console terminals and publishes the console bridge
+as `ctx.shared["console_bridge"]`. Needs mounts (for /dev). Optional: a
+machine whose terminals cannot be opened still boots.
+
+The terminals are `pid1.console` (default ttyS0,tty1): a name means
+<root>/dev/NAME, a full path (`/dev/pts/3`) is used as it is. Each is opened
+with O_NOCTTY and put in raw mode with ISIG off, so Ctrl-C and friends reach
+the console container's shell and never pid1. One that is missing or cannot be
+opened is skipped with a warning. The stop hook puts every terminal back as
+it was. The system-container supervisor calls the bridge's attach() for each
+console container and show_waiting() between them (see pid1/console.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pid1.console import ConsoleBridge, Terminal, open_terminal, terminal_path
+from pid1.phases import Phase, PhaseContext
+
+
+def open_console_terminals(names: list[str], root: str, warn) -> list[Terminal]:
+    """Open each named terminal once (duplicates by real path are skipped);
+    `warn` gets one message per terminal that cannot be used."""
+    terminals: list[Terminal] = []
+    seen: set[str] = set()
+    for name in names:
+        path = terminal_path(name, root)
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        if not os.path.exists(path):
+            warn(f"console terminal {path} does not exist: skipped")
+            continue
+        try:
+            terminals.append(open_terminal(path))
+        except OSError as exc:
+            warn(f"console terminal {path} cannot be used ({exc.strerror or exc}): skipped")
+    return terminals
+
+
+async def run(ctx: PhaseContext) -> str:
+    terminals = open_console_terminals(ctx.config.console, ctx.root, ctx.log.warning)
+    bridge = ConsoleBridge(terminals, ctx.log)
+    ctx.shared["console_bridge"] = bridge
+    ctx.add_stop_hook("console terminals", bridge.close)
+    if not terminals:
+        return "no console terminal could be opened"
+    described = []
+    for term in terminals:
+        rows, columns = term.window_size()
+        described.append(f"{term.path} ({rows}x{columns})" if rows and columns else f"{term.path} (size unknown)")
+    return "raw mode on " + ", ".join(described)
+
+
+PHASE = Phase(name="console_tty", run=run, needs=("mounts",), required=False, doc=__doc__ or "")

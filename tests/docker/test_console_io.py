@@ -1,0 +1,613 @@
+"""The console on the VM's console: pid1's real console bridge (pid1/console.py,
+opened by the console_tty phase) between a pty that stands in for the VM's
+terminal and a busybox `sh` container with a TTY on a real dockerd.
+
+The bridge runs in a harness process (this file run as a script: a uvloop
+loop, the real phase, aiodocker), which makes itself a session leader with no
+controlling terminal first, so that opening the console without O_NOCTTY
+would make the pty its controlling terminal. The harness reports what it
+sees as JSON lines; the test types on the pty's master side and reads the
+screen back from it.
+
+Without a dockerd (not root, docker.io missing) the docker tests skip; the
+tests of the waiting line, the controlling terminal and a vanishing terminal
+need no dockerd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import termios
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pid1 import syscalls  # noqa: E402
+from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, raw_mode, waiting_line  # noqa: E402
+
+PROMPT = "ctest# "
+IMAGE = "busybox:latest"
+TEST_LABEL = "pid1.test"
+
+
+# --- the harness: the real bridge in its own process ------------------------------------
+def emit(event: str, **fields) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def controlling_tty_nr() -> int:
+    """tty_nr from /proc/self/stat: 0 when the process has no controlling terminal."""
+    with open("/proc/self/stat") as f:
+        stat = f.read()
+    return int(stat.rsplit(")", 1)[1].split()[4])
+
+
+async def harness(opts: argparse.Namespace) -> None:
+    import aiodocker
+
+    from pid1.config import Config
+    from pid1.log import Log
+    from pid1.phases import PhaseContext, console_tty
+    from pid1.state import StateStore
+
+    loop = asyncio.get_running_loop()
+    signals_seen = {"SIGINT": 0, "SIGTSTP": 0, "SIGQUIT": 0}
+    for name in signals_seen:
+
+        def count(name: str = name) -> None:
+            signals_seen[name] += 1
+            emit("signal", name=name)
+
+        loop.add_signal_handler(getattr(signal, name), count)
+
+    hooks = []
+    ctx = PhaseContext(
+        config=Config(console=opts.console),
+        log=Log(),
+        store=StateStore(opts.state_dir),
+        reaper=None,  # type: ignore[arg-type]  # the phase starts no process
+        add_stop_hook=lambda name, hook: hooks.append(hook),
+    )
+    detail = await console_tty.run(ctx)
+    bridge: ConsoleBridge = ctx.shared["console_bridge"]
+    emit("opened", detail=detail, terminals=[t.path for t in bridge.terminals], tty_nr=controlling_tty_nr())
+    if opts.isig_on:  # the negative control: what a cooked (non-raw) host tty would do
+        for term in bridge.terminals:
+            attrs = termios.tcgetattr(term.fd)
+            attrs[3] |= termios.ISIG
+            termios.tcsetattr(term.fd, termios.TCSANOW, attrs)
+
+    docker = aiodocker.Docker(url=f"unix://{opts.socket}")
+    try:
+        container = await docker.containers.create(
+            {
+                "Image": IMAGE,
+                "Cmd": ["/bin/sh"],
+                "Tty": True,
+                "OpenStdin": True,
+                "StdinOnce": False,
+                "AttachStdin": True,
+                "AttachStdout": True,
+                "AttachStderr": True,
+                "Env": [f"PS1={PROMPT}"],
+                "Labels": {TEST_LABEL: "console"},
+                "HostConfig": {"NetworkMode": "none"},
+            },
+            name=opts.name,
+        )
+        if not opts.start_by_bridge:
+            await container.start()
+        attach = loop.create_task(bridge.attach(container, start=opts.start_by_bridge))
+        ready = loop.create_task(bridge.ready.wait())
+        await asyncio.wait({attach, ready}, return_when=asyncio.FIRST_COMPLETED)
+        emit("attached", ok=bridge.ready.is_set(), tty_nr=controlling_tty_nr())
+        await attach
+        info = await container.show()
+        code = info["State"]["ExitCode"]
+        bridge.show_waiting(f"console exited with status {code}")
+        emit("attach-returned", exit_code=code, terminals=[t.path for t in bridge.terminals])
+        await container.delete(force=True)
+    finally:
+        await docker.close()
+        for hook in reversed(hooks):
+            await hook()
+    emit("done", signals=signals_seen, tty_nr=controlling_tty_nr())
+
+
+def harness_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--console", action="append", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--start-by-bridge", action="store_true")
+    parser.add_argument("--isig-on", action="store_true")
+    opts = parser.parse_args(argv)
+    os.setsid()  # a session leader without a controlling terminal, like PID 1
+    import uvloop
+
+    uvloop.run(harness(opts))
+
+
+# --- a dockerd of the test's own ----------------------------------------------------------
+def busybox_rootfs_tar() -> bytes:
+    """A rootfs with Debian's static busybox and the applets the tests use."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for directory in ("bin", "dev", "etc", "proc", "sys", "tmp"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        tar.add("/bin/busybox", "bin/busybox")
+        for applet in ("sh", "sleep", "echo", "stty", "cat", "kill", "ps"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+@dataclass
+class Dockerd:
+    workdir: Path
+    socket: Path = field(init=False)
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.socket = self.workdir / "docker.sock"
+
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True) -> str:
+        done = subprocess.run(
+            ["docker", "-H", f"unix://{self.socket}", *args], input=input, capture_output=True, timeout=60
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+        return done.stdout.decode(errors="replace")
+
+    def log_tail(self) -> str:
+        try:
+            return (self.workdir / "dockerd.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        log = open(self.workdir / "dockerd.log", "wb")
+        self.proc = subprocess.Popen(
+            [
+                "dockerd",
+                f"--data-root={self.workdir / 'data'}",
+                f"--exec-root={self.workdir / 'exec'}",
+                f"--pidfile={self.workdir / 'dockerd.pid'}",
+                f"-H=unix://{self.socket}",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dockerd exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.socket.exists() and self.cli("version", check=False):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"dockerd did not answer within 60 s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def console_dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """Debian's dockerd with its own data root, exec root, pidfile and socket,
+    and a busybox image made by `docker import`."""
+    if os.geteuid() != 0:
+        pytest.skip("a dockerd needs root")
+    if not (shutil.which("dockerd") and shutil.which("docker") and os.path.exists("/bin/busybox")):
+        pytest.skip("docker.io and busybox-static are needed")
+    daemon = Dockerd(tmp_path_factory.mktemp("console-dockerd"))
+    try:
+        daemon.start()
+        daemon.cli("import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE, input=busybox_rootfs_tar())
+        yield daemon
+    finally:
+        daemon.stop()
+        workdir = str(daemon.workdir)
+        with open("/proc/self/mounts") as f:
+            leftovers = [line.split()[1] for line in f if line.split()[1].startswith(workdir)]
+        for target in sorted(leftovers, reverse=True):
+            subprocess.run(["umount", "-l", target], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the terminal the test types on -------------------------------------------------------
+class Screen:
+    """The master side of a pty: what the test types and what it reads back."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        self.path = os.ttyname(self.slave)
+        os.set_blocking(self.master, False)
+        self.seen = ""
+
+    def type(self, text: str | bytes) -> None:
+        os.write(self.master, text.encode() if isinstance(text, str) else text)
+
+    def _read_some(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], max(timeout, 0))
+        if ready:
+            try:
+                self.seen += os.read(self.master, 65536).decode(errors="replace")
+            except (BlockingIOError, OSError):
+                pass
+
+    def expect(self, pattern: str, timeout: float, after: int = 0, describe: Callable[[], str] = str) -> re.Match:
+        """Wait (bounded) until `pattern` shows up in the output from offset `after`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.compile(pattern).search(self.seen, after)
+            if found:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"{pattern!r} not on the screen within {timeout} s; screen after offset {after}:\n"
+                    f"{self.seen[after:]!r}\n{describe()}"
+                )
+            self._read_some(min(left, 0.2))
+
+    def settle(self, seconds: float) -> None:
+        """Read whatever arrives for `seconds` (used only where absence is the point)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._read_some(left)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass
+class Harness:
+    proc: subprocess.Popen
+    stderr_path: Path
+    events: list[dict] = field(default_factory=list)
+    _buf: bytes = b""
+
+    def describe(self) -> str:
+        err = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        return f"harness events: {self.events}\nharness stderr (last 3000 chars):\n{err[-3000:]}"
+
+    def wait_event(self, name: str, timeout: float, describe: Callable[[], str] | None = None) -> dict:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while True:
+            for event in self.events:
+                if event["event"] == name:
+                    return event
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"harness event {name!r} not seen within {timeout} s\n{(describe or self.describe)()}"
+                )
+            ready, _, _ = select.select([fd], [], [], min(left, 0.2))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                if self.proc.poll() is not None and not any(e["event"] == name for e in self.events):
+                    raise AssertionError(
+                        f"harness exited ({self.proc.returncode}) before {name!r}\n{(describe or self.describe)()}"
+                    )
+                time.sleep(0.05)
+                continue
+            self._buf += chunk
+            *lines, self._buf = self._buf.split(b"\n")
+            self.events += [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture
+def start_harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    started: list[Harness] = []
+
+    def start(daemon: Dockerd, consoles: list[str], name: str, *flags: str) -> Harness:
+        state_dir = tmp_path / f"state-{name}"
+        state_dir.mkdir()
+        stderr_path = tmp_path / f"harness-{name}.err"
+        argv = [sys.executable, __file__, "--socket", str(daemon.socket), "--name", name]
+        argv += ["--state-dir", str(state_dir), *flags]
+        for console in consoles:
+            argv += ["--console", console]
+        with open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
+        harness = Harness(proc=proc, stderr_path=stderr_path)
+        started.append(harness)
+        return harness
+
+    yield start
+    for harness in started:
+        if harness.proc.poll() is None:
+            harness.proc.kill()
+        harness.proc.wait(10)
+
+
+def container_processes(daemon: Dockerd, name: str) -> str:
+    return daemon.cli("top", name, "-o", "pid,args", check=False)
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float, describe: Callable[[], str]) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n{describe()}")
+        time.sleep(0.05)
+
+
+# --- with a dockerd -------------------------------------------------------------------------
+@pytest.mark.docker
+def test_typed_bytes_reach_the_shell_and_ctrl_c_reaches_only_the_container(
+    console_dockerd: Dockerd, start_harness
+) -> None:
+    screen = Screen()
+    try:
+        original = termios.tcgetattr(screen.slave)
+        assert syscalls.get_window_size(screen.slave) == (0, 0)  # like a serial console
+        name = f"console-io-{os.getpid()}"
+        harness = start_harness(console_dockerd, [screen.path], name)
+
+        def describe() -> str:
+            processes = container_processes(console_dockerd, name)
+            return f"screen: {screen.seen[-2000:]!r}\n{harness.describe()}\n{processes}"
+
+        opened = harness.wait_event("opened", 30, describe)
+        assert opened["terminals"] == [screen.path], describe()
+        assert opened["tty_nr"] == 0, f"the console became the harness's controlling terminal\n{describe()}"
+        attached = harness.wait_event("attached", 60, describe)
+        assert attached["ok"], describe()
+
+        # The host side is raw with ISIG off while bridged.
+        attrs = termios.tcgetattr(screen.slave)
+        assert not attrs[3] & (termios.ISIG | termios.ICANON | termios.ECHO), describe()
+
+        # Bytes typed reach the shell, its output comes back (the shell expands $RANDOM).
+        mark = len(screen.seen)
+        screen.type("echo hello-$RANDOM-marker\r")
+        mark = screen.expect(r"hello-\d+-marker\r\n" + re.escape(PROMPT), 20, mark, describe).end()
+
+        # A serial console reports 0x0: the container's TTY was set to 25x80.
+        screen.type("stty size\r")
+        mark = screen.expect(r"\r\n25 80\r\n" + re.escape(PROMPT), 10, mark, describe).end()
+
+        # Ctrl-C interrupts a sleep in the container. Every step waits for the
+        # shell to echo its command line or print its prompt before typing on,
+        # as a user would: keys typed ahead land in the container TTY's
+        # cooked-mode buffer, where a Ctrl-D is lost when the shell goes raw.
+        screen.type("sleep 30\r")
+        mark = screen.expect(r"sleep 30\r\n", 10, mark, describe).end()
+        wait_until("sleep 30 runs in the container", lambda: "sleep 30" in container_processes(console_dockerd, name),
+                   15, describe)  # fmt: skip
+        interrupted_at = time.monotonic()
+        screen.type(b"\x03")
+        mark = screen.expect(re.escape(PROMPT), 10, mark, describe).end()
+        elapsed = time.monotonic() - interrupted_at
+        assert elapsed < 5, f"the prompt came back after {elapsed:.1f} s: Ctrl-C did not interrupt\n{describe()}"
+        screen.type("echo rc=$?\r")
+        mark = screen.expect(r"rc=130\r\n" + re.escape(PROMPT), 10, mark, describe).end()  # 128 + SIGINT
+        assert "sleep 30" not in container_processes(console_dockerd, name), describe()
+
+        # Ctrl-Z stops the foreground job in the container's shell (job control there).
+        screen.type("sleep 31\r")
+        mark = screen.expect(r"sleep 31\r\n", 10, mark, describe).end()
+        wait_until("sleep 31 runs", lambda: "sleep 31" in container_processes(console_dockerd, name), 15, describe)
+        screen.type(b"\x1a")
+        mark = screen.expect(r"Stopped +sleep 31\r\n" + re.escape(PROMPT), 10, mark, describe).end()
+        screen.type("kill -9 %1\r")
+        mark = screen.expect(r"kill -9 %1\r\n" + re.escape(PROMPT), 10, mark, describe).end()
+        screen.type("jobs\r")  # reports the killed job and forgets it, so Ctrl-D is not refused
+        mark = screen.expect(r"Killed +sleep 31\r\n" + re.escape(PROMPT), 10, mark, describe).end()
+
+        # Ctrl-D at an empty prompt ends the shell: the container exits, the
+        # bridge returns and the waiting line shows.
+        screen.type(b"\x04")
+        returned = harness.wait_event("attach-returned", 30, lambda: (screen.settle(0.5), describe())[1])
+        assert returned["exit_code"] == 0, describe()
+        screen.expect(re.escape(WAITING_PREFIX) + r"console exited with status 0", 10, mark, describe)
+
+        done = harness.wait_event("done", 30, describe)
+        assert done["signals"] == {"SIGINT": 0, "SIGTSTP": 0, "SIGQUIT": 0}, describe()
+        assert done["tty_nr"] == 0, describe()
+        assert harness.proc.wait(30) == 0, describe()
+        # The stop hook put the terminal back as it was.
+        assert termios.tcgetattr(screen.slave) == original, describe()
+    finally:
+        screen.close()
+
+
+@pytest.mark.docker
+def test_bridge_starts_the_container_sizes_it_and_survives_a_vanishing_terminal(
+    console_dockerd: Dockerd, start_harness
+) -> None:
+    """start=True: the stream is open before the shell starts, so its banner is
+    not lost; the TTY gets the terminal's size; a terminal that goes away
+    (EIO) is dropped and the other keeps working; output goes to both."""
+    first, second = Screen(), Screen()
+    try:
+        syscalls.set_window_size(first.slave, 40, 132)
+        syscalls.set_window_size(second.slave, 50, 160)  # the smaller size wins
+        name = f"console-start-{os.getpid()}"
+        harness = start_harness(console_dockerd, [first.path, second.path], name, "--start-by-bridge")
+
+        def describe() -> str:
+            return f"first: {first.seen[-1500:]!r}\nsecond: {second.seen[-1500:]!r}\n{harness.describe()}"
+
+        assert harness.wait_event("attached", 60, describe)["ok"], describe()
+        first.expect(r"BusyBox v", 20, 0, describe)
+        second.expect(r"BusyBox v", 20, 0, describe)
+
+        mark = len(first.seen)
+        second.type("stty size\r")  # typed on one terminal, seen on both
+        first.expect(r"\r\n40 132\r\n" + re.escape(PROMPT), 10, mark, describe)
+        second.expect(r"\r\n40 132\r\n", 10, 0, describe)
+
+        # The second terminal goes away: its master closes and the slave reads EIO.
+        os.close(second.master)
+        os.close(second.slave)
+        second.master = second.slave = -1
+        mark = len(first.seen)
+        first.type("echo still-$RANDOM-here\r")
+        first.expect(r"still-\d+-here\r\n" + re.escape(PROMPT), 10, mark, describe)
+        wait_until("the bridge dropped the vanished terminal",
+                   lambda: "went away" in harness.stderr_path.read_text(errors="replace"), 10, describe)  # fmt: skip
+
+        first.type("exit 7\r")
+        returned = harness.wait_event("attach-returned", 30, describe)
+        assert returned["exit_code"] == 7, describe()
+        assert returned["terminals"] == [first.path], describe()
+        assert harness.wait_event("done", 30, describe)["signals"]["SIGINT"] == 0, describe()
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.docker
+def test_negative_control_ctrl_c_is_lost_when_the_host_tty_keeps_isig(console_dockerd: Dockerd, start_harness) -> None:
+    """With ISIG left on (a cooked host tty), the host line discipline eats
+    Ctrl-C: the sleep in the container runs on. This is why the bridge turns
+    ISIG off, and shows the main test can fail."""
+    screen = Screen()
+    try:
+        name = f"console-isig-{os.getpid()}"
+        harness = start_harness(console_dockerd, [screen.path], name, "--isig-on")
+
+        def describe() -> str:
+            return f"screen: {screen.seen[-2000:]!r}\n{harness.describe()}"
+
+        assert harness.wait_event("attached", 60, describe)["ok"], describe()
+        screen.type("echo alive-$RANDOM\r")
+        mark = screen.expect(r"alive-\d+\r\n" + re.escape(PROMPT), 20, 0, describe).end()
+        screen.type("sleep 30\r")
+        mark = screen.expect(r"sleep 30\r\n", 10, mark, describe).end()
+        wait_until("sleep 30 runs", lambda: "sleep 30" in container_processes(console_dockerd, name), 15, describe)
+        screen.type(b"\x03")
+        # The main test sees the prompt well within 5 s; here it must not come.
+        screen.settle(5)
+        assert PROMPT not in screen.seen[mark:], describe()
+        assert "sleep 30" in container_processes(console_dockerd, name), describe()
+        console_dockerd.cli("kill", name)
+        harness.wait_event("attach-returned", 30, describe)
+        assert harness.wait_event("done", 30, describe)["signals"]["SIGINT"] == 0, describe()
+    finally:
+        screen.close()
+
+
+# --- without a dockerd ------------------------------------------------------------------------
+def test_waiting_line_is_one_printable_line_that_fits() -> None:
+    line = waiting_line("image foo:latest\nkeeps crashing\x1b[2J (exit 1)", 80)
+    assert line == WAITING_PREFIX + "image foo:latest keeps crashing [2J (exit 1)"
+    long = waiting_line("x" * 500, 40)
+    assert len(long) == 39 and long.endswith("...")
+    assert waiting_line("", 80) == WAITING_PREFIX + "no reason given"
+
+
+async def _show_waiting_on(screen_path: str) -> tuple[list, list]:
+    from pid1.log import Log
+
+    term = open_terminal(screen_path)
+    bridge = ConsoleBridge([term], Log())
+    raw = termios.tcgetattr(term.fd)
+    bridge.show_waiting("dockerd is not answering")
+    bridge.show_waiting("image x:latest exited at once (3 times); falling back to busybox")
+    await asyncio.sleep(0)
+    await bridge.close()
+    return raw, bridge.terminals
+
+
+def test_show_waiting_writes_one_line_rewritten_in_place_and_close_restores() -> None:
+    import uvloop
+
+    screen = Screen()
+    try:
+        syscalls.set_window_size(screen.slave, 24, 60)
+        original = termios.tcgetattr(screen.slave)
+        raw, left = uvloop.run(_show_waiting_on(screen.path))
+        assert raw == raw_mode(original)
+        assert left == []
+        assert termios.tcgetattr(screen.slave) == original
+        screen.expect(r"exited at once\.\.\.", 5)
+        first = "\r\n" + WAITING_PREFIX + "dockerd is not answering"
+        second = "\r\x1b[K" + waiting_line("image x:latest exited at once (3 times); falling back to busybox", 60)
+        assert screen.seen.startswith(first + second), repr(screen.seen)
+        assert len(second) - 4 <= 59  # cut to the terminal's width, so rewriting never wraps
+    finally:
+        screen.close()
+
+
+CTTY_PROBE = """
+import os, sys
+sys.path.insert(0, {repo!r})
+os.setsid()
+if sys.argv[1] == "plain":
+    fd = os.open({path!r}, os.O_RDWR)
+else:
+    from pid1.console import open_terminal
+    term = open_terminal({path!r})
+with open("/proc/self/stat") as f:
+    print(int(f.read().rsplit(")", 1)[1].split()[4]))
+"""
+
+
+def test_console_never_becomes_the_controlling_terminal() -> None:
+    """A session leader with no controlling terminal (as PID 1 is) that opens a
+    tty gets it as its controlling terminal, and then Ctrl-C on it would
+    signal pid1. open_terminal() uses O_NOCTTY; the plain open is the control."""
+    screen = Screen()
+    try:
+        results = {}
+        for mode in ("plain", "bridge"):
+            code = CTTY_PROBE.format(repo=str(REPO), path=screen.path)
+            done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            results[mode] = int(done.stdout)
+        assert results["plain"] == os.stat(screen.path).st_rdev, results  # the control: it does become the ctty
+        assert results["bridge"] == 0, results
+    finally:
+        screen.close()
+
+
+if __name__ == "__main__":
+    harness_main(sys.argv[1:])
