@@ -83,6 +83,10 @@ def mknod_char(path: str, major: int, minor: int, mode: int = 0o600) -> None:
     os.mknod(path, mode | 0o020000, os.makedev(major, minor))
 
 
+def mknod_block(path: str, major: int, minor: int, mode: int = 0o600) -> None:
+    os.mknod(path, mode | 0o060000, os.makedev(major, minor))
+
+
 def reboot(command: RebootCommand) -> None:
     """reboot(2). In a child PID namespace the kernel ends the namespace's init
     instead of touching the machine (SIGINT for power-off/halt, SIGHUP for restart)."""

@@ -1,0 +1,294 @@
+"""Block devices and filesystem labels, read straight from the kernel's view.
+
+No blkid, no udev: `/sys/class/block` lists the disks and partitions, each
+one's `dev` file gives its device number (a node is made under /dev when
+devtmpfs has none, e.g. in a test root), and the label comes from the
+superblock itself: ext2/3/4, xfs and btrfs. Nothing here writes to a device.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from pid1 import syscalls
+
+SECTOR = 512
+
+# ext2/3/4: the superblock starts at 1024; s_magic (le16) at +56, s_volume_name[16] at +120.
+EXT_SB = 1024
+EXT_MAGIC = b"\x53\xef"
+EXT_FEATURE_COMPAT_HAS_JOURNAL = 0x4
+# Incompat/ro-compat features ext3 never had: their presence makes it ext4.
+EXT4_INCOMPAT = 0x40 | 0x80 | 0x200 | 0x400 | 0x10000 | 0x8000  # extents, 64bit, flex_bg, mmp, inline_data, csum_seed
+EXT4_RO_COMPAT = 0x8 | 0x20 | 0x40 | 0x400  # huge_file, dir_nlink, extra_isize, metadata_csum
+# xfs: sb_magicnum "XFSB" at 0 (big endian), sb_fname[12] at 108.
+XFS_MAGIC = b"XFSB"
+XFS_LABEL = 108
+# btrfs: the primary superblock is at 64 KiB; magic at +64, label[256] at +299.
+BTRFS_SB = 65536
+BTRFS_MAGIC = b"_BHRfS_M"
+BTRFS_LABEL = 299
+
+
+class FsLabel(NamedTuple):
+    fstype: str  # ext2, ext3, ext4, xfs, btrfs
+    label: str
+
+
+def _cstring(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def _ext_type(sb: bytes) -> str:
+    compat = int.from_bytes(sb[92:96], "little")
+    incompat = int.from_bytes(sb[96:100], "little")
+    ro_compat = int.from_bytes(sb[100:104], "little")
+    if incompat & EXT4_INCOMPAT or ro_compat & EXT4_RO_COMPAT:
+        return "ext4"
+    return "ext3" if compat & EXT_FEATURE_COMPAT_HAS_JOURNAL else "ext2"
+
+
+def parse_superblocks(head: bytes, btrfs_sb: bytes) -> FsLabel | None:
+    """The filesystem in a device's first 4 KiB (`head`) and 4 KiB at 64 KiB."""
+    ext = head[EXT_SB : EXT_SB + 1024]
+    if len(ext) >= 136 and ext[56:58] == EXT_MAGIC:
+        return FsLabel(_ext_type(ext), _cstring(ext[120:136]))
+    if len(head) >= XFS_LABEL + 12 and head[:4] == XFS_MAGIC:
+        return FsLabel("xfs", _cstring(head[XFS_LABEL : XFS_LABEL + 12]))
+    if len(btrfs_sb) >= BTRFS_LABEL + 256 and btrfs_sb[64:72] == BTRFS_MAGIC:
+        return FsLabel("btrfs", _cstring(btrfs_sb[BTRFS_LABEL : BTRFS_LABEL + 256]))
+    return None
+
+
+def read_superblock(path: str) -> FsLabel | None:
+    """(fstype, label) of the filesystem on a device or image file, or None
+    when it holds none that pid1 knows (or is too short to hold one)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.pread(fd, 4096, 0)
+        btrfs_sb = os.pread(fd, 4096, BTRFS_SB)
+    finally:
+        os.close(fd)
+    return parse_superblocks(head, btrfs_sb)
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    name: str  # the kernel's name in /sys/class/block (vda1, loop3, dm-0)
+    devname: str  # the node's path below /dev (from DEVNAME in uevent)
+    major: int
+    minor: int
+    sectors: int  # size in 512-byte sectors
+    partition: bool
+
+
+# Devices that cannot hold the docker disk: RAM disks and compressed swap.
+SKIPPED_PREFIXES = ("ram", "zram")
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _uevent(path: str) -> dict[str, str]:
+    try:
+        text = _read(path)
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def list_block_devices(sys_root: str = "/sys") -> list[BlockDevice]:
+    """Disks and partitions the kernel knows, by name; empty devices (a loop
+    device with nothing attached, a CD drive without a disc) are left out."""
+    base = os.path.join(sys_root, "class/block")
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if name.startswith(SKIPPED_PREFIXES):
+            continue
+        entry = os.path.join(base, name)
+        try:
+            major, minor = (int(x) for x in _read(os.path.join(entry, "dev")).split(":"))
+            sectors = int(_read(os.path.join(entry, "size")))
+        except (OSError, ValueError):
+            continue  # vanished while listing, or not a block device entry
+        if sectors == 0:
+            continue
+        uevent = _uevent(os.path.join(entry, "uevent"))
+        devname = uevent.get("DEVNAME") or name.replace("!", "/")
+        partition = uevent.get("DEVTYPE") == "partition" or os.path.exists(os.path.join(entry, "partition"))
+        found.append(BlockDevice(name, devname, major, minor, sectors, partition))
+    return found
+
+
+def device_node(device: BlockDevice, dev_root: str = "/dev") -> str:
+    """The path of the device's node under dev_root, made when missing (a
+    devtmpfs has it already; a test root's tmpfs /dev does not). A node that
+    exists but is not this device is an error: opening it would read another."""
+    path = os.path.join(dev_root, device.devname)
+    want = os.makedev(device.major, device.minor)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            syscalls.mknod_block(path, device.major, device.minor)
+        except FileExistsError:
+            pass  # made meanwhile (devtmpfs or a concurrent scan); checked below
+        st = os.stat(path)
+    if not stat.S_ISBLK(st.st_mode) or st.st_rdev != want:
+        raise OSError(errno.EEXIST, f"{path} exists but is not block device {device.major}:{device.minor}")
+    return path
+
+
+@dataclass(frozen=True)
+class LabelledDevice:
+    device: BlockDevice
+    path: str
+    fstype: str
+    label: str
+
+
+@dataclass
+class Scan:
+    """What one pass over the block devices found."""
+
+    match: LabelledDevice | None = None
+    duplicates: list[LabelledDevice] | None = None  # more devices carrying the label (ignored)
+    problems: list[str] | None = None  # devices that could not be read, with why
+    seen: int = 0
+
+
+def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev") -> Scan:
+    """Read every block device's superblock; the first (by name) whose label
+    is `label` wins, so the choice does not depend on probing order."""
+    scan = Scan(duplicates=[], problems=[])
+    for device in list_block_devices(sys_root):
+        scan.seen += 1
+        try:
+            path = device_node(device, dev_root)
+            found = read_superblock(path)
+        except OSError as exc:
+            scan.problems.append(f"{device.name}: {exc}")
+            continue
+        if found is None or found.label != label:
+            continue
+        hit = LabelledDevice(device, path, found.fstype, found.label)
+        if scan.match is None:
+            scan.match = hit
+        else:
+            scan.duplicates.append(hit)
+    return scan
+
+
+def find_labelled_device(label: str, sys_root: str = "/sys", dev_root: str = "/dev") -> LabelledDevice | None:
+    """The block device whose filesystem label is `label`, or None."""
+    return scan_for_label(label, sys_root, dev_root).match
+
+
+# --- mount table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    target: str
+    source: str
+    fstype: str
+    major: int
+    minor: int
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields or len(fields) < 10:
+            continue
+        sep = fields.index("-")
+        major, minor = (int(x) for x in fields[2].split(":"))
+        entries.append(MountEntry(_unescape(fields[4]), _unescape(fields[sep + 2]), fields[sep + 1], major, minor))
+    return entries
+
+
+def mount_at(target: str, mountinfo: str) -> MountEntry | None:
+    """The mount visible at `target` (the last one mounted there wins)."""
+    found = None
+    for entry in parse_mountinfo(mountinfo):
+        if entry.target == target:
+            found = entry
+    return found
+
+
+# --- waiting for disks that are still being probed -----------------------------------
+
+NETLINK_KOBJECT_UEVENT = 15
+UEVENT_KERNEL_GROUP = 1
+
+
+def is_block_uevent(message: bytes) -> bool:
+    """A kernel uevent ("ACTION@DEVPATH\\0KEY=VALUE\\0...") that adds or
+    changes a block device (a disk, a partition, a loop device given a file)."""
+    parts = message.split(b"\0")
+    action = parts[0].split(b"@", 1)[0]
+    return action in (b"add", b"change") and b"SUBSYSTEM=block" in parts
+
+
+class UeventListener:
+    """The kernel's device events, as udev receives them. Open it before the
+    first scan so no device added between the scan and the wait is missed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT
+        )
+        try:
+            self.sock.bind((0, UEVENT_KERNEL_GROUP))
+        except OSError:
+            self.sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> bool:
+        """Read every queued event; True if one of them concerns a block device
+        (or events were lost, which might have hidden one)."""
+        relevant = False
+        while True:
+            try:
+                message = self.sock.recv(65536)
+            except BlockingIOError:
+                return relevant
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    relevant = True  # the queue overflowed: assume a disk came
+                    continue
+                raise
+            relevant = relevant or is_block_uevent(message)
+
+    def close(self) -> None:
+        self.sock.close()
