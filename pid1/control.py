@@ -1,0 +1,236 @@
+"""The control channel: a FIFO at `<state_dir>/control` that takes one
+command per line, so `echo poweroff > /run/pid1/control` works from any
+container that has /run/pid1, with nothing but busybox.
+
+Commands: `poweroff`, `reboot`, `restart NAME` (NAME: console, dom0, dockerd,
+or any restart action a phase registered in `shared["restart_actions"]`).
+Anything else gets a clear error in the log and is ignored.
+
+Why a FIFO and not a unix socket: a shell's `>` can open a FIFO but not a
+socket. The FIFO is read non-blocking from the event loop; pid1 also holds
+a write end open itself, so the read end never sees end-of-file when a
+writer closes (which would otherwise make it readable forever: a busy loop).
+
+Bad input cannot hurt pid1: a line longer than MAX_LINE bytes is dropped
+up to its newline without being buffered, each wake-up reads at most
+READS_PER_WAKE chunks before yielding to the loop, and error messages are
+rate-limited, so a flood costs bounded memory and bounded time per loop
+iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pid1.log import Log
+
+MAX_LINE = 4096
+CHUNK = 4096
+READS_PER_WAKE = 16  # 64 KiB per loop iteration at most
+ERRORS_PER_WINDOW = 10
+ERROR_WINDOW = 5.0
+KNOWN_TARGETS = ("console", "dom0", "dockerd")
+
+RestartAction = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class RateLimitedErrors:
+    """At most `limit` error lines per `window` seconds; the number held back
+    is reported once the window ends (one timer, only while suppressing)."""
+
+    log: Log
+    limit: int = ERRORS_PER_WINDOW
+    window: float = ERROR_WINDOW
+    _window_start: float = 0.0
+    _count: int = 0
+    _suppressed: int = 0
+    _report_scheduled: bool = False
+
+    def error(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.window:
+            self._window_start, self._count = now, 0
+        if self._count < self.limit:
+            self._count += 1
+            self.log.error(message)
+            return
+        self._suppressed += 1
+        if not self._report_scheduled:
+            self._report_scheduled = True
+            delay = self._window_start + self.window - now
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self.report)
+
+    def report(self) -> None:
+        self._report_scheduled = False
+        if self._suppressed:
+            self.log.error(f"control: {self._suppressed} more bad control lines ignored (messages rate-limited)")
+            self._suppressed = 0
+
+
+@dataclass
+class LineReader:
+    """Splits a byte stream into lines of at most max_line bytes; longer
+    lines are dropped (reported once each) without being kept in memory."""
+
+    max_line: int = MAX_LINE
+    buffer: bytearray = field(default_factory=bytearray)
+    discarding: bool = False
+    dropped_bytes: int = 0
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int]:
+        """The complete lines in `data` and how many over-long lines ended in it."""
+        lines: list[bytes] = []
+        overlong = 0
+        start = 0
+        while start < len(data):
+            newline = data.find(b"\n", start)
+            end = len(data) if newline < 0 else newline
+            piece = data[start:end]
+            if self.discarding:
+                self.dropped_bytes += len(piece)
+            elif len(self.buffer) + len(piece) > self.max_line:
+                self.discarding = True
+                self.dropped_bytes = len(self.buffer) + len(piece)
+                self.buffer.clear()
+            else:
+                self.buffer += piece
+            if newline < 0:
+                break
+            if self.discarding:
+                overlong += 1
+                self.discarding = False
+            else:
+                lines.append(bytes(self.buffer))
+                self.buffer.clear()
+            start = newline + 1
+        return lines, overlong
+
+
+@dataclass
+class ControlChannel:
+    path: str
+    log: Log
+    request_stop: Callable[[str, str], None]
+    # The phases' restart actions, looked up when a command comes (the phases
+    # that register them may start after this channel).
+    restart_actions: Callable[[], dict[str, RestartAction]]
+    reader: LineReader = field(default_factory=LineReader)
+    read_fd: int = -1
+    write_fd: int = -1
+    commands: int = 0
+    rejected: int = 0
+    _errors: RateLimitedErrors | None = None
+    _restarting: dict[str, asyncio.Task] = field(default_factory=dict)
+
+    def open(self) -> None:
+        """Make the FIFO (replacing anything else at the path) and start reading it."""
+        ensure_fifo(self.path)
+        self.read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Our own writer: the read end never reaches EOF when a client closes.
+        self.write_fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._errors = RateLimitedErrors(self.log)
+        asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
+
+    def close(self) -> None:
+        """Stop reading and remove the FIFO, so a late `echo > control` fails
+        at once instead of blocking forever on a FIFO nobody reads."""
+        if self.read_fd >= 0:
+            try:
+                asyncio.get_running_loop().remove_reader(self.read_fd)
+            except RuntimeError:
+                pass
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def on_readable(self) -> None:
+        try:
+            for _ in range(READS_PER_WAKE):
+                try:
+                    data = os.read(self.read_fd, CHUNK)
+                except BlockingIOError:
+                    return
+                if not data:
+                    return  # cannot happen while we hold a writer; be safe anyway
+                lines, overlong = self.reader.feed(data)
+                for _ in range(overlong):
+                    self.reject(f"control: line longer than {MAX_LINE} bytes ignored")
+                for line in lines:
+                    self.handle(line)
+        except Exception as exc:  # a bug here must not take the channel (or pid1) down
+            self.log.error(f"control: reading {self.path} failed: {exc!r}")
+
+    def reject(self, message: str) -> None:
+        self.rejected += 1
+        assert self._errors is not None
+        self._errors.error(message)
+
+    def handle(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not text:
+            return
+        shown = "".join(ch if ch.isprintable() else "?" for ch in text)[:80]
+        words = text.split()
+        if words == ["poweroff"] or words == ["reboot"]:
+            self.commands += 1
+            self.log.notice(f"control: {words[0]}")
+            self.request_stop(words[0], "control channel")
+        elif len(words) == 2 and words[0] == "restart":
+            self.restart(words[1])
+        else:
+            self.reject(
+                f"control: unknown command {shown!r} ignored; "
+                f"expected poweroff, reboot or restart {'|'.join(KNOWN_TARGETS)}"
+            )
+
+    def restart(self, target: str) -> None:
+        action = self.restart_actions().get(target)
+        if action is None:
+            shown = "".join(ch if ch.isprintable() else "?" for ch in target)[:40]
+            if target in KNOWN_TARGETS:
+                self.reject(f"control: restart {target}: nothing registered to restart it (is its phase running?)")
+            else:
+                self.reject(f"control: restart {shown!r}: unknown; expected one of {', '.join(KNOWN_TARGETS)}")
+            return
+        running = self._restarting.get(target)
+        if running is not None and not running.done():
+            self.log.info(f"control: restart {target} already in progress; ignored")
+            return
+        self.commands += 1
+        self.log.notice(f"control: restart {target}")
+        self._restarting[target] = asyncio.get_running_loop().create_task(self._run_restart(target, action))
+
+    async def _run_restart(self, target: str, action: RestartAction) -> None:
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.error(f"control: restart {target} failed: {exc!r}")
+
+
+def ensure_fifo(path: str) -> None:
+    """A FIFO owned by root, mode 0600, at path (a stale file or socket is replaced)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISFIFO(st.st_mode):
+        os.unlink(path)
+        st = None
+    if st is None:
+        os.mkfifo(path, 0o600)
+    os.chmod(path, 0o600)

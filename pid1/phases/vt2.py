@@ -1,0 +1,168 @@
+"""vt2: the live supervisor view on a terminal (VT2, Alt-F2) and the plain
+text `<state_dir>/status`. Needs mounts (for /dev and the state dir).
+Optional: a machine without VT2 still boots, and still gets the status file.
+
+The terminal is `pid1.view_tty` (default tty2: <root>/dev/tty2; a full path
+is used as it is; `none` turns it off). A missing terminal is skipped
+quietly: that is the normal case in containers and tests. Both outputs are
+redrawn from the state listener, so only a state change causes a redraw;
+bursts are coalesced to at most one frame every MIN_INTERVAL seconds, and
+nothing runs on a timer while the state is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import termios
+import time
+from dataclasses import dataclass, field
+
+from pid1 import syscalls, view
+from pid1.console import terminal_path
+from pid1.log import Log
+from pid1.phases import Phase, PhaseContext
+from pid1.state import State, uptime, write_atomically
+
+MIN_INTERVAL = 0.25  # at most 4 frames a second
+DEFAULT_SIZE = (25, 80)  # what a VT is; also used when a terminal reports 0x0
+STATUS_COLUMNS = 80
+STATUS_LOG_LINES = 40
+DISABLED = ("none", "off", "no")
+# Home, then each line followed by clear-to-end-of-line, then clear below:
+# the screen is overwritten in place, so there is no flicker between frames.
+HOME, CLEAR_EOL, CLEAR_BELOW, CLEAR_ALL, HIDE_CURSOR = "\x1b[H", "\x1b[K", "\x1b[J", "\x1b[2J", "\x1b[?25l"
+
+
+def frame(lines: list[str], first: bool) -> bytes:
+    body = (CLEAR_EOL + "\r\n").join(lines) + CLEAR_EOL + CLEAR_BELOW
+    prefix = (HIDE_CURSOR + CLEAR_ALL if first else "") + HOME
+    return (prefix + body).translate(view.ASCII_GLYPHS).encode("utf-8", errors="replace")
+
+
+def open_view_terminal(path: str) -> int:
+    """Open the view's terminal write-only in effect: no controlling tty,
+    non-blocking (a stuck terminal drops frames, never blocks pid1), echo off
+    so keys typed on it do not scribble over the view."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not os.isatty(fd):
+            raise OSError(f"{path} is not a terminal")
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[3] &= ~(termios.ECHO | termios.ICANON)
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        except termios.error:
+            pass  # the view still works with echo on
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@dataclass
+class LiveView:
+    """Redraws the terminal and rewrites the status file after state changes."""
+
+    log: Log
+    status_path: str
+    tty_fd: int = -1
+    tty_path: str = ""
+    min_interval: float = MIN_INTERVAL
+    frames: int = 0  # frames written to the terminal
+    dropped: int = 0  # frames the terminal could not take (full buffer)
+    status_writes: int = 0
+    _pending: bool = False
+    _last: float = field(default=-1e9)
+    _failed: set[str] = field(default_factory=set)
+
+    def on_change(self, state: State) -> None:
+        """The store's listener: schedule one redraw, no sooner than
+        min_interval after the previous one."""
+        if self._pending:
+            return
+        self._pending = True
+        delay = max(0.0, self._last + self.min_interval - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self.redraw, state)
+
+    def redraw(self, state: State) -> None:
+        self._pending = False
+        self._last = time.monotonic()
+        try:
+            data = state.to_json()
+            now = uptime()
+            self.write_status(data, now)
+            if self.tty_fd >= 0:
+                self.write_terminal(data, now)
+        except Exception as exc:
+            self.fail_once("render", f"view: cannot render the state: {exc!r}")
+
+    def write_status(self, data: dict, now: float) -> None:
+        text = "\n".join(view.render_long(data, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
+        try:
+            write_atomically(self.status_path, text)
+            self.status_writes += 1
+        except OSError as exc:
+            self.fail_once("status", f"view: cannot write {self.status_path}: {exc}")
+
+    def write_terminal(self, data: dict, now: float) -> None:
+        try:
+            rows, cols = syscalls.get_window_size(self.tty_fd)
+        except OSError:
+            rows, cols = 0, 0
+        rows, cols = (rows, cols) if rows and cols else DEFAULT_SIZE
+        payload = frame(view.render(data, rows, cols, now), first=self.frames == 0)
+        try:
+            written = os.write(self.tty_fd, payload)
+        except BlockingIOError:
+            self.dropped += 1
+            return
+        except OSError as exc:
+            # Logging changes the state, which would redraw and fail again:
+            # report once and stop using the terminal.
+            self.fail_once("tty", f"view: {self.tty_path} failed ({exc}); the view is off, status file only")
+            self.close_terminal()
+            return
+        if written < len(payload):
+            self.dropped += 1  # the next frame starts with HOME and repaints all
+        self.frames += 1
+
+    def fail_once(self, what: str, message: str) -> None:
+        if what not in self._failed:
+            self._failed.add(what)
+            self.log.warning(message)
+
+    def close_terminal(self) -> None:
+        if self.tty_fd >= 0:
+            try:
+                os.close(self.tty_fd)
+            except OSError:
+                pass
+            self.tty_fd = -1
+
+
+def choose_terminal(ctx: PhaseContext) -> tuple[int, str, str]:
+    """(fd or -1, path, why) for pid1.view_tty."""
+    name = ctx.config.view_tty
+    if name.lower() in DISABLED:
+        return -1, "", f"pid1.view_tty={name}: no terminal view"
+    path = terminal_path(name, ctx.root)
+    if not os.path.exists(path):
+        return -1, path, f"no {path}: no terminal view"
+    try:
+        return open_view_terminal(path), path, f"view on {path}"
+    except OSError as exc:
+        ctx.log.warning(f"view terminal {path} cannot be used ({exc.strerror or exc}): status file only")
+        return -1, path, f"{path} unusable"
+
+
+async def run(ctx: PhaseContext) -> str:
+    fd, path, why = choose_terminal(ctx)
+    live = LiveView(log=ctx.log, status_path=os.path.join(ctx.config.state_dir, "status"), tty_fd=fd, tty_path=path)
+    ctx.shared["view"] = live
+    ctx.store.listeners.append(live.on_change)
+    live.on_change(ctx.state)  # the first frame, without waiting for a change
+    return f"{why}; status in {live.status_path}"
+
+
+PHASE = Phase(name="vt2", run=run, needs=("mounts",), required=False, doc=__doc__ or "")

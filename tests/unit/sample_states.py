@@ -1,0 +1,135 @@
+"""Typical supervisor states, built with pid1's own State dataclasses and
+serialised the way state.json is, for the view and plot tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pid1.state import ContainerState, LogLine, PhaseState, State
+
+# The real boot's phases, in DAG order, with (start, duration) in seconds of uptime.
+BOOT = [
+    ("devices", [], 4.10, 0.012),
+    ("mounts", ["devices"], 4.12, 0.020),
+    ("hostname", ["mounts"], 4.14, 0.002),
+    ("modules", ["mounts"], 4.14, 0.760),
+    ("vt2", ["mounts"], 4.14, 0.004),
+    ("control", ["mounts"], 4.14, 0.001),
+    ("console_tty", ["mounts"], 4.15, 0.003),
+    ("storage", ["modules"], 4.90, 0.150),
+    ("dockerd", ["storage"], 5.05, 4.150),
+    ("images", ["dockerd"], 9.20, 2.000),
+    ("network", ["dockerd"], 9.20, 2.500),
+    ("dom0", ["images"], 11.20, 1.100),
+    ("console", ["images", "network"], 11.70, 0.900),
+]
+NOW_RUNNING = 300.0
+
+
+def _state(upto: float | None) -> State:
+    """The boot as it stood at uptime `upto` (None: finished)."""
+    state = State(pid=1, booted_at=4.1)
+    for name, needs, start, took in BOOT:
+        record = PhaseState(name=name, needs=needs, required=name not in ("vt2", "control", "console_tty"))
+        if upto is None or start + took <= upto:
+            record.status, record.started, record.ended, record.duration = "done", start, start + took, took
+            record.attempts = 1
+        elif start <= upto:
+            record.status, record.started, record.attempts = "running", start, 1
+        state.phases[name] = record
+    state.milestones = {"pid1 started": 4.10, "dockerd answering": 9.20, "console started": 12.60}
+    for i in range(120):
+        level = ("info", "notice", "warning", "error", "debug")[i % 5]
+        state.log.append(LogLine(time=4.1 + i * 0.07, level=level, message=f"log line number {i} at level {level}"))
+    return state
+
+
+def booting() -> dict[str, Any]:
+    state = _state(upto=7.0)
+    state.mode = "booting"
+    state.storage = {"mode": "disk", "device": "/dev/vda", "fstype": "ext4", "label": "DOCKER"}
+    state.dockerd = {"pid": 231, "restarts": 0}
+    return roundtrip(state)
+
+
+def running() -> dict[str, Any]:
+    state = _state(upto=None)
+    state.mode = "running"
+    state.storage = {"mode": "disk", "device": "/dev/vda", "fstype": "ext4", "label": "DOCKER"}
+    state.network = {
+        "mode": "dhcp",
+        "link": "eth0",
+        "address": "10.0.2.15/24",
+        "gateway": "10.0.2.2",
+        "dns": ["10.0.2.3"],
+        "lease_seconds": 86400,
+        "lease_obtained": 11.7,
+    }
+    state.dockerd = {"pid": 231, "up_since": 9.2, "restarts": 0}
+    state.containers = {
+        "dhcp": ContainerState(
+            role="dhcp", name="pid1-dhcp", image="dhcp:bundled", image_reason="bundled", status="running", up_since=9.3
+        ),
+        "dom0": ContainerState(
+            role="dom0",
+            name="pid1-dom0",
+            image="dom0-image:latest",
+            image_reason="tag dom0-image:latest",
+            container_id="4f1c2d3e4b5a69788796a5b4",
+            status="running",
+            up_since=12.3,
+        ),
+        "console": ContainerState(
+            role="console",
+            name="pid1-console",
+            image="console-image:latest",
+            image_reason="tag console-image:latest",
+            container_id="9a8b7c6d5e4f30211203f4e5",
+            status="running",
+            up_since=12.6,
+        ),
+    }
+    return roundtrip(state)
+
+
+def crash_looping_console() -> dict[str, Any]:
+    data = running()
+    data["containers"]["console"].update(
+        status="backoff",
+        up_since=None,
+        restarts=7,
+        failures_in_row=7,
+        next_retry=NOW_RUNNING + 16,
+        last_exit=127,
+        image="busybox:latest",
+        image_reason="bundled fallback",
+        fallback_reason="console-image:latest exited 127 seven times in a row",
+    )
+    return data
+
+
+def ram_mode() -> dict[str, Any]:
+    data = running()
+    data["storage"] = {"mode": "ram", "label": "DOCKER", "error": None}
+    return data
+
+
+def offline() -> dict[str, Any]:
+    data = running()
+    data["network"] = {"mode": "dhcp", "link": "eth0", "error": "no lease after 15 s: going on offline"}
+    data["containers"].pop("dhcp")
+    return data
+
+
+def roundtrip(state: State) -> dict[str, Any]:
+    return json.loads(json.dumps(state.to_json(), default=str))
+
+
+ALL = {
+    "booting": (booting, 7.0),
+    "running": (running, NOW_RUNNING),
+    "crash_looping_console": (crash_looping_console, NOW_RUNNING),
+    "ram_mode": (ram_mode, NOW_RUNNING),
+    "offline": (offline, NOW_RUNNING),
+}

@@ -1,0 +1,211 @@
+"""The supervisor view (pid1/view.py) for typical states at 80x25 and
+132x43, the status command on good and bad files, and the terminal frames
+the vt2 phase writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sample_states
+from sample_states import NOW_RUNNING
+
+from pid1 import view
+from pid1.phases.vt2 import frame
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = [(25, 80), (43, 132)]
+
+
+def screen(name: str, rows: int, cols: int) -> list[str]:
+    build, now = sample_states.ALL[name]
+    return view.render(build(), rows, cols, now)
+
+
+def text_of(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", sorted(sample_states.ALL))
+@pytest.mark.parametrize(("rows", "cols"), SIZES)
+def test_every_screen_fits(name: str, rows: int, cols: int) -> None:
+    lines = screen(name, rows, cols)
+    assert len(lines) == rows, text_of(lines)  # these states have enough log to fill the screen
+    for line in lines:
+        assert view.text_width(line) <= cols, f"{line!r} is {view.text_width(line)} cells wide"
+        assert line.isprintable(), repr(line)
+
+
+@pytest.mark.parametrize(("rows", "cols"), SIZES)
+def test_booting(rows: int, cols: int) -> None:
+    lines = screen("booting", rows, cols)
+    text = text_of(lines)
+    assert lines[0].startswith("only-docker pid1 · up 7.0s · booting")
+    assert "disk /dev/vda (ext4, DOCKER)" in text
+    assert "net:     —" in text  # no network section yet
+    assert "starting, not answering yet" in text
+    # the running phase shows the time so far; pending ones have no start
+    assert any(line.split()[:2] == ["dockerd", "running"] and "2.0s" in line for line in lines), text
+    assert any(line.split()[:2] == ["console", "pending"] for line in lines), text
+    assert lines[-1].endswith("log line number 119 at level debug")  # newest last
+
+
+@pytest.mark.parametrize(("rows", "cols"), SIZES)
+def test_running(rows: int, cols: int) -> None:
+    lines = screen("running", rows, cols)
+    text = text_of(lines)
+    assert "· running" in lines[0] and "up 5m00s" in lines[0]
+    assert "dhcp eth0 10.0.2.15/24 gw 10.0.2.2" in text
+    assert "lease 23h55m left of 1d00h" in text  # obtained 11.7 + 86400 - now 300
+    assert "dockerd: pid 231, up 4m50s (since 9.20), 0 restarts" in text
+    for role in ("dhcp", "dom0", "console"):
+        assert any(line.split()[:2] == [role, "running"] for line in lines), text
+    if cols >= 132:
+        assert "console-image:latest (tag console-image:latest) · 9a8b7c6d5e4f" in text
+        assert "console      done      11.70   900ms" in text  # the full phase table fits
+    else:
+        # 13 phases do not fit beside the rest at 80x25: the finished ones collapse
+        assert "done: devices 12ms, mounts 20ms" in text
+    log = [line for line in lines if line.startswith("[")]
+    assert len(log) >= view.MIN_LOG_LINES
+    assert log[-1].endswith("log line number 119 at level debug")
+    times = [float(line[1:10]) for line in log]
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize(("rows", "cols"), SIZES)
+def test_crash_looping_console(rows: int, cols: int) -> None:
+    lines = screen("crash_looping_console", rows, cols)
+    row = next(line for line in lines if line.startswith("console ") and "backoff" in line)
+    assert row.split()[:4] == ["console", "backoff", "—", "7"], row
+    assert "busybox:latest (bundled fallback)" in row
+    if cols >= 132:
+        assert "fallback: console-image:latest exited 127 seven times in a row" in row
+        # the rest of the line is cut, but it says when the next try is
+        wide = view.render(sample_states.crash_looping_console(), rows, 300, NOW_RUNNING)
+        full = next(line for line in wide if line.startswith("console ") and "backoff" in line)
+        assert "retry in 16.0s" in full and "last exit 127" in full
+
+
+@pytest.mark.parametrize(("rows", "cols"), SIZES)
+def test_ram_mode(rows: int, cols: int) -> None:
+    text = text_of(screen("ram_mode", rows, cols))
+    assert "RAM (tmpfs): running from RAM" in text
+
+
+@pytest.mark.parametrize(("rows", "cols"), SIZES)
+def test_offline(rows: int, cols: int) -> None:
+    lines = screen("offline", rows, cols)
+    net = next(line for line in lines if line.startswith("net:"))
+    assert "no address" in net and "no lease after 15 s" in net
+    assert not any(line.startswith("dhcp ") for line in lines)
+
+
+def test_empty_state_says_dash_everywhere() -> None:
+    lines = view.render({}, 25, 80, 1.0)
+    text = text_of(lines)
+    for prefix in ("boot:", "net:", "dockerd:"):
+        assert f"{prefix}" in text and next(line for line in lines if line.startswith(prefix)).endswith("—")
+    assert lines[0].startswith("only-docker pid1 · up 1.0s · —")
+
+
+def test_hostile_text_cannot_escape_the_line() -> None:
+    """Control characters become spaces; wide characters count twice."""
+    state = sample_states.running()
+    state["log"].append({"time": 400.0, "level": "error", "message": "evil\x1b[2J\x1b]0;title\x07\ttab\rcr"})
+    state["log"].append({"time": 401.0, "level": "info", "message": "宽" * 100})
+    state["phases"]["modules"]["detail"] = "x\n" * 200
+    for rows, cols in [*SIZES, (10, 20), (3, 5), (1, 1)]:
+        lines = view.render(state, rows, cols, NOW_RUNNING)
+        assert len(lines) <= rows
+        for line in lines:
+            assert "\x1b" not in line and "\n" not in line and "\r" not in line and "\t" not in line
+            assert view.text_width(line) <= cols, (rows, cols, line)
+    assert view.render(state, 0, 80, 1.0) == []
+
+
+def test_wrong_shapes_do_not_raise() -> None:
+    odd = {
+        "mode": 7,
+        "phases": {"a": "not a dict", "b": {"started": "x", "duration": None, "status": None}},
+        "containers": [],
+        "network": "up",
+        "dockerd": {"pid": {"x": 1}, "up_since": True, "restarts": "many"},
+        "log": [1, None, {"time": "x"}],
+        "milestones": None,
+    }
+    for rows, cols in SIZES:
+        lines = view.render(odd, rows, cols, 10.0)
+        assert all(view.text_width(line) <= cols for line in lines)
+    assert view.render("not a dict", 25, 80, 1.0)[0].startswith("only-docker pid1")  # type: ignore[arg-type]
+
+
+def test_long_form_has_every_phase_and_40_log_lines() -> None:
+    lines = view.render_long(sample_states.running(), 80, NOW_RUNNING)
+    names = {line.split()[0] for line in lines if line.strip()}
+    assert {name for name, *_ in sample_states.BOOT} <= names
+    assert len([line for line in lines if line.startswith("[")]) == 40
+    assert all(view.text_width(line) <= 80 for line in lines)
+
+
+def test_terminal_frame_repaints_in_place() -> None:
+    data = frame(["one", "two—three"], first=False)
+    assert data.startswith(b"\x1b[H") and b"\x1b[2J" not in data  # no full clear: no flicker
+    assert data == b"\x1b[Hone\x1b[K\r\ntwo-three\x1b[K\x1b[J"  # VT font-safe glyphs
+    assert frame(["x"], first=True).startswith(b"\x1b[?25l\x1b[2J\x1b[H")
+
+
+# --- python -m pid1 status ------------------------------------------------------------------
+def run_status(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pid1", "status", *args], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_status_prints_the_view(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(sample_states.running()))
+    done = run_status("--state", str(path), "--rows", "25", "--cols", "80")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 25 and all(len(line) <= 80 for line in lines)
+    assert "dockerd: pid 231" in done.stdout
+    long = run_status("--state", str(path))  # not a terminal: the long form
+    assert long.returncode == 0 and "console      done" in long.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read: No such file or directory"),
+        (b"", "empty file"),
+        (b'{"mode": "running", "phases": {"a": {"sta', "not valid JSON (truncated?)"),
+        (b"\xff\xfe garbage", "not UTF-8"),
+        (b"[1, 2]", "a JSON list, not a pid1 state object"),
+        (b'{"hello": 1}', "without any pid1 state field"),
+        (b'{"phases": [1]}', "field 'phases' is a list, expected an object"),
+        (b'{"mode": "x", "log": {}}', "field 'log' is a dict, expected a list"),
+    ],
+)
+def test_status_rejects_bad_files_in_one_line(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    path = tmp_path / "state.json"
+    if content is not None:
+        path.write_bytes(content)
+    done = run_status("--state", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"pid1 status: {path}: ") and expected in done.stderr, done.stderr
+
+
+def test_status_of_a_half_written_real_state(tmp_path: Path) -> None:
+    """Every prefix of a real state.json is either shown or refused cleanly."""
+    full = json.dumps(sample_states.running(), indent=1).encode()
+    path = tmp_path / "state.json"
+    for cut in range(0, len(full), max(len(full) // 7, 1)):
+        path.write_bytes(full[:cut])
+        done = run_status("--state", str(path))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (cut, done.stderr)
