@@ -1,4 +1,6 @@
-"""`python -m pid1`: the init. Also `python -m pid1 keys` (the config keys).
+"""`python -m pid1`: the init. Also `python -m pid1 keys` (the config keys),
+`status --state FILE` (the supervisor view, once) and `plot --state FILE -o
+boot.svg` (the boot timeline).
 
 Order matters at the top of main(): the handled signals are blocked before
 anything can start a thread, so every thread inherits the mask and the
@@ -19,7 +21,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pid1", description="only-docker's PID 1")
     parser.add_argument("--cmdline", help="use this string instead of /proc/cmdline")
     parser.add_argument("--root", default="/", help="treat DIR as / for the host phases (tests, development)")
-    parser.add_argument("command", nargs="?", default="init", choices=["init", "keys"])
+    parser.add_argument("command", nargs="?", default="init", choices=["init", "keys", "status", "plot"])
+    parser.add_argument("--state", default="/run/pid1/state.json", help="status, plot: the state file to read")
+    parser.add_argument("-o", "--output", default="boot.svg", help="plot: the SVG to write (- for stdout)")
+    parser.add_argument("--rows", type=int, help="status: screen rows (default: the terminal's)")
+    parser.add_argument("--cols", type=int, help="status: screen columns (default: the terminal's, else 80)")
+    parser.add_argument("--long", action="store_true", help="status: every phase and 40 log lines")
     return parser.parse_args(argv)
 
 
@@ -42,6 +49,14 @@ def main(argv: list[str]) -> int:
         for key, default, doc in describe_keys():
             print(f"| `{key}` | `{default}` | {doc} |")
         return 0
+    if args.command == "status":
+        from pid1.view import status_main
+
+        return status_main(args.state, args.rows, args.cols, args.long)
+    if args.command == "plot":
+        from pid1.plot import plot_main
+
+        return plot_main(args.state, args.output)
     from pid1 import init
 
     return init.run(read_cmdline(args), root=args.root)

@@ -47,6 +47,7 @@ class Config:
     net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
     net_timeout: float = _key(15.0, "seconds the network phase waits for a lease before going on offline")
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
+    view_tty: str = _key("tty2", "terminal showing the live supervisor view: a name under /dev, a full path, or none")
     stop_grace: float = _key(5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop")
     debug_shell: bool = _key(False, "also start a root shell on tty9 from the initrd (no container)")
     selftest: bool = _key(False, "self-test mode: run the boot checks and power off")

@@ -77,6 +77,7 @@ class Supervisor:
             shared={"mounted": self.mounted},
             start_service=self.start_service,
             add_stop_hook=self.add_stop_hook,
+            request_stop=self.request_stop,
         )
 
     # --- signals ---------------------------------------------------------------

@@ -27,6 +27,8 @@ BUILTIN_MODULES = (
     "pid1.phases.hostname",
     "pid1.phases.modules",
     "pid1.phases.storage",
+    "pid1.phases.vt2",
+    "pid1.phases.control",
     "pid1.phases.console_tty",
 )
 
@@ -59,6 +61,8 @@ class PhaseContext:
     shared: dict[str, Any] = field(default_factory=dict)
     start_service: Callable[[str, Callable[[], Awaitable[None]]], None] = lambda name, factory: None
     add_stop_hook: Callable[[str, StopHook], None] = lambda name, hook: None
+    # request_stop(action, why): action "poweroff" or "reboot" (the control channel).
+    request_stop: Callable[[str, str], None] = lambda action, why: None
 
     @property
     def state(self):
