@@ -43,7 +43,10 @@ READ_CHUNK = 4096
 # Output waits (backpressure) while a terminal has more than this pending...
 OUTPUT_HIGH_WATER = 64 * 1024
 # ...but no longer than this: a terminal that takes nothing for that long
-# loses its pending output, so it cannot stall the other terminals.
+# (a VT with Scroll Lock on, a serial line held by flow control) is marked
+# stalled: its pending output is dropped and, until it takes output again, it
+# gets only what fits under the high-water mark, so it cannot hold up the
+# other terminals or the container.
 OUTPUT_STALL_SECONDS = 5.0
 # dockerd replaces an empty detachKeys with its default, ctrl-p,ctrl-q (which
 # would end the session on Ctrl-P, "previous line" in shells). This sequence
@@ -103,6 +106,8 @@ class Terminal:
     saved_attrs: list[Any]
     pending: bytearray = field(default_factory=bytearray)
     alive: bool = True
+    stalled: bool = False
+    dropped: int = 0  # output bytes this terminal lost while stalled
     on_dead: Callable[[Terminal, str], None] = lambda term, why: None
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
     _writer_registered: bool = False
@@ -118,6 +123,9 @@ class Terminal:
         """Queue `data` and write what the terminal takes now; the rest goes
         out when the fd is writable again."""
         if not self.alive or not data:
+            return
+        if self.stalled and len(self.pending) + len(data) > OUTPUT_HIGH_WATER:
+            self.dropped += len(data)
             return
         self.pending += data
         self._flush()
@@ -139,6 +147,7 @@ class Terminal:
                 loop.add_writer(self.fd, self._flush)
                 self._writer_registered = True
             return
+        self.stalled = False  # it took everything: back to full backpressure
         self._drained.set()
         if self._writer_registered:
             loop.remove_writer(self.fd)
@@ -146,9 +155,10 @@ class Terminal:
 
     async def wait_drained(self, high_water: int, timeout: float) -> int:
         """Wait until at most `high_water` bytes are pending. If the terminal
-        takes nothing for `timeout` seconds, drop what is pending and return
-        how many bytes were dropped (0 when it drained)."""
-        while self.alive and len(self.pending) > high_water:
+        takes nothing for `timeout` seconds, mark it stalled, drop what is
+        pending and return how many bytes were dropped (0 otherwise). A
+        stalled terminal is not waited for."""
+        while self.alive and not self.stalled and len(self.pending) > high_water:
             before = len(self.pending)
             self._drained.clear()
             try:
@@ -156,7 +166,9 @@ class Terminal:
             except TimeoutError:
                 if len(self.pending) >= before:
                     dropped = len(self.pending)
+                    self.dropped += dropped
                     self.pending.clear()
+                    self.stalled = True
                     return dropped
         return 0
 
@@ -266,7 +278,7 @@ class ConsoleBridge:
             dropped = await term.wait_drained(OUTPUT_HIGH_WATER, OUTPUT_STALL_SECONDS)
             if dropped:
                 self.log.warning(f"console terminal {term.path} took no output for {OUTPUT_STALL_SECONDS:.0f} s: "
-                                 f"dropped {dropped} bytes")  # fmt: skip
+                                 f"dropped {dropped} bytes; it gets what fits until it drains")  # fmt: skip
 
     # --- what the supervisor calls ----------------------------------------------------
     def show_waiting(self, reason: str) -> None:

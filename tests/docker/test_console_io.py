@@ -158,7 +158,7 @@ def busybox_rootfs_tar() -> bytes:
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         tar.add("/bin/busybox", "bin/busybox")
-        for applet in ("sh", "sleep", "echo", "stty", "cat", "kill", "ps"):
+        for applet in ("sh", "sleep", "echo", "stty", "cat", "kill", "ps", "yes", "head"):
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
@@ -306,8 +306,11 @@ class Harness:
     events: list[dict] = field(default_factory=list)
     _buf: bytes = b""
 
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
     def describe(self) -> str:
-        err = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        err = self.stderr()
         return f"harness events: {self.events}\nharness stderr (last 3000 chars):\n{err[-3000:]}"
 
     def wait_event(self, name: str, timeout: float, describe: Callable[[], str] | None = None) -> dict:
@@ -491,8 +494,29 @@ def test_bridge_starts_the_container_sizes_it_and_survives_a_vanishing_terminal(
         mark = len(first.seen)
         first.type("echo still-$RANDOM-here\r")
         first.expect(r"still-\d+-here\r\n" + re.escape(PROMPT), 10, mark, describe)
-        wait_until("the bridge dropped the vanished terminal",
-                   lambda: "went away" in harness.stderr_path.read_text(errors="replace"), 10, describe)  # fmt: skip
+        wait_until("the bridge dropped the vanished terminal", lambda: "went away" in harness.stderr(), 10, describe)
+
+        # Ctrl-P (history: previous line) then Ctrl-Q reach the shell: they are
+        # dockerd's default detach keys, which the bridge replaces. Typed one
+        # key at a time, as a user does (the daemon matches single-byte reads).
+        mark = len(first.seen)
+        for key in (b"\x10", b"\x11", b"\r"):
+            first.type(key)
+            time.sleep(0.1)  # pacing between keystrokes, not a wait for a result
+        first.expect(r"still-\d+-here\r\n" + re.escape(PROMPT), 10, mark, describe)
+
+        # The bridge's own detach sequence, typed: dockerd ends the stream while
+        # the container runs; the bridge attaches again and the shell answers.
+        from pid1.console import DETACH_KEYS
+
+        codes = {"@": 0, "^": 0x1E, "_": 0x1F}
+        for key in DETACH_KEYS.split(","):
+            first.type(bytes([codes[key.removeprefix("ctrl-")]]))
+            time.sleep(0.1)  # pacing between keystrokes, not a wait for a result
+        wait_until("the bridge attached again", lambda: "attaching again" in harness.stderr(), 10, describe)
+        mark = len(first.seen)
+        first.type("echo back-$RANDOM-again\r")
+        first.expect(r"back-\d+-again\r\n" + re.escape(PROMPT), 10, mark, describe)
 
         first.type("exit 7\r")
         returned = harness.wait_event("attach-returned", 30, describe)
@@ -502,6 +526,35 @@ def test_bridge_starts_the_container_sizes_it_and_survives_a_vanishing_terminal(
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.docker
+def test_a_terminal_that_takes_no_output_does_not_hold_up_the_others(console_dockerd: Dockerd, start_harness) -> None:
+    """The second terminal is never read (a VT with Scroll Lock on): after a
+    bounded wait the bridge drops its output, and the first terminal gets
+    every byte of a large output."""
+    first, stuck = Screen(), Screen()
+    try:
+        name = f"console-stall-{os.getpid()}"
+        harness = start_harness(console_dockerd, [first.path, stuck.path], name)
+
+        def describe() -> str:
+            return f"first (tail): {first.seen[-1500:]!r}\n{harness.describe()}"
+
+        assert harness.wait_event("attached", 60, describe)["ok"], describe()
+        first.type("echo go-$RANDOM\r")
+        mark = first.expect(r"go-\d+\r\n" + re.escape(PROMPT), 20, 0, describe).end()
+        lines = 20000  # 17 bytes each: ~340 KB, far more than a pty buffers
+        first.type(f"yes 0123456789abcdef | head -n {lines}; echo end-$RANDOM\r")
+        end = first.expect(r"end-\d+\r\n" + re.escape(PROMPT), 60, mark, describe)
+        assert first.seen[mark : end.start()].count("0123456789abcdef\r\n") == lines, describe()
+        assert "took no output" in harness.stderr(), describe()
+        first.type("exit\r")
+        harness.wait_event("attach-returned", 30, describe)
+        harness.wait_event("done", 30, describe)
+    finally:
+        first.close()
+        stuck.close()
 
 
 @pytest.mark.docker
