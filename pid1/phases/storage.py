@@ -1,12 +1,161 @@
-"""storage: the docker data root (placeholder until the label finder lands). Needs modules."""
+"""storage: the docker data root. Needs mounts (/sys, /proc) and modules (ext4).
+
+Finds the block device whose filesystem label is pid1.storage_label (DOCKER)
+by reading superblocks (pid1.blockdev) and mounts it on pid1.docker_root
+(/var/lib/docker). With no such disk, or one that fails to mount, a tmpfs goes
+there instead and the log and state say "running from RAM" (and why). A
+docker root that is a mount point already is left as it is and only recorded.
+Nothing is ever formatted.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+
+from pid1.blockdev import MountEntry, Scan, UeventListener, mount_at, read_superblock, scan_for_label
+from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
+
+# Without udev's event queue, a missing disk may just be a disk still being
+# probed (virtio/USB/SCSI probing can finish after the driver's module is
+# loaded). So when the first scan finds no labelled device, the phase waits
+# up to pid1.storage_wait seconds, re-scanning on each block-device uevent
+# from the kernel's netlink socket, the same events udev gets: a late disk is
+# mounted the moment it appears, with no polling. inotify is no alternative:
+# sysfs does not report new entries to it. The socket is opened before the
+# first scan, so a disk added between the scan and the wait is not missed.
+# Without the socket (e.g. no netlink), the phase re-scans every POLL seconds.
+# A boot without the disk pays the whole wait, once: pid1.storage_wait=0
+# skips it.
+POLL = 0.1
+RAM_MODES = ("tmpfs", "ramfs")
+# ext2 and ext3 are mounted by the ext4 driver (Debian's kernels have no
+# separate ext2/ext3 drivers: CONFIG_EXT4_USE_FOR_EXT2), and ext4 is the
+# module the modules phase loads.
+MOUNT_TYPE = {"ext2": "ext4", "ext3": "ext4"}
+
+
+def record(ctx: PhaseContext, mode: str, **fields: object) -> None:
+    """Publish the storage mode in the state (next to what other phases keep
+    in state.storage, e.g. cgroups) and for later phases."""
+    keys = ("device", "fstype", "label", "error", "target", "preexisting")
+    ctx.state.storage.update({key: fields.get(key) for key in keys}, mode=mode)
+    ctx.shared["storage_mode"] = mode
+    ctx.store.changed()
+
+
+def read_mountinfo(ctx: PhaseContext) -> str:
+    for path in (ctx.path("proc/self/mountinfo"), "/proc/self/mountinfo"):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            continue
+    return ""
+
+
+def record_existing(ctx: PhaseContext, target: str) -> str:
+    entry = mount_at(os.path.realpath(target), read_mountinfo(ctx)) or MountEntry(target, "?", "?", 0, 0)
+    label = None
+    if entry.source.startswith("/"):
+        try:
+            found = read_superblock(entry.source)
+            label = found.label if found else None
+        except OSError:
+            pass  # a source that is not a readable device (a bind mount, a vanished node)
+    mode = "ram" if entry.fstype in RAM_MODES else "disk"
+    record(ctx, mode, device=entry.source, fstype=entry.fstype, label=label, target=target, preexisting=True)
+    ctx.log.info(f"storage: {target} is mounted already ({entry.fstype} from {entry.source}): left as it is")
+    return f"already mounted ({mode}: {entry.fstype} from {entry.source})"
+
+
+def open_listener(ctx: PhaseContext) -> UeventListener | None:
+    try:
+        return UeventListener()
+    except OSError as exc:
+        ctx.log.debug(f"storage: no uevent socket ({exc}): polling for late disks instead")
+        return None
+
+
+async def readable(fd: int, timeout: float) -> None:
+    """Wait until fd is readable or timeout seconds have passed."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(fd)
+
+
+async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
+    """Scan for the labelled disk, waiting up to storage_wait for it to
+    appear. Returns the last scan and the seconds spent waiting."""
+    label, sys_root, dev_root = ctx.config.storage_label, ctx.path("sys"), ctx.path("dev")
+    listener = open_listener(ctx) if ctx.config.storage_wait > 0 else None
+    started = time.monotonic()
+    deadline = started + ctx.config.storage_wait
+    try:
+        # Reading superblocks can block on a slow device: keep the loop (the
+        # reaper, the other phases) running meanwhile.
+        scan = await asyncio.to_thread(scan_for_label, label, sys_root, dev_root)
+        if scan.match is None and ctx.config.storage_wait > 0:
+            ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {ctx.config.storage_wait:g} s for one")
+        while scan.match is None and (left := deadline - time.monotonic()) > 0:
+            if listener is None:
+                await asyncio.sleep(min(POLL, left))
+            else:
+                await readable(listener.fileno(), left)
+                if not listener.drain():
+                    continue  # an event about something else: keep waiting
+            scan = await asyncio.to_thread(scan_for_label, label, sys_root, dev_root)
+    finally:
+        if listener is not None:
+            listener.close()
+    return scan, time.monotonic() - started
+
+
+def mount_ram(ctx: PhaseContext, target: str, why: str, error: str | None = None) -> str:
+    ensure_mounted(MountSpec("tmpfs", target, "tmpfs", data="mode=711", mode=0o711), ctx.shared["mounted"])
+    record(ctx, "ram", device="tmpfs", fstype="tmpfs", error=error, target=target, preexisting=False)
+    ctx.log.notice(f"running from RAM: {why}; docker data on {target} is lost at power-off")
+    return f"running from RAM ({why})"
 
 
 async def run(ctx: PhaseContext) -> str:
-    return "not implemented yet"
+    target = ctx.path(ctx.config.docker_root)
+    label = ctx.config.storage_label
+    if is_mountpoint(target):
+        return record_existing(ctx, target)
+
+    scan, waited = await find_disk(ctx)
+    for problem in scan.problems or ():
+        ctx.log.info(f"storage: cannot read {problem}")
+    if scan.match is None:
+        why = f"no disk labelled {label} ({scan.seen} block devices checked, waited {waited:.1f} s)"
+        return mount_ram(ctx, target, why)
+
+    disk = scan.match
+    for other in scan.duplicates or ():
+        ctx.log.warning(f"storage: {other.path} is labelled {label} too: ignored, using {disk.path}")
+    spec = MountSpec(disk.path, target, MOUNT_TYPE.get(disk.fstype, disk.fstype), mode=0o711)
+    try:
+        # A mount can take seconds (journal replay): off the loop, like the scan.
+        await asyncio.to_thread(ensure_mounted, spec, [])
+    except OSError as exc:
+        # The kernel logs its reason (e.g. "EXT4-fs (vdb): bad geometry") to dmesg.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        error = f"{disk.path} ({disk.fstype}, label {label}) failed to mount on {target}: {reason} (dmesg says why)"
+        ctx.log.error(f"storage: {error}")
+        return mount_ram(ctx, target, f"the disk labelled {label} failed to mount: {reason}", error=error)
+    ctx.shared["mounted"].append(target)
+    record(ctx, "disk", device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
+    ctx.log.notice(f"storage: {disk.path} ({disk.fstype}, label {label}) mounted on {target}")
+    return f"{disk.path} ({disk.fstype}) on {target}"
 
 
 PHASE = Phase(name="storage", run=run, needs=("mounts", "modules"), doc=__doc__ or "")
