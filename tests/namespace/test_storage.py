@@ -34,11 +34,29 @@ def unique_label() -> str:
     return f"DOCKER-{uuid.uuid4().hex[:9]}"  # 16 characters: ext4's maximum
 
 
-def make_ext4(path: Path, label: str) -> Path:
+MKFS = {
+    "ext2": (["mke2fs", "-q", "-F", "-t", "ext2", "-L"], 64),
+    "ext4": (["mke2fs", "-q", "-F", "-t", "ext4", "-L"], 64),
+    "xfs": (["mkfs.xfs", "-q", "-f", "-L"], 300),  # xfsprogs' minimum; the file is sparse
+    "btrfs": (["mkfs.btrfs", "-q", "-f", "-L"], 128),
+}
+
+
+def make_image(path: Path, fstype: str, label: str, *options: str) -> Path:
+    argv, size_mb = MKFS[fstype]
     with open(path, "wb") as f:
-        f.truncate(64 << 20)
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, str(path)], check=True, capture_output=True)
+        f.truncate(size_mb << 20)
+    subprocess.run([*argv[:-1], *options, "-L", label, str(path)], check=True, capture_output=True)
     return path
+
+
+def make_ext4(path: Path, label: str, *options: str) -> Path:
+    return make_image(path, "ext4", label, *options)
+
+
+def kernel_has(fstype: str) -> bool:
+    with open("/proc/filesystems") as f:
+        return any(line.split()[-1] == fstype for line in f if line.strip())
 
 
 def corrupt_block_size(image: Path) -> None:
@@ -136,9 +154,28 @@ def test_labelled_disk_is_mounted_on_var_lib_docker(attach, pid1_ns, tmp_path: P
     assert probe.stdout == "on-disk\n", probe
 
 
+@pytest.mark.parametrize("fstype", ["ext2", "xfs", "btrfs"])
+def test_other_filesystems_are_mounted_with_their_type(attach, pid1_ns, tmp_path: Path, fstype: str) -> None:
+    """ext2 goes through the ext4 driver; xfs and btrfs through their own."""
+    driver = "ext4" if fstype == "ext2" else fstype
+    if not kernel_has(driver):
+        pytest.skip(f"this kernel has no {driver} loaded (the test root has no modules to load)")
+    label = unique_label()[: 12 if fstype == "xfs" else 16]
+    loop = attach(make_image(tmp_path / f"{fstype}.img", fstype, label))
+    root = tmp_path / "root"
+    run = start(pid1_ns, root, f"pid1.storage_label={label}")
+    storage = storage_done(run)
+    assert (storage["mode"], storage["fstype"], storage["label"]) == ("disk", fstype, label), run.describe()
+    entry = mount_entry(run, f"{root}/var/lib/docker")
+    assert entry is not None and entry["fstype"] == driver, f"{entry}\n{run.describe()}"
+    if fstype != "btrfs":  # btrfs reports an anonymous device number, not the disk's
+        assert entry["dev"] == rdev(loop), entry
+
+
 def test_corrupt_superblock_falls_back_to_ram(attach, pid1_ns, tmp_path: Path) -> None:
     label = unique_label()
-    image = make_ext4(tmp_path / "bad.img", label)
+    # Without metadata_csum, so every kernel gets past the checksum to the bad field.
+    image = make_ext4(tmp_path / "bad.img", label, "-O", "^metadata_csum")
     corrupt_block_size(image)
     before = hashlib.sha256(image.read_bytes()).hexdigest()
     loop = attach(image)
