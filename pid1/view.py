@@ -220,7 +220,7 @@ def dockerd_line(state: dict[str, Any], now: float) -> str:
 
 
 # --- phases ----------------------------------------------------------------------------
-PHASE_NAME_W, PHASE_STATE_W, PHASE_NUM_W = 12, 9, 7
+PHASE_NAME_MIN, PHASE_NAME_MAX, PHASE_STATE_W, PHASE_NUM_W = 11, 16, 9, 7
 
 
 def sorted_phases(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -231,7 +231,12 @@ def sorted_phases(state: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(records(state.get("phases")), key=key)
 
 
-def phase_row(p: dict[str, Any], now: float, cols: int) -> str:
+def name_width(phases: list[dict[str, Any]]) -> int:
+    longest = max((len(clean(p.get("name", "?"))) for p in phases), default=0)
+    return min(max(longest, PHASE_NAME_MIN), PHASE_NAME_MAX)
+
+
+def phase_row(p: dict[str, Any], now: float, cols: int, name_w: int) -> str:
     status = clean(p.get("status") or "?")
     attempts = number(p.get("attempts"))
     if attempts and attempts > 1:
@@ -245,7 +250,7 @@ def phase_row(p: dict[str, Any], now: float, cols: int) -> str:
     else:
         detail = clean(p.get("detail") or "")
     row = (
-        pad(clean(p.get("name", "?")), PHASE_NAME_W)
+        pad(clean(p.get("name", "?")), name_w)
         + " "
         + pad(status, PHASE_STATE_W)
         + " "
@@ -260,8 +265,9 @@ def phase_row(p: dict[str, Any], now: float, cols: int) -> str:
 
 def phase_lines(state: dict[str, Any], now: float, cols: int, budget: int) -> list[str]:
     phases = sorted_phases(state)
+    name_w = name_width(phases)
     title = clip(
-        pad("PHASE", PHASE_NAME_W)
+        pad("PHASE", name_w)
         + " "
         + pad("STATE", PHASE_STATE_W)
         + " "
@@ -274,13 +280,13 @@ def phase_lines(state: dict[str, Any], now: float, cols: int, budget: int) -> li
     if not phases:
         return [title, MISSING]
     if len(phases) + 1 <= budget:
-        return [title] + [phase_row(p, now, cols) for p in phases]
+        return [title] + [phase_row(p, now, cols, name_w) for p in phases]
     # Short screen: finished phases become one wrapped summary; what is still
     # running or has failed keeps its own row (that is what a person looks for).
     done = [p for p in phases if p.get("status") == "done"]
     rest = [p for p in phases if p.get("status") != "done"]
     summary = wrap_words([f"{clean(p.get('name', '?'))} {duration(p.get('duration'))}" for p in done], cols, "done: ")
-    lines = [title, *summary, *(phase_row(p, now, cols) for p in rest)]
+    lines = [title, *summary, *(phase_row(p, now, cols, name_w) for p in rest)]
     if len(lines) > budget and budget >= 2:
         hidden = len(lines) - budget + 1
         lines = [*lines[: budget - 1], clip(f"{ELLIPSIS} {hidden} more phase lines", cols)]

@@ -65,7 +65,7 @@ def test_running(rows: int, cols: int) -> None:
         assert any(line.split()[:2] == [role, "running"] for line in lines), text
     if cols >= 132:
         assert "console-image:latest (tag console-image:latest) · 9a8b7c6d5e4f" in text
-        assert "console      done      11.70   900ms" in text  # the full phase table fits
+        assert "console     done      11.70   900ms" in text  # the full phase table fits
     else:
         # 13 phases do not fit beside the rest at 80x25: the finished ones collapse
         assert "done: devices 12ms, mounts 20ms" in text
@@ -174,7 +174,7 @@ def test_status_prints_the_view(tmp_path: Path) -> None:
     assert len(lines) == 25 and all(len(line) <= 80 for line in lines)
     assert "dockerd: pid 231" in done.stdout
     long = run_status("--state", str(path))  # not a terminal: the long form
-    assert long.returncode == 0 and "console      done" in long.stdout
+    assert long.returncode == 0 and "console     done" in long.stdout
 
 
 @pytest.mark.parametrize(
