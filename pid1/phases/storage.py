@@ -145,14 +145,15 @@ async def run(ctx: PhaseContext) -> str:
     spec = MountSpec(disk.path, target, MOUNT_TYPE.get(disk.fstype, disk.fstype), mode=0o711)
     try:
         # A mount can take seconds (journal replay): off the loop, like the scan.
-        await asyncio.to_thread(ensure_mounted, spec, [])
+        # The thread records the mount itself, so a stop that cancels this
+        # phase meanwhile still unmounts it.
+        await asyncio.to_thread(ensure_mounted, spec, ctx.shared["mounted"])
     except OSError as exc:
         # The kernel logs its reason (e.g. "EXT4-fs (vdb): bad geometry") to dmesg.
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         error = f"{disk.path} ({disk.fstype}, label {label}) failed to mount on {target}: {reason} (dmesg says why)"
         ctx.log.error(f"storage: {error}")
         return mount_ram(ctx, target, f"the disk labelled {label} failed to mount: {reason}", error=error)
-    ctx.shared["mounted"].append(target)
     record(ctx, "disk", device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
     ctx.log.notice(f"storage: {disk.path} ({disk.fstype}, label {label}) mounted on {target}")
     return f"{disk.path} ({disk.fstype}) on {target}"
