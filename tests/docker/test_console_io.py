@@ -589,6 +589,41 @@ def test_negative_control_ctrl_c_is_lost_when_the_host_tty_keeps_isig(console_do
 
 
 # --- without a dockerd ------------------------------------------------------------------------
+@pytest.mark.namespace
+def test_pid1_opens_the_console_raw_without_making_it_its_terminal_and_restores_it(pid1_ns, tmp_path: Path) -> None:
+    """The console_tty phase under the real supervisor, as PID 1 of a namespace:
+    a missing terminal is skipped with a warning, the pty is raw with ISIG off,
+    it is not pid1's controlling terminal (Ctrl-C there must never reach PID 1,
+    for which SIGINT means reboot), and the orderly stop restores it."""
+    screen = Screen()
+    try:
+        original = termios.tcgetattr(screen.slave)
+        root = tmp_path / "root"
+        (root / "dev").mkdir(parents=True)
+        wrapper = ["sh", "-c", 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
+        run = pid1_ns(f"pid1.phases=console_tty pid1.console=ttyNOPE,{screen.path}", root=str(root), wrapper=wrapper)
+        phase = run.wait_phase("console_tty")["phases"]["console_tty"]
+        assert screen.path in phase["detail"], run.describe()
+        run.wait_log("ttyNOPE does not exist: skipped")
+        attrs = termios.tcgetattr(screen.slave)
+        assert attrs == raw_mode(original), run.describe()
+        assert not attrs[3] & termios.ISIG
+        assert controlling_tty_of(run.pid) == 0, run.describe()
+        screen.type(b"\x03\x1a\x1c")  # Ctrl-C, Ctrl-Z, Ctrl-\\: plain bytes, no signal for anyone
+        screen.settle(1)
+        assert run.state()["mode"] == "running", run.describe()
+        run.kill(signal.SIGTERM)
+        assert run.wait_exit(30) == -signal.SIGINT, run.describe()  # powered the namespace off
+        assert termios.tcgetattr(screen.slave) == original, run.describe()
+    finally:
+        screen.close()
+
+
+def controlling_tty_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[4])
+
+
 def test_waiting_line_is_one_printable_line_that_fits() -> None:
     line = waiting_line("image foo:latest\nkeeps crashing\x1b[2J (exit 1)", 80)
     assert line == WAITING_PREFIX + "image foo:latest keeps crashing [2J (exit 1)"
