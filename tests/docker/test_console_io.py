@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -150,7 +151,16 @@ def harness_main(argv: list[str]) -> None:
 
 # --- a dockerd of the test's own ----------------------------------------------------------
 def busybox_rootfs_tar() -> bytes:
-    """A rootfs with Debian's static busybox and the applets the tests use."""
+    """A rootfs with Debian's static busybox: the project's image builder's
+    layer (image/bundled_images.py) when it is there, else a minimal one with
+    the applets these tests use."""
+    builder = REPO / "image" / "bundled_images.py"
+    if builder.exists():
+        spec = importlib.util.spec_from_file_location("bundled_images", builder)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules.setdefault("bundled_images", module)  # its dataclasses look their module up
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module.rootfs_layer("/bin/busybox", {})
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for directory in ("bin", "dev", "etc", "proc", "sys", "tmp"):
