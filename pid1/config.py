@@ -44,7 +44,7 @@ class Config:
     console_image: str = _key("console-image:latest", "image tag tried first for the console container")
     dom0_image: str = _key("dom0-image:latest", "image tag tried first for the dom0 container")
     fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")
-    console: list[str] = _key(["ttyS0", "tty1"], "terminals that carry the console container")
+    console: list[str] = _key(["ttyS0", "tty1"], "console terminals: names under /dev (ttyS0) or full paths")
     net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
     net_timeout: float = _key(15.0, "seconds the network phase waits for a lease before going on offline")
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
