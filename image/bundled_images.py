@@ -1,0 +1,193 @@
+"""Builds the bundled images as `docker save` tarballs, without a daemon.
+
+    python3 image/bundled_images.py [OUTPUT_DIR] [--busybox PATH]
+
+writes OUTPUT_DIR/busybox.tar (tagged busybox:latest) and OUTPUT_DIR/dhcp.tar
+(tagged pid1-dhcp:latest); OUTPUT_DIR defaults to
+/var/cache/only-docker/images. Both are one-layer images of a rootfs made
+from Debian's busybox-static: /bin/busybox, a symlink for each of its applets
+(`busybox --list-full`), /etc/passwd, /etc/group and the usual empty
+directories. The dhcp image adds /etc/udhcpc/default.script from
+image/udhcpc.script (busybox udhcpc runs it on every lease event).
+
+The tarballs are deterministic (fixed mtimes, owners and order): the same
+busybox binary gives byte-identical files, so the image IDs are stable and a
+tarball is rewritten only when its content changes. pid1's images phase loads
+them through the API's /images/load when the tag is missing (tests and the
+initrd use the same files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUTPUT = Path("/var/cache/only-docker/images")
+UDHCPC_SCRIPT = HERE / "udhcpc.script"
+# Any fixed instant works; this one is the Debian 12 release day.
+EPOCH = 1686355200
+CREATED = "2023-06-10T00:00:00Z"
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+)
+GROUP = "root:x:0:\ndaemon:x:1:\ntty:x:5:\nnogroup:x:65534:\n"
+DIRECTORIES = {
+    "bin": 0o755, "dev": 0o755, "etc": 0o755, "proc": 0o555, "root": 0o700, "run": 0o755, "sbin": 0o755,
+    "sys": 0o555, "tmp": 0o1777, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755, "var": 0o755,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    file_name: str
+    tag: str
+    cmd: tuple[str, ...]
+    # path in the image -> (content, mode)
+    extra_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+
+
+def busybox_applets(busybox: str) -> list[str]:
+    """Paths (relative to /) of every applet the binary provides."""
+    listed = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout
+    return sorted({line.strip().lstrip("/") for line in listed.splitlines() if line.strip()})
+
+
+def _info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, link
+    info.mtime, info.uid, info.gid, info.uname, info.gname = EPOCH, 0, 0, "root", "root"
+    return info
+
+
+def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]]) -> bytes:
+    """The layer tar: directories, busybox, its applet links, /etc files."""
+    binary = Path(busybox).read_bytes()
+    files: dict[str, tuple[bytes, int]] = {
+        "etc/passwd": (PASSWD.encode(), 0o644),
+        "etc/group": (GROUP.encode(), 0o644),
+        **extra_files,
+    }
+    directories = dict(DIRECTORIES)
+    for path in files:
+        parts = path.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            directories.setdefault("/".join(parts[:depth]), 0o755)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(directories):
+            tar.addfile(_info(name, tarfile.DIRTYPE, directories[name]))
+        tar.addfile(_info("bin/busybox", tarfile.REGTYPE, 0o755, len(binary)), io.BytesIO(binary))
+        for applet in busybox_applets(busybox):
+            if applet == "bin/busybox" or applet.split("/")[0] not in ("bin", "sbin", "usr"):
+                continue
+            tar.addfile(_info(applet, tarfile.SYMTYPE, 0o777, link="/bin/busybox"))
+        for name in sorted(files):
+            content, mode = files[name]
+            tar.addfile(_info(name, tarfile.REGTYPE, mode, len(content)), io.BytesIO(content))
+    return buf.getvalue()
+
+
+def image_tarball(spec: ImageSpec, busybox: str) -> bytes:
+    """A `docker save` (v1.2 with manifest.json) tarball of one-layer image."""
+    layer = rootfs_layer(busybox, spec.extra_files)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": CREATED,
+        "config": {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tag}},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": CREATED, "created_by": f"image/bundled_images.py ({spec.tag})"}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    layer_dir = diff_id.split(":")[1]
+    manifest = [{"Config": config_name, "RepoTags": [spec.tag], "Layers": [f"{layer_dir}/layer.tar"]}]
+    repo, _, tag = spec.tag.rpartition(":")
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = [
+        (_info(config_name, tarfile.REGTYPE, 0o644, len(config_bytes)), config_bytes),
+        (_info(layer_dir, tarfile.DIRTYPE, 0o755), None),
+        (_info(f"{layer_dir}/VERSION", tarfile.REGTYPE, 0o644, 3), b"1.0"),
+        (_info(f"{layer_dir}/layer.tar", tarfile.REGTYPE, 0o644, len(layer)), layer),
+    ]
+    for name, content in (
+        ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()),
+        ("repositories", json.dumps({repo: {tag: layer_dir}}, separators=(",", ":")).encode()),
+    ):
+        members.append((_info(name, tarfile.REGTYPE, 0o644, len(content)), content))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, content in members:
+            tar.addfile(info, io.BytesIO(content) if content is not None else None)
+    return buf.getvalue()
+
+
+def image_specs(udhcpc_script: Path = UDHCPC_SCRIPT) -> tuple[list[ImageSpec], list[str]]:
+    """The bundled images, plus notes on anything left out."""
+    notes: list[str] = []
+    dhcp_files: dict[str, tuple[bytes, int]] = {}
+    if udhcpc_script.exists():
+        dhcp_files["etc/udhcpc/default.script"] = (udhcpc_script.read_bytes(), 0o755)
+    else:
+        notes.append(f"{udhcpc_script} is missing: the dhcp image has no /etc/udhcpc/default.script")
+    return [
+        ImageSpec("busybox.tar", "busybox:latest", ("sh",)),
+        ImageSpec("dhcp.tar", "pid1-dhcp:latest", ("udhcpc", "-f"), dhcp_files),
+    ], notes
+
+
+def write_if_changed(path: Path, content: bytes) -> bool:
+    """Atomically replace `path` unless it already holds `content`."""
+    try:
+        if path.read_bytes() == content:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+    return True
+
+
+def build(output: Path, busybox: str = "/bin/busybox") -> dict[str, Path]:
+    """Write every bundled image tarball into `output`; returns tag -> path."""
+    output.mkdir(parents=True, exist_ok=True)
+    specs, notes = image_specs()
+    for note in notes:
+        print(f"bundled_images: note: {note}", file=sys.stderr)
+    built = {}
+    for spec in specs:
+        path = output / spec.file_name
+        write_if_changed(path, image_tarball(spec, busybox))
+        built[spec.tag] = path
+    return built
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", nargs="?", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--busybox", default="/bin/busybox", help="Debian's busybox-static binary")
+    opts = parser.parse_args(argv)
+    if not os.path.exists(opts.busybox):
+        print(f"bundled_images: {opts.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
+        return 1
+    for tag, path in build(opts.output, opts.busybox).items():
+        print(f"{tag}\t{path}\t{path.stat().st_size} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

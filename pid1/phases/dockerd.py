@@ -1,0 +1,485 @@
+"""containerd and dockerd: spawn, wait until they answer, keep them alive, stop them.
+
+Two phases. `containerd` (needs storage, mounts, modules) starts containerd
+with its own socket (pid1.containerd_socket), its root under the docker data
+root and its state under the exec root. `dockerd` (needs containerd) starts
+dockerd with `--containerd` pointing at it: a dockerd that starts its own
+containerd takes over a second to stop (it polls its child once a second);
+with containerd beside it the stop takes milliseconds.
+
+Ready means containerd's socket accepts a connection and dockerd's `/_ping`
+answers through aiodocker, both waited with a fast bounded backoff (5 ms
+doubling to 100 ms), never a fixed sleep. Each daemon is a service: when it
+exits it is spawned again with backoff, and once dockerd answers again the
+system-container supervisor subscribes to events again and reconciles.
+
+dockerd gets `--storage-driver overlay2` (vfs only when overlay cannot work
+here, and the log says so) and DOCKER_RAMDISK=true when `/` is a ramfs or
+tmpfs (runc cannot pivot_root out of an initramfs). Each daemon's output goes,
+line by line, to `<state_dir>/<name>.log` (capped, one old generation kept);
+its warnings and errors also go to pid1's log. Sending every line to
+/dev/kmsg would hit the kernel's rate limit and drop pid1's own lines.
+
+Publishes `ctx.shared["docker"]` (an aiodocker.Docker on pid1.docker_socket),
+`ctx.shared["dockerd"]` (the Daemon; `.up` is an asyncio.Event set while
+dockerd answers) and restart actions "containerd" and "dockerd". The stop hook
+stops the system containers (short timeouts), then dockerd (SIGTERM, SIGKILL
+after DOCKERD_STOP_TIMEOUT), then containerd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pid1.log import _stderr_is_console
+from pid1.phases import Phase, PhaseContext
+from pid1.state import uptime
+from pid1.system_containers import SystemContainers
+
+if TYPE_CHECKING:
+    from pid1.reaper import Child
+
+READY_FIRST_DELAY = 0.005
+READY_MAX_DELAY = 0.1
+READY_TIMEOUT = 60.0
+RESTART_FIRST = 0.1
+RESTART_CAP = 10.0
+STABLE_RUN = 30.0  # a daemon up this long restarts at once next time it dies
+DOCKERD_STOP_TIMEOUT = 15.0
+CONTAINERD_STOP_TIMEOUT = 5.0
+SYSTEM_CONTAINERS_STOP_TIMEOUT = 12.0
+DAEMON_LOG_MAX = 1 << 20  # bytes per generation of <state_dir>/<name>.log
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RAM_FILESYSTEMS = ("rootfs", "ramfs", "tmpfs")
+# dockerd (logrus) says level=...; containerd too. Lines at these levels also
+# go to pid1's log (and so to /dev/kmsg); the rest only to the daemon's file.
+LOUD_LEVEL = re.compile(r"\blevel=(warning|error|fatal|panic)\b")
+
+
+# --- facts about the machine ------------------------------------------------------------------
+def root_filesystem_type(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The filesystem type of the last mount on `/` (the one that is visible)."""
+    found = None
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 7 and fields[4] == "/":
+                    found = fields[fields.index("-") + 1]
+    except OSError:
+        return None
+    return found
+
+
+def filesystem_type_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The filesystem type of the mount that holds `path` (longest mount point prefix)."""
+    path = os.path.realpath(path)
+    best, found = -1, None
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                target = fields[4].replace("\\040", " ")
+                inside = path == target or path.startswith(target.rstrip("/") + "/")
+                if inside and len(target) >= best:
+                    best, found = len(target), fields[fields.index("-") + 1]
+    except OSError:
+        return None
+    return found
+
+
+def choose_storage_driver(docker_root: str, extra_args: list[str]) -> tuple[str | None, str]:
+    """overlay2 unless it cannot work here; (None, why) when the user chose one."""
+    if any(a.startswith(("--storage-driver", "-s")) for a in extra_args):
+        return None, "set by pid1.dockerd_args"
+    try:
+        with open("/proc/filesystems") as f:
+            has_overlay = any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        has_overlay = False
+    if not has_overlay:
+        return "vfs", "the kernel has no overlay filesystem (module not loaded?)"
+    fstype = filesystem_type_of(docker_root)
+    if fstype in ("overlay", "aufs"):
+        return "vfs", f"{docker_root} is on {fstype}, which overlay cannot use as its upper layer"
+    return "overlay2", f"{docker_root} is on {fstype or 'an unknown filesystem'}"
+
+
+# --- a daemon's output -------------------------------------------------------------------------
+@dataclass
+class DaemonLog:
+    """Lines from a daemon's stdout/stderr pipe, read on the loop."""
+
+    name: str
+    path: str
+    log: Any  # pid1.log.Log
+    fd: int = -1
+    echo: bool = field(default_factory=lambda: not _stderr_is_console())
+    _partial: bytes = b""
+    _file: int = -1
+
+    def open_pipe(self) -> int:
+        """A pipe for the daemon's stdout+stderr; returns the write end (the
+        caller hands it to spawn and closes it)."""
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(read_end, False)
+        self.fd = read_end
+        asyncio.get_running_loop().add_reader(read_end, self._readable)
+        return write_end
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the daemon (and everything holding the pipe) is gone
+            self.close()
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > 16384:  # a runaway line without a newline
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            self._line(line.decode(errors="replace").rstrip())
+
+    def _line(self, text: str) -> None:
+        if not text:
+            return
+        self._to_file(text)
+        if LOUD_LEVEL.search(text):
+            self.log.warning(f"{self.name}: {text}")
+        elif self.echo:
+            try:
+                os.write(2, f"[{uptime():9.3f}] {self.name}: {text}\n".encode(errors="replace"))
+            except OSError:
+                pass
+
+    def _to_file(self, text: str) -> None:
+        try:
+            if self._file < 0:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._file = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            os.write(self._file, f"[{uptime():9.3f}] {text}\n".encode(errors="replace"))
+            if os.fstat(self._file).st_size > DAEMON_LOG_MAX:
+                os.close(self._file)
+                self._file = -1
+                os.replace(self.path, self.path + ".1")
+        except OSError:
+            pass  # the state dir may be gone (tests); the warnings still reach pid1's log
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                asyncio.get_running_loop().remove_reader(self.fd)
+            except RuntimeError:
+                pass
+            os.close(self.fd)
+            self.fd = -1
+        if self._partial:
+            self._line(self._partial.decode(errors="replace"))
+            self._partial = b""
+
+
+# --- a supervised daemon --------------------------------------------------------------------------
+async def wait_until(probe: Callable[[], Awaitable[bool]], timeout: float, alive: Callable[[], bool]) -> bool:
+    """Call probe with a fast bounded backoff until it says yes; False on
+    timeout or as soon as `alive()` says the daemon died."""
+    deadline = uptime() + timeout
+    delay = READY_FIRST_DELAY
+    while True:
+        if await probe():
+            return True
+        if not alive() or uptime() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, READY_MAX_DELAY)
+
+
+@dataclass
+class Daemon:
+    """One daemon pid1 keeps running: spawn, readiness, restart, stop."""
+
+    name: str
+    ctx: PhaseContext
+    argv: Callable[[], list[str]]
+    env: dict[str, str]
+    probe: Callable[[], Awaitable[bool]]
+    before_spawn: Callable[[], None] = lambda: None
+    after_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    child: Child | None = None
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+    restarts: int = 0
+    spawned_at: float = 0.0
+    ready_after: float | None = None
+
+    def record(self, **changes: Any) -> None:
+        entry = self.ctx.state.dockerd.setdefault(self.name, {})
+        entry.update(changes)
+        self.ctx.store.changed()
+
+    def alive(self) -> bool:
+        return self.child is not None and self.child.returncode is None
+
+    def spawn(self) -> None:
+        self.before_spawn()
+        argv = self.argv()
+        output = DaemonLog(self.name, os.path.join(self.ctx.config.state_dir, f"{self.name}.log"), self.ctx.log)
+        write_end = output.open_pipe()
+        try:
+            self.child = self.ctx.reaper.spawn(argv, env=self.env, stdout=write_end, stderr=write_end)
+        finally:
+            os.close(write_end)
+        self.spawned_at = uptime()
+        self.ctx.log.info(f"{self.name} started (pid {self.child.pid}): {' '.join(argv)}")
+        self.record(pid=self.child.pid, status="starting", argv=argv, restarts=self.restarts)
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        if not await wait_until(self.probe, timeout, self.alive):
+            code = self.child.returncode if self.child else None
+            why = f"exited with status {code}" if code is not None else f"did not answer within {timeout:.0f} s"
+            self.record(status="failed", error=why)
+            raise RuntimeError(f"{self.name} {why} (see {self.ctx.config.state_dir}/{self.name}.log)")
+        self.ready_after = round(uptime() - self.spawned_at, 3)
+        self.record(status="running", up_since=round(uptime(), 3), ready_after=self.ready_after, error=None)
+        self.up.set()
+        for callback in self.after_ready:
+            try:
+                await callback()
+            except Exception as exc:
+                self.ctx.log.error(f"{self.name}: after-ready step failed: {exc!r}")
+
+    async def keep_alive(self) -> None:
+        """The service: wait for the daemon to exit, spawn it again with backoff."""
+        delay = 0.0
+        while not self.stopping:
+            assert self.child is not None
+            code = await self.child.wait()
+            self.up.clear()
+            if self.stopping:
+                return
+            ran = uptime() - self.spawned_at
+            delay = 0.0 if ran >= STABLE_RUN else (RESTART_FIRST if delay == 0 else min(delay * 2, RESTART_CAP))
+            self.restarts += 1
+            self.ctx.log.error(f"{self.name} exited with status {code} after {ran:.1f} s; restarting in {delay:.1f} s")
+            self.record(status="restarting", last_exit=code, restarts=self.restarts, up_since=None)
+            await asyncio.sleep(delay)
+            try:
+                self.spawn()
+                await self.wait_ready()
+                self.ctx.log.notice(f"{self.name} is back after {self.ready_after * 1000:.0f} ms")
+            except Exception as exc:  # keep the loop: the next exit (or timeout) is handled above
+                self.ctx.log.error(f"{self.name} restart failed: {exc}")
+                if self.alive():
+                    self.child.signal(signal.SIGKILL)  # it hung: kill it, the loop spawns it again
+
+    async def restart(self) -> None:
+        """Restart on request (the control channel): SIGTERM; keep_alive spawns it again."""
+        if self.alive():
+            self.ctx.log.notice(f"{self.name}: restart requested")
+            self.child.signal(signal.SIGTERM)
+
+    async def stop(self, timeout: float) -> None:
+        """SIGTERM, SIGKILL after `timeout`; returns once it has exited."""
+        self.stopping = True
+        self.up.clear()
+        if not self.alive():
+            return
+        assert self.child is not None
+        began = uptime()
+        self.child.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.child.wait(), timeout)
+        except TimeoutError:
+            self.ctx.log.warning(f"{self.name} still running {timeout:.0f} s after SIGTERM: SIGKILL")
+            self.child.signal(signal.SIGKILL)
+            await self.child.wait()
+        self.ctx.log.info(f"{self.name} stopped in {(uptime() - began) * 1000:.0f} ms")
+        self.record(status="stopped", stopped_in=round(uptime() - began, 3))
+
+
+# --- containerd ----------------------------------------------------------------------------------------
+def daemon_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("NOTIFY_SOCKET", "LISTEN_"))}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+def containerd_config(ctx: PhaseContext) -> str:
+    """containerd's config file (in the exec root): sockets, root, state, no CRI."""
+    config = ctx.config
+    root = os.path.join(config.docker_root, "containerd", "daemon")
+    state = os.path.join(config.docker_exec_root, "containerd", "daemon")
+    path = os.path.join(config.docker_exec_root, "containerd", "containerd.toml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    text = (
+        "version = 2\n"
+        f"root = {root!r}\n"
+        f"state = {state!r}\n"
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        "[grpc]\n"
+        f"  address = {config.containerd_socket!r}\n"
+    ).replace("'", '"')
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+async def socket_answers(path: str) -> bool:
+    try:
+        _reader, writer = await asyncio.open_unix_connection(path)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def run_containerd(ctx: PhaseContext) -> str:
+    config = ctx.config
+    daemon: Daemon | None = ctx.shared.get("containerd")
+    if daemon is None or not daemon.alive():  # not a retry that finds it still starting
+        os.makedirs(os.path.dirname(config.containerd_socket), exist_ok=True)
+        config_path = containerd_config(ctx)
+
+        def clear_socket() -> None:
+            try:
+                os.unlink(config.containerd_socket)  # a stale socket file answers nobody
+            except FileNotFoundError:
+                pass
+
+        daemon = Daemon(
+            name="containerd",
+            ctx=ctx,
+            argv=lambda: ["containerd", "--config", config_path, "--log-level", "warn"],
+            env=daemon_env(),
+            probe=lambda: socket_answers(config.containerd_socket),
+            before_spawn=clear_socket,
+        )
+        ctx.shared["containerd"] = daemon
+        daemon.spawn()
+    await daemon.wait_ready()
+    if "restart_actions" not in ctx.shared or "containerd" not in ctx.shared["restart_actions"]:
+        ctx.start_service("containerd", daemon.keep_alive)
+        ctx.shared.setdefault("restart_actions", {})["containerd"] = daemon.restart
+    return f"pid {daemon.child.pid}, answered after {daemon.ready_after * 1000:.0f} ms"
+
+
+# --- dockerd --------------------------------------------------------------------------------------------
+def dockerd_argv(ctx: PhaseContext, storage_driver: str | None) -> list[str]:
+    config = ctx.config
+    argv = [
+        "dockerd",
+        f"--containerd={config.containerd_socket}",
+        f"--data-root={config.docker_root}",
+        f"--exec-root={config.docker_exec_root}",
+        f"--pidfile={os.path.join(config.docker_exec_root, 'dockerd.pid')}",
+        f"--host=unix://{config.docker_socket}",
+    ]
+    if storage_driver:
+        argv.append(f"--storage-driver={storage_driver}")
+    return argv + list(config.dockerd_args)
+
+
+async def ping(docker: Any) -> bool:
+    try:
+        async with docker._query("_ping", versioned_api=False) as response:
+            return response.status == 200
+    except Exception:  # not listening yet, or half up: try again
+        return False
+
+
+async def run_dockerd(ctx: PhaseContext) -> str:
+    import aiodocker  # heavy: imported while containerd already starts
+
+    config = ctx.config
+    docker = ctx.shared.get("docker") or aiodocker.Docker(url=f"unix://{config.docker_socket}")
+    ctx.shared["docker"] = docker
+    notes = []
+    daemon: Daemon | None = ctx.shared.get("dockerd")
+    if daemon is None or not daemon.alive():  # not a retry that finds it still starting
+        env = daemon_env()
+        root_fs = root_filesystem_type()
+        if root_fs in RAM_FILESYSTEMS:
+            env["DOCKER_RAMDISK"] = "true"  # runc cannot pivot_root out of a ramfs/tmpfs root
+            notes.append(f"/ is {root_fs}: DOCKER_RAMDISK=true")
+        driver, why = choose_storage_driver(config.docker_root, config.dockerd_args)
+        if driver == "vfs":
+            ctx.log.warning(f"dockerd: storage driver vfs, not overlay2: {why} (slow, uses more disk)")
+        elif driver:
+            ctx.log.info(f"dockerd: storage driver {driver} ({why})")
+        notes.append(f"storage {driver or 'from pid1.dockerd_args'}")
+        pidfile = os.path.join(config.docker_exec_root, "dockerd.pid")
+
+        def clear_pidfile() -> None:
+            # A pidfile left by a killed dockerd names a pid that may be reused
+            # by now; dockerd would refuse to start. No other dockerd of ours runs.
+            try:
+                os.unlink(pidfile)
+            except FileNotFoundError:
+                pass
+
+        os.makedirs(config.docker_exec_root, exist_ok=True)
+        os.makedirs(os.path.dirname(config.docker_socket), exist_ok=True)
+        daemon = Daemon(
+            name="dockerd",
+            ctx=ctx,
+            argv=lambda: dockerd_argv(ctx, driver),
+            env=env,
+            probe=lambda: ping(docker),
+            before_spawn=clear_pidfile,
+        )
+        ctx.shared["dockerd"] = daemon
+        daemon.spawn()
+    await daemon.wait_ready()
+    if "system_containers" not in ctx.shared:  # once, however often the phase ran
+        ctx.start_service("dockerd", daemon.keep_alive)
+        ctx.shared.setdefault("restart_actions", {})["dockerd"] = daemon.restart
+        ctx.add_stop_hook("dockerd", lambda: stop_engine(ctx))
+        # The system-container supervisor: its event loop resubscribes and
+        # reconciles each time dockerd answers again.
+        supervisor = SystemContainers(ctx, docker, daemon.up)
+        ctx.shared["system_containers"] = supervisor
+        ctx.start_service("system containers", supervisor.watch_events)
+    ctx.state.milestones["dockerd_ready"] = round(uptime(), 3)
+    ctx.store.changed()
+    notes.insert(0, f"pid {daemon.child.pid}, /_ping after {daemon.ready_after * 1000:.0f} ms")
+    return "; ".join(notes)
+
+
+async def stop_engine(ctx: PhaseContext) -> None:
+    """The stop hook: system containers, then dockerd, then containerd."""
+    supervisor = ctx.shared.get("system_containers")
+    dockerd: Daemon | None = ctx.shared.get("dockerd")
+    containerd: Daemon | None = ctx.shared.get("containerd")
+    for daemon in (dockerd, containerd):
+        if daemon is not None:
+            daemon.stopping = True  # no restarts from here on
+    if supervisor is not None and dockerd is not None and dockerd.alive():
+        try:
+            await asyncio.wait_for(supervisor.stop_all(), SYSTEM_CONTAINERS_STOP_TIMEOUT)
+        except Exception as exc:
+            ctx.log.error(f"stopping the system containers failed: {exc!r}; stopping dockerd anyway")
+    if dockerd is not None:
+        await dockerd.stop(DOCKERD_STOP_TIMEOUT)
+    if containerd is not None:
+        await containerd.stop(CONTAINERD_STOP_TIMEOUT)
+    docker = ctx.shared.get("docker")
+    if docker is not None:
+        try:
+            await docker.close()
+        except Exception:
+            pass
+
+
+PHASES = [
+    Phase(name="containerd", run=run_containerd, needs=("storage", "mounts", "modules"), doc=__doc__ or ""),
+    Phase(name="dockerd", run=run_dockerd, needs=("containerd",), doc=__doc__ or ""),
+]

@@ -1,0 +1,143 @@
+"""dom0 and console: the two privileged system containers the user lives in.
+
+Both need `images` (the bundled busybox fallback must be loaded). Each phase
+describes its container (a ContainerSpec) and hands it to the system-container
+supervisor (`ctx.shared["system_containers"]`, made by the dockerd phase),
+which keeps it running from then on; the phase is done after the first start
+attempt. Both are privileged, `--net host`, `--pid host` (so `kill -TERM 1`
+from them reaches pid1), labelled `pid1.role=dom0|console`, with the docker
+socket, /lib/modules (ro), pid1's state dir (as /run/pid1), the docker client
+and /etc/resolv.conf mounted in. The image is resolved at every start:
+`pid1.console_image` / `pid1.dom0_image`, else `debian:latest` when storage is
+a disk and the image is there, else the bundled busybox.
+
+The console runs with a TTY and open stdin (the console bridge carries it to
+the VM's terminals). It does not wait for DHCP longer than CONSOLE_NETWORK_WAIT:
+a machine without network still gets its console. dom0 gets a TTY and open
+stdin too, so the bundled busybox `sh` idles as dom0 the way `docker run -dit`
+does, and `docker exec -it dom0 sh` feels like a host shell.
+
+Registers restart actions "console" and "dom0" for the control channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from pid1.container_spec import ContainerSpec
+from pid1.phases import Phase, PhaseContext
+
+CONSOLE_NETWORK_WAIT = 5.0
+DISK_IMAGE = "debian:latest"
+CONSOLE_STOP_TIMEOUT = 1  # a console shell holds no state
+DOM0_STOP_TIMEOUT = 5
+
+
+def system_binds(ctx: PhaseContext) -> tuple[str, ...]:
+    """What dom0 and the console get mounted in (only paths that exist: a
+    missing bind source would be created by dockerd as an empty directory)."""
+    config = ctx.config
+    binds = [f"{config.docker_socket}:/var/run/docker.sock", f"{config.state_dir}:/run/pid1"]
+    for source, target, mode in (
+        ("/lib/modules", "/lib/modules", "ro"),
+        ("/usr/bin/docker", "/usr/bin/docker", "ro"),
+        ("/etc/resolv.conf", "/etc/resolv.conf", "rw"),
+    ):
+        if os.path.exists(source):
+            binds.append(f"{source}:{target}:{mode}")
+    return tuple(binds)
+
+
+def candidates(ctx: PhaseContext, first: str) -> tuple[str, ...]:
+    if ctx.shared.get("storage_mode") == "disk":
+        return (first, DISK_IMAGE)
+    return (first,)
+
+
+def console_spec(ctx: PhaseContext) -> ContainerSpec:
+    return ContainerSpec(
+        role="console",
+        images=candidates(ctx, ctx.config.console_image),
+        fallback_image=ctx.config.fallback_image,
+        binds=system_binds(ctx),
+        tty=True,
+        open_stdin=True,
+        stop_timeout=CONSOLE_STOP_TIMEOUT,
+    )
+
+
+def dom0_spec(ctx: PhaseContext) -> ContainerSpec:
+    return ContainerSpec(
+        role="dom0",
+        images=candidates(ctx, ctx.config.dom0_image),
+        fallback_image=ctx.config.fallback_image,
+        binds=system_binds(ctx),
+        tty=True,
+        open_stdin=True,
+        stop_timeout=DOM0_STOP_TIMEOUT,
+    )
+
+
+async def wait_for_phase_end(ctx: PhaseContext, name: str, timeout: float) -> str:
+    """Wait (bounded) until phase `name` is done or failed; returns what was seen.
+    Woken by the state store's listeners, not by polling."""
+    ended = ("done", "failed", "cancelled")
+    record = ctx.state.phases.get(name)
+    if record is None:
+        return f"no {name} phase"
+    if record.status in ended:
+        return f"{name} {record.status}"
+    event = asyncio.Event()
+
+    def listener(state) -> None:
+        phase = state.phases.get(name)
+        if phase is None or phase.status in ended:
+            event.set()
+
+    ctx.store.listeners.append(listener)
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return f"{name} not done after {timeout:.0f} s: going on without it"
+    finally:
+        ctx.store.listeners.remove(listener)
+    return f"{name} {ctx.state.phases[name].status}"
+
+
+def describe(ctx: PhaseContext, role: str) -> str:
+    state = ctx.state.containers[role]
+    text = f"{state.status}: {state.image} ({state.image_reason})"
+    if state.fallback_reason:
+        text += f"; {state.fallback_reason}"
+    return text
+
+
+def register_restart(ctx: PhaseContext, role: str) -> None:
+    supervisor = ctx.shared["system_containers"]
+
+    async def restart() -> None:
+        await supervisor.restart(role)
+
+    ctx.shared.setdefault("restart_actions", {})[role] = restart
+
+
+async def run_dom0(ctx: PhaseContext) -> str:
+    register_restart(ctx, "dom0")
+    await ctx.shared["system_containers"].ensure(dom0_spec(ctx))
+    return describe(ctx, "dom0")
+
+
+async def run_console(ctx: PhaseContext) -> str:
+    register_restart(ctx, "console")
+    network = await wait_for_phase_end(ctx, "network", CONSOLE_NETWORK_WAIT)
+    if "going on" in network:
+        ctx.log.warning(f"console: {network}")
+    await ctx.shared["system_containers"].ensure(console_spec(ctx))
+    return f"{describe(ctx, 'console')}; {network}"
+
+
+PHASES = [
+    Phase(name="dom0", run=run_dom0, needs=("images",), doc=__doc__ or ""),
+    Phase(name="console", run=run_console, needs=("images",), doc=__doc__ or ""),
+]

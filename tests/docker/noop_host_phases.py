@@ -1,0 +1,32 @@
+"""Test-only phases (pid1.extra_phases=noop_host_phases, with tests/docker on
+PYTHONPATH) that stand in for the host phases: in a test namespace pid1 must
+not make device nodes in the host's /dev or mount over /tmp and /run, and
+dockerd needs nothing from them there (the host has /proc, /sys, cgroups and
+the modules loaded). Extra modules override the built-in phases of the same
+name. `storage` says "disk" when the environment asks for it (PID1_TEST_STORAGE)."""
+
+from __future__ import annotations
+
+import os
+
+from pid1.phases import Phase, PhaseContext
+
+
+async def noop(ctx: PhaseContext) -> str:
+    return "skipped in the docker tests"
+
+
+async def storage(ctx: PhaseContext) -> str:
+    mode = os.environ.get("PID1_TEST_STORAGE", "ram")
+    ctx.shared["storage_mode"] = mode
+    ctx.state.storage = {"mode": mode, "source": "test"}
+    return f"{mode} (test stand-in)"
+
+
+PHASES = [
+    Phase(name="devices", run=noop),
+    Phase(name="mounts", run=noop, needs=("devices",)),
+    Phase(name="hostname", run=noop, needs=("mounts",)),
+    Phase(name="modules", run=noop, needs=("mounts",)),
+    Phase(name="storage", run=storage, needs=("modules",)),
+]
