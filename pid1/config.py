@@ -44,6 +44,7 @@ class Config:
     console_image: str = _key("console-image:latest", "image tag tried first for the console container")
     dom0_image: str = _key("dom0-image:latest", "image tag tried first for the dom0 container")
     fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")
+    restart_stable: float = _key(30.0, "seconds a system container must run before its crash-loop backoff resets")
     console: list[str] = _key(["ttyS0", "tty1"], "console terminals: names under /dev (ttyS0) or full paths")
     net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
     net_timeout: float = _key(15.0, "seconds the network phase waits for a lease before going on offline")
