@@ -299,8 +299,9 @@ class ConsoleBridge:
         nothing it prints first is lost. The TTY size is set (resize) as soon
         as the container runs. A stream that ends while the container still
         runs (a detach sequence, a dockerd hiccup) is opened again. Returns
-        when the container is gone or stopped; raises DockerError only if the
-        first attach fails.
+        when the container is gone or stopped, or dockerd went away; raises
+        (DockerError, aiohttp's errors) only if the first attach, or the start
+        asked for, fails.
         """
         quiet_reattaches = 0
         first = True
@@ -353,7 +354,11 @@ class ConsoleBridge:
                 if read not in done:  # stdin is gone: the stream is over
                     read.cancel()
                     break
-                message = read.result()
+                try:
+                    message = read.result()
+                except Exception as exc:  # the connection broke (dockerd died): the stream is over
+                    self.log.warning(f"console {container.id[:12]}: attach stream broke: {exc!r}")
+                    break
                 if message is None:
                     break
                 got_output = True

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import termios
 import time
 from collections.abc import Callable, Iterator
@@ -122,11 +123,16 @@ async def harness(opts: argparse.Namespace) -> None:
         await asyncio.wait({attach, ready}, return_when=asyncio.FIRST_COMPLETED)
         emit("attached", ok=bridge.ready.is_set(), tty_nr=controlling_tty_nr())
         await attach
-        info = await container.show()
-        code = info["State"]["ExitCode"]
-        bridge.show_waiting(f"console exited with status {code}")
+        try:
+            code = (await container.show())["State"]["ExitCode"]
+        except Exception as exc:  # dockerd went away
+            code = None
+            bridge.show_waiting(f"dockerd is not answering ({type(exc).__name__})")
+        else:
+            bridge.show_waiting(f"console exited with status {code}")
         emit("attach-returned", exit_code=code, terminals=[t.path for t in bridge.terminals])
-        await container.delete(force=True)
+        if code is not None:
+            await container.delete(force=True)
     finally:
         await docker.close()
         for hook in reversed(hooks):
@@ -192,6 +198,15 @@ class Dockerd:
             raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
         return done.stdout.decode(errors="replace")
 
+    def answers(self) -> bool:
+        """The daemon answers (`docker version` also prints the client's part when it does not)."""
+        probe = subprocess.run(
+            ["docker", "-H", f"unix://{self.socket}", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            timeout=30,
+        )
+        return probe.returncode == 0 and bool(probe.stdout.strip())
+
     def log_tail(self) -> str:
         try:
             return (self.workdir / "dockerd.log").read_text(errors="replace")[-3000:]
@@ -220,10 +235,47 @@ class Dockerd:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"dockerd exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.socket.exists() and self.cli("version", check=False):
+            if self.socket.exists() and self.answers():
                 return
             time.sleep(0.1)
         raise AssertionError(f"dockerd did not answer within 60 s:\n{self.log_tail()}")
+
+    def forget_dead_containerd(self, timeout: float = 30) -> None:
+        """After a SIGKILL, the daemon's containerd dies a moment later, and
+        may stay a zombie for a while (this machine's init reaps lazily); a new
+        dockerd that still finds its pid waits for it in vain. Wait for it to
+        die, then remove its pidfile."""
+        pidfile = self.workdir / "exec" / "containerd" / "containerd.pid"
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            return
+
+        def gone() -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                return True
+
+        wait_until(f"containerd {pid} exits", gone, timeout, self.log_tail)
+        pidfile.unlink(missing_ok=True)
+
+    def kill_leftovers(self) -> None:
+        """Last resort: SIGKILL every process whose command line names this
+        daemon's directories (its containerd, shims, containers' init)."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(self.workdir).encode() in cmdline:
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -237,14 +289,15 @@ class Dockerd:
 
 
 @pytest.fixture(scope="module")
-def console_dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+def console_dockerd() -> Iterator[Dockerd]:
     """Debian's dockerd with its own data root, exec root, pidfile and socket,
     and a busybox image made by `docker import`."""
     if os.geteuid() != 0:
         pytest.skip("a dockerd needs root")
     if not (shutil.which("dockerd") and shutil.which("docker") and os.path.exists("/bin/busybox")):
         pytest.skip("docker.io and busybox-static are needed")
-    daemon = Dockerd(tmp_path_factory.mktemp("console-dockerd"))
+    # A short path: containerd's sockets under the exec root must fit in 108 bytes.
+    daemon = Dockerd(Path(tempfile.mkdtemp(prefix="console-d-", dir="/tmp")))
     try:
         daemon.start()
         daemon.cli("import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE, input=busybox_rootfs_tar())
@@ -596,6 +649,54 @@ def test_negative_control_ctrl_c_is_lost_when_the_host_tty_keeps_isig(console_do
         assert harness.wait_event("done", 30, describe)["signals"]["SIGINT"] == 0, describe()
     finally:
         screen.close()
+
+
+@pytest.mark.docker
+def test_dockerd_dying_under_the_bridge_ends_the_session_cleanly(tmp_path: Path, start_harness) -> None:
+    """SIGKILL to dockerd mid-session: the broken stream ends attach() (no
+    exception), the waiting line shows, and the terminal is restored. Uses a
+    dockerd of its own, restarted afterwards to clean up what it left."""
+    if os.geteuid() != 0 or not shutil.which("dockerd"):
+        pytest.skip("a dockerd needs root and docker.io")
+    # A short path: containerd's sockets under the exec root must fit in 108 bytes.
+    daemon = Dockerd(Path(tempfile.mkdtemp(prefix="console-dd-", dir="/tmp")))
+    screen = Screen()
+    try:
+        original = termios.tcgetattr(screen.slave)
+        daemon.start()
+        daemon.cli("import", "-c", 'CMD ["/bin/sh"]', "-", IMAGE, input=busybox_rootfs_tar())
+        name = f"console-dockerd-dies-{os.getpid()}"
+        harness = start_harness(daemon, [screen.path], name)
+
+        def describe() -> str:
+            return f"screen: {screen.seen[-2000:]!r}\n{harness.describe()}\n{daemon.log_tail()}"
+
+        assert harness.wait_event("attached", 60, describe)["ok"], describe()
+        screen.type("echo up-$RANDOM\r")
+        mark = screen.expect(r"up-\d+\r\n" + re.escape(PROMPT), 20, 0, describe).end()
+        daemon.proc.kill()  # type: ignore[union-attr]
+        daemon.proc.wait(10)  # type: ignore[union-attr]
+        returned = harness.wait_event("attach-returned", 30, describe)
+        assert returned["exit_code"] is None, describe()
+        screen.expect(re.escape(WAITING_PREFIX) + r"dockerd is not answering", 10, mark, describe)
+        harness.wait_event("done", 30, describe)
+        assert harness.proc.wait(30) == 0, describe()
+        assert termios.tcgetattr(screen.slave) == original, describe()
+    finally:
+        screen.close()
+        if daemon.proc is not None:
+            try:
+                daemon.stop()
+                daemon.forget_dead_containerd()
+                daemon.start()  # a fresh dockerd on the same root stops what the killed one left running
+            finally:
+                daemon.stop()
+                daemon.kill_leftovers()
+        with open("/proc/self/mounts") as f:
+            leftovers = [line.split()[1] for line in f if line.split()[1].startswith(str(daemon.workdir))]
+        for target in sorted(leftovers, reverse=True):
+            subprocess.run(["umount", "-l", target], check=False)
+        shutil.rmtree(daemon.workdir, ignore_errors=True)
 
 
 # --- without a dockerd ------------------------------------------------------------------------
