@@ -28,6 +28,8 @@ SEP = " · "
 # glyphs the view itself uses (user text is left alone).
 ASCII_GLYPHS = str.maketrans({"—": "-", "…": "~", "·": "|"})
 MIN_LOG_LINES = 3
+# Below U+0300 (combining marks start there) every printable character is one cell.
+NARROW_BELOW = "\u0300"
 LEVEL_MARK = {"error": "E", "warning": "W", "notice": "N", "info": "I", "debug": "D"}
 
 
@@ -41,15 +43,19 @@ def cell_width(ch: str) -> int:
 def clean(text: Any) -> str:
     """One line of printable text: control characters (escape sequences,
     tabs, newlines) become spaces."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+    text = str(text)
+    if text.isprintable():  # the common case, checked in C
+        return text
+    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def clip(text: str, cols: int) -> str:
     """`text` cut to at most `cols` cells, ending in an ellipsis when cut."""
     if cols <= 0:
         return ""
-    if len(text) <= cols and text.isascii():
-        return text
+    narrow = not text or max(text) < NARROW_BELOW
+    if narrow:
+        return text if len(text) <= cols else text[: cols - 1] + ELLIPSIS
     widths = [cell_width(ch) for ch in text]
     if sum(widths) <= cols:
         return text
@@ -63,6 +69,8 @@ def clip(text: str, cols: int) -> str:
 
 
 def text_width(text: str) -> int:
+    if not text or max(text) < NARROW_BELOW:
+        return len(text)
     return sum(cell_width(ch) for ch in text)
 
 

@@ -17,6 +17,7 @@ import os
 import termios
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pid1 import syscalls, view
 from pid1.console import terminal_path
@@ -60,6 +61,17 @@ def open_view_terminal(path: str) -> int:
     return fd
 
 
+def snapshot(state: State) -> dict[str, Any]:
+    """The state as the dict the renderer takes, shallowly: the same shape
+    as state.to_json() at a fraction of its cost (dataclasses.asdict deep-
+    copies every log line; the renderer only reads)."""
+    data = dict(vars(state))
+    data["phases"] = {name: vars(p) for name, p in state.phases.items()}
+    data["containers"] = {role: vars(c) for role, c in state.containers.items()}
+    data["log"] = [vars(line) for line in state.log]
+    return data
+
+
 @dataclass
 class LiveView:
     """Redraws the terminal and rewrites the status file after state changes."""
@@ -89,7 +101,7 @@ class LiveView:
         self._pending = False
         self._last = time.monotonic()
         try:
-            data = state.to_json()
+            data = snapshot(state)
             now = uptime()
             self.write_status(data, now)
             if self.tty_fd >= 0:
