@@ -146,12 +146,18 @@ def run_key(info: dict[str, Any]) -> str:
 
 @pytest.fixture
 def start_system(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., System]]:
-    """start_system(extra_cmdline="", phases="console,dom0", env=None) -> System."""
+    """start_system(extra_cmdline="", phases="console,dom0", env=None, workdir=None) -> System."""
     started: list[System] = []
 
-    def start(extra_cmdline: str = "", phases: str = "console,dom0", env: dict[str, str] | None = None) -> System:
+    def start(
+        extra_cmdline: str = "",
+        phases: str = "console,dom0",
+        env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> System:
+        """workdir: an earlier run's, to boot again on its data root (a persistent disk)."""
         # Short paths: unix socket paths are limited to 108 bytes.
-        workdir = Path(tempfile.mkdtemp(prefix="p1d-", dir="/var/tmp"))
+        workdir = workdir or Path(tempfile.mkdtemp(prefix="p1d-", dir="/var/tmp"))
         cmdline = " ".join(
             [
                 f"pid1.phases={phases}",
@@ -175,4 +181,5 @@ def start_system(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Sy
     for system in started:
         if system.run is not None:
             system.run.stop()  # SIGKILL to the namespace's PID 1 ends every process in it
-        shutil.rmtree(system.workdir, ignore_errors=True)
+    for workdir in {system.workdir for system in started}:
+        shutil.rmtree(workdir, ignore_errors=True)

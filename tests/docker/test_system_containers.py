@@ -1,0 +1,285 @@
+"""pid1 as PID 1 of a namespace runs containerd, dockerd, the images phase and
+the dom0 and console system containers (see conftest.py); each test drives a
+scenario with the docker CLI and checks what pid1 did, from Docker's side and
+from pid1's state.json. Every wait is bounded and prints pid1's log, its state
+and `docker ps -a` when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import System, load_bundled_images_module, run_key
+from harness import namespace_processes
+
+pytestmark = [pytest.mark.docker, pytest.mark.namespace]
+
+BOOT_TIMEOUT = 120
+LOG_LINE = re.compile(r"^\[\s*([0-9.]+)\] pid1: \w+: (.*)$")
+
+
+def booted(system: System) -> None:
+    system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
+    system.run.wait_phase("dom0", timeout=30)
+    system.wait_running("console")
+    system.wait_running("dom0")
+
+
+def import_image(system: System, tag: str, cmd: list[str]) -> str:
+    """A busybox image with its own command (docker import of the bundled rootfs); returns its id."""
+    layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {"etc/flavour": (tag.encode(), 0o644)})
+    system.docker("import", "-c", f"CMD {json.dumps(cmd)}", "-", tag, input=layer)
+    return system.docker("image", "inspect", "--format", "{{.Id}}", tag).strip()
+
+
+def image_id(system: System, tag: str) -> str:
+    return system.docker("image", "inspect", "--format", "{{.Id}}", tag).strip()
+
+
+def log_lines(system: System) -> list[tuple[float, str]]:
+    found = []
+    for line in system.run.log().splitlines():
+        match = LOG_LINE.match(line)
+        if match:
+            found.append((float(match.group(1)), match.group(2)))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_one_each(system: System, roles: tuple[str, ...] = ("console", "dom0")) -> None:
+    """Exactly one labelled container per role, each running, nothing else."""
+    listed = system.containers()
+    names = sorted(c["Names"] for c in listed)
+    assert names == sorted(roles), f"expected one container per role {roles}, got {names}\n{system.describe()}"
+    for container in listed:
+        assert container["State"] == "running", f"{container['Names']} is {container['State']}\n{system.describe()}"
+
+
+def test_boot_runs_dockerd_images_dom0_and_console(start_system) -> None:
+    system = start_system()
+    booted(system)
+    state = system.run.state()
+    assert state["dockerd"]["dockerd"]["status"] == "running", system.describe()
+    assert state["dockerd"]["containerd"]["status"] == "running", system.describe()
+    assert "loaded busybox:latest, pid1-dhcp:latest" in state["phases"]["images"]["detail"], system.describe()
+    bundled = image_id(system, "busybox:latest")
+    for role in ("console", "dom0"):
+        info = system.inspect(role)
+        assert info["Config"]["Labels"]["pid1.role"] == role
+        assert info["Image"] == bundled, system.describe()
+        assert info["HostConfig"]["NetworkMode"] == "host" and info["HostConfig"]["PidMode"] == "host"
+        assert info["Config"]["Tty"] and info["Config"]["OpenStdin"], system.describe()
+        binds = info["HostConfig"]["Binds"]
+        assert f"{system.socket}:/var/run/docker.sock" in binds, binds
+        assert f"{system.run.state_dir}:/run/pid1" in binds, binds
+        recorded = system.container_state(role)
+        assert recorded["status"] == "running" and recorded["image"] == "busybox:latest", recorded
+        assert recorded["image_id"] == bundled and recorded["container_id"] == info["Id"], recorded
+        assert "console-image:latest missing" in recorded["image_reason"] or role == "dom0", recorded
+    # pid1's state dir is the container's /run/pid1; the docker client talks to pid1's dockerd.
+    shown = system.docker("exec", "console", "cat", "/run/pid1/state.json")
+    assert json.loads(shown)["containers"]["console"]["status"] == "running"
+    system.docker("exec", "dom0", "test", "-S", "/var/run/docker.sock")
+    if os.path.exists("/usr/bin/docker"):  # bound in; Debian's is dynamic, so busybox cannot run it
+        system.docker("exec", "dom0", "test", "-x", "/usr/bin/docker")
+    assert_one_each(system)
+
+
+def test_console_killed_is_replaced_and_50_kills_leave_one(start_system) -> None:
+    # A short stable time, so that each kill below counts as a first failure
+    # (immediate restart) once the console has run that long.
+    stable = 0.3
+    system = start_system(f"pid1.restart_stable={stable}")
+    booted(system)
+    first = system.wait_running("console")
+    system.docker("kill", "console")
+    second = system.wait_running("console", other_than=run_key(first))
+    assert second["Image"] == image_id(system, "busybox:latest"), system.describe()
+    assert_one_each(system)
+    assert system.container_state("console")["restarts"] >= 1, system.describe()
+
+    seen = {run_key(first), run_key(second)}
+    current = second
+    for _ in range(50):
+        system.wait(
+            "the console ran long enough to count as stable",
+            lambda: (system.container_state("console").get("failures_in_row") == 0) or None,
+            timeout=20,
+        )
+        system.docker("kill", "console")
+        current = system.wait_running("console", other_than=run_key(current))
+        seen.add(run_key(current))
+    assert len(seen) == 52, f"{len(seen)} distinct console runs\n{system.describe()}"
+    # A burst: kills as fast as the CLI goes, whatever state the console is in.
+    for _ in range(20):
+        system.docker("kill", "console", check=False)
+    system.wait_running("console", timeout=40)
+    system.wait(
+        "pid1 reports the console running",
+        lambda: system.container_state("console").get("status") == "running",
+        timeout=40,
+    )
+    assert_one_each(system)
+    assert system.container_state("console")["restarts"] >= 51, system.describe()
+    assert system.container_state("dom0")["restarts"] == 0, system.describe()
+
+
+def test_retagged_console_image_runs_at_the_next_start(start_system) -> None:
+    system = start_system()
+    booted(system)
+    before = system.wait_running("console")
+    flavour = import_image(system, "my-console:1", ["sh"])
+    system.docker("tag", "my-console:1", "console-image:latest")
+    system.docker("kill", "console")  # the console exits
+    after = system.wait_running("console", other_than=run_key(before))
+    assert after["Image"] == flavour, system.describe()
+    assert system.docker("exec", "console", "cat", "/etc/flavour") == "my-console:1"
+    recorded = system.wait(
+        "the state names the new image",
+        lambda: (s := system.container_state("console")).get("image_id") == flavour and s,
+    )
+    assert recorded["image"] == "console-image:latest" and recorded["image_reason"] == "console-image:latest present"
+    assert recorded["fallback_reason"] is None, recorded
+    assert_one_each(system)
+
+
+def test_crash_looping_console_image_backs_off_then_falls_back(start_system) -> None:
+    system = start_system()
+    booted(system)
+    crashy = import_image(system, "crashy:1", ["sh", "-c", "exit 3"])
+    system.docker("tag", "crashy:1", "console-image:latest")
+    cpu_before, wall_before = cpu_seconds(system.run.pid), time.monotonic()
+    system.docker("kill", "console")
+    recorded = system.wait(
+        "the console falls back to busybox",
+        lambda: (s := system.container_state("console")).get("fallback_reason") and s.get("status") == "running" and s,
+        timeout=60,
+    )
+    cpu = cpu_seconds(system.run.pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    assert recorded["image"] == "busybox:latest", recorded
+    assert "console-image:latest" in recorded["fallback_reason"], recorded
+    assert "exited with status 3, 5 times in a row" in recorded["fallback_reason"], recorded
+    assert system.inspect("console")["Image"] == image_id(system, "busybox:latest"), system.describe()
+
+    # The starts of the crashing image, from pid1's log: the gaps grow (backoff).
+    lines = log_lines(system)
+    started = re.compile(r"^console: (created and started|started again) console-image:latest ")
+    starts = [t for t, text in lines if started.match(text)]
+    exits = [t for t, text in lines if text.startswith("console: console-image:latest exited with status 3")]
+    print("starts of console-image:latest (uptime s):", starts)
+    print("its exits:", exits)
+    assert len(starts) == 5 and len(exits) == 5, system.describe()
+    waits = [round(start - exit_, 3) for exit_, start in zip(exits, starts[1:], strict=False)]
+    print("wait from each exit to the next start (s):", waits, f"pid1 CPU {cpu:.2f} s over {wall:.2f} s")
+    # The kill of the busybox console was the first failure (restarted at
+    # once); the crashing image's exits then wait 0.1, 0.2, 0.4, 0.8 s.
+    for wait, backoff in zip(waits, (0.1, 0.2, 0.4, 0.8), strict=True):
+        assert backoff - 0.01 <= wait < backoff + 1.0, waits
+    assert waits[3] > waits[2] > waits[1] > waits[0], waits
+    assert cpu < 0.5 * wall, f"pid1 used {cpu:.2f} s of CPU in {wall:.2f} s: a spin?\n{system.describe()}"
+    assert_one_each(system)
+
+    # A different image under the tag gets its chance again.
+    fixed = import_image(system, "fixed:1", ["sh"])
+    system.docker("tag", "fixed:1", "console-image:latest")
+    before = system.wait_running("console")
+    system.docker("kill", "console")
+    after = system.wait_running("console", other_than=run_key(before))
+    assert after["Image"] == fixed, system.describe()
+    assert crashy != fixed
+    system.wait("fallback reason cleared", lambda: system.container_state("console").get("fallback_reason") is None)
+
+
+def test_dockerd_killed_is_restarted_and_the_containers_come_back(start_system) -> None:
+    system = start_system()
+    booted(system)
+    console, dom0 = system.wait_running("console"), system.wait_running("dom0")
+    dockerd = [p for p in namespace_processes(system.run.pid) if p["Name"] == "dockerd"]
+    assert len(dockerd) == 1, dockerd
+    subscriptions = system.run.state()["dockerd"]["event_subscriptions"]
+    os.kill(int(dockerd[0]["pid"]), signal.SIGKILL)
+    system.run.wait_state(
+        "dockerd restarted and answering",
+        lambda s: s["dockerd"]["dockerd"].get("restarts", 0) >= 1 and s["dockerd"]["dockerd"]["status"] == "running",
+        timeout=60,
+    )
+    system.run.wait_state(
+        "a new event subscription",
+        lambda s: s["dockerd"].get("event_subscriptions", 0) > subscriptions,
+        timeout=30,
+    )
+    new_console = system.wait_running("console", other_than=run_key(console), timeout=60)
+    new_dom0 = system.wait_running("dom0", other_than=run_key(dom0), timeout=60)
+    assert new_console["Id"] and new_dom0["Id"]
+    system.wait(
+        "pid1 reports both running",
+        lambda: all(system.container_state(r).get("status") == "running" for r in ("console", "dom0")),
+    )
+    assert_one_each(system)
+    # And the event stream works again: a kill now is handled as before.
+    system.docker("kill", "console")
+    system.wait_running("console", other_than=run_key(new_console))
+    assert_one_each(system)
+
+
+def test_leftovers_of_an_earlier_boot_are_removed_and_images_not_reloaded(start_system) -> None:
+    system = start_system()
+    booted(system)
+    old = {role: system.inspect(role)["Id"] for role in ("console", "dom0")}
+    system.run.stop()  # SIGKILL: a crash, nothing cleaned up
+    again = start_system(workdir=system.workdir)
+    booted(again)
+    assert "present busybox:latest, pid1-dhcp:latest" in again.run.state()["phases"]["images"]["detail"]
+    assert "loaded" not in again.run.state()["phases"]["images"]["detail"]
+    for role in ("console", "dom0"):
+        assert again.inspect(role)["Id"] != old[role], again.describe()
+    assert_one_each(again)
+    assert "left by an earlier boot" in again.run.log(), again.describe()
+
+
+def test_sigterm_stops_console_dom0_dockerd_then_containerd_in_order(start_system) -> None:
+    system = start_system()
+    booted(system)
+    system.run.kill(signal.SIGTERM)
+    code = system.run.wait_exit(60)
+    assert code == -signal.SIGINT, f"unshare ended with {code}\n{system.describe()}"  # the namespace powered off
+    lines = log_lines(system)
+
+    def when(pattern: str) -> float:
+        found = [t for t, text in lines if re.search(pattern, text)]
+        assert found, f"no log line matching {pattern!r}\n{system.describe()}"
+        return found[0]
+
+    requested = when(r"^stop requested: poweroff")
+    console, dom0 = when(r"^console: stopped in"), when(r"^dom0: stopped in")
+    dockerd, containerd = when(r"^dockerd stopped in"), when(r"^containerd stopped in")
+    print(
+        f"after SIGTERM: console stopped at +{console - requested:.3f} s, dom0 +{dom0 - requested:.3f} s, "
+        f"dockerd +{dockerd - requested:.3f} s, containerd +{containerd - requested:.3f} s"
+    )
+    assert requested <= console <= dom0 <= dockerd <= containerd, system.describe()
+    assert console - requested < 1 + 1.5, system.describe()  # the console's stop timeout is 1 s
+    assert dom0 - console < 5 + 1.5, system.describe()
+    assert containerd - dom0 < 3, system.describe()  # dockerd and containerd end on SIGTERM, fast
+    assert "stop failed" not in system.run.log() and "SIGKILL" not in system.run.log(), system.describe()
+
+
+def test_pid1_cpu_stays_low_while_idle(start_system) -> None:
+    """No polling loop stands in for the event stream: an idle system costs pid1 ~nothing."""
+    system = start_system()
+    booted(system)
+    before = cpu_seconds(system.run.pid)
+    time.sleep(3)  # a measuring window, not a wait for a condition
+    used = cpu_seconds(system.run.pid) - before
+    assert used < 0.1, f"pid1 used {used:.2f} s of CPU in 3 s idle\n{system.describe()}"
