@@ -91,11 +91,20 @@ class LiveView:
     def on_change(self, state: State) -> None:
         """The store's listener: schedule one redraw, no sooner than
         min_interval after the previous one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or state.mode == "stopping":
+            # The stop's last steps (and anything logged after the loop ended)
+            # must reach the screen: the loop may end before a delayed frame.
+            self.redraw(state)
+            return
         if self._pending:
             return
         self._pending = True
         delay = max(0.0, self._last + self.min_interval - time.monotonic())
-        asyncio.get_running_loop().call_later(delay, self.redraw, state)
+        loop.call_later(delay, self.redraw, state)
 
     def redraw(self, state: State) -> None:
         self._pending = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
 import termios
 import threading
@@ -153,3 +154,12 @@ def test_no_terminal_still_writes_the_status_file(pid1_ns, tmp_path: Path) -> No
     wait_for(
         "the status file", lambda: status.exists() and has_row(status.read_text(), "vt2", "done"), 10, run.describe
     )
+
+
+def test_the_last_frame_shows_the_stop(pid1_ns, tmp_path: Path, screen: Screen) -> None:
+    run = start(pid1_ns, tmp_path, screen)
+    send(control(run), b"poweroff\n")
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()
+    wait_for("the final frame", lambda: "stopped: poweroff" in "".join(screen.frames()[-1:]), 5, run.describe)
+    assert "stopping" in screen_lines(screen.frames()[-1])[0]
+    assert "stopped: poweroff" in (run.state_dir / "status").read_text()
