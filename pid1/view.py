@@ -151,16 +151,21 @@ def header_lines(state: dict[str, Any], now: float) -> list[str]:
 def storage_line(state: dict[str, Any]) -> str:
     st = section(state, "storage")
     mode = str(st.get("mode") or "").lower()
-    label = st.get("label")
     if mode == "ram":
-        text = "RAM (tmpfs): running from RAM, nothing is kept"
-        if label:
-            text += f"; no disk labelled {clean(label)}"
+        text = "running from RAM (tmpfs, lost at power-off)"
+        detail = str(section(section(state, "phases"), "storage").get("detail") or "")
+        why = detail.removeprefix("running from RAM").strip()
+        if why.startswith("(") and why.endswith(")"):
+            why = why[1:-1]
+        if why and not st.get("error"):
+            text += f"{SEP}{clean(why)}"
     elif mode == "disk":
         text = f"disk {clean(st.get('device') or '?')}"
-        extras = [clean(v) for v in (st.get("fstype"), label) if v]
+        extras = [clean(v) for v in (st.get("fstype"), st.get("label")) if v]
         if extras:
             text += f" ({', '.join(extras)})"
+        if st.get("preexisting"):
+            text += ", mounted before pid1"
     elif mode:
         text = clean(mode)
     else:
@@ -202,20 +207,21 @@ def network_line(state: dict[str, Any], now: float) -> str:
     return f"net:     {text}"
 
 
-def dockerd_line(state: dict[str, Any], now: float) -> str:
-    d = section(state, "dockerd")
-    if not d:
-        return f"dockerd: {MISSING}"
+def daemon_text(d: dict[str, Any], now: float) -> str:
+    """pid, up since or what it is doing, restarts, error: one daemon."""
     parts = []
     if d.get("pid"):
         parts.append(f"pid {clean(d['pid'])}")
+    status = str(d.get("status") or "")
     since = number(d.get("up_since"))
-    if since is not None:
+    if since is not None and status in ("", "running"):
         parts.append(f"up {duration(now - since)} (since {since:.2f})")
-    elif d.get("status"):
-        parts.append(clean(d["status"]))
-    elif d.get("pid"):
+    elif status == "starting" or (not status and d.get("pid")):
         parts.append("starting, not answering yet")
+    elif status:
+        parts.append(
+            clean(status) + (f" (last exit {clean(d['last_exit'])})" if d.get("last_exit") is not None else "")
+        )
     else:
         parts.append("not running")
     restarts = number(d.get("restarts"))
@@ -224,6 +230,24 @@ def dockerd_line(state: dict[str, Any], now: float) -> str:
     text = ", ".join(parts)
     if d.get("error"):
         text += f"{SEP}error: {clean(d['error'])}"
+    return text
+
+
+def dockerd_line(state: dict[str, Any], now: float) -> str:
+    """dockerd's line; state.dockerd is either one daemon's fields or one
+    entry per daemon ({"dockerd": {...}, "containerd": {...}})."""
+    d = section(state, "dockerd")
+    if not d:
+        return f"dockerd: {MISSING}"
+    daemons = {name: entry for name, entry in d.items() if isinstance(entry, dict)}
+    if not daemons:
+        return f"dockerd: {daemon_text(d, now)}"
+    text = daemon_text(daemons["dockerd"], now) if "dockerd" in daemons else MISSING
+    for name, entry in daemons.items():
+        if name != "dockerd":
+            status = clean(entry.get("status") or "?")
+            restarts = number(entry.get("restarts"))
+            text += f"{SEP}{clean(name)} {status}" + (f", {int(restarts)} restarts" if restarts else "")
     return f"dockerd: {text}"
 
 

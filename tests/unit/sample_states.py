@@ -49,7 +49,10 @@ def booting() -> dict[str, Any]:
     state = _state(upto=7.0)
     state.mode = "booting"
     state.storage = {"mode": "disk", "device": "/dev/vda", "fstype": "ext4", "label": "DOCKER"}
-    state.dockerd = {"pid": 231, "restarts": 0}
+    state.dockerd = {
+        "containerd": {"pid": 230, "status": "running", "up_since": 5.1, "restarts": 0},
+        "dockerd": {"pid": 231, "status": "starting", "restarts": 0},
+    }
     return roundtrip(state)
 
 
@@ -66,7 +69,10 @@ def running() -> dict[str, Any]:
         "lease_seconds": 86400,
         "lease_obtained": 11.7,
     }
-    state.dockerd = {"pid": 231, "up_since": 9.2, "restarts": 0}
+    state.dockerd = {
+        "containerd": {"pid": 230, "status": "running", "up_since": 5.1, "restarts": 0},
+        "dockerd": {"pid": 231, "status": "running", "up_since": 9.2, "restarts": 0},
+    }
     state.containers = {
         "dhcp": ContainerState(
             role="dhcp", name="pid1-dhcp", image="dhcp:bundled", image_reason="bundled", status="running", up_since=9.3
@@ -111,7 +117,11 @@ def crash_looping_console() -> dict[str, Any]:
 
 def ram_mode() -> dict[str, Any]:
     data = running()
-    data["storage"] = {"mode": "ram", "label": "DOCKER", "error": None}
+    # what the storage phase records when no disk is labelled DOCKER
+    data["storage"] = {"mode": "ram", "device": "tmpfs", "fstype": "tmpfs", "error": None, "target": "/var/lib/docker"}
+    data["phases"]["storage"]["detail"] = (
+        "running from RAM (no disk labelled DOCKER (4 block devices checked, waited 1.0 s))"
+    )
     return data
 
 

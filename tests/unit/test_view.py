@@ -60,7 +60,7 @@ def test_running(rows: int, cols: int) -> None:
     assert "· running" in lines[0] and "up 5m00s" in lines[0]
     assert "dhcp eth0 10.0.2.15/24 gw 10.0.2.2" in text
     assert "lease 23h55m left of 1d00h" in text  # obtained 11.7 + 86400 - now 300
-    assert "dockerd: pid 231, up 4m50s (since 9.20), 0 restarts" in text
+    assert "dockerd: pid 231, up 4m50s (since 9.20), 0 restarts · containerd running" in text
     for role in ("dhcp", "dom0", "console"):
         assert any(line.split()[:2] == [role, "running"] for line in lines), text
     if cols >= 132:
@@ -93,7 +93,9 @@ def test_crash_looping_console(rows: int, cols: int) -> None:
 @pytest.mark.parametrize(("rows", "cols"), SIZES)
 def test_ram_mode(rows: int, cols: int) -> None:
     text = text_of(screen("ram_mode", rows, cols))
-    assert "RAM (tmpfs): running from RAM" in text
+    assert "boot:    running from RAM (tmpfs, lost at power-off)" in text
+    if cols >= 132:
+        assert "· no disk labelled DOCKER (4 block devices checked, waited 1.0 s)" in text
 
 
 @pytest.mark.parametrize(("rows", "cols"), SIZES)
