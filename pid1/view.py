@@ -17,6 +17,7 @@ into a summary so the log keeps a few lines.
 
 from __future__ import annotations
 
+import time
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
@@ -135,7 +136,7 @@ def records(value: Any) -> list[dict[str, Any]]:
 
 
 # --- header -------------------------------------------------------------------------
-def header_lines(state: dict[str, Any], now: float) -> list[str]:
+def header_lines(state: dict[str, Any], now: float, wall: float | None = None) -> list[str]:
     mode = clean(state.get("mode") or MISSING)
     first_line = f"only-docker pid1{SEP}up {duration(now)}{SEP}{mode}"
     pid = state.get("pid")
@@ -145,7 +146,8 @@ def header_lines(state: dict[str, Any], now: float) -> list[str]:
         first_line += f": {clean(state['emergency_reason'])}"
     elif state.get("stop_reason") and mode in ("stopping", "stopped"):
         first_line += f": {clean(state['stop_reason'])}"
-    return [first_line, storage_line(state), network_line(state, now), dockerd_line(state, now)]
+    wall = time.time() if wall is None else wall
+    return [first_line, storage_line(state), network_line(state, now, wall), dockerd_line(state, now)]
 
 
 def storage_line(state: dict[str, Any]) -> str:
@@ -175,7 +177,22 @@ def storage_line(state: dict[str, Any]) -> str:
     return f"boot:    {text}"
 
 
-def network_line(state: dict[str, Any], now: float) -> str:
+EPOCH_AFTER = 1e8  # a time above this is wall-clock (seconds since 1970), not uptime
+
+
+def lease_left(net: dict[str, Any], lease: float, now: float, wall: float) -> float | None:
+    """Seconds of lease left. The DHCP client stamps its lease with the wall
+    clock (`date +%s`); an uptime stamp is accepted too."""
+    expires = number(net.get("lease_expires"))
+    obtained = number(first(net, "lease_obtained", "obtained", "lease_start"))
+    if expires is None and obtained is not None:
+        expires = obtained + lease
+    if expires is None:
+        return None
+    return expires - (wall if expires > EPOCH_AFTER else now)
+
+
+def network_line(state: dict[str, Any], now: float, wall: float) -> str:
     net = section(state, "network")
     if not net:
         return f"net:     {MISSING}"
@@ -187,16 +204,25 @@ def network_line(state: dict[str, Any], now: float) -> str:
     if link:
         parts.append(clean(link))
     address = first(net, "address", "ip")
-    parts.append(clean(address) if address else "no address")
+    if address:
+        prefix = net.get("prefixlen")
+        parts.append(clean(address) + (f"/{clean(prefix)}" if prefix is not None and "/" not in str(address) else ""))
+    status = str(net.get("status") or "")
+    if status and status != "up":
+        parts.append(clean(status) + (f": {clean(net['offline_reason'])}" if net.get("offline_reason") else ""))
+    elif not address:
+        parts.append("no address")
     gateway = first(net, "gateway", "router")
     if gateway:
         parts.append(f"gw {clean(gateway)}")
     text = " ".join(parts)
     lease = number(first(net, "lease_seconds", "lease", "lease_time"))
-    obtained = number(first(net, "lease_obtained", "obtained", "lease_start"))
     if lease is not None:
-        if obtained is not None:
-            text += f"{SEP}lease {duration(obtained + lease - now)} left of {duration(lease)}"
+        left = lease_left(net, lease, now, wall)
+        if left is not None and left < 0:
+            text += f"{SEP}lease of {duration(lease)} expired {duration(-left)} ago"
+        elif left is not None:
+            text += f"{SEP}lease {duration(left)} left of {duration(lease)}"
         else:
             text += f"{SEP}lease {duration(lease)}"
     if net.get("error"):
@@ -420,13 +446,15 @@ def log_lines(state: dict[str, Any], cols: int, count: int) -> list[str]:
 
 
 # --- the whole screen --------------------------------------------------------------------
-def render(state: dict[str, Any], rows: int, cols: int, now: float) -> list[str]:
-    """The view as at most `rows` lines of at most `cols` cells each."""
+def render(state: dict[str, Any], rows: int, cols: int, now: float, wall: float | None = None) -> list[str]:
+    """The view as at most `rows` lines of at most `cols` cells each. `now`
+    is the uptime to show the state at; `wall` the wall clock (default: now),
+    for the DHCP lease, which is stamped with it."""
     if rows <= 0 or cols <= 0:
         return []
     if not isinstance(state, dict):
         state = {}
-    head = [clip(line, cols) for line in header_lines(state, now)]
+    head = [clip(line, cols) for line in header_lines(state, now, wall)]
     containers = container_lines(state, now, cols)
     log_min = min(MIN_LOG_LINES + 1, max(rows - len(head) - len(containers) - 2, 0))
     phase_budget = max(rows - len(head) - len(containers) - log_min, 2)
@@ -436,12 +464,14 @@ def render(state: dict[str, Any], rows: int, cols: int, now: float) -> list[str]
     return lines[:rows]
 
 
-def render_long(state: dict[str, Any], cols: int, now: float, log_count: int = 40) -> list[str]:
+def render_long(
+    state: dict[str, Any], cols: int, now: float, log_count: int = 40, wall: float | None = None
+) -> list[str]:
     """Everything (every phase, every container) and the last `log_count`
     log lines: the status file and `status` when not on a terminal."""
     if not isinstance(state, dict):
         state = {}
-    head = [clip(line, cols) for line in header_lines(state, now)]
+    head = [clip(line, cols) for line in header_lines(state, now, wall)]
     phases = phase_lines(state, now, cols, budget=10**6)
     containers = container_lines(state, now, cols)
     lines = [*head, *phases, *containers]

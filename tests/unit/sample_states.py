@@ -25,6 +25,7 @@ BOOT = [
     ("console", ["images", "network"], 11.70, 0.900),
 ]
 NOW_RUNNING = 300.0
+WALL_RUNNING = 1_800_000_000.0  # the wall clock at NOW_RUNNING (the DHCP lease is stamped with it)
 
 
 def _state(upto: float | None) -> State:
@@ -60,14 +61,20 @@ def running() -> dict[str, Any]:
     state = _state(upto=None)
     state.mode = "running"
     state.storage = {"mode": "disk", "device": "/dev/vda", "fstype": "ext4", "label": "DOCKER"}
+    # what the network phase records (the lease stamps are `date +%s` in the dhcp container)
+    obtained = int(WALL_RUNNING - (NOW_RUNNING - 11.7))
     state.network = {
         "mode": "dhcp",
+        "status": "up",
         "link": "eth0",
-        "address": "10.0.2.15/24",
+        "address": "10.0.2.15",
+        "prefixlen": 24,
         "gateway": "10.0.2.2",
         "dns": ["10.0.2.3"],
         "lease_seconds": 86400,
-        "lease_obtained": 11.7,
+        "lease_obtained": obtained,
+        "lease_expires": obtained + 86400,
+        "renewals": 0,
     }
     state.dockerd = {
         "containerd": {"pid": 230, "status": "running", "up_since": 5.1, "restarts": 0},
@@ -127,7 +134,13 @@ def ram_mode() -> dict[str, Any]:
 
 def offline() -> dict[str, Any]:
     data = running()
-    data["network"] = {"mode": "dhcp", "link": "eth0", "error": "no lease after 15 s: going on offline"}
+    data["network"] = {
+        "mode": "dhcp",
+        "status": "offline",
+        "link": "eth0",
+        "offline_reason": "no lease within 15 s",
+        "waited": 15.0,
+    }
     data["containers"].pop("dhcp")
     return data
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sample_states
-from sample_states import NOW_RUNNING
+from sample_states import NOW_RUNNING, WALL_RUNNING
 
 from pid1 import view
 from pid1.phases.vt2 import frame
@@ -22,7 +22,7 @@ SIZES = [(25, 80), (43, 132)]
 
 def screen(name: str, rows: int, cols: int) -> list[str]:
     build, now = sample_states.ALL[name]
-    return view.render(build(), rows, cols, now)
+    return view.render(build(), rows, cols, now, wall=WALL_RUNNING)
 
 
 def text_of(lines: list[str]) -> str:
@@ -102,7 +102,7 @@ def test_ram_mode(rows: int, cols: int) -> None:
 def test_offline(rows: int, cols: int) -> None:
     lines = screen("offline", rows, cols)
     net = next(line for line in lines if line.startswith("net:"))
-    assert "no address" in net and "no lease after 15 s" in net
+    assert net.startswith("net:     dhcp eth0 offline: no lease within 15 s"), net
     assert not any(line.startswith("dhcp ") for line in lines)
 
 
@@ -226,3 +226,14 @@ def test_the_views_snapshot_is_the_state_json() -> None:
     state.log.append(LogLine(time=1.5, level="info", message="hello"))
     as_file = json.loads(json.dumps(state.to_json(), default=str))
     assert json.loads(json.dumps(snapshot(state), default=str)) == as_file
+
+
+def test_lease_time_left_from_wall_clock_or_uptime_stamps() -> None:
+    wall = sample_states.running()["network"]
+    assert "lease 23h55m left of 1d00h" in view.network_line({"network": wall}, NOW_RUNNING, WALL_RUNNING)
+    expired = view.network_line({"network": wall}, NOW_RUNNING, WALL_RUNNING + 86400)
+    assert "lease of 1d00h expired 4m49s ago" in expired, expired
+    by_uptime = {"mode": "dhcp", "address": "10.0.2.15", "lease_seconds": 600, "lease_obtained": 100.0}
+    assert "lease 6m40s left of 10m00s" in view.network_line({"network": by_uptime}, 300.0, WALL_RUNNING)
+    waiting = {"mode": "dhcp", "link": "eth0", "status": "waiting for a lease"}
+    assert view.network_line({"network": waiting}, 1.0, WALL_RUNNING) == "net:     dhcp eth0 waiting for a lease"
