@@ -26,7 +26,8 @@ COLOURS = {
 }
 ROW = 22
 BAR = 16
-LEFT = 10
+LEFT = 24  # room for the first tick's label
+RELATIVE_AFTER = 120.0  # a first phase later than this uptime is not a machine's boot
 TOP = 60
 CHART_WIDTH = 1000  # pixels for the time axis
 LABEL_ROOM = 260  # right of the last bar, for its label
@@ -86,11 +87,16 @@ def nice_step(span: float, ticks: int = 10) -> float:
     return 10 * power
 
 
-def axis_origin(times: list[float]) -> float:
-    """0 for a real boot (so the time before pid1 shows); otherwise (a pid1
-    started long after boot, e.g. in tests) the first whole second."""
+def axis_origin(times: list[float], booted_at: float | None) -> float:
+    """0 for a real boot (uptime: the time before pid1 shows too); for a pid1
+    started long after the kernel (development, tests) the moment pid1
+    started, and the axis counts from there."""
     earliest = min(times) if times else 0.0
-    return 0.0 if earliest < 60 else math.floor(earliest)
+    if earliest < RELATIVE_AFTER:
+        return 0.0
+    if booted_at is not None and booted_at <= earliest:
+        return booted_at
+    return earliest
 
 
 def label(seconds: float) -> str:
@@ -102,7 +108,9 @@ def svg(state: dict[str, Any]) -> str:
     marks = milestones(state)
     times = [b.start for b in phase_bars] + [t for _, t in marks]
     ends = [b.end for b in phase_bars] + [t for _, t in marks]
-    origin = axis_origin(times)
+    booted = number(state.get("booted_at"))
+    origin = axis_origin(times, booted)
+    relative = origin > 0  # the axis counts from pid1's start, not from the kernel's
     span = max((max(ends) if ends else 1.0) - origin, 0.001)
     scale = CHART_WIDTH / span
 
@@ -112,7 +120,13 @@ def svg(state: dict[str, Any]) -> str:
     height = TOP + ROW * max(len(phase_bars), 1) + 40
     width = LEFT + CHART_WIDTH + LABEL_ROOM
     mode = str(state.get("mode", "?"))
-    title = f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended at {label(span + origin)}"
+    if relative:
+        title = (
+            f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended {label(span)} "
+            f"after pid1 started (at uptime {origin:.2f} s; the axis counts from there)"
+        )
+    else:
+        title = f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended at {label(span)} of uptime"
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -121,8 +135,7 @@ def svg(state: dict[str, Any]) -> str:
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
         f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
     ]
-    booted = number(state.get("booted_at"))
-    if origin == 0.0 and booted and booted > 0:
+    if not relative and booted and booted > 0:
         # what happened before pid1 ran: firmware, kernel, unpacking the initrd
         out.append(
             f'<rect class="before-pid1" x="{LEFT}" y="{TOP - 8}" width="{x(booted) - LEFT:.1f}" '
@@ -130,12 +143,13 @@ def svg(state: dict[str, Any]) -> str:
         )
         out.append(f'<text x="{LEFT + 4}" y="{TOP + 6}" fill="#777">kernel, initrd</text>')
     step = nice_step(span)
-    tick = math.ceil(origin / step) * step
-    while tick <= origin + span + 1e-9:
-        tx = x(tick)
+    ticks = 0
+    while ticks * step <= span + 1e-9:
+        offset = ticks * step
+        tx = x(origin + offset)
         out.append(f'<line class="tick" x1="{tx:.1f}" y1="{TOP - 8}" x2="{tx:.1f}" y2="{height - 30}" stroke="#eee"/>')
-        out.append(f'<text x="{tx:.1f}" y="{height - 16}" text-anchor="middle" fill="#555">{tick:g}s</text>')
-        tick += step
+        out.append(f'<text x="{tx:.1f}" y="{height - 16}" text-anchor="middle" fill="#555">{offset:g}s</text>')
+        ticks += 1
     for i, (name, t) in enumerate(marks):
         mx = x(t)
         ty = 32 + (i % 2) * 12  # alternate rows so close milestones do not overlap
@@ -143,7 +157,7 @@ def svg(state: dict[str, Any]) -> str:
             f'<line class="milestone" x1="{mx:.1f}" y1="{ty + 2}" x2="{mx:.1f}" y2="{height - 30}" '
             f'stroke="#1e88e5" stroke-dasharray="4,3"/>'
         )
-        out.append(f'<text x="{mx + 3:.1f}" y="{ty}" fill="#1e88e5">{escape(f"{name} {t:.2f}s")}</text>')
+        out.append(f'<text x="{mx + 3:.1f}" y="{ty}" fill="#1e88e5">{escape(f"{name} {t - origin:.2f}s")}</text>')
     for row, bar in enumerate(phase_bars):
         by = TOP + row * ROW
         bx, bw = x(bar.start), max((bar.end - bar.start) * scale, 1.0)

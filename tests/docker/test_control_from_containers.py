@@ -5,10 +5,15 @@ conftest.py)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
-from conftest import System, run_key
+from conftest import REPO, System, run_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 
@@ -28,9 +33,30 @@ def dom0_sh(system: System, script: str) -> str:
     return system.docker("exec", "dom0", "sh", "-c", script)
 
 
-def test_restart_console_from_dom0_makes_a_new_console(start_system) -> None:
+def plot_boot(system: System, out: Path) -> ET.Element:
+    """The boot timeline of this run, as `python -m pid1 plot` draws it; also
+    kept in $PID1_ARTIFACTS_DIR when that is set."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pid1", "plot", "--state", str(system.run.state_dir / "state.json"), "-o", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    keep = os.environ.get("PID1_ARTIFACTS_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / "boot-namespace-docker.svg").write_bytes(out.read_bytes())
+    return ET.parse(out).getroot()
+
+
+def test_restart_console_from_dom0_makes_a_new_console(start_system, tmp_path: Path) -> None:
     system = start_system(phases=PHASES)
     booted(system)
+    svg = plot_boot(system, tmp_path / "boot.svg")
+    drawn = {rect.get("data-phase") for rect in svg.iter("{http://www.w3.org/2000/svg}rect")} - {None}
+    assert {"dockerd", "images", "dom0", "console", "control", "vt2"} <= drawn, drawn
     before = system.inspect("console")
     dom0_sh(system, "echo restart console > /run/pid1/control")
     after = system.wait_running("console", timeout=60, other_than=run_key(before))
