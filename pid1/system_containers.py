@@ -281,7 +281,7 @@ class SystemContainers:
             code: int | None = int(attributes.get("exitCode", ""))
         except ValueError:
             code = None
-        self.container_exited(keeper, code)
+        self.container_exited(keeper, code, (time.time_ns() - int(event["timeNano"])) / 1e6)
 
     async def reconcile(self) -> None:
         """Make the world match the specs: one container per role, running."""
@@ -327,7 +327,7 @@ class SystemContainers:
                 self.schedule(keeper, "not running")
 
     # --- one role's life ------------------------------------------------------------------------
-    def container_exited(self, keeper: Keeper, code: int | None) -> None:
+    def container_exited(self, keeper: Keeper, code: int | None, event_lag_ms: float | None = None) -> None:
         """Book an end (die event, failed start, found exited) and schedule a start."""
         keeper.exit_handled = True
         state = keeper.state
@@ -344,7 +344,8 @@ class SystemContainers:
         state.status = "exited"
         state.up_since = None
         shown = "failed to start" if code is None else f"exited with status {code}"
-        self.log.warning(f"{keeper.spec.role}: {state.image} {shown} after {ran:.2f} s")
+        lag = f" (die event {event_lag_ms:.0f} ms old)" if event_lag_ms is not None else ""
+        self.log.warning(f"{keeper.spec.role}: {state.image} {shown} after {ran:.2f} s{lag}")
         if (
             keeper.quick_failures >= FALLBACK_AFTER
             and state.image != keeper.spec.fallback_image
@@ -406,6 +407,7 @@ class SystemContainers:
         began = uptime()
         try:
             image, image_id, reason = await self.resolve(keeper)
+            resolved = uptime()
             state.image, state.image_id, state.image_reason = image, image_id, reason
             state.status = "starting"
             self.ctx.store.changed()
@@ -438,7 +440,10 @@ class SystemContainers:
         self._mark_running(keeper)
         took = (uptime() - began) * 1000
         how = "started again" if reused else "created and started"
-        self.log.info(f"{spec.role}: {how} {state.image} ({keeper.container_id[:12]}) in {took:.0f} ms ({reason})")
+        self.log.info(
+            f"{spec.role}: {how} {state.image} ({keeper.container_id[:12]}) in {took:.0f} ms "
+            f"(resolved in {(resolved - began) * 1000:.0f} ms: {reason})"
+        )
         return True
 
     def _mark_running(self, keeper: Keeper) -> None:
@@ -470,10 +475,10 @@ class SystemContainers:
                 raise
 
         spec, tried = keeper.spec, []
-        for tag in spec.images:
-            if tag == spec.fallback_image:
-                continue
-            info = await inspect(tag)
+        tags = [tag for tag in spec.images if tag != spec.fallback_image]
+        # All candidates and the fallback at once: one round trip, not one per tag.
+        found = await asyncio.gather(*(inspect(tag) for tag in [*tags, spec.fallback_image]))
+        for tag, info in zip(tags, found, strict=False):
             if info is None:
                 tried.append(f"{tag} missing")
             elif info["Id"] == keeper.bad_image_id:
@@ -482,7 +487,7 @@ class SystemContainers:
                 if keeper.bad_image_id is not None:  # a new image under the tag: give it its chance
                     keeper.bad_image_id = keeper.state.fallback_reason = None
                 return tag, info["Id"], f"{tag} present"
-        info = await inspect(spec.fallback_image)
+        info = found[-1]
         if info is None:
             raise RuntimeError(f"no image to run: {'; '.join(tried)}; the fallback {spec.fallback_image} is missing")
         return spec.fallback_image, info["Id"], "fallback: " + ("; ".join(tried) or "no candidate")
@@ -518,6 +523,10 @@ class SystemContainers:
         }
         if spec.cmd is not None:
             config["Cmd"] = list(spec.cmd)
+        if spec.tty and (spec.role == "console" or image == spec.fallback_image):
+            # A shell on a terminal ignores SIGTERM and would hold the stop
+            # for its whole timeout; a hang-up is how a terminal session ends.
+            config["StopSignal"] = "SIGHUP"
         try:
             return await self.docker.containers.create(config, name=spec.role)
         except DockerError as exc:

@@ -60,6 +60,11 @@ RAM_FILESYSTEMS = ("rootfs", "ramfs", "tmpfs")
 # dockerd (logrus) says level=...; containerd too. Lines at these levels also
 # go to pid1's log (and so to /dev/kmsg); the rest only to the daemon's file.
 LOUD_LEVEL = re.compile(r"\blevel=(warning|error|fatal|panic)\b")
+# ...at most this many per window and daemon: a crash loop makes dockerd and
+# containerd say "stream copy error" and "cleaning up after shim" on every
+# exit, and /dev/kmsg's rate limit would then drop pid1's own lines.
+LOUD_BURST = 5
+LOUD_WINDOW = 10.0
 
 
 # --- facts about the machine ------------------------------------------------------------------
@@ -123,6 +128,9 @@ class DaemonLog:
     echo: bool = field(default_factory=lambda: not _stderr_is_console())
     _partial: bytes = b""
     _file: int = -1
+    _window_start: float = 0.0
+    _window_count: int = 0
+    _held_back: int = 0
 
     def open_pipe(self) -> int:
         """A pipe for the daemon's stdout+stderr; returns the write end (the
@@ -154,13 +162,25 @@ class DaemonLog:
         if not text:
             return
         self._to_file(text)
-        if LOUD_LEVEL.search(text):
+        if LOUD_LEVEL.search(text) and self._may_forward():
             self.log.warning(f"{self.name}: {text}")
         elif self.echo:
             try:
                 os.write(2, f"[{uptime():9.3f}] {self.name}: {text}\n".encode(errors="replace"))
             except OSError:
                 pass
+
+    def _may_forward(self) -> bool:
+        now = uptime()
+        if now - self._window_start >= LOUD_WINDOW:
+            if self._held_back:
+                self.log.info(f"{self.name}: {self._held_back} more warnings and errors in {self.path}")
+            self._window_start, self._window_count, self._held_back = now, 0, 0
+        self._window_count += 1
+        if self._window_count <= LOUD_BURST:
+            return True
+        self._held_back += 1
+        return False
 
     def _to_file(self, text: str) -> None:
         try:

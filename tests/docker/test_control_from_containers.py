@@ -19,12 +19,16 @@ pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 
 BOOT_TIMEOUT = 120
 PHASES = "console,dom0,control,vt2"
+# root is / in the docker tests: the default view terminal would be the host's tty2
+NO_VT = "pid1.view_tty=none"
 
 
 def booted(system: System) -> None:
     system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
     system.run.wait_phase("dom0", timeout=30)
     system.run.wait_phase("control", timeout=30)
+    state = system.run.wait_phase("vt2", timeout=30)
+    assert state["phases"]["vt2"]["detail"].startswith("pid1.view_tty=none: no terminal view"), state["phases"]
     system.wait_running("console")
     system.wait_running("dom0")
 
@@ -52,7 +56,7 @@ def plot_boot(system: System, out: Path) -> ET.Element:
 
 
 def test_restart_console_from_dom0_makes_a_new_console(start_system, tmp_path: Path) -> None:
-    system = start_system(phases=PHASES)
+    system = start_system(NO_VT, phases=PHASES)
     booted(system)
     svg = plot_boot(system, tmp_path / "boot.svg")
     drawn = {rect.get("data-phase") for rect in svg.iter("{http://www.w3.org/2000/svg}rect")} - {None}
@@ -80,7 +84,7 @@ def test_restart_console_from_dom0_makes_a_new_console(start_system, tmp_path: P
 
 
 def test_unknown_command_from_dom0_is_logged_and_poweroff_stops(start_system) -> None:
-    system = start_system(phases=PHASES)
+    system = start_system(NO_VT, phases=PHASES)
     booted(system)
     dom0_sh(system, "echo 'restart everything' > /run/pid1/control")
     system.run.wait_log("control: restart 'everything': unknown; expected one of console, dom0, dockerd")
