@@ -32,7 +32,8 @@ STATUS_LOG_LINES = 40
 DISABLED = ("none", "off", "no")
 # Home, then each line followed by clear-to-end-of-line, then clear below:
 # the screen is overwritten in place, so there is no flicker between frames.
-HOME, CLEAR_EOL, CLEAR_BELOW, CLEAR_ALL, HIDE_CURSOR = "\x1b[H", "\x1b[K", "\x1b[J", "\x1b[2J", "\x1b[?25l"
+HOME, CLEAR_EOL, CLEAR_BELOW, CLEAR_ALL = "\x1b[H", "\x1b[K", "\x1b[J", "\x1b[2J"
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def frame(lines: list[str], first: bool) -> bytes:
@@ -41,15 +42,18 @@ def frame(lines: list[str], first: bool) -> bytes:
     return (prefix + body).translate(view.ASCII_GLYPHS).encode("utf-8", errors="replace")
 
 
-def open_view_terminal(path: str) -> int:
-    """Open the view's terminal write-only in effect: no controlling tty,
+def open_view_terminal(path: str) -> tuple[int, list | None]:
+    """Open the view's terminal, write-only in effect: no controlling tty,
     non-blocking (a stuck terminal drops frames, never blocks pid1), echo off
-    so keys typed on it do not scribble over the view."""
+    so keys typed on it do not scribble over the view. Returns the fd and
+    the terminal's settings before (for the stop to put back)."""
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    saved = None
     try:
         if not os.isatty(fd):
             raise OSError(f"{path} is not a terminal")
         try:
+            saved = termios.tcgetattr(fd)
             attrs = termios.tcgetattr(fd)
             attrs[3] &= ~(termios.ECHO | termios.ICANON)
             termios.tcsetattr(fd, termios.TCSANOW, attrs)
@@ -58,7 +62,7 @@ def open_view_terminal(path: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, saved
 
 
 def snapshot(state: State) -> dict[str, Any]:
@@ -153,6 +157,18 @@ class LiveView:
             self._failed.add(what)
             self.log.warning(message)
 
+    def restore_terminal(self, saved: list | None) -> None:
+        """The stop: the cursor back on and the settings as they were (on a
+        development machine the terminal outlives pid1)."""
+        if self.tty_fd < 0:
+            return
+        try:
+            os.write(self.tty_fd, SHOW_CURSOR.encode())
+            if saved is not None:
+                termios.tcsetattr(self.tty_fd, termios.TCSANOW, saved)
+        except (OSError, termios.error):
+            pass
+
     def close_terminal(self) -> None:
         if self.tty_fd >= 0:
             try:
@@ -162,26 +178,35 @@ class LiveView:
             self.tty_fd = -1
 
 
-def choose_terminal(ctx: PhaseContext) -> tuple[int, str, str]:
-    """(fd or -1, path, why) for pid1.view_tty."""
+def choose_terminal(ctx: PhaseContext) -> tuple[int, list | None, str, str]:
+    """(fd or -1, saved settings, path, why) for pid1.view_tty."""
     name = ctx.config.view_tty
     if name.lower() in DISABLED:
-        return -1, "", f"pid1.view_tty={name}: no terminal view"
+        return -1, None, "", f"pid1.view_tty={name}: no terminal view"
     path = terminal_path(name, ctx.root)
     if not os.path.exists(path):
-        return -1, path, f"no {path}: no terminal view"
+        return -1, None, path, f"no {path}: no terminal view"
     try:
-        return open_view_terminal(path), path, f"view on {path}"
+        fd, saved = open_view_terminal(path)
     except OSError as exc:
         ctx.log.warning(f"view terminal {path} cannot be used ({exc.strerror or exc}): status file only")
-        return -1, path, f"{path} unusable"
+        return -1, None, path, f"{path} unusable"
+    return fd, saved, path, f"view on {path}"
 
 
 async def run(ctx: PhaseContext) -> str:
-    fd, path, why = choose_terminal(ctx)
+    fd, saved, path, why = choose_terminal(ctx)
     live = LiveView(log=ctx.log, status_path=os.path.join(ctx.config.state_dir, "status"), tty_fd=fd, tty_path=path)
     ctx.shared["view"] = live
     ctx.store.listeners.append(live.on_change)
+    if fd >= 0:
+
+        async def restore() -> None:
+            # vt2 runs early in the boot, so this hook runs late in the stop
+            # (hooks run in reverse): the view shows the stop until then.
+            live.restore_terminal(saved)
+
+        ctx.add_stop_hook("view terminal settings", restore)
     live.on_change(ctx.state)  # the first frame, without waiting for a change
     return f"{why}; status in {live.status_path}"
 

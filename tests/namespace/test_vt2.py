@@ -163,3 +163,6 @@ def test_the_last_frame_shows_the_stop(pid1_ns, tmp_path: Path, screen: Screen) 
     wait_for("the final frame", lambda: "stopped: poweroff" in "".join(screen.frames()[-1:]), 5, run.describe)
     assert "stopping" in screen_lines(screen.frames()[-1])[0]
     assert "stopped: poweroff" in (run.state_dir / "status").read_text()
+    # the terminal is put back as it was: echo on, cursor shown
+    assert termios.tcgetattr(screen.slave)[3] & termios.ECHO
+    assert b"\x1b[?25h" in screen.data
