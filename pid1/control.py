@@ -41,11 +41,13 @@ RestartAction = Callable[[], Awaitable[Any]]
 
 
 @dataclass
-class RateLimitedErrors:
-    """At most `limit` error lines per `window` seconds; the number held back
+class RateLimited:
+    """At most `limit` log lines per `window` seconds; the number held back
     is reported once the window ends (one timer, only while suppressing)."""
 
     log: Log
+    level: str  # a Log method: "error", "info"
+    what: str  # names the lines held back in the summary
     limit: int = ERRORS_PER_WINDOW
     window: float = ERROR_WINDOW
     _window_start: float = 0.0
@@ -53,13 +55,13 @@ class RateLimitedErrors:
     _suppressed: int = 0
     _report_scheduled: bool = False
 
-    def error(self, message: str) -> None:
+    def write(self, message: str) -> None:
         now = time.monotonic()
         if now - self._window_start >= self.window:
             self._window_start, self._count = now, 0
         if self._count < self.limit:
             self._count += 1
-            self.log.error(message)
+            getattr(self.log, self.level)(message)
             return
         self._suppressed += 1
         if not self._report_scheduled:
@@ -70,7 +72,7 @@ class RateLimitedErrors:
     def report(self) -> None:
         self._report_scheduled = False
         if self._suppressed:
-            self.log.error(f"control: {self._suppressed} more bad control lines ignored (messages rate-limited)")
+            getattr(self.log, self.level)(f"control: {self._suppressed} more {self.what} (messages rate-limited)")
             self._suppressed = 0
 
 
@@ -126,7 +128,9 @@ class ControlChannel:
     write_fd: int = -1
     commands: int = 0
     rejected: int = 0
-    _errors: RateLimitedErrors | None = None
+    stop_requested: str | None = None
+    _errors: RateLimited | None = None
+    _repeats: RateLimited | None = None
     _restarting: dict[str, asyncio.Task] = field(default_factory=dict)
 
     def open(self) -> None:
@@ -135,7 +139,8 @@ class ControlChannel:
         self.read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         # Our own writer: the read end never reaches EOF when a client closes.
         self.write_fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._errors = RateLimitedErrors(self.log)
+        self._errors = RateLimited(self.log, "error", "bad control lines ignored")
+        self._repeats = RateLimited(self.log, "info", "repeated control commands ignored")
         asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
 
     def close(self) -> None:
@@ -175,7 +180,13 @@ class ControlChannel:
     def reject(self, message: str) -> None:
         self.rejected += 1
         assert self._errors is not None
-        self._errors.error(message)
+        self._errors.write(message)
+
+    def repeat(self, message: str) -> None:
+        """A command that is already being carried out: a flood of them must
+        not flood the log either."""
+        assert self._repeats is not None
+        self._repeats.write(message)
 
     def handle(self, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").strip()
@@ -184,7 +195,11 @@ class ControlChannel:
         shown = "".join(ch if ch.isprintable() else "?" for ch in text)[:80]
         words = text.split()
         if words == ["poweroff"] or words == ["reboot"]:
+            if self.stop_requested is not None:
+                self.repeat(f"control: {words[0]}: {self.stop_requested} already requested; ignored")
+                return
             self.commands += 1
+            self.stop_requested = words[0]
             self.log.notice(f"control: {words[0]}")
             self.request_stop(words[0], "control channel")
         elif len(words) == 2 and words[0] == "restart":
@@ -206,7 +221,7 @@ class ControlChannel:
             return
         running = self._restarting.get(target)
         if running is not None and not running.done():
-            self.log.info(f"control: restart {target} already in progress; ignored")
+            self.repeat(f"control: restart {target} already in progress; ignored")
             return
         self.commands += 1
         self.log.notice(f"control: restart {target}")

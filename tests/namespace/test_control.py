@@ -172,3 +172,17 @@ def test_a_writer_with_no_pid1_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         send(path, b"poweroff\n")
     assert caught.value.errno == 6  # ENXIO
+
+
+def test_floods_of_valid_commands_are_coalesced(pid1_ns, tmp_path: Path) -> None:
+    run = start(pid1_ns, tmp_path, PID1_TEST_RESTART_DELAY="2")
+    send(control(run), b"restart console\n" * 5000)
+    wait_for("the one restart", lambda: "restart console end" in events(tmp_path), 20, run.describe)
+    assert events(tmp_path).count("restart console begin") <= 2, events(tmp_path)  # 5000 asked, one ran (+1 late)
+    run.wait_log("more repeated control commands ignored (messages rate-limited)", timeout=15)
+    assert run.log().count("already in progress; ignored") <= 20
+    send(control(run), b"poweroff\n" * 5000)
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()
+    log = run.log()
+    assert log.count("stop requested: poweroff") == 1, log[-3000:]
+    assert log.count("poweroff already requested; ignored") <= 20, log[-3000:]
