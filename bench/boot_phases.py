@@ -1,13 +1,14 @@
-"""Bench-only phases (`pid1.extra_phases=bench.boot_phases`): a stand-in for
-the real boot's DAG with its measured durations (DESIGN.md: modules ~0.8 s,
-dockerd answering after ~4 s, images ~2 s, DHCP ~2.5 s), each logging a
-line every 0.1-0.2 s while it works the way dockerd's output would, so the
-view sees a boot's worth of state changes. Phase names carry a `sim-` prefix
-so they never shadow the real phases.
+"""Bench-only phases (`pid1.extra_phases=bench.boot_phases`).
 
-`sim-devices` also counts the state writes (one per store flush, each of
-which tells the view) and `sim-console` writes the count so far to
-$PID1_BENCH_OUT when the simulated boot ends.
+`sim-*`: a stand-in for the real boot's DAG with its measured durations
+(DESIGN.md: modules ~0.8 s, dockerd answering after ~4 s, images ~2 s, DHCP
+~2.5 s), each logging a line every 0.1-0.2 s while it works, the way
+dockerd's output would, so the view sees a boot's worth of state changes.
+The `sim-` prefix keeps them from shadowing the real phases.
+
+`bench-count`: counts the state writes (one per store flush, each of which
+tells the view) from the start until every phase named in $PID1_BENCH_UNTIL
+(comma-separated) has ended, then writes the count to $PID1_BENCH_OUT.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import os
 
 from pid1.phases import Phase, PhaseContext
+from pid1.state import State
 
 # name, needs, seconds, log lines while running
 BOOT = [
@@ -29,26 +31,37 @@ BOOT = [
     ("sim-dom0", ("sim-images",), 1.1, 6),
     ("sim-console", ("sim-images", "sim-network"), 0.9, 6),
 ]
-
-flushes = [0]
+ENDED = ("done", "failed", "cancelled")
 
 
 def make(name: str, seconds: float, lines: int):
     async def run(ctx: PhaseContext) -> str:
-        if name == "sim-devices":
-            ctx.store.listeners.append(lambda state: flushes.__setitem__(0, flushes[0] + 1))
         for i in range(lines):
             await asyncio.sleep(seconds / lines)
             ctx.log.info(f"{name}: step {i + 1} of {lines}")
-        if name == "sim-console":
-            with open(os.environ["PID1_BENCH_OUT"], "w") as f:
-                f.write(f"{flushes[0]}\n")
         return f"simulated {seconds:.2f} s"
 
     return run
 
 
+async def count_writes(ctx: PhaseContext) -> str:
+    until = [name for name in os.environ.get("PID1_BENCH_UNTIL", "").split(",") if name]
+    writes = [0]
+    ended = asyncio.Event()
+
+    def listener(state: State) -> None:
+        writes[0] += 1
+        if all(state.phases.get(n) is not None and state.phases[n].status in ENDED for n in until):
+            ended.set()
+
+    ctx.store.listeners.append(listener)
+    await ended.wait()
+    with open(os.environ["PID1_BENCH_OUT"], "w") as f:
+        f.write(f"{writes[0]}\n")
+    return f"{writes[0]} state writes until {', '.join(until)} ended"
+
+
 PHASES = [
     Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True, doc="simulated boot phase")
     for name, needs, seconds, lines in BOOT
-]
+] + [Phase(name="bench-count", run=count_writes, required=False, doc="counts state writes during the boot")]

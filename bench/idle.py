@@ -3,20 +3,25 @@
 the vt2 view drawing on a pty that stands in for VT2 and the control FIFO
 open.
 
-(a) a simulated boot (bench/boot_phases.py: the real DAG's shape and
-    durations, with a log line every 0.1-0.2 s): state writes vs frames drawn.
+(a) a boot: state writes vs frames drawn. By default a simulated one
+    (bench/boot_phases.py: the real DAG's shape and durations, a log line
+    every 0.1-0.2 s); with --docker a real one: pid1's own containerd and
+    dockerd, the bundled images, dom0 and the console (as in tests/docker).
 (b) then idle for --seconds (default 60): pid1's CPU time (utime + stime
     from /proc/PID/stat), its context switches (how often it woke), and the
     frames drawn (goal: 0; an idle PID 1 wakes only for events).
 
-Goal: idle CPU < 1% of one core. Run as root: `python3 bench/idle.py`.
+Goal: idle CPU < 1% of one core. Run as root: `python3 bench/idle.py
+[--docker] [--no-view] [-s SECONDS]` (--no-view: the baseline without vt2).
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib.util
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -94,36 +99,76 @@ def render_cost(rounds: int = 300) -> float:
     return (time.perf_counter() - started) / rounds
 
 
+def simulated(work: Path, screen: PtyScreen, view: bool) -> Pid1:
+    """pid1 over a temporary root (a private tmpfs /dev) with the simulated boot."""
+    root = work / "root"
+    (root / "dev").mkdir(parents=True)
+    (work / "pid1").mkdir()
+    return Pid1(
+        workdir=work / "pid1",
+        cmdline=f"pid1.phases={'vt2,' if view else ''}control,sim-console,sim-dom0,bench-count "
+        f"pid1.extra_phases=bench.boot_phases pid1.view_tty={screen.path}",
+        root=str(root),
+        wrapper=["sh", "-c", 'mount -t tmpfs benchdev "$0/dev" && exec "$@"', str(root)],
+        env={"PID1_BENCH_OUT": str(work / "writes"), "PID1_BENCH_UNTIL": "sim-console,sim-dom0"},
+    )
+
+
+def with_docker(work: Path, screen: PtyScreen, view: bool) -> Pid1:
+    """pid1 with its own containerd, dockerd, the bundled images, dom0 and the
+    console, the host phases replaced by no-ops (as in tests/docker)."""
+    spec = importlib.util.spec_from_file_location("bundled_images", REPO / "image" / "bundled_images.py")
+    bundled = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["bundled_images"] = bundled
+    spec.loader.exec_module(bundled)  # type: ignore[union-attr]
+    bundled.build(work / "images")
+    (work / "pid1").mkdir()
+    cmdline = " ".join(
+        [
+            f"pid1.phases={'vt2,' if view else ''}control,console,dom0,bench-count",
+            "pid1.extra_phases=noop_host_phases,bench.boot_phases",
+            f"pid1.docker_root={work / 'data'}",
+            f"pid1.docker_exec_root={work / 'exec'}",
+            f"pid1.docker_socket={work / 'd.sock'}",
+            f"pid1.containerd_socket={work / 'c.sock'}",
+            f"pid1.images_dir={work / 'images'}",
+            "pid1.dockerd_args=--bridge=none,--iptables=false,--ip-masq=false",
+            f"pid1.view_tty={screen.path}",
+        ]
+    )
+    return Pid1(
+        workdir=work / "pid1",
+        cmdline=cmdline,
+        env={
+            "PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'docker'}",
+            "PID1_BENCH_OUT": str(work / "writes"),
+            "PID1_BENCH_UNTIL": "console,dom0",
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-s", "--seconds", type=float, default=60.0, help="idle period to measure")
     parser.add_argument("--no-view", action="store_true", help="the same without the vt2 phase (the baseline)")
+    parser.add_argument("--docker", action="store_true", help="a real containerd, dockerd, dom0 and console")
     args = parser.parse_args()
     screen = PtyScreen()
-    with tempfile.TemporaryDirectory(prefix="bench-idle-", dir="/var/tmp") as tmp:
-        work = Path(tmp)
-        root = work / "root"
-        (root / "dev").mkdir(parents=True)
-        (work / "pid1").mkdir()
-        run = Pid1(
-            workdir=work / "pid1",
-            cmdline=f"pid1.phases={'' if args.no_view else 'vt2,'}control,sim-console,sim-dom0 "
-            "pid1.extra_phases=bench.boot_phases "
-            f"pid1.view_tty={screen.path}",
-            root=str(root),
-            wrapper=["sh", "-c", 'mount -t tmpfs benchdev "$0/dev" && exec "$@"', str(root)],
-            env={"PID1_BENCH_OUT": str(work / "flushes")},
-        )
+    # short paths: unix socket paths are limited to 108 bytes
+    work = Path(tempfile.mkdtemp(prefix="p1b-", dir="/var/tmp"))
+    try:
+        run = (with_docker if args.docker else simulated)(work, screen, not args.no_view)
         started = time.monotonic()
         run.start()
         try:
-            state = run.wait_state("the boot to end", lambda s: s["mode"] == "running" and s, 60)
+            state = run.wait_state("the boot to end", lambda s: s["mode"] == "running" and s, 120)
             boot_seconds = time.monotonic() - started
             time.sleep(1.0)  # the last coalesced frame
             boot_frames = screen.frames
             boot_cpu = cpu_seconds(run.pid)
-            flushes = int((work / "flushes").read_text())
+            writes = int((work / "writes").read_text())
             log_lines = len(state["log"])
+            time.sleep(2.0)  # let the containers' start-up events settle
 
             cpu0, switches0, frames0 = cpu_seconds(run.pid), context_switches(run.pid), screen.frames
             t0 = time.monotonic()
@@ -135,11 +180,14 @@ def main() -> None:
             status_ok = (run.state_dir / "status").exists()
         finally:
             run.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     share = cpu / elapsed * 100
     per_frame = render_cost()
     view = "view off (baseline)" if args.no_view else "view on a 25x80 pty"
-    print(f"idle benchmark: pid1 as PID 1 of a PID namespace, {view}, control FIFO open")
-    print(f"(a) simulated boot: {boot_seconds:.1f} s, {log_lines} log lines, {flushes} state writes,")
+    boot = "real containerd + dockerd + dom0 + console" if args.docker else "simulated boot"
+    print(f"idle benchmark: pid1 as PID 1 of a PID namespace, {view}, control FIFO open, {boot}")
+    print(f"(a) boot: {boot_seconds:.1f} s to mode running, {log_lines} log lines, {writes} state writes,")
     print(f"    {boot_frames} frames drawn ({boot_frames / max(boot_seconds, 0.001):.1f}/s; cap 4/s)")
     print(f"    pid1 CPU from exec to boot end: {boot_cpu:.2f} s (Python start and imports included)")
     print(
