@@ -1,0 +1,377 @@
+"""network: lo and the ethernet links up, then DHCP, a static address, or nothing.
+
+Needs `images` (the pid1-dhcp image is loaded, the system-container
+supervisor exists). The netlink work (links up, the static address, watching
+for an IPv4 address and a default route) runs in a short-lived child,
+`python -m pid1.netlink` (see that module for why it is not a thread), whose
+JSON-line events this phase reads from a pipe.
+
+- `pid1.net=dhcp` (default): when the child reports the links, the DHCP
+  client is handed to the system-container supervisor as the `dhcp` container
+  (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
+  not privileged), so the lease renews for as long as the machine runs and a
+  dead client is restarted. Its script (image/udhcpc.script) applies the
+  address (with the lease as its lifetime), the default route and DNS, and
+  records the lease in `<state_dir>/network/lease`.
+- `pid1.net=static:ADDR/PREFIX,GATEWAY[,DNS...]`: applied by the child through
+  pyroute2; DNS servers are written to /etc/resolv.conf. A malformed value is
+  named in a warning and DHCP is used instead (a typo never stops a boot).
+- `pid1.net=none`: only `lo` is brought up.
+
+The phase is done when netlink reports an IPv4 address and a default route on
+a link (an event, not a poll), or after `pid1.net_timeout` seconds: then the
+machine goes on offline, says so, and the DHCP client keeps trying. Either way
+the phase succeeds. /etc/resolv.conf is the machine's file, bind-mounted into
+the dhcp container (and by the system phase into dom0 and the console) and
+always rewritten in place: a bind pins the inode, a rename would break it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pid1.container_spec import ContainerSpec
+from pid1.phases import Phase, PhaseContext
+from pid1.state import uptime
+
+DHCP_IMAGE = "pid1-dhcp:latest"
+DHCP_SCRIPT = "/etc/udhcpc/default.script"
+NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
+# The worker's own deadline is the phase's; this is extra slack for its start
+# (Python + pyroute2 import) before PID 1 gives up on it and kills it.
+WORKER_GRACE = 15.0
+WORKER_STOP_TIMEOUT = 2.0
+
+
+class NetConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NetMode:
+    kind: str  # "dhcp", "static" or "none"
+    address: str | None = None  # static: "ADDR/PREFIX"
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
+
+
+def parse_net_mode(value: str) -> NetMode:
+    """`pid1.net`'s value -> NetMode; NetConfigError says what is wrong."""
+    value = value.strip()
+    if value in ("dhcp", "none"):
+        return NetMode(kind=value)
+    if not value.startswith("static:"):
+        raise NetConfigError(f"expected dhcp, none or static:ADDR/PREFIX,GATEWAY[,DNS...], got {value!r}")
+    parts = [part.strip() for part in value[len("static:") :].split(",")]
+    if not parts[0]:
+        raise NetConfigError("static: the address is missing (static:ADDR/PREFIX,GATEWAY[,DNS...])")
+    if "/" not in parts[0]:
+        raise NetConfigError(f"static: {parts[0]!r} has no prefix length (e.g. {parts[0]}/24)")
+    try:
+        interface = ipaddress.IPv4Interface(parts[0])
+    except ValueError as exc:
+        raise NetConfigError(f"static: bad IPv4 address {parts[0]!r}: {exc}") from None
+    if interface.network.prefixlen == 0:
+        raise NetConfigError(f"static: prefix length 0 in {parts[0]!r}")
+    gateway = parts[1] if len(parts) > 1 and parts[1] else None
+    if gateway is not None:
+        try:
+            gateway_ip = ipaddress.IPv4Address(gateway)
+        except ValueError:
+            raise NetConfigError(f"static: bad gateway {gateway!r} (an IPv4 address)") from None
+        if gateway_ip == interface.ip:
+            raise NetConfigError(f"static: the gateway {gateway} is the address itself")
+        if gateway_ip not in interface.network:
+            raise NetConfigError(f"static: the gateway {gateway} is not in {interface.network}")
+    dns = tuple(part for part in parts[2:] if part)
+    for server in dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise NetConfigError(f"static: bad DNS server {server!r} (an IP address)") from None
+    return NetMode(kind="static", address=str(interface), gateway=gateway, dns=dns)
+
+
+def configured_mode(ctx: PhaseContext) -> NetMode:
+    try:
+        return parse_net_mode(ctx.config.net)
+    except NetConfigError as exc:
+        ctx.log.warning(f"bad value for pid1.net: {exc}; using dhcp")
+        return NetMode(kind="dhcp")
+
+
+def resolv_conf_text(dns: tuple[str, ...], domain: str = "") -> str:
+    lines = [f"search {domain}"] if domain else []
+    return "\n".join([*lines, *(f"nameserver {server}" for server in dns)]) + "\n"
+
+
+def write_in_place(path: str, text: str) -> None:
+    """Rewrite a file keeping its inode (containers bind-mount it)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def ensure_file(path: str) -> None:
+    """A bind source must exist, or dockerd makes an empty directory there."""
+    if not os.path.exists(path):
+        write_in_place(path, "")
+
+
+def read_lease(path: str) -> dict[str, str]:
+    """The KEY=VALUE lease file the udhcpc script writes; {} when absent."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
+    return ContainerSpec(
+        role="dhcp",
+        images=(DHCP_IMAGE,),
+        fallback_image=DHCP_IMAGE,
+        # -f: foreground (the container lives as long as the lease is kept);
+        # -T 1 -t 3: three discovers a second apart, then -A 3 s pause, forever.
+        cmd=(
+            *("udhcpc", "-f", "-i", link, "-s", DHCP_SCRIPT),
+            *("-T", "1", "-t", "3", "-A", "3", "-x", f"hostname:{ctx.config.hostname}"),
+        ),
+        env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",),
+        binds=(f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf", f"{net_dir}:{NET_DIR_IN_CONTAINER}"),
+        privileged=False,
+        cap_add=("NET_ADMIN", "NET_RAW"),
+        net_host=True,
+        pid_host=False,
+        stop_timeout=2,
+    )
+
+
+class Worker:
+    """The `python -m pid1.netlink` child and the JSON events it prints."""
+
+    def __init__(self, ctx: PhaseContext, args: list[str]) -> None:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.child = ctx.reaper.spawn([sys.executable, "-m", "pid1.netlink", *args], stdout=write_end, stderr=2)
+        finally:
+            os.close(write_end)
+        self.read_end = read_end
+        self.stderr_lines: list[str] = []
+
+    async def events(self, deadline: float) -> AsyncIterator[dict[str, Any]]:
+        """Events until the child closes its stdout or the deadline passes."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self.read_end, "rb", buffering=0)
+        )
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    yield {"event": "error", "message": "the netlink worker did not answer in time"}
+                    return
+                try:
+                    line = await asyncio.wait_for(reader.readline(), remaining)
+                except TimeoutError:
+                    continue
+                if not line:
+                    return
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    yield {"event": "error", "message": f"unreadable line from the netlink worker: {line[:200]!r}"}
+        finally:
+            transport.close()
+
+    async def finish(self) -> int | None:
+        """Wait for the child briefly, then make sure it is gone; its status."""
+        try:
+            return await asyncio.wait_for(self.child.wait(), WORKER_STOP_TIMEOUT)
+        except TimeoutError:
+            self.child.signal(signal.SIGKILL)
+            try:
+                return await asyncio.wait_for(self.child.wait(), WORKER_STOP_TIMEOUT)
+            except TimeoutError:
+                return None
+
+
+def worker_args(mode: NetMode, deadline: float) -> list[str]:
+    if mode.kind == "none":
+        return ["--only-lo"]
+    args = ["--deadline", f"{deadline:.3f}"]
+    if mode.kind == "static":
+        args += ["--static", mode.address or ""]
+        if mode.gateway:
+            args += ["--gateway", mode.gateway]
+        else:
+            args.append("--no-wait")  # no default route will come: the address is enough
+    return args
+
+
+@dataclass
+class NetworkPhase:
+    ctx: PhaseContext
+    mode: NetMode
+    net_dir: str
+    started: float = 0.0
+    dhcp_task: asyncio.Task | None = None
+    dhcp_link: str | None = None
+
+    @property
+    def network(self) -> dict[str, Any]:
+        return self.ctx.state.network
+
+    def publish(self, **values: Any) -> None:
+        self.network.update(values)
+        self.ctx.store.changed()
+
+    def start_dhcp(self, link: str) -> None:
+        """Hand the DHCP client to the system-container supervisor (in the
+        background: the worker's events keep coming meanwhile)."""
+        ctx = self.ctx
+        supervisor = ctx.shared.get("system_containers")
+        if supervisor is None:
+            ctx.log.error("network: no system-container supervisor (dockerd phase missing): no DHCP client")
+            return
+        self.dhcp_link = link
+        ensure_file(ctx.path("etc/resolv.conf"))
+        os.makedirs(self.net_dir, exist_ok=True)
+        self.publish(link=link, status="waiting for a lease")
+        ctx.log.info(f"network: DHCP on {link} (udhcpc in the dhcp container)")
+
+        def done(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                ctx.log.error(f"network: the dhcp container could not be started: {task.exception()!r}")
+
+        self.dhcp_task = asyncio.get_running_loop().create_task(supervisor.ensure(dhcp_spec(ctx, link, self.net_dir)))
+        self.dhcp_task.add_done_callback(done)
+
+    def on_links(self, event: dict[str, Any]) -> None:
+        if self.mode.kind == "none":
+            return
+        names = [link["name"] for link in event.get("managed", [])]
+        self.publish(links=names, skipped_links=event.get("skipped", []))
+        if self.mode.kind == "dhcp" and self.dhcp_task is None:
+            if names:
+                self.start_dhcp(names[0])
+            else:
+                self.ctx.log.warning("network: no ethernet link yet; waiting for one to appear")
+
+    def on_ready(self, event: dict[str, Any]) -> str:
+        address = event["address"]
+        values: dict[str, Any] = {
+            "status": "up",
+            "link": event["link"],
+            "address": address,
+            "prefixlen": event["prefixlen"],
+            "gateway": event.get("gateway"),
+            "waited": round(uptime() - self.started, 3),
+        }
+        if self.mode.kind == "static":
+            values["dns"] = list(self.mode.dns)
+        else:
+            values.update(lease_values(read_lease(os.path.join(self.net_dir, "lease")), event))
+        self.publish(**values)
+        self.ctx.state.milestones["network up"] = round(uptime(), 3)
+        self.ctx.log.notice(f"network up {address}")
+        lease = f", lease {values['lease_seconds']} s" if values.get("lease_seconds") else ""
+        return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} via {event.get('gateway')}{lease}"
+
+    def offline(self, why: str) -> str:
+        self.publish(status="offline", offline_reason=why, waited=round(uptime() - self.started, 3))
+        later = " (the DHCP client keeps trying)" if self.dhcp_task is not None else ""
+        self.ctx.log.warning(f"network: {why}; going on offline{later}")
+        return f"offline: {why}"
+
+    def handle(self, event: dict[str, Any]) -> str | None:
+        """One worker event; returns the phase's result when it is decided."""
+        kind = event.get("event")
+        if kind == "links":
+            self.on_links(event)
+        elif kind == "static":
+            self.ctx.log.info(f"network: static {event['address']} on {event['link']} via {event.get('gateway')}")
+            self.publish(link=event["link"])
+        elif kind == "ready":
+            return self.on_ready(event)
+        elif kind == "timeout":
+            self.ctx.log.info(f"network: netlink saw {json.dumps(event.get('seen'))}")
+            return self.offline(f"no IPv4 address and default route after {self.ctx.config.net_timeout:g} s")
+        elif kind == "error":
+            return self.offline(f"netlink worker: {event.get('message')}")
+        return None
+
+    async def run(self) -> str:
+        ctx, mode = self.ctx, self.mode
+        self.started = uptime()
+        ctx.state.network = {"mode": mode.kind, "status": "configuring"}
+        ctx.store.changed()
+        if mode.kind == "static" and mode.dns:
+            write_in_place(ctx.path("etc/resolv.conf"), resolv_conf_text(mode.dns))
+        deadline = time.monotonic() + ctx.config.net_timeout
+        worker = Worker(ctx, worker_args(mode, deadline))
+        result: str | None = None
+        status: int | None = None
+        try:
+            async with contextlib.aclosing(worker.events(deadline + WORKER_GRACE)) as events:
+                async for event in events:
+                    result = self.handle(event)
+                    if result is not None:
+                        break  # done now: the worker's exit (~0.15 s of interpreter teardown) need not delay the boot
+        finally:
+            if result is None:
+                status = await worker.finish()
+            else:
+                asyncio.get_running_loop().create_task(worker.finish())
+        if result is not None:
+            return result
+        if mode.kind == "none":
+            self.publish(status="none")
+            return "none: lo only"
+        if mode.kind == "static" and not mode.gateway and status == 0:
+            interface = ipaddress.IPv4Interface(mode.address or "")
+            self.publish(status="up", address=str(interface.ip), prefixlen=interface.network.prefixlen)
+            ctx.state.milestones["network up"] = round(uptime(), 3)
+            ctx.log.notice(f"network up {interface.ip}")
+            return f"static: {mode.address} (no gateway)"
+        return self.offline(f"the netlink worker ended with status {status}")
+
+
+def lease_values(lease: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    """The lease file's facts for the state, when it is the lease netlink shows."""
+    values: dict[str, Any] = {"lease_seconds": event.get("valid_lft")}
+    if lease.get("ip") != event["address"]:
+        return values
+    seconds = int(lease["lease"]) if lease.get("lease", "").isdigit() else event.get("valid_lft")
+    obtained = int(lease["obtained"]) if lease.get("obtained", "").isdigit() else None
+    values.update(
+        lease_seconds=seconds,
+        lease_obtained=obtained,
+        lease_expires=obtained + seconds if obtained and seconds else None,
+        dns=lease.get("dns", "").split(),
+        domain=lease.get("domain") or None,
+        server=lease.get("serverid") or None,
+        renewals=int(lease["renewals"]) if lease.get("renewals", "").isdigit() else 0,
+    )
+    return values
+
+
+async def run(ctx: PhaseContext) -> str:
+    net_dir = os.path.join(ctx.config.state_dir, "network")
+    return await NetworkPhase(ctx=ctx, mode=configured_mode(ctx), net_dir=net_dir).run()
+
+
+PHASE = Phase(name="network", run=run, needs=("images",), doc=__doc__ or "")

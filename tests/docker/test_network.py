@@ -1,0 +1,322 @@
+"""The network phase against real parts: a veth pair between two network
+namespaces the test makes, busybox `udhcpd` on the server side, and pid1 as
+PID 1 on the client side (`nsenter --net=/run/netns/CLIENT unshare ...`) with its own
+containerd + dockerd, the bundled pid1-dhcp image and the dhcp system
+container running busybox `udhcpc` with image/udhcpc.script.
+
+Also, without docker: the udhcpc script itself against udhcpd, and the
+netlink worker (`python -m pid1.netlink`) in a namespace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import DOCKERD_TEST_ARGS, HERE, REPO, docker_available
+from harness import Pid1, wait_for
+
+pytestmark = [pytest.mark.namespace]
+
+LEASE_SECONDS = 20  # busybox udhcpc renews after ~3/4 of it here (15 s)
+SCRIPT = REPO / "image" / "udhcpc.script"
+_names = itertools.count()
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
+    return done
+
+
+@dataclass
+class NetPair:
+    """Two network namespaces joined by a veth: `eth0` in the client, `srv0`
+    (SERVER_IP/24) in the server, and optionally udhcpd serving on it."""
+
+    client: str
+    server: str
+    subnet: str  # "10.X.Y"
+    workdir: Path
+    udhcpd: subprocess.Popen | None = None
+
+    @property
+    def server_ip(self) -> str:
+        return f"{self.subnet}.1"
+
+    def create(self) -> NetPair:
+        sh("ip", "netns", "add", self.client)
+        sh("ip", "netns", "add", self.server)
+        sh("ip", "-n", self.client, "link", "add", "eth0", "type", "veth", "peer", "name", "srv0", "netns", self.server)
+        sh("ip", "-n", self.server, "link", "set", "lo", "up")
+        sh("ip", "-n", self.server, "addr", "add", f"{self.server_ip}/24", "dev", "srv0")
+        sh("ip", "-n", self.server, "link", "set", "srv0", "up")
+        return self
+
+    def start_udhcpd(self, lease: int = LEASE_SECONDS) -> None:
+        conf = self.workdir / "udhcpd.conf"
+        leases = self.workdir / "udhcpd.leases"
+        leases.write_text("")
+        conf.write_text(
+            f"start {self.subnet}.10\nend {self.subnet}.20\ninterface srv0\nlease_file {leases}\n"
+            f"min_lease 10\noption subnet 255.255.255.0\noption router {self.server_ip}\n"
+            f"option dns {self.server_ip}\noption domain test.invalid\noption lease {lease}\n"
+        )
+        self.udhcpd_log = open(self.workdir / "udhcpd.log", "wb")
+        self.udhcpd = subprocess.Popen(
+            ["ip", "netns", "exec", self.server, "busybox", "udhcpd", "-f", str(conf)],
+            stdout=self.udhcpd_log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def server_log(self) -> str:
+        try:
+            return (self.workdir / "udhcpd.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def acks(self) -> int:
+        return self.server_log().count("sending ACK")
+
+    def client_addresses(self) -> list[dict]:
+        out = sh("ip", "-n", self.client, "-j", "-4", "addr", "show", "dev", "eth0").stdout
+        return [a for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
+
+    def client_routes(self) -> str:
+        return sh("ip", "-n", self.client, "-4", "route").stdout
+
+    def describe(self) -> str:
+        return (
+            f"--- client addresses ---\n{self.client_addresses()}\n--- client routes ---\n{self.client_routes()}"
+            f"--- udhcpd log ---\n{self.server_log()[-3000:]}"
+        )
+
+    def destroy(self) -> None:
+        if self.udhcpd is not None:
+            self.udhcpd.terminate()
+            try:
+                self.udhcpd.wait(5)
+            except subprocess.TimeoutExpired:
+                self.udhcpd.kill()
+                self.udhcpd.wait(5)
+            self.udhcpd_log.close()
+        for ns in (self.client, self.server):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def netpair(tmp_path: Path) -> Iterator[NetPair]:
+    if os.geteuid() != 0 or not shutil.which("ip") or not os.path.exists("/bin/busybox"):
+        pytest.skip("needs root, iproute2 and busybox-static")
+    n = next(_names)
+    tag = f"{os.getpid() % 100000}-{n}"
+    pair = NetPair(
+        client=f"p1c-{tag}", server=f"p1s-{tag}", subnet=f"10.{200 + n % 50}.{os.getpid() % 250}", workdir=tmp_path
+    )
+    try:
+        yield pair.create()
+    finally:
+        pair.destroy()
+
+
+# --- the netlink worker and the script, without docker ----------------------------------------
+
+
+def worker(pair: NetPair, *args: str, timeout: float = 30) -> list[dict]:
+    done = subprocess.run(
+        ["ip", "netns", "exec", pair.client, sys.executable, "-m", "pid1.netlink", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    return [json.loads(line) for line in done.stdout.splitlines()] + [{"status": done.returncode, "err": done.stderr}]
+
+
+def test_netlink_worker_brings_links_up_and_times_out_without_an_address(netpair: NetPair) -> None:
+    began = time.monotonic()
+    events = worker(netpair, "--timeout", "1.5")
+    took = time.monotonic() - began
+    assert events[0]["event"] == "links" and [x["name"] for x in events[0]["managed"]] == ["eth0"], events
+    assert events[1]["event"] == "timeout" and events[-1]["status"] == 2, events
+    assert 1.5 <= took < 6, took
+    state = sh("ip", "-n", netpair.client, "-j", "link", "show").stdout
+    up = {link["ifname"]: "UP" in link["flags"] for link in json.loads(state)}
+    assert up == {"lo": True, "eth0": True}, up
+
+
+def test_netlink_worker_applies_a_static_address(netpair: NetPair) -> None:
+    address = f"{netpair.subnet}.7/24"
+    events = worker(netpair, "--timeout", "5", "--static", address, "--gateway", netpair.server_ip)
+    kinds = [e.get("event") for e in events[:-1]]
+    assert kinds == ["links", "static", "ready"], events
+    ready = events[2]
+    assert (ready["link"], ready["address"], ready["prefixlen"], ready["gateway"]) == (
+        "eth0", f"{netpair.subnet}.7", 24, netpair.server_ip,
+    ), ready  # fmt: skip
+    assert f"default via {netpair.server_ip} dev eth0" in netpair.client_routes()
+    # The static address answers the server: a real path through the veth.
+    sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", f"{netpair.subnet}.7")
+
+
+def run_udhcpc(pair: NetPair, script: Path, seconds: float) -> tuple[str, Path]:
+    """busybox udhcpc in the client namespace with busybox applets on PATH
+    (what the pid1-dhcp image has), for `seconds`."""
+    applets = pair.workdir / "bin"
+    applets.mkdir(exist_ok=True)
+    for name in sh("/bin/busybox", "--list").stdout.split():
+        if not (applets / name).exists():
+            (applets / name).symlink_to("/bin/busybox")
+    net_dir = pair.workdir / "net"
+    net_dir.mkdir(exist_ok=True)
+    resolv = pair.workdir / "resolv.conf"
+    resolv.write_text("# placeholder\n")
+    env = ["env", "-i", f"PATH={applets}", f"RESOLV_CONF={resolv}", f"PID1_NET_DIR={net_dir}"]
+    argv = ["ip", "netns", "exec", pair.client, *env, "busybox", "udhcpc", "-f", "-i", "eth0", "-s", str(script)]
+    argv += ["-T", "1", "-t", "3", "-A", "3"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=5)
+    return out, net_dir
+
+
+def test_udhcpc_script_applies_lease_route_dns_and_renews(netpair: NetPair) -> None:
+    netpair.start_udhcpd()
+    out, net_dir = run_udhcpc(netpair, SCRIPT, LEASE_SECONDS + 2)
+    seen = f"--- udhcpc ---\n{out}\n{netpair.describe()}"
+    lease = dict(line.split("=", 1) for line in (net_dir / "lease").read_text().splitlines())
+    assert lease["event"] == "renew" and int(lease["renewals"]) >= 1, f"{lease}\n{seen}"
+    assert lease["ip"].startswith(f"{netpair.subnet}.") and lease["prefixlen"] == "24", seen
+    [addr] = netpair.client_addresses()
+    assert addr["local"] == lease["ip"] and addr["prefixlen"] == 24, seen
+    # The lease is the address's lifetime, refreshed by the renew.
+    assert 0 < addr["valid_life_time"] <= LEASE_SECONDS, seen
+    assert f"default via {netpair.server_ip} dev eth0" in netpair.client_routes(), seen
+    resolv = (netpair.workdir / "resolv.conf").read_text()
+    assert resolv == f"search test.invalid\nnameserver {netpair.server_ip}\n", seen
+    assert netpair.acks() >= 2, seen
+
+
+def test_negative_control_udhcpc_without_the_script_gets_no_address(netpair: NetPair) -> None:
+    """The DESIGN's trap: without a script udhcpc never brings the link up."""
+    netpair.start_udhcpd()
+    out, _ = run_udhcpc(netpair, Path("/nonexistent/script"), 4)
+    assert netpair.client_addresses() == [], f"{out}\n{netpair.describe()}"
+
+
+# --- pid1's network phase with its own dockerd ----------------------------------------------------
+
+
+@pytest.fixture
+def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Pid1]]:
+    """start_networked(pair, extra_cmdline) -> pid1 as PID 1 inside pair.client,
+    running the network phase and what it needs (containerd, dockerd, images)."""
+    why = docker_available()
+    if why:
+        pytest.skip(why)
+    workdirs: list[Path] = []
+
+    def start(pair: NetPair, extra_cmdline: str = "") -> Pid1:
+        workdir = Path(tempfile.mkdtemp(prefix="p1n-", dir="/var/tmp"))  # short: unix socket paths
+        workdirs.append(workdir)
+        root = workdir / "root"
+        (root / "etc").mkdir(parents=True)
+        (root / "etc" / "resolv.conf").write_text("# placeholder\n")
+        cmdline = " ".join(
+            [
+                "pid1.phases=network",
+                "pid1.extra_phases=noop_host_phases",
+                f"pid1.docker_root={workdir / 'data'}",
+                f"pid1.docker_exec_root={workdir / 'exec'}",
+                f"pid1.docker_socket={workdir / 'd.sock'}",
+                f"pid1.containerd_socket={workdir / 'c.sock'}",
+                f"pid1.images_dir={bundled_images_dir}",
+                f"pid1.dockerd_args={DOCKERD_TEST_ARGS}",
+                extra_cmdline,
+            ]
+        )
+        return pid1_ns(
+            cmdline,
+            root=str(root),
+            env={"PYTHONPATH": f"{REPO}:{HERE}"},
+            # nsenter switches only the network namespace: `ip netns exec` would
+            # also mount a fresh /sys, hiding the cgroup mounts dockerd needs.
+            prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],
+        )
+
+    yield start
+    # pid1_ns's teardown SIGKILLs each namespace's PID 1 (and so dockerd) after this.
+    for workdir in workdirs:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def network_state(run: Pid1) -> dict:
+    return (run.state() or {}).get("network") or {}
+
+
+@pytest.mark.docker
+def test_dhcp_lease_applied_phase_done_on_the_event_and_renewed(netpair: NetPair, start_networked) -> None:
+    netpair.start_udhcpd()
+    run = start_networked(netpair, "pid1.net_timeout=30")
+    state = run.wait_phase("network", timeout=90)
+    phase = state["phases"]["network"]
+    net = state["network"]
+    seen = f"{run.describe()}\n--- network ---\n{json.dumps(net, indent=1)}\n{netpair.describe()}"
+    print(f"network phase: {phase['duration']:.2f} s ({phase['detail']}); images done at "
+          f"{state['phases']['images']['ended']:.2f}, network at {phase['ended']:.2f} (uptime)")  # fmt: skip
+    assert net["status"] == "up" and net["mode"] == "dhcp" and net["link"] == "eth0", seen
+    # Done on the netlink event, well before the timeout.
+    assert phase["duration"] < 15, seen
+    assert net["address"].startswith(f"{netpair.subnet}.") and net["prefixlen"] == 24, seen
+    assert net["gateway"] == netpair.server_ip and net["dns"] == [netpair.server_ip], seen
+    assert net["lease_seconds"] == LEASE_SECONDS and net["server"] == netpair.server_ip, seen
+    assert net["lease_obtained"] and abs(net["lease_obtained"] - time.time()) < 60, seen
+    assert f"network up {net['address']}" in run.log(), seen
+    assert "network up" in state["milestones"], seen
+    # Applied for real in the client namespace (the container ran --net host there).
+    assert [a["local"] for a in netpair.client_addresses()] == [net["address"]], seen
+    assert f"default via {netpair.server_ip} dev eth0" in netpair.client_routes(), seen
+    # DNS reached the machine's resolv.conf (under --root), written in place.
+    assert f"nameserver {netpair.server_ip}" in Path(run.root, "etc", "resolv.conf").read_text(), seen
+    assert state["containers"]["dhcp"]["status"] == "running", seen
+    # The short lease is renewed by the client that keeps running in the container.
+    lease_file = run.state_dir / "network" / "lease"
+    renewed = wait_for(
+        "a renewal",
+        lambda: "renewals=" in (text := lease_file.read_text()) and "renewals=0" not in text and text,
+        LEASE_SECONDS + 15,
+        lambda: seen,
+    )
+    assert netpair.acks() >= 2, f"{renewed}\n{netpair.describe()}"
+    print(f"renewed: {netpair.acks()} ACKs from udhcpd\n{renewed}")
+
+
+@pytest.mark.docker
+def test_no_server_phase_times_out_offline_and_boot_goes_on(netpair: NetPair, start_networked) -> None:
+    timeout = 4
+    run = start_networked(netpair, f"pid1.net_timeout={timeout}")
+    state = run.wait_phase("network", timeout=90)
+    phase = state["phases"]["network"]
+    seen = f"{run.describe()}\n--- network ---\n{json.dumps(state['network'], indent=1)}"
+    print(f"offline network phase: {phase['duration']:.2f} s with pid1.net_timeout={timeout}")
+    assert phase["detail"].startswith("offline"), seen
+    assert state["network"]["status"] == "offline", seen
+    assert timeout <= phase["duration"] < timeout + 10, seen
+    run.wait_log("going on offline")
+    # The boot went on: every phase ended and pid1 runs.
+    run.wait_state("boot done", lambda s: s["mode"] == "running")
+    run.wait_log("boot done")
+    # The DHCP client keeps trying: a server that appears later gives a lease.
+    netpair.start_udhcpd()
+    wait_for("a late lease", netpair.client_addresses, 30, lambda: f"{run.describe()}\n{netpair.describe()}")
