@@ -48,6 +48,7 @@ class Pid1:
     env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
     program: list[str] | None = None  # another PID 1 instead of pid1 (negative controls)
+    prefix: list[str] = field(default_factory=list)  # runs unshare under this (e.g. ip netns exec NS)
     # Runs inside the namespace and execs pid1's argv (appended), keeping PID 1.
     wrapper: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
@@ -67,7 +68,9 @@ class Pid1:
         argv = self.program or [*self.wrapper, self.python, "-m", "pid1", "--root", self.root, "--cmdline", cmdline]
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*UNSHARE, *argv], stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [*self.prefix, *UNSHARE, *argv], stdout=self.log_file, stderr=subprocess.STDOUT, env=env
+        )
         self.pid = wait_for("the namespace's PID 1", self._find_init, 10, self.describe)
         return self
 
