@@ -256,6 +256,9 @@ class Daemon:
         write_end = output.open_pipe()
         try:
             self.child = self.ctx.reaper.spawn(argv, env=self.env, stdout=write_end, stderr=write_end)
+        except OSError:
+            output.close()
+            raise
         finally:
             os.close(write_end)
         self.spawned_at = uptime()
@@ -291,15 +294,24 @@ class Daemon:
             self.restarts += 1
             self.ctx.log.error(f"{self.name} exited with status {code} after {ran:.1f} s; restarting in {delay:.1f} s")
             self.record(status="restarting", last_exit=code, restarts=self.restarts, up_since=None)
-            await asyncio.sleep(delay)
+            while True:  # until a spawn works (a missing binary must not end the service)
+                await asyncio.sleep(delay)
+                if self.stopping:
+                    return
+                try:
+                    self.spawn()
+                    break
+                except OSError as exc:
+                    delay = min(max(delay * 2, RESTART_FIRST), RESTART_CAP)
+                    self.ctx.log.error(f"{self.name} cannot be started: {exc}; trying again in {delay:.1f} s")
+                    self.record(status="failed", error=str(exc))
             try:
-                self.spawn()
                 await self.wait_ready()
                 self.ctx.log.notice(f"{self.name} is back after {self.ready_after * 1000:.0f} ms")
-            except Exception as exc:  # keep the loop: the next exit (or timeout) is handled above
+            except RuntimeError as exc:  # it died or hung while starting: the next round handles it
                 self.ctx.log.error(f"{self.name} restart failed: {exc}")
                 if self.alive():
-                    self.child.signal(signal.SIGKILL)  # it hung: kill it, the loop spawns it again
+                    self.child.signal(signal.SIGKILL)
 
     async def restart(self) -> None:
         """Restart on request (the control channel): SIGTERM; keep_alive spawns it again."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import time
 from pathlib import Path
@@ -233,6 +234,29 @@ def test_dockerd_killed_is_restarted_and_the_containers_come_back(start_system) 
     assert_one_each(system)
 
 
+def test_containerd_killed_is_restarted_and_dockerd_keeps_working(start_system) -> None:
+    system = start_system()
+    booted(system)
+    console = system.wait_running("console")
+    containerd = [p for p in namespace_processes(system.run.pid) if p["Name"] == "containerd"]
+    assert len(containerd) == 1, containerd
+    os.kill(int(containerd[0]["pid"]), signal.SIGKILL)
+    system.run.wait_state(
+        "containerd restarted",
+        lambda s: (
+            s["dockerd"]["containerd"].get("restarts", 0) >= 1 and s["dockerd"]["containerd"]["status"] == "running"
+        ),
+        timeout=60,
+    )
+    # The shims outlive containerd: the console runs on, the same run.
+    assert run_key(system.wait_running("console")) == run_key(console), system.describe()
+    # dockerd reconnects to the new containerd: a crash is handled as before.
+    system.docker("kill", "console")
+    system.wait_running("console", other_than=run_key(console), timeout=60)
+    assert_one_each(system)
+    assert system.run.state()["dockerd"]["dockerd"].get("restarts", 0) == 0, system.describe()
+
+
 def test_leftovers_of_an_earlier_boot_are_removed_and_images_not_reloaded(start_system) -> None:
     system = start_system()
     booted(system)
@@ -283,3 +307,60 @@ def test_pid1_cpu_stays_low_while_idle(start_system) -> None:
     time.sleep(3)  # a measuring window, not a wait for a condition
     used = cpu_seconds(system.run.pid) - before
     assert used < 0.1, f"pid1 used {used:.2f} s of CPU in 3 s idle\n{system.describe()}"
+
+
+class Pty:
+    """A pty standing in for the VM's console terminal: the test types on the master."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        self.path = os.ttyname(self.slave)
+        os.set_blocking(self.master, False)
+        self.seen = ""
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: str, timeout: float, after: int, describe) -> int:
+        """Wait until `pattern` appears after offset `after`; returns the end offset."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.compile(pattern).search(self.seen, after)
+            if found:
+                return found.end()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{pattern!r} not seen within {timeout} s: {self.seen[after:]!r}\n{describe()}")
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            os.close(fd)
+
+
+def test_console_is_bridged_to_the_terminal_across_restarts(start_system) -> None:
+    """With the console_tty phase, each console container is started through
+    the bridge: the terminal gets its prompt, shows the waiting line while it
+    restarts, and talks to the new shell afterwards."""
+    term = Pty()
+    try:
+        system = start_system(f"pid1.console={term.path}", phases="console,dom0,console_tty")
+        booted(system)
+        first = system.wait_running("console")
+        mark = term.expect(r"# ", 30, 0, system.describe)
+        term.type("echo one-$((40+2))\r")
+        mark = term.expect(r"one-42\r\n", 10, mark, system.describe)
+        system.docker("kill", "console")
+        mark = term.expect(r"\[pid1\] console restarting: console exited with status 137", 10, mark, system.describe)
+        system.wait_running("console", other_than=run_key(first))
+        mark = term.expect(r"# ", 20, mark, system.describe)
+        term.type("echo two-$((40+3))\r")
+        term.expect(r"two-43\r\n", 10, mark, system.describe)
+        assert_one_each(system)
+    finally:
+        term.close()
