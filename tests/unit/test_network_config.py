@@ -1,0 +1,214 @@
+"""pid1.net parsing, the choice of links, and the pieces of the network phase
+that need no kernel: the netlink view, the lease file, the worker's arguments."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from pid1.container_spec import ContainerSpec
+from pid1.netlink import ARPHRD_ETHER, Link, View, apply_addr_msg, apply_route_msg, is_managed_link
+from pid1.phases.network import (
+    NetConfigError,
+    NetMode,
+    lease_values,
+    parse_net_mode,
+    read_lease,
+    resolv_conf_text,
+    worker_args,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("dhcp", NetMode("dhcp")),
+        ("none", NetMode("none")),
+        (" dhcp ", NetMode("dhcp")),
+        ("static:10.0.2.15/24,10.0.2.2,10.0.2.3", NetMode("static", "10.0.2.15/24", "10.0.2.2", ("10.0.2.3",))),
+        ("static:10.0.2.15/24,10.0.2.2", NetMode("static", "10.0.2.15/24", "10.0.2.2", ())),
+        ("static:192.168.1.9/16", NetMode("static", "192.168.1.9/16", None, ())),
+        ("static:10.0.2.15/24,,1.1.1.1", NetMode("static", "10.0.2.15/24", None, ("1.1.1.1",))),
+        (
+            "static:10.0.2.15/24,10.0.2.2,1.1.1.1,2606:4700::1111",
+            NetMode("static", "10.0.2.15/24", "10.0.2.2", ("1.1.1.1", "2606:4700::1111")),
+        ),
+        ("static: 10.0.2.15/24 , 10.0.2.2 ", NetMode("static", "10.0.2.15/24", "10.0.2.2", ())),
+    ],
+)
+def test_parse_net_mode_accepts(value: str, expected: NetMode) -> None:
+    assert parse_net_mode(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("dchp", "expected dhcp, none or static"),
+        ("static:", "the address is missing"),
+        ("static:10.0.2.15", "has no prefix length"),
+        ("static:10.0.2.300/24,10.0.2.2", "bad IPv4 address"),
+        ("static:10.0.2.15/33", "bad IPv4 address"),
+        ("static:10.0.2.15/0", "prefix length 0"),
+        ("static:fe80::1/64", "bad IPv4 address"),
+        ("static:10.0.2.15/24,gateway", "bad gateway"),
+        ("static:10.0.2.15/24,10.0.3.1", "not in 10.0.2.0/24"),
+        ("static:10.0.2.15/24,10.0.2.15", "is the address itself"),
+        ("static:10.0.2.15/24,10.0.2.2,dns.example", "bad DNS server"),
+    ],
+)
+def test_parse_net_mode_rejects_with_a_clear_reason(value: str, says: str) -> None:
+    with pytest.raises(NetConfigError, match=says.replace("(", r"\(").replace(".", r"\.")):
+        parse_net_mode(value)
+
+
+def test_a_bad_static_value_falls_back_to_dhcp_with_a_warning() -> None:
+    from types import SimpleNamespace
+
+    from pid1.config import parse_cmdline
+    from pid1.phases.network import configured_mode
+
+    config, warnings = parse_cmdline("pid1.net=static:10.0.2.15,10.0.2.2")
+    assert warnings == [] and config.net == "static:10.0.2.15,10.0.2.2"
+    logged: list[str] = []
+    ctx = SimpleNamespace(config=config, log=SimpleNamespace(warning=logged.append))
+    assert configured_mode(ctx) == NetMode("dhcp")  # type: ignore[arg-type]
+    assert logged == [
+        "bad value for pid1.net: static: '10.0.2.15' has no prefix length (e.g. 10.0.2.15/24); using dhcp"
+    ]
+
+
+def link(name: str, kind: str | None = None, link_type: int = ARPHRD_ETHER, master: int | None = None) -> Link:
+    return Link(index=2, name=name, kind=kind, link_type=link_type, master=master)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "managed"),
+    [
+        (link("eth0"), True),  # a NIC (virtio_net, e1000): no link kind
+        (link("enp0s3"), True),
+        (link("lo", link_type=772), False),  # ARPHRD_LOOPBACK
+        (link("wg0", link_type=65534), False),  # not ethernet
+        (link("docker0", "bridge"), False),
+        (link("br-1a2b3c", "bridge"), False),
+        (link("veth1a2b3c4", "veth"), False),  # Docker's end of a container's pair
+        (link("veth1a2b3c4", "veth", master=3), False),
+        (link("eth0", "veth"), True),  # a veth handed to the machine (tests, some VM hosts)
+        (link("eth1", master=5), False),  # enslaved to a bond or bridge
+        (link("vx0", "vxlan"), False),
+        (link("dummy0", "dummy"), False),
+    ],
+)
+def test_which_links_are_managed(candidate: Link, managed: bool) -> None:
+    assert is_managed_link(candidate) is managed
+
+
+class Msg(dict):
+    """A pyroute2 message as far as the view reads it: .get() of fields and attrs."""
+
+
+def addr(event: str, address: str, index: int = 2, scope: int = 0, valid: int | None = 60) -> Msg:
+    msg = Msg(event=event, family=2, index=index, address=address, prefixlen=24, scope=scope)
+    if valid is not None:
+        msg["cacheinfo"] = {"ifa_valid": valid, "ifa_preferred": valid}
+    return msg
+
+
+def route(event: str, gateway: str | None, index: int = 2, dst_len: int = 0, table: int = 254) -> Msg:
+    return Msg(event=event, family=2, dst_len=dst_len, table=table, oif=index, gateway=gateway)
+
+
+def test_view_is_ready_with_an_address_and_a_default_route_on_the_same_link() -> None:
+    view = View()
+    apply_addr_msg(view, addr("RTM_NEWADDR", "127.0.0.1", index=1, scope=254))  # host scope: ignored
+    apply_addr_msg(view, addr("RTM_NEWADDR", "10.0.2.15"))
+    assert view.ready_on(2) is None
+    apply_route_msg(view, route("RTM_NEWROUTE", None, dst_len=24))  # the subnet route is no default route
+    apply_route_msg(view, route("RTM_NEWROUTE", "10.0.2.2", table=255))  # nor is one in the local table
+    apply_route_msg(view, route("RTM_NEWROUTE", "10.9.0.1", index=3))  # nor one via another link
+    assert view.ready_on(2) is None
+    apply_route_msg(view, route("RTM_NEWROUTE", "10.0.2.2"))
+    assert view.ready_on(2) == {"address": "10.0.2.15", "prefixlen": 24, "gateway": "10.0.2.2", "valid_lft": 60}
+    apply_addr_msg(view, addr("RTM_NEWADDR", "10.0.2.15", valid=0xFFFFFFFF))  # "forever"
+    assert view.ready_on(2)["valid_lft"] is None
+    apply_addr_msg(view, addr("RTM_DELADDR", "10.0.2.15"))
+    assert view.ready_on(2) is None
+
+
+def test_a_deleted_default_route_is_forgotten() -> None:
+    view = View()
+    apply_addr_msg(view, addr("RTM_NEWADDR", "10.0.2.15"))
+    apply_route_msg(view, route("RTM_NEWROUTE", "10.0.2.2"))
+    apply_route_msg(view, route("RTM_DELROUTE", "10.0.2.2"))
+    assert view.ready_on(2) is None
+
+
+LEASE_FILE = """event=renew
+interface=eth0
+ip=10.0.2.15
+prefixlen=24
+router=10.0.2.2
+dns=10.0.2.3 10.0.2.4
+domain=example.test
+lease=86400
+serverid=10.0.2.2
+obtained=1795920000
+renewals=2
+"""
+
+
+def test_lease_file_values_for_the_state(tmp_path) -> None:
+    path = tmp_path / "lease"
+    path.write_text(LEASE_FILE)
+    lease = read_lease(str(path))
+    ready = {"address": "10.0.2.15", "valid_lft": 86399}
+    assert lease_values(lease, ready) == {
+        "lease_seconds": 86400,
+        "lease_obtained": 1795920000,
+        "lease_expires": 1795920000 + 86400,
+        "dns": ["10.0.2.3", "10.0.2.4"],
+        "domain": "example.test",
+        "server": "10.0.2.2",
+        "renewals": 2,
+    }
+    # A lease file for another address (a stale one) is not believed.
+    assert lease_values(lease, {"address": "10.0.2.99", "valid_lft": 50}) == {"lease_seconds": 50}
+    assert read_lease(str(tmp_path / "missing")) == {}
+
+
+def test_resolv_conf_text() -> None:
+    assert resolv_conf_text(("10.0.2.3",)) == "nameserver 10.0.2.3\n"
+    assert resolv_conf_text(("1.1.1.1", "9.9.9.9"), "lan") == "search lan\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+
+
+def test_worker_args() -> None:
+    assert worker_args(NetMode("none"), 5.0) == ["--only-lo"]
+    assert worker_args(NetMode("dhcp"), 12.5) == ["--deadline", "12.500"]
+    assert worker_args(NetMode("static", "10.0.2.15/24", "10.0.2.2"), 1.0) == [
+        "--deadline", "1.000", "--static", "10.0.2.15/24", "--gateway", "10.0.2.2",
+    ]  # fmt: skip
+    assert worker_args(NetMode("static", "10.0.2.15/24"), 1.0)[-1] == "--no-wait"
+
+
+def test_dhcp_spec_runs_udhcpc_in_the_foreground_unprivileged_on_the_host_network() -> None:
+    from pid1.config import Config
+    from pid1.phases import PhaseContext
+    from pid1.phases.network import dhcp_spec
+
+    ctx = PhaseContext(config=Config(), log=None, store=None, reaper=None, root="/tmp/r")  # type: ignore[arg-type]
+    spec = dhcp_spec(ctx, "eth0", "/run/pid1/network")
+    assert isinstance(spec, ContainerSpec) and spec.role == "dhcp"
+    assert spec.cmd[:4] == ("udhcpc", "-f", "-i", "eth0")
+    assert spec.net_host and not spec.pid_host and not spec.privileged
+    assert set(spec.cap_add) == {"NET_ADMIN", "NET_RAW"}
+    assert "/tmp/r/etc/resolv.conf:/etc/resolv.conf" in spec.binds
+    assert "/run/pid1/network:/run/pid1-net" in spec.binds
+
+
+def test_the_phase_module_does_not_import_pyroute2() -> None:
+    """pyroute2 costs ~10 MiB of RSS that PID 1 would keep for good."""
+    import subprocess
+
+    code = "import pid1.phases.network, pid1.netlink, sys; print('pyroute2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
