@@ -13,18 +13,19 @@ It reports on stdout as JSON lines, one event each, and exits:
     {"event": "timeout", "seen": {...}}        (exit status 2)
     {"event": "error", "message": "..."}       (exit status 1)
 
-Why a child process and not a thread in PID 1 (measured on this machine,
-Python 3.11, pyroute2 0.9.7, RSS in MiB):
+Why a child process and not a thread in PID 1 (measured on this machine with
+a uvloop process that has aiodocker imported, as PID 1 does; Python 3.11,
+pyroute2 0.9.7; RSS in MiB, the same watch run both ways):
 
-    python + uvloop + aiodocker (what PID 1 holds anyway)   37.6
-    ... + pyroute2 imported and used in a worker thread     48.2  (+10.6, for good:
+    worker thread (run_in_executor + asyncio.run)    37.8 -> 49.3 (+11.5, for good:
                                                                    modules are never unloaded)
-    PID 1 with this child instead                            37.6  (+0; the child peaks at
-                                                                   ~35 MiB and exits with the phase)
+    this child, spawned                              37.6 -> 37.8 (the child peaks at
+                                                                   ~33 and exits with the phase)
 
 The core's budget for an idle PID 1 is 40 MiB, so pyroute2 lives here. The
-child costs a Python start and the pyroute2 import (~0.45 s here), which the
-phase overlaps with starting the DHCP container. It also sidesteps the uvloop
+price is a Python start plus the pyroute2 import before the links are known
+and the DHCP client can start (phase start -> "links" event: ~0.55 s on this
+machine; a thread would pay the import too, minus ~0.05 s). It also sidesteps the uvloop
 trap: pyroute2 0.9's async API fails on uvloop ("invalid family 16") and its
 sync IPRoute refuses to be created inside a running loop; the child runs
 pyroute2's async API on a plain asyncio loop of its own.

@@ -320,3 +320,33 @@ def test_no_server_phase_times_out_offline_and_boot_goes_on(netpair: NetPair, st
     # The DHCP client keeps trying: a server that appears later gives a lease.
     netpair.start_udhcpd()
     wait_for("a late lease", netpair.client_addresses, 30, lambda: f"{run.describe()}\n{netpair.describe()}")
+
+
+@pytest.mark.docker
+def test_static_address_applied_by_pid1_under_uvloop(netpair: NetPair, start_networked) -> None:
+    address = f"{netpair.subnet}.7"
+    run = start_networked(netpair, f"pid1.net=static:{address}/24,{netpair.server_ip},{netpair.server_ip}")
+    state = run.wait_phase("network", timeout=90)
+    net = state["network"]
+    seen = f"{run.describe()}\n--- network ---\n{json.dumps(net, indent=1)}\n{netpair.describe()}"
+    print(f"static network phase: {state['phases']['network']['duration']:.2f} s")
+    assert (net["mode"], net["status"], net["address"], net["gateway"]) == (
+        "static", "up", address, netpair.server_ip,
+    ), seen  # fmt: skip
+    assert [a["local"] for a in netpair.client_addresses()] == [address], seen
+    assert Path(run.root, "etc", "resolv.conf").read_text() == f"nameserver {netpair.server_ip}\n", seen
+    assert "dhcp" not in state["containers"], seen
+    run.wait_log(f"network up {address}")
+    sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", address)
+
+
+@pytest.mark.docker
+def test_none_brings_only_lo_up(netpair: NetPair, start_networked) -> None:
+    run = start_networked(netpair, "pid1.net=none")
+    state = run.wait_phase("network", timeout=90)
+    seen = f"{run.describe()}\n{netpair.describe()}"
+    assert state["phases"]["network"]["detail"] == "none: lo only", seen
+    assert state["network"]["status"] == "none" and "dhcp" not in state["containers"], seen
+    links = json.loads(sh("ip", "-n", netpair.client, "-j", "link", "show").stdout)
+    up = {link["ifname"]: "UP" in link["flags"] for link in links}
+    assert up == {"lo": True, "eth0": False}, f"{up}\n{seen}"
