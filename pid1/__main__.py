@@ -1,6 +1,7 @@
 """`python -m pid1`: the init. Also `python -m pid1 keys` (the config keys),
-`status --state FILE` (the supervisor view, once) and `plot --state FILE -o
-boot.svg` (the boot timeline).
+`status --state FILE` (the supervisor view, once), `plot --state FILE -o
+boot.svg` (the boot timeline) and `modprobe [-q] [-a] NAME...` (pid1's
+modprobe, pid1.kmod).
 
 Order matters at the top of main(): the handled signals are blocked before
 anything can start a thread, so every thread inherits the mask and the
@@ -21,7 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pid1", description="only-docker's PID 1")
     parser.add_argument("--cmdline", help="use this string instead of /proc/cmdline")
     parser.add_argument("--root", default="/", help="treat DIR as / for the host phases (tests, development)")
-    parser.add_argument("command", nargs="?", default="init", choices=["init", "keys", "status", "plot"])
+    parser.add_argument("command", nargs="?", default="init", choices=["init", "keys", "status", "plot", "modprobe"])
     parser.add_argument("--state", default="/run/pid1/state.json", help="status, plot: the state file to read")
     parser.add_argument("-o", "--output", default="boot.svg", help="plot: the SVG to write (- for stdout)")
     parser.add_argument("--rows", type=int, help="status: screen rows (default: the terminal's)")
@@ -41,6 +42,12 @@ def read_cmdline(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["modprobe"]:
+        # kmod-style options (-q -a -v ...) of its own, and no signals to take over:
+        # the kernel's request_module and dockerd run this as a short-lived command.
+        from pid1.kmod import modprobe_main
+
+        return modprobe_main(argv[1:])
     reaper_mod.block_handled_signals()
     args = parse_args(argv)
     if args.command == "keys":
