@@ -11,8 +11,13 @@ JSON-line events this phase reads from a pipe.
   (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
   not privileged), so the lease renews for as long as the machine runs and a
   dead client is restarted. Its script (image/udhcpc.script) applies the
-  address (with the lease as its lifetime), the default route and DNS, and
-  records the lease in `<state_dir>/network/lease`.
+  address (with the lease as its lifetime), the default route and DNS,
+  records the lease in `<state_dir>/network/lease` and writes each event
+  (bound, renew, deconfig, leasefail) to the FIFO `<state_dir>/network/events`.
+  The `network-lease` service reads that FIFO on the loop (like the control
+  channel: pid1 holds both ends) and keeps the state's lease current after the
+  phase: renewals, a lease that arrives after the phase went on offline
+  ("network up" then), a lost one.
 - `pid1.net=static:ADDR/PREFIX,GATEWAY[,DNS...]`: applied by the child through
   pyroute2; DNS servers are written to /etc/resolv.conf. A malformed value is
   named in a warning and DHCP is used instead (a typo never stops a boot).
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pid1.container_spec import ContainerSpec
+from pid1.control import ensure_fifo
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 
@@ -51,6 +57,9 @@ NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
 # (Python + pyroute2 import) before PID 1 gives up on it and kills it.
 WORKER_GRACE = 15.0
 WORKER_STOP_TIMEOUT = 2.0
+LEASE_SERVICE = "network-lease"
+EVENT_LINE_MAX = 256  # the script writes one word per line; anything longer is dropped
+LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak")
 
 
 class NetConfigError(ValueError):
@@ -209,6 +218,45 @@ class Worker:
                 return None
 
 
+class LeaseEvents:
+    """The FIFO the udhcpc script writes its events to, read on the loop.
+
+    Opened read-write and non-blocking: pid1 holding a write end means the
+    read end never sees end-of-file (no busy loop when a writer closes), and
+    the script's open never blocks while pid1 runs."""
+
+    def __init__(self, path: str) -> None:
+        ensure_fifo(path)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending = bytearray()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def _readable(self) -> None:
+        for _ in range(16):  # bounded work per wake-up
+            try:
+                chunk = os.read(self.fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.pending += chunk
+        *lines, rest = self.pending.split(b"\n")
+        self.pending = bytearray(rest if len(rest) <= EVENT_LINE_MAX else b"")
+        for line in lines:
+            word = line.decode(errors="replace").strip()
+            if word in LEASE_EVENTS:
+                self.queue.put_nowait(word)
+
+    async def events(self) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.fd, self._readable)
+        try:
+            while True:
+                yield await self.queue.get()
+        finally:
+            loop.remove_reader(self.fd)
+
+
 def worker_args(mode: NetMode, deadline: float) -> list[str]:
     if mode.kind == "none":
         return ["--only-lo"]
@@ -230,6 +278,7 @@ class NetworkPhase:
     started: float = 0.0
     dhcp_task: asyncio.Task | None = None
     dhcp_link: str | None = None
+    finished: bool = False  # the phase has returned (up or offline)
 
     @property
     def network(self) -> dict[str, Any]:
@@ -250,6 +299,7 @@ class NetworkPhase:
         self.dhcp_link = link
         ensure_file(ctx.path("etc/resolv.conf"))
         os.makedirs(self.net_dir, exist_ok=True)
+        self.watch_lease_events()
         self.publish(link=link, status="waiting for a lease")
         ctx.log.info(f"network: DHCP on {link} (udhcpc in the dhcp container)")
 
@@ -259,6 +309,55 @@ class NetworkPhase:
 
         self.dhcp_task = asyncio.get_running_loop().create_task(supervisor.ensure(dhcp_spec(ctx, link, self.net_dir)))
         self.dhcp_task.add_done_callback(done)
+
+    def watch_lease_events(self) -> None:
+        """Start the network-lease service (once: a retried phase reuses it)."""
+        first = LEASE_SERVICE not in self.ctx.shared
+        self.ctx.shared[LEASE_SERVICE] = self  # the service reports to the latest attempt
+        if not first:
+            return
+        fifo = LeaseEvents(os.path.join(self.net_dir, "events"))
+
+        async def service() -> None:
+            async with contextlib.aclosing(fifo.events()) as events:
+                async for word in events:
+                    self.ctx.shared[LEASE_SERVICE].on_lease_event(word)
+
+        self.ctx.start_service(LEASE_SERVICE, service)
+
+    def on_lease_event(self, word: str) -> None:
+        """A udhcpc event, after the script has applied it."""
+        network, log = self.network, self.ctx.log
+        if word in ("bound", "renew"):
+            lease = read_lease(os.path.join(self.net_dir, "lease"))
+            if not lease.get("ip"):
+                return
+            values = lease_values(lease, {"address": lease["ip"], "valid_lft": None})
+            values.update(address=lease["ip"], gateway=lease.get("router") or None)
+            if lease.get("prefixlen", "").isdigit():
+                values["prefixlen"] = int(lease["prefixlen"])
+            if network.get("status") == "up":
+                changed = network.get("address") != lease["ip"]
+                self.publish(**values)
+                if changed:
+                    log.notice(f"network up {lease['ip']} (a new address)")
+                elif word == "renew":
+                    log.info(f"network: lease renewed ({values.get('renewals')}), {values.get('lease_seconds')} s")
+            elif self.finished:
+                # The phase went on offline, or the lease was lost: the script
+                # has applied this lease (address, route, DNS) before writing the event.
+                self.publish(status="up", lease_event=word, **values)
+                self.ctx.state.milestones.setdefault("network up", round(uptime(), 3))
+                log.notice(f"network up {lease['ip']}")
+            else:
+                self.publish(lease_event=word, **values)  # the phase decides "up" on the netlink event
+        elif word == "deconfig":
+            if network.get("status") == "up":
+                log.warning(f"network: lease on {network.get('link')} lost (udhcpc deconfigured it)")
+                self.publish(status="waiting for a lease", address=None, gateway=None, lease_event=word)
+        elif network.get("lease_event") != word:
+            log.info(f"network: DHCP {word} on {network.get('link')}")  # once per streak, not every retry
+            self.publish(lease_event=word)
 
     def on_links(self, event: dict[str, Any]) -> None:
         if self.mode.kind == "none":
@@ -371,7 +470,11 @@ def lease_values(lease: dict[str, str], event: dict[str, Any]) -> dict[str, Any]
 
 async def run(ctx: PhaseContext) -> str:
     net_dir = os.path.join(ctx.config.state_dir, "network")
-    return await NetworkPhase(ctx=ctx, mode=configured_mode(ctx), net_dir=net_dir).run()
+    phase = NetworkPhase(ctx=ctx, mode=configured_mode(ctx), net_dir=net_dir)
+    try:
+        return await phase.run()
+    finally:
+        phase.finished = True
 
 
 PHASE = Phase(name="network", run=run, needs=("images",), doc=__doc__ or "")

@@ -299,6 +299,10 @@ def test_dhcp_lease_applied_phase_done_on_the_event_and_renewed(netpair: NetPair
         lambda: seen,
     )
     assert netpair.acks() >= 2, f"{renewed}\n{netpair.describe()}"
+    # ... and pid1's state follows it (the script's event through the FIFO).
+    after = run.wait_state("the renewal in the state", lambda s: (s["network"].get("renewals") or 0) >= 1 and s, 10)
+    assert after["network"]["lease_obtained"] > net["lease_obtained"], f"{after['network']}\n{seen}"
+    run.wait_log("network: lease renewed (1)")
     print(f"renewed: {netpair.acks()} ACKs from udhcpd\n{renewed}")
 
 
@@ -320,6 +324,10 @@ def test_no_server_phase_times_out_offline_and_boot_goes_on(netpair: NetPair, st
     # The DHCP client keeps trying: a server that appears later gives a lease.
     netpair.start_udhcpd()
     wait_for("a late lease", netpair.client_addresses, 30, lambda: f"{run.describe()}\n{netpair.describe()}")
+    late = run.wait_state("the late lease in the state", lambda s: s["network"]["status"] == "up" and s, 10)
+    [applied] = netpair.client_addresses()
+    assert late["network"]["address"] == applied["local"], run.describe()
+    run.wait_log(f"network up {applied['local']}")
 
 
 @pytest.mark.docker
