@@ -316,12 +316,17 @@ class NetworkPhase:
         self.ctx.shared[LEASE_SERVICE] = self  # the service reports to the latest attempt
         if not first:
             return
-        fifo = LeaseEvents(os.path.join(self.net_dir, "events"))
+        path = os.path.join(self.net_dir, "events")
+        ensure_fifo(path)  # now: the dhcp container's script may write to it soon
 
         async def service() -> None:
-            async with contextlib.aclosing(fifo.events()) as events:
-                async for word in events:
-                    self.ctx.shared[LEASE_SERVICE].on_lease_event(word)
+            fifo = LeaseEvents(path)
+            try:
+                async with contextlib.aclosing(fifo.events()) as events:
+                    async for word in events:
+                        self.ctx.shared[LEASE_SERVICE].on_lease_event(word)
+            finally:
+                os.close(fifo.fd)
 
         self.ctx.start_service(LEASE_SERVICE, service)
 
