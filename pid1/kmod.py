@@ -330,8 +330,11 @@ class ModuleIndex:
 
     def probe_order(self, module: str) -> list[str]:
         """The modules to load for one module, first to last, as kmod's
-        probe list orders them (softdeps recursive, dependencies reversed)."""
-        out: dict[str, None] = {}
+        probe list orders them (softdeps recursive, dependencies reversed).
+        kmod's list can name a module twice (a dependency that is also reached
+        through a softdep), and `modprobe --show-depends` prints both; loading
+        needs only the first, so this list names each module once."""
+        out: list[str] = []
         visited: set[str] = set()
 
         def with_softdeps(name: str) -> None:
@@ -339,7 +342,8 @@ class ModuleIndex:
             for dep_name in soft.pre:
                 for dep in self.lookup(dep_name):
                     probe(dep)
-            out.setdefault(name, None)
+            if name not in out:
+                out.append(name)
             for dep_name in soft.post:
                 for dep in self.lookup(dep_name):
                     probe(dep)
@@ -353,7 +357,7 @@ class ModuleIndex:
             with_softdeps(name)
 
         probe(module)
-        return list(out)
+        return out
 
     def params_of(self, name: str) -> str:
         return " ".join(self.config.options.get(name, ()))
@@ -365,18 +369,20 @@ class ModuleIndex:
         use_blacklist: bool = False,
         extra_params: dict[str, str] | None = None,
     ) -> list[PlanEntry]:
-        """One ordered, de-duplicated plan for several names or aliases.
+        """One ordered plan for several names or aliases, each module once.
         Raises ModuleNotFound naming the first request nothing knows."""
-        entries: dict[str, PlanEntry] = {}
+        entries: list[PlanEntry] = []
+        seen: set[str] = set()
         for request in requests:
             modules = self.lookup(request, use_blacklist=use_blacklist)
             if not modules:
                 raise ModuleNotFound(f"module {request} not found in {self.moddir}")
             for module in modules:
                 for name in self.probe_order(module):
-                    if name not in entries:
-                        entries[name] = self.entry(name, loaded, (extra_params or {}).get(name, ""))
-        return list(entries.values())
+                    if name not in seen:
+                        seen.add(name)
+                        entries.append(self.entry(name, loaded, (extra_params or {}).get(name, "")))
+        return entries
 
     def entry(self, name: str, loaded: set[str] | frozenset[str], extra: str = "") -> PlanEntry:
         if name not in self.paths:
