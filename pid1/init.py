@@ -13,7 +13,7 @@ import signal
 import time
 import traceback
 
-from pid1 import emergency, syscalls
+from pid1 import emergency, rootfs, syscalls
 from pid1.config import Config, parse_cmdline
 from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
@@ -82,12 +82,19 @@ def build_supervisor(config: Config, log: Log, store: StateStore, reaper: Reaper
 
 def run(cmdline: str, root: str = "/") -> int:
     is_pid1 = os.getpid() == 1
+    root_notes: list[str] = []
+    if is_pid1 and root == "/":
+        # before anything else: a root runc can pivot_root from, and /proc for the command line
+        root_notes = rootfs.prepare()
+        cmdline = cmdline or rootfs.read_cmdline()
     mark_fds_close_on_exec()
     config, warnings = parse_cmdline(cmdline)
     store = StateStore(config.state_dir)
     log = Log(store=store)
     log.open()
     log.notice(f"starting as pid {os.getpid()}{'' if is_pid1 else ' (child subreaper, not PID 1)'}")
+    for note in root_notes:
+        log.info(note)
     for warning in warnings:
         log.warning(warning)
     if not is_pid1:

@@ -97,6 +97,13 @@ def sync() -> None:
     os.sync()
 
 
+def statfs_type(path: str) -> int:
+    """statfs(2)'s f_type (the filesystem's magic number) for path."""
+    buf = ctypes.create_string_buffer(120)  # struct statfs on x86-64; f_type is its first long
+    _check(_libc.statfs(path.encode(), buf), f"statfs {path}")
+    return struct.unpack_from("l", buf.raw)[0] & 0xFFFFFFFF
+
+
 def finit_module(fd: int, params: str = "", flags: int = 0) -> None:
     nr_finit_module = 313  # x86_64
     _libc.syscall.restype = ctypes.c_long

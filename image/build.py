@@ -1,0 +1,695 @@
+"""Builds dist/vmlinuz, dist/initrd.img and dist/only-docker.iso from Debian 12 packages.
+
+    image/build [--compress none|zstd|lz4] [--no-iso] [--dist DIR] [-v]
+
+Every byte of the guest comes from a Debian package fetched with `apt-get
+download` (cached in /var/cache/only-docker/debs) and unpacked with `dpkg-deb
+-x` (cached in /var/cache/only-docker/unpacked), never installed here; the
+Python dependencies come from PyPI wheels (`pip install --target`). Host tools
+(dpkg-deb, depmod, zstd, xorriso, isolinux) only transform them.
+
+The initrd is several cpio archives back to back (the kernel unpacks each in
+turn), one per part, each rebuilt only when what went into it changed:
+
+    base     the skeleton, the Docker engine, iptables, shared libraries,
+             CA certificates and the kernel modules (with depmod's indexes)
+    python   Debian's python3.11 with the standard library modules pid1 and
+             its dependencies import (image/python_runtime.py finds them),
+             and the dependencies themselves, byte-compiled
+    pid1     the pid1 package (byte-compiled, with sources), /init and the
+             bundled images
+
+A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import cpio  # noqa: E402
+import elf  # noqa: E402
+
+CACHE = Path(os.environ.get("ONLY_DOCKER_CACHE", "/var/cache/only-docker"))
+DEBS = CACHE / "debs"
+UNPACKED = CACHE / "unpacked"
+BUILD = REPO / "build"
+KERNEL_CMDLINE = "console=tty1 console=ttyS0"
+MULTIARCH = "usr/lib/x86_64-linux-gnu"
+
+# What the guest runs, by package. Libraries are found from the binaries'
+# DT_NEEDED entries in these packages; a library missing here is an error
+# that names it (add its package).
+ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables", "ca-certificates"]
+LIBRARY_PACKAGES = [
+    "libc6", "libsystemd0", "libdevmapper1.02.1", "libcap2", "libgcrypt20", "liblzma5", "libzstd1",
+    "liblz4-1", "libselinux1", "libudev1", "libgpg-error0", "libpcre2-8-0", "libseccomp2",
+    "libxtables12", "libip4tc2", "libip6tc2", "libnftnl11", "libmnl0", "libnetfilter-conntrack3",
+    "libnfnetlink0", "zlib1g", "libexpat1", "libffi8", "libbz2-1.0", "libssl3", "libuuid1", "libsqlite3-0",
+]  # fmt: skip
+PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib"]
+
+# Binaries that go into the guest, as paths inside the packages.
+ENGINE_BINARIES = [
+    "usr/sbin/dockerd",
+    "usr/sbin/docker-proxy",
+    "usr/bin/docker",
+    "usr/bin/containerd",
+    "usr/bin/containerd-shim-runc-v2",
+    "usr/sbin/runc",
+    "usr/sbin/xtables-legacy-multi",
+]
+# dockerd 20.10 execs `iptables` from PATH; the legacy variant needs no nf_tables.
+IPTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"]
+
+# Kernel modules shipped (with their modules.dep closure and soft
+# dependencies): what pid1 loads and what the kernel or dockerd ask for.
+MODULES = [
+    # buses, disks, network cards
+    "virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "virtio_console", "virtio_rng", "e1000", "e1000e",
+    "ata_piix", "ahci", "sd_mod", "sr_mod",
+    # sockets the engine and the DHCP client use (modules in Debian's kernel)
+    "unix", "af_packet",
+    # the docker disk's filesystem (ext2/3/4: qemu/mkdisk makes ext4); overlay for dockerd.
+    # xfs and btrfs (8 MB, 3% more initrd to unpack) are left out: the storage
+    # phase then reports their disks as failing to mount and runs from RAM.
+    "ext4", "crc32c_generic", "overlay",
+    # Docker networking: bridge, veth, netfilter and NAT (iptables-legacy)
+    "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
+    "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "xt_mark", "xt_comment", "ip_tables", "iptable_filter",
+    "iptable_nat", "iptable_mangle", "ip6_tables", "ip6table_filter", "ip6table_nat", "ipt_REJECT", "nf_reject_ipv4",
+    # the ACPI power button and its input events
+    "button", "evdev",
+]  # fmt: skip
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"image/build: {message}", flush=True)
+
+
+def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, check=True, **kwargs)
+    except FileNotFoundError:
+        raise BuildError(f"{argv[0]} not found") from None
+    except subprocess.CalledProcessError as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise BuildError(f"{' '.join(argv[:4])}... failed (exit {exc.returncode}) {err.strip()[-2000:]}") from None
+
+
+# --- host tools -------------------------------------------------------------------------------
+HOST_TOOLS = {
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
+    "depmod": "kmod",
+    "zstd": "zstd",
+    "xorriso": "xorriso",
+    "strip": "binutils",
+}
+ISOLINUX_FILES = {
+    "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
+    "/usr/lib/ISOLINUX/isohdpfx.bin": "isolinux",
+    "/usr/lib/syslinux/modules/bios/ldlinux.c32": "syslinux-common",
+}
+
+
+def check_tools(want_iso: bool, compress: str) -> None:
+    missing = []
+    for tool, package in HOST_TOOLS.items():
+        if tool == "xorriso" and not want_iso:
+            continue
+        if tool == "zstd" and compress != "zstd":
+            continue
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} (apt-get install {package})")
+    if compress == "lz4" and shutil.which("lz4") is None:
+        missing.append("lz4 (apt-get install lz4)")
+    if want_iso:
+        missing += [
+            f"{path} (apt-get install {pkg})" for path, pkg in ISOLINUX_FILES.items() if not os.path.exists(path)
+        ]
+    if missing:
+        raise BuildError("missing host tools: " + "; ".join(missing))
+
+
+# --- Debian packages ----------------------------------------------------------------------------
+def cached_deb(package: str) -> Path | None:
+    found = sorted(DEBS.glob(f"{package}_*_amd64.deb")) + sorted(DEBS.glob(f"{package}_*_all.deb"))
+    return found[-1] if found else None
+
+
+def fetch_debs(packages: list[str]) -> dict[str, Path]:
+    """The .deb of each package, downloading those not cached yet."""
+    DEBS.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in packages if cached_deb(p) is None]
+    if missing:
+        log(f"apt-get download {' '.join(missing)}")
+        try:
+            run(["apt-get", "download", *missing], cwd=DEBS, capture_output=True)
+        except BuildError:
+            log("apt-get download failed; running apt-get update and trying again")
+            run(["apt-get", "update", "-q"], capture_output=True)
+            run(["apt-get", "download", *missing], cwd=DEBS, capture_output=True)
+    debs = {}
+    for package in packages:
+        deb = cached_deb(package)
+        if deb is None:
+            raise BuildError(f"apt-get download {package} gave no .deb in {DEBS}")
+        debs[package] = deb
+    return debs
+
+
+def unpack(deb: Path) -> Path:
+    """dpkg-deb -x into the cache, once per .deb file."""
+    target = UNPACKED / deb.stem
+    if not (target / ".unpacked").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        run(["dpkg-deb", "-x", str(deb), str(target)])
+        (target / ".unpacked").touch()
+    return target
+
+
+def kernel_tree() -> tuple[Path, str]:
+    """tests/kernel-tree.sh's unpacked linux-image (depmod run): (root, version)."""
+    out = run(
+        ["bash", "-c", f". {REPO}/tests/kernel-tree.sh && ensure_kernel_tree"], capture_output=True, text=True
+    ).stdout.strip()
+    root = Path(out.splitlines()[-1])
+    versions = sorted(p.name for p in (root / "lib/modules").iterdir())
+    if not versions:
+        raise BuildError(f"no kernel version under {root}/lib/modules")
+    return root, versions[-1]
+
+
+# --- fingerprints (incremental builds) --------------------------------------------------------------
+def fingerprint(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path) and part.is_file():
+            digest.update(part.read_bytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
+
+
+def tree_fingerprint(root: Path, suffixes: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in suffixes and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+@dataclass
+class Part:
+    """One cpio archive of the initrd, rebuilt when its key changes."""
+
+    name: str
+    key: str
+    stage: Path = field(init=False)
+    archive: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stage = BUILD / "stage" / self.name
+        self.archive = BUILD / f"{self.name}.cpio"
+
+    @property
+    def key_file(self) -> Path:
+        return BUILD / f"{self.name}.key"
+
+    def fresh(self) -> bool:
+        return self.archive.exists() and self.key_file.exists() and self.key_file.read_text() == self.key
+
+    def begin(self) -> Path:
+        shutil.rmtree(self.stage, ignore_errors=True)
+        self.stage.mkdir(parents=True)
+        return self.stage
+
+    def finish(self) -> None:
+        count = cpio.write_tree(self.stage, self.archive)
+        self.key_file.write_text(self.key)
+        log(f"part {self.name}: {count} entries, {human(self.archive.stat().st_size)} uncompressed")
+
+
+def human(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+# --- the base part -------------------------------------------------------------------------------
+def copy_file(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    shutil.copy2(src, dst, follow_symlinks=True)
+
+
+def find_in_trees(trees: list[Path], relative: str) -> Path | None:
+    for tree in trees:
+        for prefix in ("", "usr/"):  # Debian 12 is merged-/usr at install, not in every package
+            candidate = tree / prefix / relative
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def library_dirs() -> list[str]:
+    return [MULTIARCH, "lib/x86_64-linux-gnu", "usr/lib", "lib"]
+
+
+def copy_library_closure(stage: Path, trees: list[Path], elves: list[Path]) -> list[str]:
+    """Copy every shared library the ELF files need (from the unpacked
+    packages) into the stage's /usr/lib/x86_64-linux-gnu; returns the sonames."""
+    wanted: list[str] = []
+    queue = list(elves)
+    seen: set[str] = set()
+    while queue:
+        path = queue.pop()
+        for soname in elf.needed(path):
+            if soname in seen:
+                continue
+            seen.add(soname)
+            if (stage / MULTIARCH / soname).exists():
+                continue
+            source = None
+            for directory in library_dirs():
+                source = find_in_trees(trees, f"{directory}/{soname}")
+                if source:
+                    break
+            if source is None:
+                raise BuildError(f"{path.name} needs {soname}, which no package in the build provides (add it)")
+            copy_file(source, stage / MULTIARCH / soname)
+            queue.append(stage / MULTIARCH / soname)
+            wanted.append(soname)
+    return sorted(wanted)
+
+
+def skeleton(stage: Path) -> None:
+    for directory in ("proc", "sys", "dev", "run", "tmp", "root", "etc", "var/lib/docker", "var/log", "mnt"):
+        (stage / directory).mkdir(parents=True, exist_ok=True)
+    os.chmod(stage / "tmp", 0o1777)
+    os.chmod(stage / "root", 0o700)
+    # merged /usr, as Debian 12: /bin, /sbin, /lib, /lib64 point into /usr
+    for name in ("bin", "sbin", "lib"):
+        (stage / "usr" / name).mkdir(parents=True, exist_ok=True)
+        os.symlink(f"usr/{name}", stage / name)
+    (stage / "usr/lib64").mkdir(parents=True, exist_ok=True)
+    os.symlink("usr/lib64", stage / "lib64")
+    os.symlink("../run", stage / "var/run")
+    etc = stage / "etc"
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (etc / "group").write_text("root:x:0:\ntty:x:5:\ndocker:x:999:\nnogroup:x:65534:\n")
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
+    (etc / "resolv.conf").write_text("")  # the dhcp container's udhcpc script fills it in
+    (etc / "os-release").write_text('NAME="only-docker"\nID=only-docker\nPRETTY_NAME="only-docker (pid1)"\n')
+
+
+def ca_bundle(stage: Path, tree: Path) -> int:
+    """What update-ca-certificates makes at install: one PEM bundle."""
+    certs = sorted((tree / "usr/share/ca-certificates").rglob("*.crt"))
+    bundle = stage / "etc/ssl/certs/ca-certificates.crt"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write_bytes(b"".join(c.read_bytes().rstrip(b"\n") + b"\n" for c in certs))
+    return len(certs)
+
+
+def module_closure(modules_dir: Path, names: list[str]) -> list[str]:
+    """Paths (relative to modules_dir) of the named modules and every module
+    they depend on, through modules.dep and the `pre:` soft dependencies."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in (modules_dir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+        by_name[Path(path).name.split(".ko")[0].replace("-", "_")] = path
+    aliases: dict[str, list[str]] = {}
+    for line in (modules_dir / "modules.alias").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias":
+            aliases.setdefault(parts[1], []).append(parts[2])
+    softdeps: dict[str, list[str]] = {}
+    for line in (modules_dir / "modules.softdep").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[0] == "softdep" and parts[2] == "pre:":
+            softdeps.setdefault(parts[1].replace("-", "_"), []).extend(parts[3:])
+    builtin = {
+        Path(line).name.split(".ko")[0].replace("-", "_")
+        for line in (modules_dir / "modules.builtin").read_text().splitlines()
+    }
+    chosen: set[str] = set()
+    queue = list(names)
+    while queue:
+        raw = queue.pop()
+        name = raw.replace("-", "_")
+        if name in builtin:
+            continue
+        if name not in by_name:
+            resolved = aliases.get(raw) or aliases.get(name)
+            if not resolved:
+                raise BuildError(f"kernel module {name!r} is neither a module nor an alias in {modules_dir}")
+            queue.extend(resolved)
+            continue
+        path = by_name[name]
+        if path in chosen:
+            continue
+        chosen.add(path)
+        queue.extend(Path(dep).name.split(".ko")[0].replace("-", "_") for dep in deps[path])
+        queue.extend(softdeps.get(name, []))
+    return sorted(chosen)
+
+
+def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroot: Path, kver: str) -> None:
+    stage = part.begin()
+    skeleton(stage)
+    trees = engine_trees + lib_trees
+    elves = []
+    for binary in ENGINE_BINARIES:
+        source = find_in_trees(engine_trees, binary)
+        if source is None:
+            raise BuildError(f"{binary} is in none of {', '.join(t.name for t in engine_trees)}")
+        copy_file(source, stage / binary)
+        elves.append(stage / binary)
+    for name in IPTABLES_LINKS:
+        os.symlink("xtables-legacy-multi", stage / "usr/sbin" / name)
+    # xtables extensions are dlopen()ed at run time: ldd cannot see them
+    xt_src = find_in_trees(trees, f"{MULTIARCH}/xtables")
+    if xt_src is None:
+        raise BuildError("no xtables extensions directory in the iptables packages")
+    shutil.copytree(xt_src, stage / MULTIARCH / "xtables", symlinks=True)
+    elves += sorted((stage / MULTIARCH / "xtables").glob("*.so"))
+    # the dynamic loader, where every binary's PT_INTERP says
+    loader = find_in_trees(lib_trees, "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    if loader is None:
+        raise BuildError("libc6 has no ld-linux-x86-64.so.2")
+    copy_file(loader, stage / MULTIARCH / "ld-linux-x86-64.so.2")
+    os.symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", stage / "usr/lib64/ld-linux-x86-64.so.2")
+    copy_library_closure(stage, lib_trees + engine_trees, elves)
+    ca_tree = next(t for t in engine_trees if t.name.startswith("ca-certificates_"))
+    ca_bundle(stage, ca_tree)
+    # kernel modules: the subset, with indexes regenerated for it
+    src = kroot / "lib/modules" / kver
+    dst = stage / "usr/lib/modules" / kver
+    for relative in module_closure(src, MODULES):
+        copy_file(src / relative, dst / relative)
+    for index in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        copy_file(src / index, dst / index)
+    run(["depmod", "-b", str(stage / "usr"), kver])
+    # depmod -b ROOT looks in ROOT/lib/modules; /lib is a link to /usr/lib in the guest
+    part.finish()
+
+
+# --- the python part ---------------------------------------------------------------------------
+def build_python(part: Part, python_trees: list[Path], lib_trees: list[Path], base_stage: Path) -> dict:
+    import python_runtime
+
+    stage = part.begin()
+    report = python_runtime.build(
+        stage=stage,
+        python_trees=python_trees,
+        requirements=python_runtime.requirements(REPO / "pyproject.toml"),
+        pid1_source=REPO / "pid1",
+        wheel_cache=CACHE / "wheels",
+    )
+    # libraries the interpreter and the extension modules need that base lacks
+    elves = [stage / "usr/bin/python3.11", *sorted(stage.rglob("*.so"))]
+    for soname in list_needed_missing(elves, stage, base_stage):
+        source = None
+        for directory in library_dirs():
+            source = find_in_trees(lib_trees + python_trees, f"{directory}/{soname}")
+            if source:
+                break
+        if source is None:
+            raise BuildError(f"python needs {soname}, which no package in the build provides (add it)")
+        copy_file(source, stage / MULTIARCH / soname)
+    part.finish()
+    (BUILD / "python-modules.txt").write_text("\n".join(report["modules"]) + "\n")
+    return report
+
+
+def list_needed_missing(elves: list[Path], stage: Path, base_stage: Path) -> list[str]:
+    missing: list[str] = []
+    seen: set[str] = set()
+    queue = list(elves)
+    while queue:
+        path = queue.pop()
+        for soname in elf.needed(path):
+            if soname in seen:
+                continue
+            seen.add(soname)
+            if (base_stage / MULTIARCH / soname).exists():
+                continue
+            # an extension's own vendored library (RPATH $ORIGIN)
+            if any(True for _ in stage.rglob(soname)):
+                continue
+            missing.append(soname)
+    return missing
+
+
+# --- the pid1 part -------------------------------------------------------------------------------
+INIT_SCRIPT = """#!/usr/bin/python3.11 -IS
+# only-docker's /init: python3 -m pid1, nothing in between. -I -S: no
+# environment variables, no site scan at start-up; pid1 and its
+# dependencies live in Debian's dist-packages directory.
+import os, sys
+# the kernel gives init no PATH; pid1 and every daemon it starts inherit this
+os.environ["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+sys.path.append("/usr/lib/python3/dist-packages")
+import runpy
+runpy.run_module("pid1", run_name="__main__", alter_sys=True)
+"""
+
+
+def build_pid1(part: Part, python_stage: Path) -> None:
+    import bundled_images
+    import python_runtime
+
+    stage = part.begin()
+    site = stage / python_runtime.SITE
+    site.mkdir(parents=True)
+    shutil.copytree(REPO / "pid1", site / "pid1", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    python_runtime.compile_tree(python_stage, site / "pid1", keep_sources=True)
+    init = stage / "init"
+    init.write_text(INIT_SCRIPT)
+    os.chmod(init, 0o755)
+    images = stage / "usr/share/pid1/images"
+    images.mkdir(parents=True)
+    built = bundled_images.build(BUILD / "images", busybox=busybox_path())
+    for path in built.values():
+        shutil.copy2(path, images / path.name)
+    part.finish()
+
+
+def busybox_path() -> str:
+    """Debian's busybox-static binary, from its package (never the host's)."""
+    tree = unpack(fetch_debs(["busybox-static"])["busybox-static"])
+    path = find_in_trees([tree], "bin/busybox")
+    if path is None:
+        raise BuildError("busybox-static has no bin/busybox")
+    return str(path)
+
+
+# --- packing -------------------------------------------------------------------------------------
+COMPRESSORS = {
+    "none": None,
+    "zstd": ["zstd", "-q", "-f", "-T0", "-10", "--stdout"],
+    "lz4": ["lz4", "-q", "-f", "-l", "-9", "-c"],  # -l: the legacy frame the kernel reads
+}
+
+
+def compressed(part: Part, method: str) -> Path:
+    if method == "none":
+        return part.archive
+    out = part.archive.with_suffix(f".cpio.{method}")
+    stamp = out.with_suffix(out.suffix + ".key")
+    if out.exists() and stamp.exists() and stamp.read_text() == part.key:
+        return out
+    with open(out, "wb") as f:
+        run([*COMPRESSORS[method], str(part.archive)], stdout=f)
+    stamp.write_text(part.key)
+    return out
+
+
+def concatenate(sources: list[Path], target: Path) -> bool:
+    """target = sources back to back; rewritten only when it would change."""
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for source in sources:
+            with open(source, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    if target.exists() and files_equal(tmp, target):
+        tmp.unlink()
+        return False
+    os.replace(tmp, target)
+    return True
+
+
+def files_equal(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+ISOLINUX_CFG = """DEFAULT only-docker
+PROMPT 0
+TIMEOUT 0
+SERIAL 0 115200
+LABEL only-docker
+  KERNEL /boot/vmlinuz
+  INITRD /boot/initrd.img
+  APPEND {cmdline}
+"""
+
+
+def build_iso(dist: Path, key: str) -> bool:
+    iso = dist / "only-docker.iso"
+    stamp = BUILD / "iso.key"
+    if iso.exists() and stamp.exists() and stamp.read_text() == key:
+        return False
+    tree = BUILD / "iso"
+    shutil.rmtree(tree, ignore_errors=True)
+    (tree / "isolinux").mkdir(parents=True)
+    (tree / "boot").mkdir()
+    for src, dst in (
+        ("/usr/lib/ISOLINUX/isolinux.bin", "isolinux/isolinux.bin"),
+        ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "isolinux/ldlinux.c32"),
+    ):
+        shutil.copy(src, tree / dst)
+    (tree / "isolinux/isolinux.cfg").write_text(ISOLINUX_CFG.format(cmdline=KERNEL_CMDLINE))
+    # hard links, not copies: the tree lives only until xorriso has read it
+    os.link(dist / "vmlinuz", tree / "boot/vmlinuz")
+    os.link(dist / "initrd.img", tree / "boot/initrd.img")
+    run(
+        [
+            "xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso) + ".tmp", "-V", "ONLY_DOCKER",
+            "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin",
+            "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
+            "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", str(tree),
+        ],
+        capture_output=True,
+    )  # fmt: skip
+    os.replace(str(iso) + ".tmp", iso)
+    shutil.rmtree(tree)
+    stamp.write_text(key)
+    return True
+
+
+# --- main ----------------------------------------------------------------------------------------
+def build(dist: Path, compress: str, want_iso: bool) -> dict:
+    import python_runtime
+
+    began = time.monotonic()
+    check_tools(want_iso, compress)
+    BUILD.mkdir(exist_ok=True)
+    dist.mkdir(parents=True, exist_ok=True)
+    debs = fetch_debs(ENGINE_PACKAGES + LIBRARY_PACKAGES + PYTHON_PACKAGES)
+    trees = {name: unpack(deb) for name, deb in debs.items()}
+    kroot, kver = kernel_tree()
+    engine_trees = [trees[p] for p in ENGINE_PACKAGES]
+    lib_trees = [trees[p] for p in LIBRARY_PACKAGES]
+    python_trees = [trees[p] for p in PYTHON_PACKAGES]
+    me = [Path(__file__), HERE / "cpio.py", HERE / "elf.py"]
+
+    base = Part("base", fingerprint(*me, sorted(d.name for d in debs.values()), kver, MODULES))
+    if not base.fresh():
+        build_base(base, engine_trees, lib_trees, kroot, kver)
+    pyproject = REPO / "pyproject.toml"
+    python = Part(
+        "python",
+        fingerprint(
+            *me, HERE / "python_runtime.py", HERE / "python-keep.txt", python_runtime.requirements(pyproject),
+            sorted(d.name for d in debs.values()), tree_fingerprint(REPO / "pid1", (".py",)),
+        ),
+    )  # fmt: skip
+    if not python.fresh():
+        build_python(python, python_trees, lib_trees, base.stage)
+    pid1 = Part(
+        "pid1",
+        fingerprint(
+            *me, HERE / "python_runtime.py", HERE / "bundled_images.py", HERE / "udhcpc.script",
+            tree_fingerprint(REPO / "pid1", (".py",)), INIT_SCRIPT,
+        ),
+    )  # fmt: skip
+    if not pid1.fresh():
+        if not python.stage.exists():
+            build_python(python, python_trees, lib_trees, base.stage)
+        build_pid1(pid1, python.stage)
+
+    made = []
+    vmlinuz = dist / "vmlinuz"
+    source_kernel = kroot / "boot" / f"vmlinuz-{kver}"
+    if not vmlinuz.exists() or not files_equal(source_kernel, vmlinuz):
+        shutil.copyfile(source_kernel, vmlinuz)
+        made.append("vmlinuz")
+    parts = [compressed(p, compress) for p in (base, python, pid1)]
+    if concatenate(parts, dist / "initrd.img"):
+        made.append("initrd.img")
+    if want_iso and build_iso(dist, fingerprint(dist / "vmlinuz", [p.name for p in parts], base.key, python.key,
+                                                pid1.key, compress, ISOLINUX_CFG, KERNEL_CMDLINE)):  # fmt: skip
+        made.append("only-docker.iso")
+    sizes = {
+        "kernel": kver,
+        "compress": compress,
+        "parts": {p.name: {"cpio": p.archive.stat().st_size, "packed": q.stat().st_size} for p, q in
+                  zip((base, python, pid1), parts, strict=True)},
+        "files": {f.name: f.stat().st_size for f in sorted(dist.iterdir()) if f.is_file() and f.suffix != ".json"},
+        "seconds": round(time.monotonic() - began, 1),
+        "made": made,
+    }  # fmt: skip
+    (dist / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
+    return sizes
+
+
+def print_summary(sizes: dict, dist: Path) -> None:
+    for name, entry in sizes["parts"].items():
+        print(f"  initrd part {name:7} {human(entry['cpio']):>9} cpio  {human(entry['packed']):>9} {sizes['compress']}")
+    for name, size in sizes["files"].items():
+        mark = "made" if name in sizes["made"] else "unchanged"
+        print(f"  {dist}/{name:18} {human(size):>9}  {mark}")
+    print(f"  kernel {sizes['kernel']}, command line '{KERNEL_CMDLINE}', {sizes['seconds']} s")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="image/build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dist", type=Path, default=REPO / "dist")
+    parser.add_argument("--compress", choices=sorted(COMPRESSORS), default=os.environ.get("IMAGE_COMPRESS", "none"))
+    parser.add_argument("--no-iso", action="store_true", help="only vmlinuz and initrd.img")
+    opts = parser.parse_args(argv)
+    umask = os.umask(0o022)
+    try:
+        sizes = build(opts.dist.resolve(), opts.compress, not opts.no_iso)
+    except RuntimeError as exc:  # BuildError, python_runtime.RuntimeError_
+        print(f"image/build: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        os.umask(umask)
+    print_summary(sizes, opts.dist)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
