@@ -246,7 +246,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
                 extra_cmdline,
             ]
         )
-        return pid1_ns(
+        run = pid1_ns(
             cmdline,
             root=str(root),
             env={"PYTHONPATH": f"{REPO}:{HERE}"},
@@ -254,6 +254,8 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
             # also mount a fresh /sys, hiding the cgroup mounts dockerd needs.
             prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],
         )
+        run.docker_socket = workdir / "d.sock"  # type: ignore[attr-defined]
+        return run
 
     yield start
     # pid1_ns's teardown SIGKILLs each namespace's PID 1 (and so dockerd) after this.
@@ -261,8 +263,9 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def network_state(run: Pid1) -> dict:
-    return (run.state() or {}).get("network") or {}
+def pid1_rss_mib(run: Pid1) -> float:
+    status = Path(f"/proc/{run.pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
 @pytest.mark.docker
@@ -304,6 +307,13 @@ def test_dhcp_lease_applied_phase_done_on_the_event_and_renewed(netpair: NetPair
     assert after["network"]["lease_obtained"] > net["lease_obtained"], f"{after['network']}\n{seen}"
     run.wait_log("network: lease renewed (1)")
     print(f"renewed: {netpair.acks()} ACKs from udhcpd\n{renewed}")
+    print(f"PID 1 RSS with the network up: {pid1_rss_mib(run):.1f} MiB (pyroute2 ran in a child)")
+    # A killed DHCP client is restarted by the system-container supervisor; the
+    # new one deconfigures and gets the lease again, and the state follows.
+    sh("docker", "-H", f"unix://{run.docker_socket}", "kill", "dhcp")
+    run.wait_log("network: lease on eth0 lost", timeout=30)
+    run.wait_state("up again", lambda s: s["network"]["status"] == "up" and run.log().count("network up ") >= 2, 30)
+    assert [a["local"] for a in netpair.client_addresses()] == [net["address"]], netpair.describe()
 
 
 @pytest.mark.docker
