@@ -514,7 +514,8 @@ def load_entry(entry: PlanEntry, failed: set[str], loader: Loader = load_module)
     except OSError as exc:
         failed.add(entry.name)
         code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return LoadResult(entry.name, "failed", f"{code} {exc.strerror or exc}")
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return LoadResult(entry.name, "failed", f"{code} ({why})")
 
 
 # --- the command line ---------------------------------------------------------

@@ -81,14 +81,18 @@ class Tally:
         return {name for name, r in self.results.items() if r.outcome in GOOD}
 
     def summary(self) -> str:
-        counts = Counter(
-            {"loaded": "loaded", "already": "already", "builtin": "already"}.get(r.outcome, "failed")
-            for r in self.results.values()
+        """E.g. "loaded 23, already 4, failed 1 (xt_nat: ENOENT), skipped 2; 9 of 31 modaliases matched"."""
+        by_outcome = Counter(r.outcome for r in self.results.values())
+        failed = [r for r in self.results.values() if r.outcome in ("failed", "missing")]
+        text = (
+            f"loaded {by_outcome['loaded']}, already {by_outcome['already'] + by_outcome['builtin']}, "
+            f"failed {len(failed)}"
         )
-        text = f"loaded {counts['loaded']}, already {counts['already']}, failed {counts['failed']}"
-        bad = [f"{r.name}: {r.error.split(' ', 1)[0]}" for r in self.results.values() if r.outcome not in GOOD]
-        if bad:
-            text += f" ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})"
+        if failed:
+            named = ", ".join(f"{r.name}: {r.error.split(' ', 1)[0]}" for r in failed[:4])
+            text += f" ({named}{', ...' if len(failed) > 4 else ''})"
+        if by_outcome["skipped"]:
+            text += f", skipped {by_outcome['skipped']} (a dependency failed)"
         return text + f"; {self.matched} of {self.devices} modaliases matched"
 
 
@@ -197,8 +201,11 @@ def report(ctx: PhaseContext, results: list[kmod.LoadResult]) -> None:
     if loaded:
         ctx.log.info(f"modules: loaded {' '.join(loaded)}")
     for result in results:
-        if result.outcome not in GOOD:
+        if result.outcome in ("failed", "missing"):
             ctx.log.warning(f"modules: {result.name} not loaded: {result.error}")
+    skipped = [r.name for r in results if r.outcome == "skipped"]
+    if skipped:
+        ctx.log.warning(f"modules: not tried (a dependency failed): {' '.join(skipped)}")
 
 
 async def setup_modprobe(ctx: PhaseContext) -> str:
