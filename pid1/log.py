@@ -37,6 +37,18 @@ class Log:
         except OSError:
             self._kmsg = -1
             self._to_stderr = True
+            return
+        # at boot /dev/kmsg appears with devtmpfs: from then on the console gets each line once
+        self._to_stderr = not _stderr_is_console()
+
+    def milestone(self, name: str, detail: str = "") -> float:
+        """A boot milestone: recorded in state.milestones[name] (uptime, first
+        time only) and logged as one `NAME DETAIL (uptime T s)` line."""
+        now = round(uptime(), 3)
+        if self.store is not None:
+            self.store.state.milestones.setdefault(name, now)
+        self.notice(f"{name}{' ' + detail if detail else ''} (uptime {now:.2f} s)")
+        return now
 
     def write(self, level: str, message: str) -> None:
         now = uptime()
