@@ -30,10 +30,13 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fnmatch import translate
+from functools import partial
 
 # Module suffixes depmod knows; Debian 12 (6.1) ships plain .ko, newer kernels .ko.xz/.ko.zst.
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 WILDCARD_CHARS = frozenset("*?[")
+_FIRST_WILDCARD = re.compile(r"[*?\[]")
+_ALIAS_LINE = re.compile(r"^alias[ \t]+(\S+)[ \t]+(\S+)[ \t]*$", re.MULTILINE)
 # Where modprobe.d files live, most important first (a file name in an earlier
 # directory hides the same name in a later one, as in kmod).
 CONFIG_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d", "lib/modprobe.d", "usr/lib/modprobe.d")
@@ -76,6 +79,22 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
+def _star_match(parts: tuple[str, ...], name: str) -> bool:
+    """fnmatch for a pattern whose only wildcard is `*`, split on it: the first
+    part starts the name, the last ends it, the others follow in order
+    between (placing each as far left as it goes never loses a match)."""
+    first, last = parts[0], parts[-1]
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    pos, end = len(first), len(name) - len(last)
+    for middle in parts[1:-1]:
+        found = name.find(middle, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(middle)
+    return True
+
+
 @dataclass
 class AliasTable:
     """Glob patterns -> module names. Exact aliases go in a dict; a wildcard
@@ -83,34 +102,45 @@ class AliasTable:
     `*?[`), so that a lookup only tries the patterns whose prefix the name
     starts with, one dict probe per distinct prefix length. Patterns are
     compiled the first time they are tried (compiling all ~23k would cost
-    about a second)."""
+    about a second); one with only `*` (nearly all) needs no regex at all."""
 
     exact: dict[str, list[str]] = field(default_factory=dict)
     by_prefix: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # prefix -> [(pattern, module)]
     prefix_lengths: list[int] = field(default_factory=list)
-    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False)
+    _matchers: dict[str, Callable[[str], object]] = field(default_factory=dict, repr=False)
 
     def add(self, pattern: str, module: str) -> None:
-        pattern = normalize(pattern)
-        cut = next((i for i, ch in enumerate(pattern) if ch in WILDCARD_CHARS), -1)
-        if cut < 0:
-            self.exact.setdefault(pattern, []).append(module)
-            return
-        prefix = pattern[:cut]
-        if prefix not in self.by_prefix:
-            self.by_prefix[prefix] = []
-            if cut not in self.prefix_lengths:
-                self.prefix_lengths.append(cut)
-                self.prefix_lengths.sort()
-        self.by_prefix[prefix].append((pattern, module))
+        self.add_many([(pattern, module)])
+
+    def add_many(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Add (pattern, module) pairs; the module names must be normalised.
+        (The boot parses ~26k aliases: this loop is kept tight.)"""
+        exact, by_prefix, search = self.exact, self.by_prefix, _FIRST_WILDCARD.search
+        lengths = set(self.prefix_lengths)
+        for raw, module in pairs:
+            pattern = normalize(raw)
+            wildcard = search(pattern)
+            if wildcard is None:
+                exact.setdefault(pattern, []).append(module)
+                continue
+            cut = wildcard.start()
+            group = by_prefix.get(pattern[:cut])
+            if group is None:
+                group = by_prefix[pattern[:cut]] = []
+                lengths.add(cut)
+            group.append((pattern, module))
+        self.prefix_lengths = sorted(lengths)
 
     def _matches(self, pattern: str, name: str) -> bool:
-        compiled = self._compiled.get(pattern)
-        if compiled is None:
-            # C fnmatch also takes `[^...]` for a negated class; Python's translate wants `[!...]`.
-            compiled = re.compile(translate(pattern.replace("[^", "[!")), re.DOTALL)
-            self._compiled[pattern] = compiled
-        return compiled.match(name) is not None
+        matcher = self._matchers.get(pattern)
+        if matcher is None:
+            if "?" in pattern or "[" in pattern:
+                # C fnmatch also takes `[^...]` for a negated class; Python's translate wants `[!...]`.
+                matcher = re.compile(translate(pattern.replace("[^", "[!")), re.DOTALL).match
+            else:
+                matcher = partial(_star_match, tuple(pattern.split("*")))
+            self._matchers[pattern] = matcher
+        return bool(matcher(name))
 
     def lookup(self, name: str) -> list[tuple[str, str]]:
         """Every (pattern, module) whose pattern matches the normalised name."""
@@ -266,10 +296,12 @@ class ModuleIndex:
     def aliases(self) -> AliasTable:
         if self._aliases is None:
             table = AliasTable()
-            for line in _read_lines(os.path.join(self.moddir, "modules.alias")):
-                words = line.split()
-                if len(words) == 3 and words[0] == "alias":
-                    table.add(words[1], normalize(words[2]))
+            try:
+                with open(os.path.join(self.moddir, "modules.alias"), encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = ""
+            table.add_many((pattern, normalize(module)) for pattern, module in _ALIAS_LINE.findall(text))
             self._aliases = table
         return self._aliases
 
