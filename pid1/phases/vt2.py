@@ -13,6 +13,7 @@ nothing runs on a timer while the state is unchanged.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import termios
 import time
@@ -76,6 +77,15 @@ def snapshot(state: State) -> dict[str, Any]:
     return data
 
 
+def fingerprint(data: dict[str, Any]) -> str:
+    """What a frame shows, minus the clock: equal fingerprints, equal frames
+    (but for the uptime in the header, which is not worth a wake-up)."""
+    log = data.get("log") or []
+    last = log[-1] if log else None
+    rest = {key: value for key, value in data.items() if key not in ("updated", "log")}
+    return json.dumps(rest, default=str) + f"|{len(log)}|{last}"
+
+
 @dataclass
 class LiveView:
     """Redraws the terminal and rewrites the status file after state changes."""
@@ -88,6 +98,8 @@ class LiveView:
     frames: int = 0  # frames written to the terminal
     dropped: int = 0  # frames the terminal could not take (full buffer)
     status_writes: int = 0
+    unchanged: int = 0  # state writes that changed nothing shown
+    _drawn: str = ""
     _pending: bool = False
     _last: float = field(default=-1e9)
     _failed: set[str] = field(default_factory=set)
@@ -112,9 +124,14 @@ class LiveView:
 
     def redraw(self, state: State) -> None:
         self._pending = False
-        self._last = time.monotonic()
         try:
             data = snapshot(state)
+            mark = fingerprint(data)
+            if mark == self._drawn:
+                self.unchanged += 1  # written again with nothing new (a no-op changed()): no frame
+                return
+            self._drawn = mark
+            self._last = time.monotonic()
             now = uptime()
             self.write_status(data, now)
             if self.tty_fd >= 0:

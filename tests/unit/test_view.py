@@ -237,3 +237,27 @@ def test_lease_time_left_from_wall_clock_or_uptime_stamps() -> None:
     assert "lease 6m40s left of 10m00s" in view.network_line({"network": by_uptime}, 300.0, WALL_RUNNING)
     waiting = {"mode": "dhcp", "link": "eth0", "status": "waiting for a lease"}
     assert view.network_line({"network": waiting}, 1.0, WALL_RUNNING) == "net:     dhcp eth0 waiting for a lease"
+
+
+def test_a_state_write_that_changes_nothing_draws_nothing(tmp_path: Path) -> None:
+    """Some phases call changed() without changing anything shown (a timer
+    that finds nothing to do): the view must not redraw for those."""
+    from pid1.log import Log
+    from pid1.phases.vt2 import LiveView
+    from pid1.state import LogLine, State
+
+    state = State(pid=1)
+    live = LiveView(log=Log(store=None), status_path=str(tmp_path / "status"))
+    live.redraw(state)
+    state.updated += 5  # what every write changes
+    live.redraw(state)
+    assert (live.status_writes, live.unchanged) == (1, 1)
+    state.log.append(LogLine(time=1.0, level="info", message="something happened"))
+    live.redraw(state)
+    state.containers.clear()
+    state.dockerd["dockerd"] = {"pid": 5}
+    live.redraw(state)
+    state.dockerd["dockerd"]["pid"] = 6  # nested change, same dict object
+    live.redraw(state)
+    assert (live.status_writes, live.unchanged) == (4, 1)
+    assert "something happened" in (tmp_path / "status").read_text()
