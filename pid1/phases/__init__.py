@@ -34,6 +34,7 @@ BUILTIN_MODULES = (
     "pid1.phases.vt2",
     "pid1.phases.control",
     "pid1.phases.console_tty",
+    "pid1.phases.powerbutton",
 )
 
 
