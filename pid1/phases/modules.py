@@ -16,10 +16,11 @@ machine, a kernel with everything built in) the phase says so and does
 nothing.
 
 It also installs pid1's modprobe (`python -m pid1 modprobe`, the same
-resolver) at /run/pid1/bin/modprobe and points /proc/sys/kernel/modprobe at
-it, so the kernel's request_module works; only in the initial PID namespace,
-because that sysctl is global (a pid1 in a test namespace must not change
-the host's).
+resolver) at /run/pid1/bin/modprobe, and in the initial PID namespace (the
+real boot) points /proc/sys/kernel/modprobe at it, so the kernel's
+request_module works, and links it as /usr/local/sbin/modprobe when PATH has
+no modprobe, for dockerd. A pid1 in a child PID namespace (tests) leaves both
+alone: that sysctl is one value for the whole machine.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ DOCKER_MODULES = (
 INPUT_MODULES = ("button", "evdev")
 COLDPLUG_ROUNDS = 3
 HELPER = "run/pid1/bin/modprobe"
+# image/build.py's /init sets this PATH for pid1 and every daemon it starts.
+PATH_DIRS = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KERNEL_MODPROBE = "proc/sys/kernel/modprobe"
 # /proc/self/ns/pid of the initial PID namespace (PROC_PID_INIT_INO, a kernel constant).
 INITIAL_PID_NS_INODE = 0xEFFFFFFC
@@ -141,10 +144,12 @@ def load_requests(
 
 def helper_script(python: str = sys.executable) -> str:
     """An executable modprobe for the kernel and dockerd: this Python running
-    `pid1 modprobe` from the directory pid1 itself was imported from."""
+    `pid1 modprobe` from the directory pid1 itself was imported from. -I -S
+    as in the image's /init: no environment, no `site` (the guest's trimmed
+    standard library may not have it)."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(kmod.__file__)))
     return (
-        f"#!{python}\n"
+        f"#!{python} -IS\n"
         "# written by pid1's modules phase: the kernel's and dockerd's modprobe (pid1.kmod)\n"
         "import sys\n"
         f"sys.path.insert(0, {package_parent!r})\n"
@@ -208,12 +213,33 @@ def report(ctx: PhaseContext, results: list[kmod.LoadResult]) -> None:
         ctx.log.warning(f"modules: not tried (a dependency failed): {' '.join(skipped)}")
 
 
+def link_into_path(root: str, helper: str, path_dirs: str = PATH_DIRS) -> str | None:
+    """Make `modprobe` on PATH (dockerd execs it) a link to the helper,
+    unless a modprobe is on PATH already (a real kmod is left alone). The
+    link goes in the first PATH directory. Returns the link made, or None."""
+    dirs = [d for d in path_dirs.split(":") if d]
+    if not dirs or any(os.path.lexists(os.path.join(root, d.lstrip("/"), "modprobe")) for d in dirs):
+        return None
+    link = os.path.join(root, dirs[0].lstrip("/"), "modprobe")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(helper, link)
+    return os.path.join(dirs[0], "modprobe")
+
+
 async def setup_modprobe(ctx: PhaseContext) -> str:
+    """Install the helper; in the initial PID namespace (the real boot) also
+    make it the kernel's modprobe and the `modprobe` on PATH."""
     helper = "/" + HELPER
     if install_helper(ctx.path(HELPER), helper_script()):
         ctx.log.info(f"modules: installed pid1's modprobe at {helper}")
     if not in_initial_pid_namespace(ctx.path("proc/self/ns/pid")):
         return "kernel.modprobe left alone (not the initial PID namespace)"
+    try:
+        linked = link_into_path(ctx.root, helper)
+        if linked:
+            ctx.log.info(f"modules: {linked} -> {helper}")
+    except OSError as exc:
+        ctx.log.warning(f"modules: cannot put modprobe on PATH: {exc}")
     try:
         if point_kernel_at(ctx.path(KERNEL_MODPROBE), helper):
             ctx.log.info(f"modules: kernel.modprobe = {helper}")

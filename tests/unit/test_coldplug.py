@@ -209,3 +209,15 @@ def test_only_the_initial_pid_namespace_touches_kernel_modprobe(tmp_path: Path) 
     )
     assert out.stdout.strip() == "False", out.stderr
     assert phase.in_initial_pid_namespace(str(tmp_path / "missing")) is False
+
+
+def test_modprobe_goes_on_path_only_where_there_is_none(tmp_path: Path) -> None:
+    helper = "/run/pid1/bin/modprobe"
+    assert phase.link_into_path(str(tmp_path), helper) == "/usr/local/sbin/modprobe"
+    assert os.readlink(tmp_path / "usr/local/sbin/modprobe") == helper
+    assert phase.link_into_path(str(tmp_path), helper) is None, "there already"
+    kmod_root = tmp_path / "with-kmod"
+    (kmod_root / "usr/sbin").mkdir(parents=True)
+    (kmod_root / "usr/sbin/modprobe").write_text("a real modprobe")
+    assert phase.link_into_path(str(kmod_root), helper) is None
+    assert not (kmod_root / "usr/local/sbin/modprobe").exists()
