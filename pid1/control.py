@@ -123,6 +123,8 @@ class ControlChannel:
     # The phases' restart actions, looked up when a command comes (the phases
     # that register them may start after this channel).
     restart_actions: Callable[[], dict[str, RestartAction]]
+    # True once pid1 is stopping: no restart may start then (it would race the stop).
+    stopping: Callable[[], bool] = lambda: False
     reader: LineReader = field(default_factory=LineReader)
     read_fd: int = -1
     write_fd: int = -1
@@ -151,6 +153,8 @@ class ControlChannel:
                 asyncio.get_running_loop().remove_reader(self.read_fd)
             except RuntimeError:
                 pass
+        for task in self._restarting.values():
+            task.cancel()  # a restart still running must not outlive the stop's hooks
         for fd in (self.read_fd, self.write_fd):
             if fd >= 0:
                 os.close(fd)
@@ -211,6 +215,9 @@ class ControlChannel:
             )
 
     def restart(self, target: str) -> None:
+        if self.stopping() or self.stop_requested is not None:
+            self.repeat(f"control: restart {target[:40]!r} ignored: pid1 is stopping")
+            return
         action = self.restart_actions().get(target)
         if action is None:
             shown = "".join(ch if ch.isprintable() else "?" for ch in target)[:40]

@@ -23,6 +23,7 @@ async def run(ctx: PhaseContext) -> str:
         log=ctx.log,
         request_stop=ctx.request_stop,
         restart_actions=lambda: ctx.shared.get("restart_actions") or {},
+        stopping=lambda: ctx.state.mode == "stopping",
     )
     channel.open()
     ctx.shared["control"] = channel

@@ -186,3 +186,11 @@ def test_floods_of_valid_commands_are_coalesced(pid1_ns, tmp_path: Path) -> None
     log = run.log()
     assert log.count("stop requested: poweroff") == 1, log[-3000:]
     assert log.count("poweroff already requested; ignored") <= 20, log[-3000:]
+
+
+def test_no_restart_starts_once_a_stop_is_requested(pid1_ns, tmp_path: Path) -> None:
+    run = start(pid1_ns, tmp_path)
+    send(control(run), b"poweroff\nrestart console\n")
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()
+    assert "control: restart 'console' ignored: pid1 is stopping" in run.log(), run.log()[-3000:]
+    assert events(tmp_path) == []
