@@ -604,7 +604,10 @@ def modprobe_main(argv: list[str]) -> int:
         return 1
     names = args.names if args.all else args.names[:1]
     cli_params = "" if args.all else " ".join(args.names[1:])
-    config = read_config("/", args.config) if args.config else read_config(args.dirname)
+    if args.config:
+        config = read_config("/", [os.path.abspath(d) for d in args.config])
+    else:
+        config = read_config(args.dirname)
     if args.dirname == "/":
         try:
             with open("/proc/cmdline") as f:
