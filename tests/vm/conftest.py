@@ -1,0 +1,85 @@
+"""VM test fixtures: the image (built once per session, incrementally), a
+boot helper that retries a boot that hung once (and says so), the serial
+log kept under artifacts/ when a test fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vm import REPO, VM, BootTimeout
+
+BUILD_TIMEOUT = 1800  # first build downloads ~100 MB of packages and wheels
+# Guest uptime to a console prompt is ~50 s under TCG on 2 busy cores; the
+# bound leaves room for a slow CI machine, and a boot that hangs (runc
+# spinning at the first container start, ~1 boot in 50) is retried once.
+BOOT_TIMEOUT = float(os.environ.get("VM_BOOT_TIMEOUT", "300"))
+PROMPT = r"console started|pid1: phase console done"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.session.vm_failed = True
+        for vm in getattr(item.session, "vms", []):
+            path = vm.save_log(f"failed-{item.name}")
+            report.sections.append(("serial log", f"saved to {path}"))
+    return report
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    """dist/ built by image/build (incremental: seconds when nothing changed)."""
+    if os.geteuid() != 0:
+        pytest.skip("VM tests need root (the image build unpacks packages into /var/cache)")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 missing (tests/run installs qemu-system-x86)")
+    began = time.monotonic()
+    result = subprocess.run(
+        [str(REPO / "image/build"), "--no-iso"], capture_output=True, text=True, timeout=BUILD_TIMEOUT
+    )
+    print(result.stdout)
+    if result.returncode != 0:
+        pytest.fail(f"image/build failed:\n{result.stdout}\n{result.stderr}")
+    print(f"image built in {time.monotonic() - began:.1f} s")
+    return REPO / "dist"
+
+
+@pytest.fixture(scope="module")
+def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
+    """boot(name, append=[...], disk=PATH, until=REGEX) -> a VM whose serial
+    output matched `until` (default: the console is up). A boot that does not
+    get there is killed and started once more; the retry is printed."""
+    started: list[VM] = []
+    session = request.session
+    session.vms = started
+
+    def start(name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT) -> VM:
+        for attempt in (1, 2):
+            vm = VM(name=name, append=append or [], disk=disk, dist=image)
+            started.append(vm)
+            vm.start()
+            try:
+                vm.wait_for(until, BOOT_TIMEOUT)
+                return vm
+            except BootTimeout as exc:
+                vm.kill()
+                path = vm.save_log(f"hung-attempt{attempt}")
+                if attempt == 2:
+                    raise
+                print(f"RETRY: boot {name} did not reach /{until}/ ({str(exc).splitlines()[0]}); log {path}")
+        raise AssertionError("unreachable")
+
+    yield start
+    for vm in started:
+        vm.kill()
