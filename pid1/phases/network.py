@@ -292,11 +292,11 @@ class NetworkPhase:
         """Hand the DHCP client to the system-container supervisor (in the
         background: the worker's events keep coming meanwhile)."""
         ctx = self.ctx
+        self.dhcp_link = link
         supervisor = ctx.shared.get("system_containers")
         if supervisor is None:
             ctx.log.error("network: no system-container supervisor (dockerd phase missing): no DHCP client")
             return
-        self.dhcp_link = link
         ensure_file(ctx.path("etc/resolv.conf"))
         os.makedirs(self.net_dir, exist_ok=True)
         self.watch_lease_events()
@@ -413,6 +413,8 @@ class NetworkPhase:
             return self.on_ready(event)
         elif kind == "timeout":
             self.ctx.log.info(f"network: netlink saw {json.dumps(event.get('seen'))}")
+            if self.mode.kind == "dhcp" and self.dhcp_link is None:
+                return self.offline(f"no ethernet link after {self.ctx.config.net_timeout:g} s")
             return self.offline(f"no IPv4 address and default route after {self.ctx.config.net_timeout:g} s")
         elif kind == "error":
             return self.offline(f"netlink worker: {event.get('message')}")
