@@ -226,6 +226,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
     if why:
         pytest.skip(why)
     workdirs: list[Path] = []
+    runs: list[Pid1] = []
 
     def start(pair: NetPair, extra_cmdline: str = "") -> Pid1:
         workdir = Path(tempfile.mkdtemp(prefix="p1n-", dir="/var/tmp"))  # short: unix socket paths
@@ -255,10 +256,12 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
             prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],
         )
         run.docker_socket = workdir / "d.sock"  # type: ignore[attr-defined]
+        runs.append(run)
         return run
 
     yield start
-    # pid1_ns's teardown SIGKILLs each namespace's PID 1 (and so dockerd) after this.
+    for run in runs:
+        run.stop()  # SIGKILL to the namespace's PID 1 ends dockerd and the rest, before their files go
     for workdir in workdirs:
         shutil.rmtree(workdir, ignore_errors=True)
 
