@@ -233,7 +233,8 @@ class Daemon:
     env: dict[str, str]
     probe: Callable[[], Awaitable[bool]]
     before_spawn: Callable[[], None] = lambda: None
-    after_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called each time it is back after an exit (not at the first start).
+    after_restart: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     child: Child | None = None
     up: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
@@ -274,11 +275,6 @@ class Daemon:
         self.ready_after = round(uptime() - self.spawned_at, 3)
         self.record(status="running", up_since=round(uptime(), 3), ready_after=self.ready_after, error=None)
         self.up.set()
-        for callback in self.after_ready:
-            try:
-                await callback()
-            except Exception as exc:
-                self.ctx.log.error(f"{self.name}: after-ready step failed: {exc!r}")
 
     async def keep_alive(self) -> None:
         """The service: wait for the daemon to exit, spawn it again with backoff."""
@@ -308,6 +304,11 @@ class Daemon:
             try:
                 await self.wait_ready()
                 self.ctx.log.notice(f"{self.name} is back after {self.ready_after * 1000:.0f} ms")
+                for callback in self.after_restart:
+                    try:
+                        await callback()
+                    except Exception as exc:
+                        self.ctx.log.error(f"{self.name}: after-restart step failed: {exc!r}")
             except RuntimeError as exc:  # it died or hung while starting: the next round handles it
                 self.ctx.log.error(f"{self.name} restart failed: {exc}")
                 if self.alive():
@@ -475,6 +476,9 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         ctx.start_service("dockerd", daemon.keep_alive)
         ctx.shared.setdefault("restart_actions", {})["dockerd"] = daemon.restart
         ctx.add_stop_hook("dockerd", lambda: stop_engine(ctx))
+        containerd: Daemon | None = ctx.shared.get("containerd")
+        if containerd is not None:
+            containerd.after_restart.append(lambda: restart_after_containerd(ctx))
         # The system-container supervisor: its event loop resubscribes and
         # reconciles each time dockerd answers again.
         supervisor = SystemContainers(ctx, docker, daemon.up)
@@ -484,6 +488,19 @@ async def run_dockerd(ctx: PhaseContext) -> str:
     ctx.store.changed()
     notes.insert(0, f"pid {daemon.child.pid}, /_ping after {daemon.ready_after * 1000:.0f} ms")
     return "; ".join(notes)
+
+
+async def restart_after_containerd(ctx: PhaseContext) -> None:
+    """containerd came back after a crash. dockerd 20.10 loses the exits that
+    happen around a containerd restart (measured: a container killed then is
+    never reported dead, so no die event ever comes), so its view of the
+    containers cannot be trusted: restart dockerd, which rebuilds that view
+    from containerd at start; the event loop then reconciles."""
+    dockerd: Daemon | None = ctx.shared.get("dockerd")
+    if dockerd is None or dockerd.stopping or not dockerd.alive():
+        return
+    ctx.log.warning("containerd restarted: restarting dockerd so that its view of the containers is rebuilt")
+    await dockerd.restart()
 
 
 async def stop_engine(ctx: PhaseContext) -> None:

@@ -234,7 +234,10 @@ def test_dockerd_killed_is_restarted_and_the_containers_come_back(start_system) 
     assert_one_each(system)
 
 
-def test_containerd_killed_is_restarted_and_dockerd_keeps_working(start_system) -> None:
+def test_containerd_killed_is_restarted_then_dockerd_and_the_containers(start_system) -> None:
+    """dockerd 20.10 misses exits around a containerd restart, so pid1 restarts
+    dockerd after containerd; the console and dom0 come back, and crashes are
+    seen again afterwards."""
     system = start_system()
     booted(system)
     console = system.wait_running("console")
@@ -242,19 +245,27 @@ def test_containerd_killed_is_restarted_and_dockerd_keeps_working(start_system) 
     assert len(containerd) == 1, containerd
     os.kill(int(containerd[0]["pid"]), signal.SIGKILL)
     system.run.wait_state(
-        "containerd restarted",
+        "containerd, then dockerd, restarted",
         lambda s: (
-            s["dockerd"]["containerd"].get("restarts", 0) >= 1 and s["dockerd"]["containerd"]["status"] == "running"
+            s["dockerd"]["containerd"].get("restarts", 0) >= 1
+            and s["dockerd"]["containerd"]["status"] == "running"
+            and s["dockerd"]["dockerd"].get("restarts", 0) >= 1
+            and s["dockerd"]["dockerd"]["status"] == "running"
         ),
         timeout=60,
     )
-    # The shims outlive containerd: the console runs on, the same run.
-    assert run_key(system.wait_running("console")) == run_key(console), system.describe()
-    # dockerd reconnects to the new containerd: a crash is handled as before.
-    system.docker("kill", "console")
-    system.wait_running("console", other_than=run_key(console), timeout=60)
+    current = system.wait_running("console", other_than=run_key(console), timeout=60)
+    system.wait_running("dom0", timeout=60)
+    system.wait(
+        "pid1 reports both running",
+        lambda: all(system.container_state(r).get("status") == "running" for r in ("console", "dom0")),
+    )
+    # A crash (SIGKILL to the shell) is seen and handled as before.
+    shell = system.docker("inspect", "--format", "{{.State.Pid}}", "console").strip()
+    killed = system.run.nsenter(["kill", "-KILL", shell])
+    assert killed.returncode == 0, killed.stderr
+    system.wait_running("console", other_than=run_key(current), timeout=60)
     assert_one_each(system)
-    assert system.run.state()["dockerd"]["dockerd"].get("restarts", 0) == 0, system.describe()
 
 
 def test_leftovers_of_an_earlier_boot_are_removed_and_images_not_reloaded(start_system) -> None:
