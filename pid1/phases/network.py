@@ -174,11 +174,15 @@ class Worker:
     def __init__(self, ctx: PhaseContext, args: list[str]) -> None:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
+            # stderr: pid1's own (the worker reports its errors as events; a
+            # crash before that still leaves its traceback on the console).
             self.child = ctx.reaper.spawn([sys.executable, "-m", "pid1.netlink", *args], stdout=write_end, stderr=2)
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
         self.read_end = read_end
-        self.stderr_lines: list[str] = []
 
     async def events(self, deadline: float) -> AsyncIterator[dict[str, Any]]:
         """Events until the child closes its stdout or the deadline passes."""
