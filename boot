@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Sets up and boots only-docker. Until the image build lands, this runs pid1 as
-# PID 1 of a fresh PID + mount namespace on this machine (a demo): Ctrl-C or
-# `kill -TERM <pid>` stops it in order.
+# The README's first command: on a fresh Debian 12 machine (as root), install
+# the host tools, build dist/ from Debian packages (image/build: incremental,
+# seconds when nothing changed) and boot it under qemu with the serial
+# console on this terminal (qemu/run: the ISO; Ctrl-A X quits qemu).
+# Arguments go to qemu/run, e.g. `./boot --kernel --disk docker.img`.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -x .venv/bin/python ]; then
-    dpkg -s python3-venv >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q python3-venv; }
-    python3 -m venv .venv
-    .venv/bin/pip install -q -e .
+PKGS=(
+    python3 python3-venv          # image/build; the venv's pip fetches the guest's wheels
+    binutils patchelf kmod cpio zstd  # strip, patchelf, depmod; cpio/zstd to inspect or compress
+    xorriso isolinux syslinux-common  # the BIOS-bootable ISO
+    qemu-system-x86 e2fsprogs     # qemu/run, qemu/mkdisk
+)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+    echo "boot: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-state=$(mktemp -d /var/tmp/pid1-demo.XXXXXX)
-echo "pid1 demo: state in $state/state.json"
-exec unshare --pid --mount --uts --ipc --fork --mount-proc \
-    .venv/bin/python -m pid1 --cmdline "pid1.phases=hostname pid1.state_dir=$state ${*:-}"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e .
+fi
+./image/build
+exec ./qemu/run "$@"

@@ -65,7 +65,6 @@ PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11
 ENGINE_BINARIES = [
     "usr/sbin/dockerd",
     "usr/sbin/docker-proxy",
-    "usr/bin/docker",
     "usr/bin/containerd",
     "usr/bin/containerd-shim-runc-v2",
     "usr/sbin/runc",
@@ -122,6 +121,7 @@ HOST_TOOLS = {
     "zstd": "zstd",
     "xorriso": "xorriso",
     "strip": "binutils",
+    "patchelf": "patchelf",
 }
 ISOLINUX_FILES = {
     "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
@@ -377,6 +377,31 @@ def module_closure(modules_dir: Path, names: list[str]) -> list[str]:
     return sorted(chosen)
 
 
+DOCKER_CLI = "usr/lib/pid1/docker-cli"
+
+
+def docker_cli(stage: Path, engine_trees: list[Path], lib_trees: list[Path]) -> None:
+    """The docker client, runnable in any container that gets DOCKER_CLI
+    bind-mounted (dom0 and the console: the bundled busybox has no libc):
+    its loader and libc beside it, its ELF interpreter and RUNPATH pointing
+    there (patchelf). /usr/bin/docker links to it."""
+    directory = stage / DOCKER_CLI
+    source = find_in_trees(engine_trees, "usr/bin/docker")
+    if source is None:
+        raise BuildError("docker.io has no usr/bin/docker")
+    copy_file(source, directory / "docker")
+    for soname in ("ld-linux-x86-64.so.2", *elf.needed(directory / "docker")):
+        library = find_in_trees(lib_trees, f"lib/x86_64-linux-gnu/{soname}")
+        if library is None:
+            raise BuildError(f"the docker client needs {soname}, which libc6 does not have")
+        copy_file(library, directory / soname)
+    run(
+        ["patchelf", "--set-interpreter", f"/{DOCKER_CLI}/ld-linux-x86-64.so.2", "--set-rpath", f"/{DOCKER_CLI}",
+         str(directory / "docker")],
+    )  # fmt: skip
+    os.symlink("../lib/pid1/docker-cli/docker", stage / "usr/bin/docker")
+
+
 def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroot: Path, kver: str) -> None:
     stage = part.begin()
     skeleton(stage)
@@ -403,6 +428,7 @@ def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroo
     copy_file(loader, stage / MULTIARCH / "ld-linux-x86-64.so.2")
     os.symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", stage / "usr/lib64/ld-linux-x86-64.so.2")
     copy_library_closure(stage, lib_trees + engine_trees, elves)
+    docker_cli(stage, engine_trees, lib_trees)
     ca_tree = next(t for t in engine_trees if t.name.startswith("ca-certificates_"))
     ca_bundle(stage, ca_tree)
     # kernel modules: the subset, with indexes regenerated for it

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Boot to a console prompt: pid1's image beside the shell-init anchor, in one run.
+
+    .venv/bin/python bench/boot.py [--runs 3] [--skip-build] [--only ram|disk]
+
+Builds both (image/build; the anchor's build.sh with OUT=/var/tmp/...), then
+boots each RUNS times from RAM and RUNS times with a fresh disk labelled
+DOCKER, under TCG with the same kernel, dockerd, 2 vCPUs and 2 GiB. The anchor
+is run as its README says (boot.sh, its own milestone lines); pid1 is booted
+with `quiet` like the anchor, and once its console shell prompt is on the
+serial line, its own record (/run/pid1/state.json, read through that shell)
+gives each milestone's guest uptime. Prints each milestone's median for both,
+the ratio pid1/anchor (goal for the console: <= 0.8) and both initrd sizes
+(goal: pid1's <= the anchor's + 10 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests/vm"))
+
+from vm import VM, BootTimeout  # noqa: E402
+
+ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
+ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))
+BOOT_TIMEOUT = 300.0
+# (label, the anchor's mark, how to read it from pid1's state)
+MILESTONES = [
+    ("init starts", "INIT_START"),
+    ("modules done", "MODULES_DONE"),
+    ("storage done", "STORAGE_DONE"),
+    ("dockerd answers", "DOCKERD_READY"),
+    ("bundled images in", "IMAGE_LOADED"),
+    ("DHCP lease", "DHCP_DONE"),
+    ("console started", "CONSOLE_STARTED"),
+]
+
+
+def pid1_milestones(state: dict) -> dict[str, float]:
+    phases = state.get("phases", {})
+    marks = state.get("milestones", {})
+
+    def ended(name: str) -> float | None:
+        return (phases.get(name) or {}).get("ended")
+
+    console = (state.get("containers", {}).get("console") or {}).get("up_since")
+    found = {
+        "INIT_START": state.get("booted_at"),
+        "MODULES_DONE": ended("modules"),
+        "STORAGE_DONE": ended("storage"),
+        "DOCKERD_READY": marks.get("dockerd ready") or marks.get("dockerd_ready") or ended("dockerd"),
+        "IMAGE_LOADED": ended("images"),
+        "DHCP_DONE": marks.get("network up") or ended("network"),
+        "CONSOLE_STARTED": marks.get("console started") or console or ended("console"),
+    }
+    return {k: round(v, 2) for k, v in found.items() if v is not None}
+
+
+def boot_pid1(name: str, disk: str | None) -> dict:
+    vm = VM(name=name, append=["quiet"], disk=disk)
+    vm.start()
+    try:
+        vm.wait_for(r"/ # ", BOOT_TIMEOUT)
+        wall = round(time.monotonic() - vm.started, 2)
+        out = vm.shell("cat /run/pid1/state.json", 90)
+        state = json.loads(out[out.index("{") : out.rindex("}") + 1])
+        return {"ok": True, "wall_console": wall, "milestones": pid1_milestones(state)}
+    except (BootTimeout, ValueError) as exc:
+        log = vm.save_log(f"bench-{name}")
+        print(f"  pid1 {name}: FAILED ({str(exc).splitlines()[0]}); serial log {log}")
+        return {"ok": False, "milestones": {}}
+    finally:
+        vm.kill()
+
+
+def boot_anchor(runs: int, disk: str) -> list[dict]:
+    began = time.time()
+    env = dict(os.environ, OUT=str(ANCHOR_OUT))
+    argv = [str(ANCHOR / "boot.sh"), "-n", str(runs)] + (["-d", "fresh"] if disk == "disk" else [])
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    print("\n".join("  anchor: " + line for line in result.stdout.splitlines() if line.startswith("run ")))
+    files = sorted(f for f in glob.glob(str(ANCHOR_OUT / "runs/*.json")) if os.path.getmtime(f) >= began)
+    runs_data = []
+    for path in files:
+        data = json.loads(Path(path).read_text())
+        runs_data.append({"ok": data["ok"], "milestones": {k: v["uptime"] for k, v in data["milestones"].items()}})
+    return runs_data
+
+
+def median(runs: list[dict], key: str) -> float | None:
+    values = [r["milestones"][key] for r in runs if r["ok"] and key in r["milestones"]]
+    return statistics.median(values) if values else None
+
+
+def table(title: str, pid1: list[dict], anchor: list[dict]) -> None:
+    print(f"\n== {title}: median guest uptime (s), pid1 {sum(r['ok'] for r in pid1)}/{len(pid1)} ok, "
+          f"anchor {sum(r['ok'] for r in anchor)}/{len(anchor)} ok")  # fmt: skip
+    print(f"{'milestone':20} {'pid1':>8} {'anchor':>8} {'ratio':>7}")
+    for label, key in MILESTONES:
+        a, b = median(pid1, key), median(anchor, key)
+        ratio = f"{a / b:7.2f}" if a is not None and b else "      —"
+        shown = [f"{v:8.2f}" if v is not None else "       —" for v in (a, b)]
+        print(f"{label:20} {shown[0]} {shown[1]} {ratio}")
+    walls = [r["wall_console"] for r in pid1 if r.get("wall_console")]
+    if walls:
+        print(f"{'(pid1 prompt, wall)':20} {statistics.median(walls):8.2f}")
+
+
+def build(skip: bool) -> None:
+    if skip:
+        return
+    print("building pid1's image (image/build --no-iso)")
+    subprocess.run([str(REPO / "image/build"), "--no-iso"], check=True)
+    subprocess.run(
+        [str(REPO / "image/build"), "--no-iso", "--compress", "zstd", "--dist", str(REPO / "build/dist-zstd")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    if not (ANCHOR_OUT / "initrd.img").exists():
+        print(f"building the anchor (OUT={ANCHOR_OUT})")
+        kver = json.loads((REPO / "dist/sizes.json").read_text())["kernel"]
+        env = dict(os.environ, OUT=str(ANCHOR_OUT), KVER=kver)
+        subprocess.run([str(ANCHOR / "build.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def sizes() -> None:
+    ours = (REPO / "dist/initrd.img").stat().st_size
+    zstd = REPO / "build/dist-zstd/initrd.img"
+    anchor = (ANCHOR_OUT / "initrd.img").stat().st_size
+    print("\n== initrd sizes")
+    print(f"pid1   {ours / 1e6:7.1f} MB as booted (uncompressed cpio: unpacks faster under TCG)")
+    if zstd.exists():
+        print(f"pid1   {zstd.stat().st_size / 1e6:7.1f} MB zstd (same content)")
+    print(f"anchor {anchor / 1e6:7.1f} MB zstd -19")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--only", choices=["ram", "disk"])
+    opts = parser.parse_args(argv)
+    build(opts.skip_build)
+    for mode in ("ram", "disk"):
+        if opts.only and opts.only != mode:
+            continue
+        pid1_runs = []
+        for i in range(opts.runs):
+            disk = None
+            if mode == "disk":
+                disk = str(REPO / f"build/bench-disk-{i}.img")
+                Path(disk).unlink(missing_ok=True)
+                subprocess.run([str(REPO / "qemu/mkdisk"), disk, "1G"], check=True, stdout=subprocess.DEVNULL)
+            result = boot_pid1(f"{mode}{i + 1}", disk)
+            print(f"  pid1 {mode} run {i + 1}: {result['milestones']}")
+            pid1_runs.append(result)
+            if disk:
+                Path(disk).unlink(missing_ok=True)
+        anchor_runs = boot_anchor(opts.runs, mode)
+        table(f"{mode.upper()} boot", pid1_runs, anchor_runs)
+    sizes()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
