@@ -42,6 +42,8 @@ def system_binds(ctx: PhaseContext) -> tuple[str, ...]:
     for source, target, mode in (
         ("/lib/modules", "/lib/modules", "ro"),
         ("/usr/bin/docker", "/usr/bin/docker", "ro"),
+        # the image's docker client runs with its own loader and libc from here (any image, busybox too)
+        ("/usr/lib/pid1/docker-cli", "/usr/lib/pid1/docker-cli", "ro"),
         ("/etc/resolv.conf", "/etc/resolv.conf", "rw"),
     ):
         if os.path.exists(source):
