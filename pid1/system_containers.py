@@ -435,15 +435,14 @@ class SystemContainers:
             if not keeper.exit_handled:
                 self.container_exited(keeper, None)
             return False
-        if keeper.exit_handled:  # it died while the start call returned
-            return True
-        self._mark_running(keeper)
         took = (uptime() - began) * 1000
         how = "started again" if reused else "created and started"
         self.log.info(
             f"{spec.role}: {how} {state.image} ({keeper.container_id[:12]}) in {took:.0f} ms "
             f"(resolved in {(resolved - began) * 1000:.0f} ms: {reason})"
         )
+        if not keeper.exit_handled:  # else it died before the start call returned: already booked
+            self._mark_running(keeper)
         return True
 
     def _mark_running(self, keeper: Keeper) -> None:
