@@ -120,13 +120,14 @@ def svg(state: dict[str, Any]) -> str:
     height = TOP + ROW * max(len(phase_bars), 1) + 40
     width = LEFT + CHART_WIDTH + LABEL_ROOM
     mode = str(state.get("mode", "?"))
+    last = max((b.end for b in phase_bars), default=origin) - origin
     if relative:
         title = (
-            f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended {label(span)} "
+            f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended {label(last)} "
             f"after pid1 started (at uptime {origin:.2f} s; the axis counts from there)"
         )
     else:
-        title = f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended at {label(span)} of uptime"
+        title = f"only-docker boot: {len(phase_bars)} phases, mode {mode}, last phase ended at {label(last)} of uptime"
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
