@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ EVENTS_SINCE_MARGIN = 1.0
 RESUBSCRIBE_FIRST = 0.05
 RESUBSCRIBE_CAP = 2.0
 ATTACH_START_TIMEOUT = 30.0
+FIRST_RECONCILE_WAIT = 10.0
 STOP_ORDER = ("console", "dom0")  # then every other role, in the order they were ensured
 
 
@@ -141,7 +142,7 @@ class SystemContainers:
         self.log = ctx.log
         self.docker = docker
         self.dockerd_up = dockerd_up
-        self.instance = secrets.token_hex(6)
+        self.instance = os.urandom(6).hex()
         self.keepers: dict[str, Keeper] = {}
         self.stopping = False
         self.stable_run = float(getattr(ctx.config, "restart_stable", 30.0))
@@ -171,7 +172,10 @@ class SystemContainers:
         self.keepers[spec.role] = keeper
         self.ctx.state.containers[spec.role] = state
         self.ctx.store.changed()
-        await self.first_reconcile.wait()  # leftovers of an earlier boot are gone
+        try:  # leftovers of an earlier boot are gone (bounded: a start removes its role's anyway)
+            await asyncio.wait_for(self.first_reconcile.wait(), FIRST_RECONCILE_WAIT)
+        except TimeoutError:
+            self.log.warning(f"{spec.role}: no reconcile after {FIRST_RECONCILE_WAIT:.0f} s; starting anyway")
         if not keeper.busy:
             self.schedule(keeper, "first start")
         await keeper.first_attempt.wait()

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
-from pid1.system_containers import SystemContainers
 
 if TYPE_CHECKING:
     from pid1.reaper import Child
@@ -481,6 +480,8 @@ async def run_dockerd(ctx: PhaseContext) -> str:
             containerd.after_restart.append(lambda: restart_after_containerd(ctx))
         # The system-container supervisor: its event loop resubscribes and
         # reconciles each time dockerd answers again.
+        from pid1.system_containers import SystemContainers
+
         supervisor = SystemContainers(ctx, docker, daemon.up)
         ctx.shared["system_containers"] = supervisor
         ctx.start_service("system containers", supervisor.watch_events)
