@@ -375,3 +375,25 @@ def test_console_is_bridged_to_the_terminal_across_restarts(start_system) -> Non
         assert_one_each(system)
     finally:
         term.close()
+
+
+def test_a_die_of_a_lookalike_container_is_ignored(start_system) -> None:
+    """Docker's container=NAME event filter matches by prefix; pid1 filters by
+    label and compares names, ids and its instance label exactly. A user's
+    container named console-x with the console's role label dies first, then
+    the real console: events are handled in order, so once pid1 has restarted
+    the console, a wrong reaction to console-x would already show as a second
+    restart."""
+    system = start_system()
+    booted(system)
+    console = system.wait_running("console")
+    system.docker("run", "-d", "--name", "console-x", "--label", "pid1.role=console", "--net", "host",
+                  "busybox:latest", "sleep", "1000")  # fmt: skip
+    system.docker("kill", "console-x")
+    system.docker("kill", "console")
+    system.wait_running("console", other_than=run_key(console))
+    recorded = system.wait(
+        "pid1 reports the console running again",
+        lambda: (s := system.container_state("console")).get("status") == "running" and s,
+    )
+    assert recorded["restarts"] == 1, system.describe()
