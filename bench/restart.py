@@ -238,7 +238,7 @@ def main() -> int:
     describe("SIGTERM -> dockerd exited", dockerd_stops)
     describe("SIGTERM -> containerd exited", containerd_stops)
     describe("pid1 SIGTERM -> namespace gone", wholes)
-    print("(the whole stop includes stopping console (1 s timeout: sh ignores SIGTERM) and dom0 first)")
+    print("(the whole stop includes stopping the console and dom0 first, each on SIGHUP)")
     return 0
 
 
