@@ -25,6 +25,7 @@ A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -672,8 +673,15 @@ def build(dist: Path, compress: str, want_iso: bool) -> dict:
         shutil.copyfile(source_kernel, vmlinuz)
         made.append("vmlinuz")
     parts = [compressed(p, compress) for p in (base, python, pid1)]
-    if concatenate(parts, dist / "initrd.img"):
-        made.append("initrd.img")
+    initrd = dist / "initrd.img"
+    initrd_key = fingerprint(str(initrd), base.key, python.key, pid1.key, compress)
+    initrd_stamp = BUILD / "initrd.key"
+    expected = sum(p.stat().st_size for p in parts)
+    unchanged = initrd_stamp.exists() and initrd_stamp.read_text() == initrd_key
+    if not (unchanged and initrd.exists() and initrd.stat().st_size == expected):
+        if concatenate(parts, initrd):
+            made.append("initrd.img")
+        initrd_stamp.write_text(initrd_key)
     if want_iso and build_iso(dist, fingerprint(dist / "vmlinuz", [p.name for p in parts], base.key, python.key,
                                                 pid1.key, compress, ISOLINUX_CFG, KERNEL_CMDLINE)):  # fmt: skip
         made.append("only-docker.iso")
@@ -706,6 +714,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-iso", action="store_true", help="only vmlinuz and initrd.img")
     opts = parser.parse_args(argv)
     umask = os.umask(0o022)
+    BUILD.mkdir(exist_ok=True)
+    lock = open(BUILD / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another image/build is running; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         sizes = build(opts.dist.resolve(), opts.compress, not opts.no_iso)
     except RuntimeError as exc:  # BuildError, python_runtime.RuntimeError_
