@@ -6,9 +6,11 @@ modules.alias (pid1.kmod, which resolves as kmod's modprobe does), then the
 fixed list Docker needs (DESIGN.md, "Facts") and the ACPI power button and
 input drivers are added; each module is loaded with its modules.dep and
 softdep dependencies first, by finit_module(2), skipping what /proc/modules or
-modules.builtin has. Drivers can add devices (virtio_pci makes the virtio
-devices that virtio_net/virtio_blk drive), so /sys is scanned again after
-each round that loaded something, up to COLDPLUG_ROUNDS.
+modules.builtin has. Drivers add devices (virtio_pci makes the virtio
+devices that virtio_net/virtio_blk drive, an ATA driver the CD-ROM behind
+it): their modaliases come from the kernel's uevents, read while loading
+(or from another walk of /sys when uevents cannot be had), and get their
+drivers in another round, up to COLDPLUG_ROUNDS.
 
 A module that fails to load is a warning naming it and the errno, never a
 failed phase. With no lib/modules/$(uname -r)/modules.dep (a development
@@ -28,7 +30,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pid1 import kmod
@@ -59,7 +64,9 @@ DOCKER_MODULES = (
 )
 # The ACPI power button and its input events (SIGPWR-free power-off, issue 4).
 INPUT_MODULES = ("button", "evdev")
+FIXED = (*DOCKER_MODULES, *INPUT_MODULES)
 COLDPLUG_ROUNDS = 3
+WORKERS = 1  # chains loaded at once (see load_requests); 1: one after the other
 HELPER = "run/pid1/bin/modprobe"
 # image/build.py's /init sets this PATH for pid1 and every daemon it starts.
 PATH_DIRS = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -99,47 +106,95 @@ class Tally:
         return text + f"; {self.matched} of {self.devices} modaliases matched"
 
 
-def coldplug_requests(index: kmod.ModuleIndex, aliases: list[str]) -> tuple[list[str], int]:
-    """The modules that drive these modaliases, in order, blacklists applied
-    (as udev's `modprobe -b`), and how many aliases named any; aliases that
-    name nothing (most of them: buses, CPUs, platform devices) are left out."""
-    modules: dict[str, None] = {}
-    matched = 0
+def coldplug_requests(index: kmod.ModuleIndex, aliases: list[str]) -> tuple[list[tuple[str, ...]], int]:
+    """For each modalias that names modules (blacklists applied, as udev's
+    `modprobe -b`), those modules in modprobe's order, as one chain: when
+    several drivers match a device, the first must register first, as with
+    modprobe. Also how many aliases named any; most name nothing (buses,
+    CPUs, platform devices)."""
+    chains: dict[tuple[str, ...], None] = {}
     for alias in aliases:
         found = index.lookup(alias, use_blacklist=True)
-        matched += bool(found)
-        for module in found:
-            modules.setdefault(module, None)
-    return list(modules), matched
+        if found:
+            chains.setdefault(tuple(found), None)
+    return list(chains), len([a for a in aliases if index.lookup(a, use_blacklist=True)])
+
+
+class SharedLoads:
+    """The loads of one round, shared by the workers: the first worker to
+    reach a module loads it, any other waits for that outcome. A chain lists
+    a module's dependencies before it, so by the time a worker gets to a
+    module, every dependency has an outcome (and a failed one is in
+    tally.failed). A waiter only ever waits for a worker that is inside
+    finit_module, so there is no deadlock."""
+
+    def __init__(self, tally: Tally, loader: kmod.Loader) -> None:
+        self.tally = tally
+        self.loader = loader
+        self.lock = threading.Lock()
+        self.loading: dict[str, threading.Event] = {}
+        self.new: list[kmod.LoadResult] = []
+
+    def record(self, result: kmod.LoadResult) -> None:
+        with self.lock:
+            if result.name not in self.tally.results:
+                self.tally.results[result.name] = result
+                self.new.append(result)
+                if result.outcome not in GOOD:
+                    self.tally.failed.add(result.name)
+
+    def load(self, entry: kmod.PlanEntry) -> None:
+        with self.lock:
+            if entry.name in self.tally.results:
+                return
+            event = self.loading.get(entry.name)
+            owner = event is None
+            if owner:
+                event = self.loading[entry.name] = threading.Event()
+        assert event is not None
+        if not owner:
+            event.wait()
+            return
+        try:
+            self.record(kmod.load_entry(entry, self.tally.failed, self.loader))
+        finally:
+            event.set()
+
+    def run_chain(self, plan: list[kmod.PlanEntry]) -> None:
+        for entry in plan:
+            self.load(entry)
 
 
 def load_requests(
     index: kmod.ModuleIndex,
-    requests: list[str],
+    requests: Sequence[str | Sequence[str]],
     loaded: set[str],
     tally: Tally,
     loader: kmod.Loader = kmod.load_module,
+    workers: int = 1,
 ) -> list[kmod.LoadResult]:
-    """Plan and load each request in order (blocking: run in a thread). The
-    results new to `tally` are recorded there and returned."""
-    new: list[kmod.LoadResult] = []
+    """Plan and load requests (blocking: run it in a thread). A request is a
+    module name or alias, or a chain of them loaded in order. With workers >
+    1, chains load concurrently (as udev's modprobe workers do), each in its
+    own order. The results new to `tally` are recorded there and returned."""
+    shared = SharedLoads(tally, loader)
+    plans: list[list[kmod.PlanEntry]] = []
     for request in requests:
-        try:
-            plan = index.plan([request], loaded | tally.done())
-        except kmod.ModuleNotFound as exc:
-            if request not in tally.results:
-                result = kmod.LoadResult(request, "missing", f"ENOENT {exc}")
-                tally.results[request] = result
-                tally.failed.add(request)
-                new.append(result)
-            continue
-        for entry in plan:
-            if entry.name in tally.results:
-                continue
-            result = kmod.load_entry(entry, tally.failed, loader)
-            tally.results[entry.name] = result
-            new.append(result)
-    return new
+        plan: list[kmod.PlanEntry] = []
+        for name in [request] if isinstance(request, str) else request:
+            try:
+                plan += index.plan([name], loaded | tally.done())
+            except kmod.ModuleNotFound as exc:
+                shared.record(kmod.LoadResult(name, "missing", f"ENOENT {exc}"))
+        plans.append(plan)
+    if workers <= 1:
+        for plan in plans:
+            shared.run_chain(plan)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modules") as pool:
+            for future in [pool.submit(shared.run_chain, plan) for plan in plans]:
+                future.result()
+    return shared.new
 
 
 def helper_script(python: str = sys.executable) -> str:
@@ -263,20 +318,31 @@ async def run(ctx: PhaseContext) -> str:
     loaded = kmod.loaded_modules(ctx.path("proc/modules"))
     tally = Tally()
     seen: set[str] = set()
-    fixed = [*DOCKER_MODULES, *INPUT_MODULES]
-    for round_no in range(COLDPLUG_ROUNDS):
-        aliases = await asyncio.to_thread(kmod.scan_modaliases, ctx.path("sys/devices"))
-        fresh = [a for a in aliases if a not in seen]
-        seen.update(fresh)
-        requests, matched = await asyncio.to_thread(coldplug_requests, index, fresh)
-        tally.devices = len(seen)
-        tally.matched += matched
-        if round_no == 0:
-            requests += fixed
-        results = await asyncio.to_thread(load_requests, index, requests, loaded, tally)
-        report(ctx, results)
-        if not any(r.outcome == "loaded" for r in results):
-            break  # nothing new in the kernel: no new devices to find
+    # Opened before the first walk, so no device added from then on is missed.
+    watch = kmod.ModaliasWatch.open()
+    try:
+        aliases: list[str] | None = None
+        for round_no in range(COLDPLUG_ROUNDS):
+            if aliases is None:
+                aliases = await asyncio.to_thread(kmod.scan_modaliases, ctx.path("sys/devices"))
+            fresh = [a for a in aliases if a not in seen]
+            seen.update(fresh)
+            chains, matched = await asyncio.to_thread(coldplug_requests, index, fresh)
+            tally.devices = len(seen)
+            tally.matched += matched
+            requests: list[str | tuple[str, ...]] = [*chains, *(FIXED if round_no == 0 else ())]
+            results = await asyncio.to_thread(load_requests, index, requests, loaded, tally, kmod.load_module, WORKERS)
+            report(ctx, results)
+            if not any(r.outcome == "loaded" for r in results):
+                break  # nothing new in the kernel: no new devices to find
+            # The devices the new drivers added: from their uevents, or (none
+            # to be had, or some lost) from another walk of /sys.
+            aliases = watch.take() if watch else None
+            if aliases is not None and not set(aliases) - seen:
+                break
+    finally:
+        if watch:
+            watch.close()
     summary = tally.summary()
     ctx.log.info(f"modules: {summary}")
     return f"{summary}; {modprobe_note}"

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,9 +87,11 @@ def test_scan_of_this_machines_sysfs_terminates() -> None:
 @needs_tree
 def test_coldplug_maps_devices_to_drivers(index: kmod.ModuleIndex, tmp_path: Path) -> None:
     aliases = kmod.scan_modaliases(str(fake_sys(tmp_path)))
-    requests, matched = phase.coldplug_requests(index, aliases)
-    assert set(requests) == {"virtio_pci", "virtio_net", "button"}, requests
+    chains, matched = phase.coldplug_requests(index, aliases)
+    assert set(chains) == {("virtio_pci",), ("virtio_net",), ("button",)}, chains
     assert matched == 3
+    ide = "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80"
+    assert phase.coldplug_requests(index, [ide, ide]) == ([("ata_piix", "ata_generic")], 2), "one chain, in order"
 
 
 class Recorder:
@@ -161,8 +166,50 @@ def test_a_failure_is_named_and_only_its_dependents_are_skipped(index: kmod.Modu
     assert "nf_nat" not in loader.calls, "a module whose dependency failed is not tried"
     summary = tally.summary()
     loaded = len(loader.calls) - 1  # all but nf_conntrack
-    assert summary.startswith(f"loaded {loaded}, already 0, failed 2 (nf_conntrack: ENOEXEC, no_such_module: ENOENT)")
+    assert summary.startswith(f"loaded {loaded}, already 0, failed 2 ("), summary
+    assert "nf_conntrack: ENOEXEC" in summary and "no_such_module: ENOENT" in summary, summary
     assert ", skipped 1 (a dependency failed);" in summary, summary
+
+
+@needs_tree
+@pytest.mark.parametrize("fail", [set(), {"nf_conntrack", "virtio_ring"}])
+def test_concurrent_chains_keep_every_dependency_order(index: kmod.ModuleIndex, fail: set[str]) -> None:
+    """With 4 workers (loads that take time, so chains really overlap), each
+    module is tried once, after every module it depends on (modules.dep and
+    softdep pre:) has been loaded, and a failure still skips its dependents."""
+    calls: list[str] = []
+    active: list[int] = [0, 0]  # now, most at once
+    lock = threading.Lock()
+
+    def slow_loader(path: str, params: str) -> bool:
+        name = kmod.module_name_of(path)
+        with lock:
+            calls.append(name)
+            active[0] += 1
+            active[1] = max(active)
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        if name in fail:
+            raise OSError(errno.ENOEXEC, "Exec format error")
+        return True
+
+    requests = [("virtio_pci",), ("virtio_net",), *phase.DOCKER_MODULES, *phase.INPUT_MODULES]
+    tally = phase.Tally()
+    phase.load_requests(index, requests, set(), tally, slow_loader, workers=4)
+    assert len(calls) == len(set(calls)), calls
+    assert active[1] > 1, "chains overlapped"
+    for name in calls:
+        before = {*index.deps.get(name, ()), *(m for p in index.softdep_of(name).pre for m in index.lookup(p))}
+        for dep in before:
+            assert dep in calls[: calls.index(name)], (dep, name, calls)
+    for name, result in tally.results.items():
+        if result.outcome == "skipped":
+            assert set(index.deps[name]) & fail, (name, result)
+            assert name not in calls
+    sequential = phase.Tally()
+    phase.load_requests(index, requests, set(), sequential, Recorder(fail=dict.fromkeys(fail, errno.ENOEXEC)))
+    assert {n: r.outcome for n, r in tally.results.items()} == {n: r.outcome for n, r in sequential.results.items()}
 
 
 def test_helper_is_written_once_and_answers_as_modprobe(tmp_path: Path) -> None:
@@ -221,3 +268,31 @@ def test_modprobe_goes_on_path_only_where_there_is_none(tmp_path: Path) -> None:
     (kmod_root / "usr/sbin/modprobe").write_text("a real modprobe")
     assert phase.link_into_path(str(kmod_root), helper) is None
     assert not (kmod_root / "usr/local/sbin/modprobe").exists()
+
+
+def test_added_devices_modaliases_come_from_uevents() -> None:
+    """The phase reads the kernel's uevents for devices that new drivers add.
+    The messages here go through a real datagram socket pair, in the
+    kernel's format; the kernel's own are seen in the VM boot."""
+    add = b"add@/devices/pci0000:00/0000:00:03.0/virtio0\0ACTION=add\0SUBSYSTEM=virtio\0MODALIAS=" + VIRTIO_NET.encode()
+    assert kmod.uevent_modalias(add + b"\0SEQNUM=1\0") == VIRTIO_NET
+    assert kmod.uevent_modalias(add.replace(b"add@", b"bind@", 1)) is None
+    assert kmod.uevent_modalias(b"add@/devices/virtual/net/lo\0ACTION=add\0SUBSYSTEM=net\0") is None
+    assert kmod.uevent_modalias(b"libudev\0\xfe\xed\xca\xfe") is None  # udev's own re-broadcasts
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    watch = kmod.ModaliasWatch(ours)
+    try:
+        assert watch.take() == []
+        button = b"add@/devices/LNXSYSTM:00/LNXPWRBN:00\0MODALIAS=acpi:LNXPWRBN:\0"
+        for message in (add, b"change@/devices/x\0MODALIAS=pci:v1\0", add, button):
+            kernel.send(message)
+        assert watch.take() == [VIRTIO_NET, POWER_BUTTON]
+        assert watch.take() == []
+    finally:
+        watch.close()
+        kernel.close()
+    opened = kmod.ModaliasWatch.open()  # the real netlink socket, where permitted
+    if opened is not None:
+        assert opened.take() is not None
+        opened.close()
