@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" and report.failed:
         item.session.vm_failed = True
-        for vm in getattr(item.session, "vms", []):
+        for vm in getattr(item.session, "vms", [])[-1:]:  # the boot the test was driving
             path = vm.save_log(f"failed-{item.name}")
             report.sections.append(("serial log", f"saved to {path}"))
     return report
@@ -65,6 +65,9 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
     session.vms = started
 
     def start(name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT) -> VM:
+        for earlier in started:  # a failed test may leave its VM up; its disk must be free
+            if disk is not None and earlier.disk == disk:
+                earlier.kill()
         for attempt in (1, 2):
             vm = VM(name=name, append=append or [], disk=disk, dist=image)
             started.append(vm)
