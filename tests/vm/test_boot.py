@@ -21,7 +21,7 @@ import subprocess
 import time
 
 import pytest
-from vm import REPO, VM
+from vm import REPO, VM, BootTimeout
 
 pytestmark = pytest.mark.vm
 
@@ -38,10 +38,19 @@ MILESTONE_LINES = [
 ]
 
 
-def shell_ready(vm: VM) -> None:
-    """The console shell answers (the prompt may have scrolled by in the log)."""
-    vm.send("\n")
-    assert vm.shell("echo $((6 * 7))", STEP).strip().endswith("42"), vm.tail()
+def shell_ready(vm: VM, timeout: float = STEP) -> None:
+    """The console shell answers (the prompt may have scrolled by in the log).
+    Keys typed while the console is (re)starting are dropped by design, so
+    the question is asked again every 15 s until the bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        vm.send("\n")
+        try:
+            assert vm.shell("echo $((6 * 7))", 15).strip().endswith("42"), vm.tail()
+            return
+        except BootTimeout:
+            if time.monotonic() >= deadline:
+                raise
 
 
 @pytest.fixture(scope="module")
