@@ -53,6 +53,7 @@ def main(argv: list[str]) -> int:
     if args.command == "keys":
         from pid1.config import describe_keys
 
+        print("| key | default | meaning |\n|---|---|---|")
         for key, default, doc in describe_keys():
             print(f"| `{key}` | `{default}` | {doc} |")
         return 0

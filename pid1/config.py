@@ -51,8 +51,6 @@ class Config:
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
     view_tty: str = _key("tty2", "terminal showing the live supervisor view: a name under /dev, a full path, or none")
     stop_grace: float = _key(5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop")
-    debug_shell: bool = _key(False, "also start a root shell on tty9 from the initrd (no container)")
-    selftest: bool = _key(False, "self-test mode: run the boot checks and power off")
 
 
 class ConfigError(ValueError):
@@ -60,13 +58,6 @@ class ConfigError(ValueError):
 
 
 def _convert(name: str, raw: str, current: Any, choices: tuple[str, ...]) -> Any:
-    if isinstance(current, bool):
-        lowered = raw.lower()
-        if lowered in ("1", "yes", "true", "on"):
-            return True
-        if lowered in ("0", "no", "false", "off"):
-            return False
-        raise ConfigError(f"expected a boolean (0/1), got {raw!r}")
     if isinstance(current, float):
         try:
             value = float(raw)
@@ -121,12 +112,6 @@ def describe_keys() -> list[tuple[str, str, str]]:
     rows = []
     for f in dataclasses.fields(Config):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        shown = (
-            ",".join(default)
-            if isinstance(default, list)
-            else str(default).lower()
-            if isinstance(default, bool)
-            else str(default)
-        )
+        shown = ",".join(default) if isinstance(default, list) else str(default)
         rows.append((PREFIX + f.name, shown, f.metadata["doc"]))
     return rows
