@@ -78,6 +78,19 @@ def context_switches(pid: int) -> int:
     return total
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def imported_modules(pid: int) -> list[str]:
+    """Shared objects mapped into pid1 (what the imports cost in RSS)."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return sorted({line.split()[-1].rsplit("/", 1)[-1] for line in maps if line.endswith(".so") or ".so." in line})
+
+
 def render_cost(rounds: int = 300) -> float:
     """Seconds per frame for the work a redraw does, on a full running state."""
     sys.path.insert(0, str(REPO / "tests/unit"))
@@ -180,6 +193,8 @@ def main() -> None:
             switches = context_switches(run.pid) - switches0
             idle_frames = screen.frames - frames0
             status_ok = (run.state_dir / "status").exists()
+            rss = rss_mib(run.pid)
+            modules = imported_modules(run.pid)
             # what changed the state while idle (each change may cost a frame)
             after = run.state() or {}
             changes = [e for e in after.get("log", []) if e.get("time", 0) > idle_from]
@@ -205,6 +220,7 @@ def main() -> None:
     for entry in changes[:3]:
         print(f"      [{entry['time']:.3f}] {entry['level']}: {entry['message'][:100]}")
     print(f"status file written: {status_ok}")
+    print(f"pid1 RSS idle: {rss:.1f} MiB (goal <= 40 MiB); {len(modules)} shared objects mapped")
     print(
         f"goal: idle CPU < 1% of one core -> {'met' if share < 1 else 'NOT met'}; "
         f"no frame without a change -> {'met' if idle_frames == 0 or changes or changed else 'NOT met'}"

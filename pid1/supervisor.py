@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pid1 import shutdown
+from pid1 import shutdown, syscalls
 from pid1.config import Config
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext, StopHook
@@ -142,6 +142,7 @@ class Supervisor:
         if not self.stop_requested.is_set():
             state.mode = "running"
             self.log.notice(f"boot done at {uptime():.2f} s")
+            syscalls.release_free_memory()
 
     async def _run_phase(self, phase: Phase, ctx: PhaseContext) -> None:
         record = self.store.state.phases[phase.name]
