@@ -47,7 +47,9 @@ CACHE = Path(os.environ.get("ONLY_DOCKER_CACHE", "/var/cache/only-docker"))
 DEBS = CACHE / "debs"
 UNPACKED = CACHE / "unpacked"
 BUILD = REPO / "build"
-KERNEL_CMDLINE = "console=tty1 console=ttyS0"
+# printk.devkmsg=on: pid1 writes its log to /dev/kmsg; the default rate limit (10 lines
+# per 5 s per writer) silently drops lines in bursts such as the orderly stop
+KERNEL_CMDLINE = "console=tty1 console=ttyS0 printk.devkmsg=on"
 MULTIARCH = "usr/lib/x86_64-linux-gnu"
 
 # What the guest runs, by package. Libraries are found from the binaries'
