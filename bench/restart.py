@@ -17,7 +17,7 @@ the console (busybox `sh` with a TTY, `--net host`). Then:
     first restart (100 ms, doubling) unless the container ran 10 s, so each
     cycle uses a fresh container: its first restart, Docker's best case.
 (c) containerd + dockerd spawn -> /_ping OK (pid1's containerd phase start to
-    its dockerd_ready milestone), over BOOTS boots.
+    its "dockerd ready" milestone), over BOOTS boots.
 (d) SIGTERM to pid1 -> dockerd and containerd both exited (each daemon's
     SIGTERM -> exit, and the whole stop), over the same boots.
 
@@ -191,7 +191,7 @@ def stop_figures(run: Pid1) -> tuple[float, float, float]:
 
 def ready_figure(run: Pid1) -> float:
     state = run.state() or {}
-    return state["milestones"]["dockerd_ready"] - state["phases"]["containerd"]["started"]
+    return state["milestones"]["dockerd ready"] - state["phases"]["containerd"]["started"]
 
 
 def main() -> int:

@@ -25,9 +25,12 @@ KILL_WAIT = 5.0
 POLL = 0.02
 
 
-def descendants(proc: str = "/proc") -> list[int]:
-    """Pids of every process below this one (when pid1 is a subreaper, not PID 1)."""
-    parents: dict[int, int] = {}
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: kernel threads take no signals
+
+
+def process_table(proc: str = "/proc") -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, task flags) for every process visible in `proc`."""
+    table: dict[int, tuple[int, int]] = {}
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
@@ -38,12 +41,23 @@ def descendants(proc: str = "/proc") -> list[int]:
             continue
         # the command name may hold spaces and parentheses: split after the last ')'
         fields = stat[stat.rindex(b")") + 2 :].split()
-        parents[int(entry)] = int(fields[1])
+        table[int(entry)] = (int(fields[1]), int(fields[6]))
+    return table
+
+
+def user_processes(proc: str = "/proc") -> list[int]:
+    """Pids of every other process the stop must end: all user processes when
+    PID 1 (kernel threads excluded: kill(-1, 0) still succeeds on them, so it
+    cannot say "none left"), only pid1's descendants otherwise."""
+    table = process_table(proc)
+    me = os.getpid()
+    if me == 1:
+        return [pid for pid, (_, flags) in table.items() if pid != me and not flags & PF_KTHREAD]
     found: list[int] = []
-    frontier = [os.getpid()]
+    frontier = [me]
     while frontier:
         parent = frontier.pop()
-        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        kids = [pid for pid, (ppid, _) in table.items() if ppid == parent]
         found.extend(kids)
         frontier.extend(kids)
     return found
@@ -58,7 +72,7 @@ def signal_all(signo: int) -> None:
         except ProcessLookupError:
             pass
         return
-    for pid in descendants():
+    for pid in user_processes():
         try:
             os.kill(pid, signo)
         except ProcessLookupError:
@@ -66,15 +80,8 @@ def signal_all(signo: int) -> None:
 
 
 def any_process_left() -> bool:
-    """True while some process other than this one is alive (zombies included
-    until reaped). kill(-1, 0) from PID 1 fails with ESRCH only when none is left."""
-    if os.getpid() != 1:
-        return bool(descendants())
-    try:
-        os.kill(-1, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """True while some other user process is alive (zombies count until reaped)."""
+    return bool(user_processes())
 
 
 async def wait_for_no_processes(timeout: float) -> bool:

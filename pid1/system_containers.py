@@ -447,6 +447,8 @@ class SystemContainers:
         )
         if not keeper.exit_handled:  # else it died before the start call returned: already booked
             self._mark_running(keeper)
+        if spec.role == "console":
+            self.log.milestone("console started", state.image or "")
         return True
 
     def _mark_running(self, keeper: Keeper) -> None:

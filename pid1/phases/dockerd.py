@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
+from pid1.rootfs import root_is_initramfs_mount
 from pid1.state import uptime
 
 if TYPE_CHECKING:
@@ -439,7 +440,9 @@ async def run_dockerd(ctx: PhaseContext) -> str:
     if daemon is None or not daemon.alive():  # not a retry that finds it still starting
         env = daemon_env()
         root_fs = root_filesystem_type()
-        if root_fs in RAM_FILESYSTEMS:
+        # After rootfs.move_root() `/` is still a ramfs/tmpfs, but no longer
+        # the rootfs mount itself, so runc can pivot_root: keep it that way.
+        if root_fs in RAM_FILESYSTEMS and root_is_initramfs_mount():
             env["DOCKER_RAMDISK"] = "true"  # runc cannot pivot_root out of a ramfs/tmpfs root
             notes.append(f"/ is {root_fs}: DOCKER_RAMDISK=true")
         driver, why = choose_storage_driver(config.docker_root, config.dockerd_args)
@@ -485,8 +488,7 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         supervisor = SystemContainers(ctx, docker, daemon.up)
         ctx.shared["system_containers"] = supervisor
         ctx.start_service("system containers", supervisor.watch_events)
-    ctx.state.milestones["dockerd_ready"] = round(uptime(), 3)
-    ctx.store.changed()
+    ctx.log.milestone("dockerd ready", f"pid {daemon.child.pid}")
     notes.insert(0, f"pid {daemon.child.pid}, /_ping after {daemon.ready_after * 1000:.0f} ms")
     return "; ".join(notes)
 
