@@ -10,6 +10,7 @@ A broken tarball is reported and skipped: the other images still load.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tarfile
@@ -58,29 +59,38 @@ async def run(ctx: PhaseContext) -> str:
     except OSError as exc:
         ctx.log.warning(f"images: cannot read {directory}: {exc.strerror}; no bundled image loaded")
         return f"no bundled images ({directory}: {exc.strerror})"
-    loaded, present, broken = [], [], []
-    for name in names:
+    loaded: list[str] = []
+    present: list[str] = []
+    broken: list[str] = []
+
+    async def ensure_tarball(name: str) -> None:
         path = os.path.join(directory, name)
         try:
             tags = tarball_tags(path)
         except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
             ctx.log.error(f"images: {path} is not a docker save tarball ({exc}): skipped")
             broken.append(name)
-            continue
+            return
         missing = [tag for tag in tags if not await image_present(docker, tag)]
         if tags and not missing:
             present.extend(tags)
-            continue
+            return
         began = time.monotonic()
         try:
             await load_tarball(docker, path)
         except Exception as exc:
             ctx.log.error(f"images: loading {path} failed: {exc}")
             broken.append(name)
-            continue
+            return
         took = (time.monotonic() - began) * 1000
         ctx.log.info(f"images: loaded {', '.join(tags) or name} from {name} in {took:.0f} ms")
         loaded.extend(tags or [name])
+
+    # Concurrently: a load is hashing and unpacking in dockerd, and the
+    # machine has more than one CPU.
+    await asyncio.gather(*(ensure_tarball(name) for name in names))
+    loaded.sort()
+    present.sort()
     ctx.shared["bundled_images"] = loaded + present
     parts = [f"loaded {', '.join(loaded)}" if loaded else "", f"present {', '.join(present)}" if present else ""]
     if broken:

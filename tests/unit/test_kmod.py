@@ -286,3 +286,16 @@ def test_compressed_module_is_decompressed_for_finit_module(index: kmod.ModuleIn
 def test_debian_12_ships_uncompressed_modules(index: kmod.ModuleIndex) -> None:
     suffixes = {next(s for s in kmod.MODULE_SUFFIXES[::-1] if p.endswith(s)) for p in index.paths.values()}
     assert suffixes == {".ko"}, suffixes
+
+
+def test_all_in_kernel_answers_for_loaded_and_builtin_names(tmp_path) -> None:
+    from pid1.kmod import all_in_kernel
+
+    proc_modules = tmp_path / "modules"
+    proc_modules.write_text("overlay 151552 0 - Live 0x0\nbr_netfilter 32768 0 - Live 0x0\n")
+    sys_module = tmp_path / "sys_module"
+    (sys_module / "unix").mkdir(parents=True)
+    args = {"proc_modules": str(proc_modules), "sys_module": str(sys_module)}
+    assert all_in_kernel(["overlay", "br-netfilter", "unix"], **args)
+    assert not all_in_kernel(["overlay", "xt_mark"], **args)  # one missing: the index decides
+    assert not all_in_kernel(["fs-overlay"], **args)  # an alias: the index decides
