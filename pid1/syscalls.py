@@ -27,17 +27,10 @@ MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_MOVE = 8192
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 
-# umount2(2) flags
-MNT_FORCE = 1
-MNT_DETACH = 2
 
 # prctl(2) options
-PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 SFD_NONBLOCK = os.O_NONBLOCK
@@ -78,10 +71,6 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
 
 def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
-
-
-def mknod_char(path: str, major: int, minor: int, mode: int = 0o600) -> None:
-    os.mknod(path, mode | 0o020000, os.makedev(major, minor))
 
 
 def mknod_block(path: str, major: int, minor: int, mode: int = 0o600) -> None:
@@ -161,10 +150,6 @@ def get_window_size(fd: int) -> tuple[int, int]:
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def set_controlling_tty(fd: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSCTTY, 1)
 
 
 # --- posix_spawn -------------------------------------------------------------

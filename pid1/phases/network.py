@@ -394,8 +394,7 @@ class NetworkPhase:
         else:
             values.update(lease_values(read_lease(os.path.join(self.net_dir, "lease")), event))
         self.publish(**values)
-        self.ctx.state.milestones["network up"] = round(uptime(), 3)
-        self.ctx.log.notice(f"network up {address}")
+        self.ctx.log.milestone("network up", str(address))
         lease = f", lease {values['lease_seconds']} s" if values.get("lease_seconds") else ""
         return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} via {event.get('gateway')}{lease}"
 
@@ -454,8 +453,7 @@ class NetworkPhase:
         if mode.kind == "static" and not mode.gateway and status == 0:
             interface = ipaddress.IPv4Interface(mode.address or "")
             self.publish(status="up", address=str(interface.ip), prefixlen=interface.network.prefixlen)
-            ctx.state.milestones["network up"] = round(uptime(), 3)
-            ctx.log.notice(f"network up {interface.ip}")
+            ctx.log.milestone("network up", str(interface.ip))
             return f"static: {mode.address} (no gateway)"
         return self.offline(f"the netlink worker ended with status {status}")
 
