@@ -139,6 +139,24 @@ class System:
         return wait_for(what, predicate, timeout, self.describe)
 
 
+def engine_cmdline(phases: str, workdir: Path, images_dir: Path, extra: str = "") -> str:
+    """pid1's command line for a test engine of its own under workdir: the
+    host phases replaced by no-ops, dockerd without bridge or iptables."""
+    return " ".join(
+        [
+            f"pid1.phases={phases}",
+            "pid1.extra_phases=noop_host_phases",
+            f"pid1.docker_root={workdir / 'data'}",
+            f"pid1.docker_exec_root={workdir / 'exec'}",
+            f"pid1.docker_socket={workdir / 'd.sock'}",
+            f"pid1.containerd_socket={workdir / 'c.sock'}",
+            f"pid1.images_dir={images_dir}",
+            f"pid1.dockerd_args={DOCKERD_TEST_ARGS}",
+            extra,
+        ]
+    )
+
+
 def run_key(info: dict[str, Any]) -> str:
     """Identifies one run of a container (a restarted container keeps its id)."""
     return f"{info['Id']}@{info['State']['StartedAt']}"
@@ -158,19 +176,7 @@ def start_system(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Sy
         """workdir: an earlier run's, to boot again on its data root (a persistent disk)."""
         # Short paths: unix socket paths are limited to 108 bytes.
         workdir = workdir or Path(tempfile.mkdtemp(prefix="p1d-", dir="/var/tmp"))
-        cmdline = " ".join(
-            [
-                f"pid1.phases={phases}",
-                "pid1.extra_phases=noop_host_phases",
-                f"pid1.docker_root={workdir / 'data'}",
-                f"pid1.docker_exec_root={workdir / 'exec'}",
-                f"pid1.docker_socket={workdir / 'd.sock'}",
-                f"pid1.containerd_socket={workdir / 'c.sock'}",
-                f"pid1.images_dir={bundled_images_dir}",
-                f"pid1.dockerd_args={DOCKERD_TEST_ARGS}",
-                extra_cmdline,
-            ]
-        )
+        cmdline = engine_cmdline(phases, workdir, bundled_images_dir, extra_cmdline)
         run_env = {"PYTHONPATH": f"{REPO}:{HERE}", **(env or {})}
         system = System(run=None, workdir=workdir)  # type: ignore[arg-type]
         started.append(system)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import DOCKERD_TEST_ARGS, HERE, REPO, docker_available
+from conftest import HERE, REPO, docker_available, engine_cmdline
 from harness import Pid1, wait_for
 
 pytestmark = [pytest.mark.namespace]
@@ -234,19 +234,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
         root = workdir / "root"
         (root / "etc").mkdir(parents=True)
         (root / "etc" / "resolv.conf").write_text("# placeholder\n")
-        cmdline = " ".join(
-            [
-                "pid1.phases=network",
-                "pid1.extra_phases=noop_host_phases",
-                f"pid1.docker_root={workdir / 'data'}",
-                f"pid1.docker_exec_root={workdir / 'exec'}",
-                f"pid1.docker_socket={workdir / 'd.sock'}",
-                f"pid1.containerd_socket={workdir / 'c.sock'}",
-                f"pid1.images_dir={bundled_images_dir}",
-                f"pid1.dockerd_args={DOCKERD_TEST_ARGS}",
-                extra_cmdline,
-            ]
-        )
+        cmdline = engine_cmdline("network", workdir, bundled_images_dir, extra_cmdline)
         run = pid1_ns(
             cmdline,
             root=str(root),
