@@ -58,6 +58,10 @@ DETACH_KEYS = "ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_"
 MAX_QUIET_REATTACHES = 5
 # How long a container whose stream ended gets to report that it stopped.
 STILL_RUNNING_WAIT = 1.0
+# Keystrokes typed while a stream is reattached wait for the next stream, up
+# to this many reads; beyond that they are dropped (nobody types that fast,
+# a paste into a dead stream should not grow pid1).
+INPUT_BACKLOG_READS = 256
 WAITING_PREFIX = "[pid1] console restarting: "
 
 
@@ -248,9 +252,11 @@ class ConsoleBridge:
             self._drop(term, "hang-up")
             return
         # Typed while no console runs: dropped, so a stray Ctrl-D cannot end
-        # the next shell before it is seen.
+        # the next shell before it is seen. Typed while the same console is
+        # reattached: kept for the next stream.
         if self._input is not None:
-            self._input.put_nowait(data)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._input.put_nowait(data)
 
     def _drop(self, term: Terminal, why: str) -> None:
         if term not in self.terminals:
@@ -305,16 +311,22 @@ class ConsoleBridge:
         """
         quiet_reattaches = 0
         first = True
-        while not self._closed:
-            got_output = await self._session(container, start=start and first, first=first)
-            first = False
-            if not await self._still_running(container):
-                return
-            quiet_reattaches = 0 if got_output else quiet_reattaches + 1
-            if quiet_reattaches > MAX_QUIET_REATTACHES:
-                self.log.warning(f"console {container.id[:12]}: attach stream keeps ending at once; giving up")
-                return
-            self.log.notice(f"console {container.id[:12]}: attach stream ended while it runs; attaching again")
+        # One input queue per container, across its streams: what is typed
+        # between two streams reaches the second.
+        self._input = queue = asyncio.Queue[bytes](maxsize=INPUT_BACKLOG_READS)
+        try:
+            while not self._closed:
+                got_output = await self._session(container, queue, start=start and first, first=first)
+                first = False
+                if not await self._still_running(container):
+                    return
+                quiet_reattaches = 0 if got_output else quiet_reattaches + 1
+                if quiet_reattaches > MAX_QUIET_REATTACHES:
+                    self.log.warning(f"console {container.id[:12]}: attach stream keeps ending at once; giving up")
+                    return
+                self.log.notice(f"console {container.id[:12]}: attach stream ended while it runs; attaching again")
+        finally:
+            self._input = None
 
     async def close(self) -> None:
         """The stop hook: leave every terminal as pid1 found it."""
@@ -326,7 +338,9 @@ class ConsoleBridge:
         self.terminals.clear()
 
     # --- one attach stream ------------------------------------------------------------
-    async def _session(self, container: DockerContainer, *, start: bool, first: bool) -> bool:
+    async def _session(
+        self, container: DockerContainer, queue: asyncio.Queue[bytes], *, start: bool, first: bool
+    ) -> bool:
         """One attach stream, pumped both ways until it ends. Returns whether
         any output came through."""
         stream = container.attach(stdin=True, stdout=True, stderr=True, logs=False, detach_keys=DETACH_KEYS)
@@ -338,8 +352,7 @@ class ConsoleBridge:
                 raise
             return False
         self.sessions += 1
-        self._input = asyncio.Queue()
-        pump_in = asyncio.get_running_loop().create_task(self._pump_input(stream, self._input))
+        pump_in = asyncio.get_running_loop().create_task(self._pump_input(stream, queue))
         try:
             if start:
                 await container.start()
@@ -366,7 +379,6 @@ class ConsoleBridge:
                 await self._drain()
         finally:
             self.ready.clear()
-            self._input = None
             pump_in.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump_in
