@@ -9,7 +9,6 @@ supervisor owns the only instance; phases change it through their context.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -82,8 +81,13 @@ class State:
     updated: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["log"] = [dataclasses.asdict(line) for line in self.log]
+        """The state as plain dicts and lists, shallowly: it shares the
+        values (json.dumps and the renderer only read them). asdict would
+        deep-copy every log line on each write."""
+        data = dict(vars(self))
+        data["phases"] = {name: vars(p) for name, p in self.phases.items()}
+        data["containers"] = {role: vars(c) for role, c in self.containers.items()}
+        data["log"] = [vars(line) for line in self.log]
         return data
 
 
@@ -115,7 +119,11 @@ class StateStore:
         self._scheduled = False
         self.state.updated = uptime()
         try:
-            write_atomically(self.path, json.dumps(self.state.to_json(), indent=1, default=str) + "\n")
+            # Compact: json's C encoder only serves dumps without indent, and
+            # this runs on every change (`python -m pid1 status` is the
+            # readable view).
+            text = json.dumps(self.state.to_json(), separators=(",", ":"), default=str)
+            write_atomically(self.path, text + "\n")
             self.writes += 1
         except OSError as exc:
             # The state dir can vanish (a test, an unmounted /run): the state in

@@ -66,17 +66,6 @@ def open_view_terminal(path: str) -> tuple[int, list | None]:
     return fd, saved
 
 
-def snapshot(state: State) -> dict[str, Any]:
-    """The state as the dict the renderer takes, shallowly: the same shape
-    as state.to_json() at a fraction of its cost (dataclasses.asdict deep-
-    copies every log line; the renderer only reads)."""
-    data = dict(vars(state))
-    data["phases"] = {name: vars(p) for name, p in state.phases.items()}
-    data["containers"] = {role: vars(c) for role, c in state.containers.items()}
-    data["log"] = [vars(line) for line in state.log]
-    return data
-
-
 def fingerprint(data: dict[str, Any]) -> str:
     """What a frame shows, minus the clock: equal fingerprints, equal frames
     (but for the uptime in the header, which is not worth a wake-up)."""
@@ -125,7 +114,7 @@ class LiveView:
     def redraw(self, state: State) -> None:
         self._pending = False
         try:
-            data = snapshot(state)
+            data = state.to_json()
             mark = fingerprint(data)
             if mark == self._drawn:
                 self.unchanged += 1  # written again with nothing new (a no-op changed()): no frame

@@ -213,10 +213,11 @@ def test_status_of_a_half_written_real_state(tmp_path: Path) -> None:
         assert done.returncode == 2 and "Traceback" not in done.stderr, (cut, done.stderr)
 
 
-def test_the_views_snapshot_is_the_state_json() -> None:
-    """vt2 renders a shallow snapshot instead of to_json() (a tenth of the
-    cost); it must be the same data, or VT2 and `status` would disagree."""
-    from pid1.phases.vt2 import snapshot
+def test_the_shallow_state_json_is_the_whole_state() -> None:
+    """to_json() shares values instead of deep-copying (it runs on every
+    change); it must still carry every field, as dataclasses.asdict would."""
+    import dataclasses
+
     from pid1.state import ContainerState, LogLine, PhaseState, State
 
     state = State(pid=1)
@@ -224,8 +225,9 @@ def test_the_views_snapshot_is_the_state_json() -> None:
     state.containers["console"] = ContainerState(role="console", name="pid1-console", restarts=2)
     state.storage, state.network = {"mode": "ram"}, {"link": "eth0", "dns": ["1.1.1.1"]}
     state.log.append(LogLine(time=1.5, level="info", message="hello"))
-    as_file = json.loads(json.dumps(state.to_json(), default=str))
-    assert json.loads(json.dumps(snapshot(state), default=str)) == as_file
+    deep = dataclasses.asdict(state)
+    deep["log"] = [dataclasses.asdict(line) for line in state.log]
+    assert json.loads(json.dumps(state.to_json(), default=str)) == json.loads(json.dumps(deep, default=str))
 
 
 def test_lease_time_left_from_wall_clock_or_uptime_stamps() -> None:
