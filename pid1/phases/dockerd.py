@@ -1,8 +1,8 @@
 """containerd and dockerd: spawn, wait until they answer, keep them alive, stop them.
 
-Two phases. `containerd` (needs storage, mounts, modules) starts containerd
-with its own socket (pid1.containerd_socket), its root under the docker data
-root and its state under the exec root. `dockerd` (needs containerd) starts
+Two phases. `containerd` (needs mounts) starts containerd with its own
+socket (pid1.containerd_socket), its root and state under the exec root.
+`dockerd` (needs containerd, storage, docker_modules) starts
 dockerd with `--containerd` pointing at it: a dockerd that starts its own
 containerd takes over a second to stop (it polls its child once a second);
 with containerd beside it the stop takes milliseconds.
@@ -30,6 +30,7 @@ after DOCKERD_STOP_TIMEOUT), then containerd.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import re
 import signal
@@ -346,21 +347,41 @@ def daemon_env() -> dict[str, str]:
     return env
 
 
+# Snapshotters dockerd 20.10 never uses (its images and container layers are
+# its own graph driver's): each would probe at start (overlayfs test-mounts,
+# devmapper and zfs warn), which costs a boot time and says nothing.
+UNUSED_CONTAINERD_PLUGINS = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.overlayfs",
+    "io.containerd.snapshotter.v1.zfs",
+)
+
+
 def containerd_config(ctx: PhaseContext) -> str:
-    """containerd's config file (in the exec root): sockets, root, state, no CRI."""
+    """containerd's config file (in the exec root): sockets, root, state,
+    only the plugins dockerd uses.
+
+    Its root is in the exec root (RAM) too, not under the docker data root:
+    with dockerd 20.10 it holds only the records of running containers,
+    which no boot outlives, so containerd needs neither storage nor a module
+    and starts at once, beside the module loading."""
     config = ctx.config
-    root = os.path.join(config.docker_root, "containerd", "daemon")
+    root = os.path.join(config.docker_exec_root, "containerd", "root")
     state = os.path.join(config.docker_exec_root, "containerd", "daemon")
     path = os.path.join(config.docker_exec_root, "containerd", "containerd.toml")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    disabled = ", ".join(f'"{name}"' for name in UNUSED_CONTAINERD_PLUGINS)
     text = (
         "version = 2\n"
-        f"root = {root!r}\n"
-        f"state = {state!r}\n"
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'root = "{root}"\n'
+        f'state = "{state}"\n'
+        f"disabled_plugins = [{disabled}]\n"
         "[grpc]\n"
-        f"  address = {config.containerd_socket!r}\n"
-    ).replace("'", '"')
+        f'  address = "{config.containerd_socket}"\n'
+    )
     with open(path, "w") as f:
         f.write(text)
     return path
@@ -430,11 +451,7 @@ async def ping(docker: Any) -> bool:
 
 
 async def run_dockerd(ctx: PhaseContext) -> str:
-    import aiodocker  # heavy: imported while containerd already starts
-
     config = ctx.config
-    docker = ctx.shared.get("docker") or aiodocker.Docker(url=f"unix://{config.docker_socket}")
-    ctx.shared["docker"] = docker
     notes = []
     daemon: Daemon | None = ctx.shared.get("dockerd")
     if daemon is None or not daemon.alive():  # not a retry that finds it still starting
@@ -468,11 +485,18 @@ async def run_dockerd(ctx: PhaseContext) -> str:
             ctx=ctx,
             argv=lambda: dockerd_argv(ctx, driver),
             env=env,
-            probe=lambda: ping(docker),
+            probe=lambda: ping(ctx.shared["docker"]),
             before_spawn=clear_pidfile,
         )
         ctx.shared["dockerd"] = daemon
         daemon.spawn()
+    docker = ctx.shared.get("docker")
+    if docker is None:
+        # aiodocker (and aiohttp under it) only now, while dockerd starts: the
+        # import takes seconds under emulation. In a thread, so the loop (the
+        # reaper, the console, the daemons' output) keeps going meanwhile.
+        aiodocker = await asyncio.to_thread(importlib.import_module, "aiodocker")
+        docker = ctx.shared["docker"] = aiodocker.Docker(url=f"unix://{config.docker_socket}")
     await daemon.wait_ready()
     if "system_containers" not in ctx.shared:  # once, however often the phase ran
         ctx.start_service("dockerd", daemon.keep_alive)
@@ -532,6 +556,6 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 
 PHASES = [
-    Phase(name="containerd", run=run_containerd, needs=("storage", "mounts", "modules"), doc=__doc__ or ""),
-    Phase(name="dockerd", run=run_dockerd, needs=("containerd",), doc=__doc__ or ""),
+    Phase(name="containerd", run=run_containerd, needs=("mounts",), doc=__doc__ or ""),
+    Phase(name="dockerd", run=run_dockerd, needs=("containerd", "storage", "docker_modules"), doc=__doc__ or ""),
 ]

@@ -137,7 +137,7 @@ def test_loads_dependencies_first_each_module_once(index: kmod.ModuleIndex, tmp_
         assert calls.index(before) < calls.index(after), (before, after, calls)
     assert tally.results["virtio"].outcome == "already"  # EEXIST: a racing modprobe won
     assert [r.name for r in results] == list(tally.results)
-    assert tally.summary().startswith(f"loaded {len(calls) - 1}, already 1, failed 0;"), tally.summary()
+    assert tally.summary() == f"loaded {len(calls) - 1}, already 1, failed 0", tally.summary()
     # A second round over the same devices loads nothing more.
     again = phase.load_requests(index, [*requests, *phase.DOCKER_MODULES], set(), tally, loader)
     assert again == [] and len(loader.calls) == len(calls)
@@ -168,7 +168,7 @@ def test_a_failure_is_named_and_only_its_dependents_are_skipped(index: kmod.Modu
     loaded = len(loader.calls) - 1  # all but nf_conntrack
     assert summary.startswith(f"loaded {loaded}, already 0, failed 2 ("), summary
     assert "nf_conntrack: ENOEXEC" in summary and "no_such_module: ENOENT" in summary, summary
-    assert ", skipped 1 (a dependency failed);" in summary, summary
+    assert summary.endswith(", skipped 1 (a dependency failed)"), summary
 
 
 @needs_tree
