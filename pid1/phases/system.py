@@ -1,6 +1,8 @@
 """dom0 and console: the two privileged system containers the user lives in.
 
-Both need `images` (the bundled busybox fallback must be loaded). Each phase
+Both need `images` (the bundled busybox fallback must be loaded); dom0 also
+waits for the console's first start, so that the console the user waits for
+does not share the CPUs with a second container start. Each phase
 describes its container (a ContainerSpec) and hands it to the system-container
 supervisor (`ctx.shared["system_containers"]`, made by the dockerd phase),
 which keeps it running from then on; the phase is done after the first start
@@ -12,8 +14,9 @@ and /etc/resolv.conf mounted in. The image is resolved at every start:
 a disk and the image is there, else the bundled busybox.
 
 The console runs with a TTY and open stdin (the console bridge carries it to
-the VM's terminals). It does not wait for DHCP longer than CONSOLE_NETWORK_WAIT:
-a machine without network still gets its console. dom0 gets a TTY and open
+the VM's terminals). It does not wait for DHCP: /etc/resolv.conf is bound in
+from the start (the image ships it empty) and the DHCP client rewrites it in
+place, so the console sees the servers once the lease comes. dom0 gets a TTY and open
 stdin too, so the bundled busybox `sh` idles as dom0 the way `docker run -dit`
 does, and `docker exec -it dom0 sh` feels like a host shell.
 
@@ -22,13 +25,11 @@ Registers restart actions "console" and "dom0" for the control channel.
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from pid1.container_spec import ContainerSpec
 from pid1.phases import Phase, PhaseContext
 
-CONSOLE_NETWORK_WAIT = 5.0
 DISK_IMAGE = "debian:latest"
 CONSOLE_STOP_TIMEOUT = 1  # a console shell holds no state
 DOM0_STOP_TIMEOUT = 5
@@ -81,32 +82,6 @@ def dom0_spec(ctx: PhaseContext) -> ContainerSpec:
     )
 
 
-async def wait_for_phase_end(ctx: PhaseContext, name: str, timeout: float) -> str:
-    """Wait (bounded) until phase `name` is done or failed; returns what was seen.
-    Woken by the state store's listeners, not by polling."""
-    ended = ("done", "failed", "cancelled")
-    record = ctx.state.phases.get(name)
-    if record is None:
-        return f"no {name} phase"
-    if record.status in ended:
-        return f"{name} {record.status}"
-    event = asyncio.Event()
-
-    def listener(state) -> None:
-        phase = state.phases.get(name)
-        if phase is None or phase.status in ended:
-            event.set()
-
-    ctx.store.listeners.append(listener)
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        return f"{name} not done after {timeout:.0f} s: going on without it"
-    finally:
-        ctx.store.listeners.remove(listener)
-    return f"{name} {ctx.state.phases[name].status}"
-
-
 def describe(ctx: PhaseContext, role: str) -> str:
     state = ctx.state.containers[role]
     text = f"{state.status}: {state.image} ({state.image_reason})"
@@ -132,14 +107,11 @@ async def run_dom0(ctx: PhaseContext) -> str:
 
 async def run_console(ctx: PhaseContext) -> str:
     register_restart(ctx, "console")
-    network = await wait_for_phase_end(ctx, "network", CONSOLE_NETWORK_WAIT)
-    if "going on" in network:
-        ctx.log.warning(f"console: {network}")
     await ctx.shared["system_containers"].ensure(console_spec(ctx))
-    return f"{describe(ctx, 'console')}; {network}"
+    return describe(ctx, "console")
 
 
 PHASES = [
-    Phase(name="dom0", run=run_dom0, needs=("images",), doc=__doc__ or ""),
+    Phase(name="dom0", run=run_dom0, needs=("images", "console"), doc=__doc__ or ""),
     Phase(name="console", run=run_console, needs=("images",), doc=__doc__ or ""),
 ]
