@@ -659,8 +659,8 @@ def build(dist: Path, compress: str, want_iso: bool) -> dict:
     pid1 = Part(
         "pid1",
         fingerprint(
-            *me, HERE / "python_runtime.py", HERE / "bundled_images.py", HERE / "udhcpc.script",
-            tree_fingerprint(REPO / "pid1", (".py",)), INIT_SCRIPT,
+            *me, HERE / "python_runtime.py", HERE / "bundled_images.py",
+            tree_fingerprint(REPO / "pid1", (".py", ".script")), INIT_SCRIPT,
         ),
     )  # fmt: skip
     if not pid1.fresh():

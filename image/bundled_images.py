@@ -2,13 +2,16 @@
 
     python3 image/bundled_images.py [OUTPUT_DIR] [--busybox PATH]
 
-writes OUTPUT_DIR/busybox.tar (tagged busybox:latest) and OUTPUT_DIR/dhcp.tar
-(tagged pid1-dhcp:latest); OUTPUT_DIR defaults to
-/var/cache/only-docker/images. Both are one-layer images of a rootfs made
-from Debian's busybox-static: /bin/busybox, a symlink for each of its applets
-(`busybox --list-full`), /etc/passwd, /etc/group and the usual empty
-directories. The dhcp image adds /etc/udhcpc/default.script from
-image/udhcpc.script (busybox udhcpc runs it on every lease event).
+writes OUTPUT_DIR/busybox.tar; OUTPUT_DIR defaults to
+/var/cache/only-docker/images. It holds one image under two tags:
+busybox:latest (the console's and dom0's fallback) and pid1-dhcp:latest (the
+dhcp container's; pid1 binds its udhcpc script in, so a user who retags
+busybox:latest on a persistent disk does not change the DHCP client). The
+image is one layer: Debian's busybox-static as /bin/busybox, a symlink for
+each of its applets (`busybox --list-full`), /etc/passwd, /etc/group and the
+usual empty directories. One tarball and one layer, because every
+/images/load costs dockerd two re-executions of itself (untar, apply the
+layer), seconds each under emulation.
 
 The tarballs are deterministic (fixed mtimes, owners and order): the same
 busybox binary gives byte-identical files, so the image IDs are stable and a
@@ -27,12 +30,11 @@ import os
 import subprocess
 import sys
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = Path("/var/cache/only-docker/images")
-UDHCPC_SCRIPT = HERE / "udhcpc.script"
 # Any fixed instant works; this one is the Debian 12 release day.
 EPOCH = 1686355200
 CREATED = "2023-06-10T00:00:00Z"
@@ -53,10 +55,11 @@ DIRECTORIES = {
 @dataclass(frozen=True)
 class ImageSpec:
     file_name: str
-    tag: str
+    tags: tuple[str, ...]
     cmd: tuple[str, ...]
-    # path in the image -> (content, mode)
-    extra_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+
+
+BUNDLED = [ImageSpec("busybox.tar", ("busybox:latest", "pid1-dhcp:latest"), ("sh",))]
 
 
 def busybox_applets(busybox: str) -> list[str]:
@@ -72,13 +75,14 @@ def _info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> t
     return info
 
 
-def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]]) -> bytes:
-    """The layer tar: directories, busybox, its applet links, /etc files."""
+def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]] | None = None) -> bytes:
+    """The layer tar: directories, busybox, its applet links, /etc files
+    (and `extra_files`, path -> (content, mode), for tests' own images)."""
     binary = Path(busybox).read_bytes()
     files: dict[str, tuple[bytes, int]] = {
         "etc/passwd": (PASSWD.encode(), 0o644),
         "etc/group": (GROUP.encode(), 0o644),
-        **extra_files,
+        **(extra_files or {}),
     }
     directories = dict(DIRECTORIES)
     for path in files:
@@ -101,22 +105,26 @@ def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]]) -> byt
 
 
 def image_tarball(spec: ImageSpec, busybox: str) -> bytes:
-    """A `docker save` (v1.2 with manifest.json) tarball of one-layer image."""
-    layer = rootfs_layer(busybox, spec.extra_files)
+    """A `docker save` (v1.2 with manifest.json) tarball of a one-layer
+    image under every tag of spec.tags."""
+    layer = rootfs_layer(busybox)
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = {
         "architecture": "amd64",
         "os": "linux",
         "created": CREATED,
-        "config": {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tag}},
+        "config": {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tags[0]}},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": CREATED, "created_by": f"image/bundled_images.py ({spec.tag})"}],
+        "history": [{"created": CREATED, "created_by": f"image/bundled_images.py ({', '.join(spec.tags)})"}],
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     layer_dir = diff_id.split(":")[1]
-    manifest = [{"Config": config_name, "RepoTags": [spec.tag], "Layers": [f"{layer_dir}/layer.tar"]}]
-    repo, _, tag = spec.tag.rpartition(":")
+    manifest = [{"Config": config_name, "RepoTags": list(spec.tags), "Layers": [f"{layer_dir}/layer.tar"]}]
+    repositories: dict[str, dict[str, str]] = {}
+    for full in spec.tags:
+        repo, _, tag = full.rpartition(":")
+        repositories.setdefault(repo, {})[tag] = layer_dir
     members: list[tuple[tarfile.TarInfo, bytes | None]] = [
         (_info(config_name, tarfile.REGTYPE, 0o644, len(config_bytes)), config_bytes),
         (_info(layer_dir, tarfile.DIRTYPE, 0o755), None),
@@ -125,7 +133,7 @@ def image_tarball(spec: ImageSpec, busybox: str) -> bytes:
     ]
     for name, content in (
         ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()),
-        ("repositories", json.dumps({repo: {tag: layer_dir}}, separators=(",", ":")).encode()),
+        ("repositories", json.dumps(repositories, separators=(",", ":")).encode()),
     ):
         members.append((_info(name, tarfile.REGTYPE, 0o644, len(content)), content))
     buf = io.BytesIO()
@@ -133,20 +141,6 @@ def image_tarball(spec: ImageSpec, busybox: str) -> bytes:
         for info, content in members:
             tar.addfile(info, io.BytesIO(content) if content is not None else None)
     return buf.getvalue()
-
-
-def image_specs(udhcpc_script: Path = UDHCPC_SCRIPT) -> tuple[list[ImageSpec], list[str]]:
-    """The bundled images, plus notes on anything left out."""
-    notes: list[str] = []
-    dhcp_files: dict[str, tuple[bytes, int]] = {}
-    if udhcpc_script.exists():
-        dhcp_files["etc/udhcpc/default.script"] = (udhcpc_script.read_bytes(), 0o755)
-    else:
-        notes.append(f"{udhcpc_script} is missing: the dhcp image has no /etc/udhcpc/default.script")
-    return [
-        ImageSpec("busybox.tar", "busybox:latest", ("sh",)),
-        ImageSpec("dhcp.tar", "pid1-dhcp:latest", ("udhcpc", "-f"), dhcp_files),
-    ], notes
 
 
 def write_if_changed(path: Path, content: bytes) -> bool:
@@ -163,16 +157,17 @@ def write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def build(output: Path, busybox: str = "/bin/busybox") -> dict[str, Path]:
-    """Write every bundled image tarball into `output`; returns tag -> path."""
+    """Write every bundled image tarball into `output` (and remove tarballs
+    an earlier version wrote); returns file name -> path."""
     output.mkdir(parents=True, exist_ok=True)
-    specs, notes = image_specs()
-    for note in notes:
-        print(f"bundled_images: note: {note}", file=sys.stderr)
     built = {}
-    for spec in specs:
+    for spec in BUNDLED:
         path = output / spec.file_name
         write_if_changed(path, image_tarball(spec, busybox))
-        built[spec.tag] = path
+        built[spec.file_name] = path
+    for stale in output.glob("*.tar"):
+        if stale.name not in built:
+            stale.unlink()
     return built
 
 
@@ -184,8 +179,10 @@ def main(argv: list[str]) -> int:
     if not os.path.exists(opts.busybox):
         print(f"bundled_images: {opts.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
         return 1
-    for tag, path in build(opts.output, opts.busybox).items():
-        print(f"{tag}\t{path}\t{path.stat().st_size} bytes")
+    build(opts.output, opts.busybox)
+    for spec in BUNDLED:
+        path = opts.output / spec.file_name
+        print(f"{path}\t{', '.join(spec.tags)}\t{path.stat().st_size} bytes")
     return 0
 
 

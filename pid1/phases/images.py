@@ -4,13 +4,14 @@ Needs dockerd. Every `*.tar` in pid1.images_dir (`docker save` format: the
 busybox fallback for the console and dom0, the dhcp client) names its tags in
 manifest.json; that small member is read without unpacking the rest, each
 tag is looked up through the API, and only a tarball with a missing tag is
-sent to /images/load. On a persistent disk the second boot loads nothing.
+sent to /images/load, one at a time, the one with pid1.fallback_image (what
+the console runs when nothing else resolves) first. On a persistent disk the
+second boot loads nothing.
 A broken tarball is reported and skipped: the other images still load.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tarfile
@@ -28,6 +29,13 @@ def tarball_tags(path: str) -> list[str]:
             raise ValueError("manifest.json is not a file")
         manifest = json.loads(handle.read())
     return [tag for entry in manifest for tag in (entry.get("RepoTags") or [])]
+
+
+def safe_tags(path: str) -> list[str]:
+    try:
+        return tarball_tags(path)
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return []  # reported when it is loaded
 
 
 async def image_present(docker, tag: str) -> bool:
@@ -86,9 +94,13 @@ async def run(ctx: PhaseContext) -> str:
         ctx.log.info(f"images: loaded {', '.join(tags) or name} from {name} in {took:.0f} ms")
         loaded.extend(tags or [name])
 
-    # Concurrently: a load is hashing and unpacking in dockerd, and the
-    # machine has more than one CPU.
-    await asyncio.gather(*(ensure_tarball(name) for name in names))
+    # One after the other: a load is CPU-bound in dockerd (it re-executes
+    # itself to untar and to apply each layer), so side by side they gain
+    # nothing. The tarball with the fallback image (the console's) goes first.
+    fallback = ctx.config.fallback_image
+    names.sort(key=lambda name: fallback not in safe_tags(os.path.join(directory, name)))
+    for name in names:
+        await ensure_tarball(name)
     loaded.sort()
     present.sort()
     ctx.shared["bundled_images"] = loaded + present

@@ -1,6 +1,7 @@
 """network: lo and the ethernet links up, then DHCP, a static address, or nothing.
 
-Needs `images` (the pid1-dhcp image is loaded, the system-container
+Needs `images` (the pid1-dhcp image, a second tag of the bundled busybox,
+is loaded; the system-container
 supervisor exists). The netlink work (links up, the static address, watching
 for an IPv4 address and a default route) runs in a short-lived child,
 `python -m pid1.netlink` (see that module for why it is not a thread), whose
@@ -10,7 +11,7 @@ JSON-line events this phase reads from a pipe.
   client is handed to the system-container supervisor as the `dhcp` container
   (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
   not privileged), so the lease renews for as long as the machine runs and a
-  dead client is restarted. Its script (image/udhcpc.script) applies the
+  dead client is restarted. Its script (pid1/udhcpc.script, bound in) applies the
   address (with the lease as its lifetime), the default route and DNS,
   records the lease in `<state_dir>/network/lease` and writes each event
   (bound, renew, deconfig, leasefail) to the FIFO `<state_dir>/network/events`.
@@ -52,6 +53,9 @@ from pid1.state import uptime
 
 DHCP_IMAGE = "pid1-dhcp:latest"
 DHCP_SCRIPT = "/etc/udhcpc/default.script"
+# The script ships with pid1 (it is pid1's side of the lease protocol) and is
+# bound into the container: the image is plain bundled busybox.
+DHCP_SCRIPT_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "udhcpc.script")
 NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
 # The worker's own deadline is the phase's; this is extra slack for its start
 # (Python + pyroute2 import) before PID 1 gives up on it and kills it.
@@ -159,7 +163,11 @@ def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
             *("-T", "1", "-t", "3", "-A", "3", "-x", f"hostname:{ctx.config.hostname}"),
         ),
         env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",),
-        binds=(f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf", f"{net_dir}:{NET_DIR_IN_CONTAINER}"),
+        binds=(
+            f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf",
+            f"{net_dir}:{NET_DIR_IN_CONTAINER}",
+            f"{DHCP_SCRIPT_SOURCE}:{DHCP_SCRIPT}:ro",
+        ),
         privileged=False,
         cap_add=("NET_ADMIN", "NET_RAW"),
         net_host=True,

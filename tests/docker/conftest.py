@@ -59,7 +59,7 @@ def docker_available() -> str | None:
 
 @pytest.fixture(scope="session")
 def bundled_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """busybox.tar and dhcp.tar, built without a daemon."""
+    """busybox.tar (busybox:latest and pid1-dhcp:latest), built without a daemon."""
     why = docker_available()
     if why:
         pytest.skip(why)

@@ -2,7 +2,7 @@
 namespaces the test makes, busybox `udhcpd` on the server side, and pid1 as
 PID 1 on the client side (`nsenter --net=/run/netns/CLIENT unshare ...`) with its own
 containerd + dockerd, the bundled pid1-dhcp image and the dhcp system
-container running busybox `udhcpc` with image/udhcpc.script.
+container running busybox `udhcpc` with pid1/udhcpc.script bound in.
 
 Also, without docker: the udhcpc script itself against udhcpd, and the
 netlink worker (`python -m pid1.netlink`) in a namespace.
@@ -29,7 +29,7 @@ from harness import Pid1, wait_for
 pytestmark = [pytest.mark.namespace]
 
 LEASE_SECONDS = 20  # busybox udhcpc renews after ~3/4 of it here (15 s)
-SCRIPT = REPO / "image" / "udhcpc.script"
+SCRIPT = REPO / "pid1" / "udhcpc.script"
 _names = itertools.count()
 
 
@@ -169,7 +169,7 @@ def test_netlink_worker_applies_a_static_address(netpair: NetPair) -> None:
 
 def run_udhcpc(pair: NetPair, script: Path, seconds: float) -> tuple[str, Path]:
     """busybox udhcpc in the client namespace with busybox applets on PATH
-    (what the pid1-dhcp image has), for `seconds`."""
+    (what the dhcp container has), for `seconds`."""
     applets = pair.workdir / "bin"
     applets.mkdir(exist_ok=True)
     for name in sh("/bin/busybox", "--list").stdout.split():
