@@ -92,6 +92,8 @@ MODULES = [
     "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
     "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "xt_mark", "xt_comment", "ip_tables", "iptable_filter",
     "iptable_nat", "iptable_mangle", "ip6_tables", "ip6table_filter", "ip6table_nat", "ipt_REJECT", "nf_reject_ipv4",
+    # dockerd opens an XFRM netlink socket at start (IPsec for encrypted overlay networks)
+    "xfrm_user", "xfrm_algo",
     # the ACPI power button and its input events
     "button", "evdev",
 ]  # fmt: skip

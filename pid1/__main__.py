@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["modprobe"]:
         # kmod-style options (-q -a -v ...) of its own, and no signals to take over:
         # the kernel's request_module and dockerd run this as a short-lived command.
-        from pid1.kmod import modprobe_main
+        from pid1.modprobe import main as modprobe
 
-        return modprobe_main(argv[1:])
+        return modprobe(argv[1:])
     reaper_mod.block_handled_signals()
     args = parse_args(argv)
     if args.command == "keys":

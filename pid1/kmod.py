@@ -15,8 +15,8 @@ request_module and dockerd's `modprobe` calls all see one answer:
 - builtin modules and those in /proc/modules are kept in the plan but marked
   so that nothing loads them.
 
-`python -m pid1 modprobe` (see `modprobe_main`) is the command-line face of the
-same resolver. Pure logic apart from `load_module`, which goes through
+`python -m pid1 modprobe` (pid1.modprobe, then `modprobe_main`) is the
+command-line face of the same resolver. Pure logic apart from `load_module`, which goes through
 `pid1.syscalls`.
 """
 
@@ -430,18 +430,6 @@ def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
     return {line.split(" ", 1)[0] for line in _read_lines(proc_modules) if line}
 
 
-def all_in_kernel(names: list[str], proc_modules: str = "/proc/modules", sys_module: str = "/sys/module") -> bool:
-    """True when every name is a module the kernel has now, loaded (in
-    /proc/modules) or built in with a /sys/module entry. Aliases are never
-    matched here: they need the index."""
-    loaded = loaded_modules(proc_modules)
-    for name in names:
-        module = name.replace("-", "_")
-        if module not in loaded and not os.path.isdir(os.path.join(sys_module, module)):
-            return False
-    return True
-
-
 def read_modalias(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -669,10 +657,11 @@ def parse_modprobe_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def modprobe_main(argv: list[str]) -> int:
+def modprobe_main(argv: list[str], not_found: set[str] | None = None) -> int:
     """`modprobe [-q] [-a] [-v] [-D] NAME [PARAM=VALUE...]`: what the kernel
     (`/proc/sys/kernel/modprobe -q -- NAME`) and dockerd (`modprobe -va ...`)
-    call. Exit 0 when everything asked for is in the kernel afterwards."""
+    call. Exit 0 when everything asked for is in the kernel afterwards. Names
+    that no module or alias answers are added to `not_found`."""
     args = parse_modprobe_args(argv)
     if args.remove:
         print("modprobe: removing modules is not supported by pid1's modprobe", file=sys.stderr)
@@ -682,10 +671,6 @@ def modprobe_main(argv: list[str]) -> int:
         return 1
     names = args.names if args.all else args.names[:1]
     cli_params = "" if args.all else " ".join(args.names[1:])
-    if not (args.dry_run or args.show_depends or args.resolve_alias or cli_params) and all_in_kernel(names):
-        # dockerd and the kernel mostly ask for what the modules phase loaded
-        # already: answer before reading the index (a second of TCG guest time).
-        return 0
     if args.config:
         config = read_config("/", [os.path.abspath(d) for d in args.config])
     else:
@@ -715,6 +700,8 @@ def modprobe_main(argv: list[str]) -> int:
         try:
             top = index.lookup(name, args.use_blacklist)
             if not top:
+                if not_found is not None:
+                    not_found.add(name)
                 raise ModuleNotFound(f"Module {name} not found in directory {moddir}")
             extra = dict.fromkeys(top, cli_params) if cli_params else None
             plan = index.plan([name], loaded, args.use_blacklist, extra)

@@ -16,6 +16,7 @@ where a bare fork could deadlock on a lock another thread held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -131,12 +132,14 @@ class Reaper:
         stderr: int | str | None = None,
         tty: str | None = None,
         cwd: str | None = None,
+        nice: int = 0,
     ) -> Child:
         """Start argv in a clean state: default signal mask and dispositions, its
         own session, only fds 0-2 inherited. Each of stdin/stdout/stderr is an
         fd to dup, a path to open, or None for /dev/null. `tty` (a path) makes
         that terminal the child's controlling tty and its stdin/out/err.
-        Must be called on the loop thread (the pid is registered before the
+        `nice` lowers its CPU priority (set just after the spawn: the first
+        instants run at pid1's). Must be called on the loop thread (the pid is registered before the
         loop can reap it)."""
         assert self._loop is not None, "Reaper.install() first"
         actions: list[syscalls.FileAction] = []
@@ -159,6 +162,9 @@ class Reaper:
             # hop keeps the syscall surface small and cwd is rare.
             argv = ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", cwd, *argv]
         pid = syscalls.spawn(argv[0], argv, dict(os.environ if env is None else env), actions)
+        if nice:
+            with contextlib.suppress(OSError):  # it may have exited already
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
         child = Child(pid=pid, argv=list(argv), exit_future=self._loop.create_future())
         self.children[pid] = child
         return child

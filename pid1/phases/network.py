@@ -57,6 +57,9 @@ DHCP_SCRIPT = "/etc/udhcpc/default.script"
 # bound into the container: the image is plain bundled busybox.
 DHCP_SCRIPT_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "udhcpc.script")
 NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
+# The worker imports pyroute2 (seconds of CPU under emulation) while the
+# console container starts, which the user waits for: it yields the CPU.
+WORKER_NICE = 10
 # The worker's own deadline is the phase's; this is extra slack for its start
 # (Python + pyroute2 import) before PID 1 gives up on it and kills it.
 WORKER_GRACE = 15.0
@@ -184,7 +187,8 @@ class Worker:
         try:
             # stderr: pid1's own (the worker reports its errors as events; a
             # crash before that still leaves its traceback on the console).
-            self.child = ctx.reaper.spawn([sys.executable, "-m", "pid1.netlink", *args], stdout=write_end, stderr=2)
+            argv = [sys.executable, "-m", "pid1.netlink", *args]
+            self.child = ctx.reaper.spawn(argv, stdout=write_end, stderr=2, nice=WORKER_NICE)
         except BaseException:
             os.close(read_end)
             raise

@@ -43,7 +43,8 @@ async def spawn_children(ctx: PhaseContext) -> str:
         ]
     )
     ignorer = ctx.reaper.spawn(["sh", "-c", f'trap "" TERM; echo ignorer-ready >> {out}; while :; do sleep 0.05; done'])
-    record(f"spawned sleeper={sleeper.pid} trapper={trapper.pid} ignorer={ignorer.pid}")
+    niced = ctx.reaper.spawn(["sleep", "1000"], nice=7)
+    record(f"spawned sleeper={sleeper.pid} trapper={trapper.pid} ignorer={ignorer.pid} niced={niced.pid}")
 
     async def first_hook() -> None:
         record("hook-first-registered")

@@ -71,6 +71,15 @@ def test_children_start_with_clean_signal_state(pid1_ns, tmp_path: Path) -> None
     assert session == int(sleeper), stat
     fds = run.nsenter(["ls", f"/proc/{sleeper}/fd"]).stdout.decode().split()
     assert sorted(fds, key=int) == ["0", "1", "2"], fds
+    # spawn(nice=7) lowers that child's priority, and only that child's
+    spawned = next(e for e in events(tmp_path) if e.startswith("spawned "))
+    niced = dict(word.split("=") for word in spawned.split()[1:])["niced"]
+
+    def nice_of(pid: str) -> int:
+        stat = run.nsenter(["cat", f"/proc/{pid}/stat"]).stdout.decode()
+        return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+    assert (nice_of(niced), nice_of(sleeper)) == (7, 0)
     # pid1 itself does block those signals: the reset above is real work
     pid1_status = Path(f"/proc/{run.pid}/status").read_text()
     assert int(dict(line.split(":\t") for line in pid1_status.splitlines() if ":\t" in line)["SigBlk"], 16) != 0

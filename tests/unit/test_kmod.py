@@ -289,7 +289,7 @@ def test_debian_12_ships_uncompressed_modules(index: kmod.ModuleIndex) -> None:
 
 
 def test_all_in_kernel_answers_for_loaded_and_builtin_names(tmp_path) -> None:
-    from pid1.kmod import all_in_kernel
+    from pid1.modprobe import all_in_kernel
 
     proc_modules = tmp_path / "modules"
     proc_modules.write_text("overlay 151552 0 - Live 0x0\nbr_netfilter 32768 0 - Live 0x0\n")
