@@ -2,7 +2,7 @@
 
 Two phases. `containerd` (needs mounts) starts containerd with its own
 socket (pid1.containerd_socket), its root and state under the exec root.
-`dockerd` (needs containerd, storage, docker_modules) starts
+`dockerd` (needs containerd, storage, modules: overlay) starts
 dockerd with `--containerd` pointing at it: a dockerd that starts its own
 containerd takes over a second to stop (it polls its child once a second);
 with containerd beside it the stop takes milliseconds.
@@ -565,5 +565,5 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 PHASES = [
     Phase(name="containerd", run=run_containerd, needs=("mounts",), doc=__doc__ or ""),
-    Phase(name="dockerd", run=run_dockerd, needs=("containerd", "storage", "docker_modules"), doc=__doc__ or ""),
+    Phase(name="dockerd", run=run_dockerd, needs=("containerd", "storage", "modules"), doc=__doc__ or ""),
 ]

@@ -10,9 +10,9 @@ modules.builtin has. Drivers add devices (virtio_pci makes the virtio
 devices that virtio_net/virtio_blk drive, an ATA driver the CD-ROM behind
 it): their modaliases come from the kernel's uevents, read while loading
 (or from another walk of /sys when uevents cannot be had), and get their
-drivers in another round, up to COLDPLUG_ROUNDS. The modules that only
-dockerd needs (bridge, netfilter, overlay) load afterwards, in the
-docker_modules phase, so the storage phase can look for its disk meanwhile.
+drivers in another round, up to COLDPLUG_ROUNDS. The networking modules
+dockerd needs (bridge, veth, netfilter/NAT, xfrm) load afterwards, in the
+docker_modules phase, beside the storage phase and dockerd's start.
 
 A module that fails to load is a warning naming it and the errno, never a
 failed phase. With no lib/modules/$(uname -r)/modules.dep (a development
@@ -33,6 +33,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,13 +43,14 @@ from pid1 import kmod
 from pid1.phases import Phase, PhaseContext
 
 # DESIGN.md "Facts": what the measured boot loaded for dockerd 20.10
-# (iptables-legacy), in two parts. What the storage phase needs (the disk's
-# driver and ext4) loads with the hardware drivers in the `modules` phase;
-# what only dockerd needs loads in `docker_modules`, while storage looks for
-# its disk.
-STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4")
+# (iptables-legacy), in two parts. What storage and dockerd's start need (the
+# disk's driver, ext4, and overlay, which decides dockerd's storage driver)
+# loads with the hardware drivers in the `modules` phase; the networking
+# modules load in `docker_modules`, beside dockerd's start: dockerd asks for
+# them seconds after its spawn (and were one missing then, the modprobe
+# helper would load it).
+STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "overlay")
 ENGINE_MODULES = (
-    "overlay",
     "bridge",
     "br_netfilter",
     "veth",
@@ -351,6 +353,9 @@ async def run(ctx: PhaseContext) -> str:
             requests: list[str | tuple[str, ...]] = [*chains, *(FIXED if round_no == 0 else ())]
             results = await asyncio.to_thread(load_requests, index, requests, loaded, tally, kmod.load_module, WORKERS)
             report(ctx, results)
+            if round_no == 0:
+                # The disk drivers are in: the storage phase's wait for a late disk counts from here.
+                ctx.shared["disk_drivers_loaded_at"] = time.monotonic()
             if not any(r.outcome == "loaded" for r in results):
                 break  # nothing new in the kernel: no new devices to find
             # The devices the new drivers added: from their uevents, or (none

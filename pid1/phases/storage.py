@@ -27,8 +27,9 @@ from pid1.phases import Phase, PhaseContext
 # sysfs does not report new entries to it. The socket is opened before the
 # first scan, so a disk added between the scan and the wait is not missed.
 # Without the socket (e.g. no netlink), the phase re-scans every POLL seconds.
-# A boot without the disk pays the whole wait, once: pid1.storage_wait=0
-# skips it.
+# The wait counts from when the modules phase loaded the disk drivers, so a
+# boot without the disk pays only what is left of it (often nothing: the
+# docker_modules phase took that long); pid1.storage_wait=0 skips it.
 POLL = 0.1
 RAM_MODES = ("tmpfs", "ramfs")
 # ext2 and ext3 are mounted by the ext4 driver (Debian's kernels have no
@@ -98,13 +99,17 @@ async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
     label, sys_root, dev_root = ctx.config.storage_label, ctx.path("sys"), ctx.path("dev")
     listener = open_listener(ctx) if ctx.config.storage_wait > 0 else None
     started = time.monotonic()
-    deadline = started + ctx.config.storage_wait
+    # A late disk is one still being probed after its driver loaded: the wait
+    # counts from when the modules phase loaded the disk drivers (the
+    # docker_modules phase runs meanwhile), not from now.
+    drivers_loaded = min(ctx.shared.get("disk_drivers_loaded_at", started), started)
+    deadline = drivers_loaded + ctx.config.storage_wait
     try:
         # Reading superblocks can block on a slow device: keep the loop (the
         # reaper, the other phases) running meanwhile.
         scan = await asyncio.to_thread(scan_for_label, label, sys_root, dev_root)
-        if scan.match is None and ctx.config.storage_wait > 0:
-            ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {ctx.config.storage_wait:g} s for one")
+        if scan.match is None and (left := deadline - time.monotonic()) > 0:
+            ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {left:.1f} s more for one")
         while scan.match is None and (left := deadline - time.monotonic()) > 0:
             if listener is None:
                 await asyncio.sleep(min(POLL, left))
