@@ -35,7 +35,7 @@ class Config:
     hostname: str = _key("only-docker", "hostname set at boot")
     storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
     docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")
-    storage_wait: float = _key(1.0, "seconds the labelled disk gets to appear, from when the disk drivers loaded")
+    storage_wait: float = _key(0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded")
     docker_socket: str = _key("/run/docker.sock", "dockerd's API socket")
     docker_exec_root: str = _key("/run/docker", "dockerd's exec root")
     containerd_socket: str = _key("/run/containerd/containerd.sock", "containerd's socket")

@@ -27,9 +27,13 @@ from pid1.phases import Phase, PhaseContext
 # sysfs does not report new entries to it. The socket is opened before the
 # first scan, so a disk added between the scan and the wait is not missed.
 # Without the socket (e.g. no netlink), the phase re-scans every POLL seconds.
-# The wait counts from when the modules phase loaded the disk drivers, so a
-# boot without the disk pays only what is left of it (often nothing: the
-# docker_modules phase took that long); pid1.storage_wait=0 skips it.
+# The wait counts from when the modules phase loaded the disk drivers, and
+# is short (0.5 s by default): finit_module returns only after the async
+# probing its module's init scheduled (do_init_module runs
+# async_synchronize_full), so the disks behind ATA, AHCI, virtio and
+# virtio-scsi drivers are there when the modules phase ends. The wait is for
+# what settles later (a USB disk's settle delay, hardware slow to show up).
+# pid1.storage_wait=0 skips it.
 POLL = 0.1
 RAM_MODES = ("tmpfs", "ramfs")
 # ext2 and ext3 are mounted by the ext4 driver (Debian's kernels have no
