@@ -541,7 +541,11 @@ def busybox_path() -> str:
 # --- packing -------------------------------------------------------------------------------------
 COMPRESSORS = {
     "none": None,
-    "zstd": ["zstd", "-q", "-f", "-T0", "-10", "--stdout"],
+    # -19 with a 32 MB window: the size the boot benchmark's goal asks for
+    # (the kernel allocates that window while unpacking). Not the default:
+    # under TCG it reaches /init ~5 s later than the plain cpio (measured
+    # back to back), which is worth more than the 180 MB it saves.
+    "zstd": ["zstd", "-q", "-f", "-T0", "-19", "--long=25", "--stdout"],
     "lz4": ["lz4", "-q", "-f", "-l", "-9", "-c"],  # -l: the legacy frame the kernel reads
 }
 
