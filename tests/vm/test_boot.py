@@ -52,6 +52,20 @@ def shell_ready(vm: VM, timeout: float = STEP) -> None:
                 raise
 
 
+def wait_running(vm: VM, roles: set[str], timeout: float = STEP) -> str:
+    """Ask `docker ps` in the console until every role in `roles` is Up
+    (dom0 starts after the console, the dhcp container beside it: the
+    prompt comes first). Returns the last listing; fails at the bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = vm.shell("docker ps --format '{{.Label \"pid1.role\"}} {{.Status}}'", STEP)
+        up = {line.split()[0] for line in out.splitlines() if len(line.split()) > 1 and line.split()[1] == "Up"}
+        if roles <= up:
+            return out
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not all of {sorted(roles)} Up within {timeout:.0f} s:\n{out}\n{vm.tail()}")
+
+
 @pytest.fixture(scope="module")
 def ram_vm(boot) -> VM:
     vm = boot("ram")
@@ -60,17 +74,15 @@ def ram_vm(boot) -> VM:
 
 
 def test_ram_boot_milestones(ram_vm: VM):
-    # The console does not wait for DHCP (bounded at 5 s), so "network up"
-    # may follow the prompt: each line gets a bound of its own.
+    # The console does not wait for DHCP, so "network up" may follow the
+    # prompt: each line gets a bound of its own.
     for pattern in MILESTONE_LINES:
         ram_vm.wait_for(pattern, 60, since_mark=False)
     print("milestones (guest uptime, s):", ram_vm.milestones())
 
 
 def test_console_runs_docker_ps(ram_vm: VM):
-    out = ram_vm.shell("docker ps --format '{{.Names}} {{.Label \"pid1.role\"}}'", STEP)
-    roles = {line.split()[-1] for line in out.splitlines() if line.strip() and len(line.split()) >= 2}
-    assert {"dom0", "console", "dhcp"} <= roles, out
+    wait_running(ram_vm, {"dom0", "console", "dhcp"})
 
 
 def test_state_json_parses(ram_vm: VM):
@@ -107,6 +119,7 @@ def test_console_switching(ram_vm: VM):
 
 
 def test_dockerd_killed_comes_back_with_the_console(ram_vm: VM):
+    wait_running(ram_vm, {"dom0"})
     ram_vm.mark()
     ram_vm.send("docker exec dom0 sh -c 'kill -9 $(pidof dockerd)'\n")
     ram_vm.wait_for(r"pid1: dockerd exited with status", STEP)
@@ -168,8 +181,8 @@ def test_disk_second_boot_keeps_the_image_then_crash(boot, disk):
     shell_ready(vm)
     out = vm.shell("docker images --format '{{.Repository}}:{{.Tag}}'", STEP)
     assert "persisted:1" in out, out
-    out = vm.shell("docker ps --format '{{.Names}} {{.Status}}'", STEP)
-    assert out.count("Up") >= 3, out  # dom0, console, dhcp: the stale ones from boot 1 replaced cleanly
+    # dom0, console, dhcp: the stale ones from boot 1 replaced cleanly
+    wait_running(vm, {"dom0", "console", "dhcp"})
     # crash-only: qemu dies in the middle of a write to the docker disk
     vm.send("dd if=/dev/zero of=/var/lib/docker/crash-test bs=1M count=1500 & sleep 1; echo WRITING\n")
     vm.wait_for("WRITING", STEP)
