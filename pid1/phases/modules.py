@@ -3,10 +3,11 @@ Docker need. modules needs mounts (/proc, /sys); docker_modules needs modules.
 
 Coldplug: every `modalias` under /sys/devices is resolved through
 modules.alias (pid1.kmod, which resolves as kmod's modprobe does), then the
-storage modules (the disk drivers and ext4) and the ACPI power button and
-input drivers are added; each module is loaded with its modules.dep and
-softdep dependencies first, by finit_module(2), skipping what /proc/modules or
-modules.builtin has. Drivers add devices (virtio_pci makes the virtio
+storage modules (the disk drivers, ext4, and overlay for dockerd's storage
+driver) and the ACPI power button and input drivers are added; each module
+is loaded with its modules.dep and softdep dependencies first, by
+finit_module(2), skipping what /proc/modules or modules.builtin has.
+Drivers add devices (virtio_pci makes the virtio
 devices that virtio_net/virtio_blk drive, an ATA driver the CD-ROM behind
 it): their modaliases come from the kernel's uevents, read while loading
 (or from another walk of /sys when uevents cannot be had), and get their
