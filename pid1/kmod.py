@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from functools import partial
 
+from pid1.modprobe import loaded_modules
+
 # Module suffixes depmod knows; Debian 12 (6.1) ships plain .ko, newer kernels .ko.xz/.ko.zst.
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 WILDCARD_CHARS = frozenset("*?[")
@@ -423,11 +425,6 @@ class ModuleIndex:
         params = " ".join(p for p in (self.params_of(name), extra) if p)
         state = "loaded" if name in loaded else "load"
         return PlanEntry(name, self.path_of(name), state, params, self.deps.get(name, ()))
-
-
-def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
-    """Names in /proc/modules (empty when the kernel has no module support)."""
-    return {line.split(" ", 1)[0] for line in _read_lines(proc_modules) if line}
 
 
 def read_modalias(path: str) -> str | None:

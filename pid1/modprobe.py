@@ -50,15 +50,20 @@ def plain_request(argv: list[str]) -> list[str] | None:
     return names
 
 
+def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
+    """Names in /proc/modules (empty when the kernel has no module support)."""
+    try:
+        with open(proc_modules) as f:
+            return {line.split(" ", 1)[0] for line in f if line.strip()}
+    except OSError:
+        return set()
+
+
 def all_in_kernel(names: list[str], proc_modules: str = "/proc/modules", sys_module: str = "/sys/module") -> bool:
     """True when every name is a module the kernel has now, loaded (in
     /proc/modules) or built in with a /sys/module entry. Aliases are never
     matched here: they need the index."""
-    try:
-        with open(proc_modules) as f:
-            loaded = {line.split(" ", 1)[0] for line in f}
-    except OSError:
-        loaded = set()
+    loaded = loaded_modules(proc_modules)
     for name in names:
         module = name.replace("-", "_")
         if module not in loaded and not os.path.isdir(os.path.join(sys_module, module)):
