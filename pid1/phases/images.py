@@ -31,13 +31,6 @@ def tarball_tags(path: str) -> list[str]:
     return [tag for entry in manifest for tag in (entry.get("RepoTags") or [])]
 
 
-def safe_tags(path: str) -> list[str]:
-    try:
-        return tarball_tags(path)
-    except (OSError, KeyError, ValueError, tarfile.TarError):
-        return []  # reported when it is loaded
-
-
 async def image_present(docker, tag: str) -> bool:
     from aiodocker.exceptions import DockerError
 
@@ -71,14 +64,17 @@ async def run(ctx: PhaseContext) -> str:
     present: list[str] = []
     broken: list[str] = []
 
-    async def ensure_tarball(name: str) -> None:
+    tags_of: dict[str, list[str]] = {}
+    for name in names:
         path = os.path.join(directory, name)
         try:
-            tags = tarball_tags(path)
+            tags_of[name] = tarball_tags(path)
         except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
             ctx.log.error(f"images: {path} is not a docker save tarball ({exc}): skipped")
             broken.append(name)
-            return
+
+    async def ensure_tarball(name: str, tags: list[str]) -> None:
+        path = os.path.join(directory, name)
         missing = [tag for tag in tags if not await image_present(docker, tag)]
         if tags and not missing:
             present.extend(tags)
@@ -98,9 +94,8 @@ async def run(ctx: PhaseContext) -> str:
     # itself to untar and to apply each layer), so side by side they gain
     # nothing. The tarball with the fallback image (the console's) goes first.
     fallback = ctx.config.fallback_image
-    names.sort(key=lambda name: fallback not in safe_tags(os.path.join(directory, name)))
-    for name in names:
-        await ensure_tarball(name)
+    for name in sorted(tags_of, key=lambda name: fallback not in tags_of[name]):
+        await ensure_tarball(name, tags_of[name])
     loaded.sort()
     present.sort()
     ctx.shared["bundled_images"] = loaded + present
