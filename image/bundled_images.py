@@ -9,15 +9,16 @@ dhcp container's; pid1 binds its udhcpc script in, so a user who retags
 busybox:latest on a persistent disk does not change the DHCP client). The
 image is one layer: Debian's busybox-static as /bin/busybox, a symlink for
 each of its applets (`busybox --list-full`), /etc/passwd, /etc/group and the
-usual empty directories. One tarball and one layer, because every
-/images/load costs dockerd two re-executions of itself (untar, apply the
+usual empty directories. One tarball and one layer, because every image
+dockerd takes in costs it re-executions of itself (to untar, to apply the
 layer), seconds each under emulation.
 
 The tarballs are deterministic (fixed mtimes, owners and order): the same
 busybox binary gives byte-identical files, so the image IDs are stable and a
-tarball is rewritten only when its content changes. pid1's images phase loads
-them through the API's /images/load when the tag is missing (tests and the
-initrd use the same files).
+tarball is rewritten only when its content changes. pid1's images phase puts
+them into dockerd when a tag is missing (a one-layer image like this one by
+/images/create?fromSrc=-, see pid1/phases/images.py; tests and the initrd
+use the same files).
 """
 
 from __future__ import annotations
@@ -104,16 +105,18 @@ def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]] | None 
     return buf.getvalue()
 
 
-def image_tarball(spec: ImageSpec, busybox: str) -> bytes:
+def image_tarball(spec: ImageSpec, busybox: str, extra_config: dict[str, object] | None = None) -> bytes:
     """A `docker save` (v1.2 with manifest.json) tarball of a one-layer
-    image under every tag of spec.tags."""
+    image under every tag of spec.tags (`extra_config`: more image config
+    keys, for tests)."""
     layer = rootfs_layer(busybox)
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    image_config = {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tags[0]}}
     config = {
         "architecture": "amd64",
         "os": "linux",
         "created": CREATED,
-        "config": {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tags[0]}},
+        "config": {**image_config, **(extra_config or {})},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": CREATED, "created_by": f"image/bundled_images.py ({', '.join(spec.tags)})"}],
     }

@@ -268,6 +268,32 @@ def test_containerd_killed_is_restarted_then_dockerd_and_the_containers(start_sy
     assert_one_each(system)
 
 
+def test_a_one_layer_tarball_is_imported_with_its_config_and_others_loaded(start_system, tmp_path: Path) -> None:
+    """The bundled image goes in by /images/create?fromSrc=- and keeps its
+    command, environment, labels and both tags; a tarball whose config no
+    Dockerfile instruction can say (a healthcheck) goes to /images/load."""
+    module = load_bundled_images_module()
+    images = tmp_path / "images"
+    module.build(images)
+    other = module.ImageSpec("other.tar", ("other:1",), ("true",))
+    (images / "other.tar").write_bytes(module.image_tarball(other, "/bin/busybox", {"Healthcheck": {"Test": ["NONE"]}}))
+    system = start_system(f"pid1.images_dir={images}", phases="images")
+    system.run.wait_phase("images", timeout=BOOT_TIMEOUT)
+    log = system.run.log()
+    assert "images: imported busybox:latest, pid1-dhcp:latest from busybox.tar" in log, system.describe()
+    assert "images: loaded other:1 from other.tar" in log, system.describe()
+    assert "loaded busybox:latest, other:1, pid1-dhcp:latest" in system.run.state()["phases"]["images"]["detail"]
+    config = json.loads(system.docker("image", "inspect", "--format", "{{json .Config}}", "busybox:latest"))
+    assert config["Cmd"] == ["sh"], config
+    assert module.PATH_ENV in config["Env"], config
+    assert config["Labels"] == {"org.only-docker.bundled": "busybox:latest"}, config
+    assert image_id(system, "pid1-dhcp:latest") == image_id(system, "busybox:latest")
+    healthcheck = system.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", "other:1")
+    assert json.loads(healthcheck) == {"Test": ["NONE"]}
+    listing = system.docker("run", "--rm", "busybox:latest", "ls", "/bin/busybox", "/etc/passwd")
+    assert "/etc/passwd" in listing, listing
+
+
 def test_leftovers_of_an_earlier_boot_are_removed_and_images_not_reloaded(start_system) -> None:
     system = start_system()
     booted(system)
