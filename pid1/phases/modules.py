@@ -21,11 +21,15 @@ machine, a kernel with everything built in) the phase says so and does
 nothing.
 
 It also installs pid1's modprobe (`python -m pid1 modprobe`, the same
-resolver) at /run/pid1/bin/modprobe, and in the initial PID namespace (the
-real boot) points /proc/sys/kernel/modprobe at it, so the kernel's
-request_module works, and links it as /usr/local/sbin/modprobe when PATH has
-no modprobe, for dockerd. A pid1 in a child PID namespace (tests) leaves both
-alone: that sysctl is one value for the whole machine.
+resolver) at /run/pid1/bin/modprobe. In the initial PID namespace (the real
+boot) it makes sure the kernel's request_module and dockerd's `modprobe`
+calls have a modprobe: a real one on PATH (the image ships kmod's) is used
+for both, since a C program answers in milliseconds where a Python one
+takes 0.1-0.4 s to start under emulation, and the kernel waits for it
+(BuildKit's platform probes at dockerd's start ask for binfmt-464c five
+times); with none, /proc/sys/kernel/modprobe points at pid1's and
+/usr/local/sbin/modprobe links to it. A pid1 in a child PID namespace
+(tests) leaves both alone: that sysctl is one value for the whole machine.
 """
 
 from __future__ import annotations
@@ -288,12 +292,20 @@ def report(ctx: PhaseContext, results: list[kmod.LoadResult]) -> None:
         ctx.log.warning(f"modules: not tried (a dependency failed): {' '.join(skipped)}")
 
 
+def modprobe_on_path(root: str, path_dirs: str = PATH_DIRS) -> str | None:
+    """The first `modprobe` on PATH (as the machine sees the path), or None."""
+    for directory in (d for d in path_dirs.split(":") if d):
+        if os.path.lexists(os.path.join(root, directory.lstrip("/"), "modprobe")):
+            return os.path.join(directory, "modprobe")
+    return None
+
+
 def link_into_path(root: str, helper: str, path_dirs: str = PATH_DIRS) -> str | None:
     """Make `modprobe` on PATH (dockerd execs it) a link to the helper,
     unless a modprobe is on PATH already (a real kmod is left alone). The
     link goes in the first PATH directory. Returns the link made, or None."""
     dirs = [d for d in path_dirs.split(":") if d]
-    if not dirs or any(os.path.lexists(os.path.join(root, d.lstrip("/"), "modprobe")) for d in dirs):
+    if not dirs or modprobe_on_path(root, path_dirs) is not None:
         return None
     link = os.path.join(root, dirs[0].lstrip("/"), "modprobe")
     os.makedirs(os.path.dirname(link), exist_ok=True)
@@ -303,25 +315,28 @@ def link_into_path(root: str, helper: str, path_dirs: str = PATH_DIRS) -> str | 
 
 async def setup_modprobe(ctx: PhaseContext) -> str:
     """Install the helper; in the initial PID namespace (the real boot) also
-    make it the kernel's modprobe and the `modprobe` on PATH."""
+    give the kernel and PATH a modprobe: the real one on PATH when there
+    is one, else the helper."""
     helper = "/" + HELPER
     if install_helper(ctx.path(HELPER), helper_script()):
         ctx.log.info(f"modules: installed pid1's modprobe at {helper}")
     if not in_initial_pid_namespace(ctx.path("proc/self/ns/pid")):
         return "kernel.modprobe left alone (not the initial PID namespace)"
+    modprobe = modprobe_on_path(ctx.root) or helper
+    if modprobe == helper:
+        try:
+            linked = link_into_path(ctx.root, helper)
+            if linked:
+                ctx.log.info(f"modules: {linked} -> {helper}")
+        except OSError as exc:
+            ctx.log.warning(f"modules: cannot put modprobe on PATH: {exc}")
     try:
-        linked = link_into_path(ctx.root, helper)
-        if linked:
-            ctx.log.info(f"modules: {linked} -> {helper}")
-    except OSError as exc:
-        ctx.log.warning(f"modules: cannot put modprobe on PATH: {exc}")
-    try:
-        if point_kernel_at(ctx.path(KERNEL_MODPROBE), helper):
-            ctx.log.info(f"modules: kernel.modprobe = {helper}")
+        if point_kernel_at(ctx.path(KERNEL_MODPROBE), modprobe):
+            ctx.log.info(f"modules: kernel.modprobe = {modprobe}")
     except OSError as exc:
         ctx.log.warning(f"modules: cannot set kernel.modprobe: {exc}")
         return f"kernel.modprobe not set ({exc.strerror})"
-    return f"kernel.modprobe={helper}"
+    return f"kernel.modprobe={modprobe}"
 
 
 async def run(ctx: PhaseContext) -> str:

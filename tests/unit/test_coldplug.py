@@ -269,6 +269,9 @@ def test_modprobe_goes_on_path_only_where_there_is_none(tmp_path: Path) -> None:
     (kmod_root / "usr/sbin/modprobe").write_text("a real modprobe")
     assert phase.link_into_path(str(kmod_root), helper) is None
     assert not (kmod_root / "usr/local/sbin/modprobe").exists()
+    # the real one is what the kernel gets too (setup_modprobe)
+    assert phase.modprobe_on_path(str(kmod_root)) == "/usr/sbin/modprobe"
+    assert phase.modprobe_on_path(str(tmp_path / "bare")) is None
 
 
 def test_added_devices_modaliases_come_from_uevents() -> None:

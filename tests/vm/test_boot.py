@@ -99,6 +99,18 @@ def test_guest_has_qemu_dhcp_address(ram_vm: VM):
     assert "inet 10.0.2.15/24" in out, out
 
 
+def test_the_kernel_and_iptables_get_kmods_modprobe(ram_vm: VM):
+    """kernel.modprobe is the image's kmod, and it loads on demand: the mangle
+    table (which nothing loads at boot) appears when iptables first lists it."""
+    script = (
+        "cat /proc/sys/kernel/modprobe; grep -c '^iptable_mangle ' /proc/modules; "
+        "nsenter -t 1 -m -- /usr/sbin/iptables -t mangle -nL >/dev/null && echo listed; "
+        "grep -c '^iptable_mangle ' /proc/modules"
+    )
+    lines = [line.strip() for line in ram_vm.shell(script, STEP).splitlines() if line.strip()]
+    assert lines[-4:] == ["/usr/sbin/modprobe", "0", "listed", "1"], lines
+
+
 def test_console_switching(ram_vm: VM):
     """A locally made image tagged console-image:latest is the next console."""
     number = time.time_ns() % 10**6
