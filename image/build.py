@@ -16,8 +16,9 @@ turn), one per part, each rebuilt only when what went into it changed:
     python   Debian's python3.11 with the standard library modules pid1 and
              its dependencies import (image/python_runtime.py finds them),
              and the dependencies themselves, byte-compiled
-    pid1     the pid1 package (byte-compiled, with sources), /init and the
-             bundled images
+    pid1     the pid1 package (byte-compiled, with sources), /init, the
+             bundled images, and the same images as a docker data root
+             (image/docker_seed.py) that pid1 copies into an empty one
 
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 """
@@ -520,6 +521,7 @@ runpy.run_module("pid1", run_name="__main__", alter_sys=True)
 
 def build_pid1(part: Part, python_stage: Path) -> None:
     import bundled_images
+    import docker_seed
     import python_runtime
 
     stage = part.begin()
@@ -535,6 +537,7 @@ def build_pid1(part: Part, python_stage: Path) -> None:
     built = bundled_images.build(BUILD / "images", busybox=busybox_path())
     for path in built.values():
         shutil.copy2(path, images / path.name)
+    docker_seed.build_seed(stage / "usr/share/pid1/docker-seed", busybox=busybox_path())
     part.finish()
 
 
@@ -674,7 +677,7 @@ def build(dist: Path, compress: str, want_iso: bool) -> dict:
     pid1 = Part(
         "pid1",
         fingerprint(
-            *me, HERE / "python_runtime.py", HERE / "bundled_images.py",
+            *me, HERE / "python_runtime.py", HERE / "bundled_images.py", HERE / "docker_seed.py",
             tree_fingerprint(REPO / "pid1", (".py", ".script")), INIT_SCRIPT,
         ),
     )  # fmt: skip

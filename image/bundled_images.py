@@ -105,11 +105,8 @@ def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]] | None 
     return buf.getvalue()
 
 
-def image_tarball(spec: ImageSpec, busybox: str, extra_config: dict[str, object] | None = None) -> bytes:
-    """A `docker save` (v1.2 with manifest.json) tarball of a one-layer
-    image under every tag of spec.tags (`extra_config`: more image config
-    keys, for tests)."""
-    layer = rootfs_layer(busybox)
+def image_config(spec: ImageSpec, layer: bytes, extra_config: dict[str, object] | None = None) -> bytes:
+    """The image config (its sha256 is the image ID) of a one-layer image."""
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     image_config = {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tags[0]}}
     config = {
@@ -120,7 +117,16 @@ def image_tarball(spec: ImageSpec, busybox: str, extra_config: dict[str, object]
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": CREATED, "created_by": f"image/bundled_images.py ({', '.join(spec.tags)})"}],
     }
-    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+
+
+def image_tarball(spec: ImageSpec, busybox: str, extra_config: dict[str, object] | None = None) -> bytes:
+    """A `docker save` (v1.2 with manifest.json) tarball of a one-layer
+    image under every tag of spec.tags (`extra_config`: more image config
+    keys, for tests)."""
+    layer = rootfs_layer(busybox)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config_bytes = image_config(spec, layer, extra_config)
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     layer_dir = diff_id.split(":")[1]
     manifest = [{"Config": config_name, "RepoTags": list(spec.tags), "Layers": [f"{layer_dir}/layer.tar"]}]

@@ -41,6 +41,9 @@ class Config:
     containerd_socket: str = _key("/run/containerd/containerd.sock", "containerd's socket")
     dockerd_args: list[str] = _key([], "extra dockerd arguments (comma-separated)")
     images_dir: str = _key("/usr/share/pid1/images", "bundled image tarballs, loaded when missing")
+    docker_seed: str = _key(
+        "/usr/share/pid1/docker-seed", "image store copied into a data root dockerd never used (empty: none)"
+    )
     console_image: str = _key("console-image:latest", "image tag tried first for the console container")
     dom0_image: str = _key("dom0-image:latest", "image tag tried first for the dom0 container")
     fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")

@@ -15,7 +15,9 @@ system-container supervisor subscribes to events again and reconciles.
 
 dockerd gets `--storage-driver overlay2` (vfs only when overlay cannot work
 here, and the log says so) and DOCKER_RAMDISK=true when `/` is a ramfs or
-tmpfs (runc cannot pivot_root out of an initramfs). Each daemon's output goes,
+tmpfs (runc cannot pivot_root out of an initramfs). Before dockerd's first
+start, a data root it never used is seeded with the initrd's image store
+(pid1.docker_seed, see pid1/docker_seed.py). Each daemon's output goes,
 line by line, to `<state_dir>/<name>.log` (capped, one old generation kept);
 its warnings and errors also go to pid1's log. Sending every line to
 /dev/kmsg would hit the kernel's rate limit and drop pid1's own lines.
@@ -38,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pid1.docker_seed import seed_data_root
 from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
 from pid1.rootfs import root_is_initramfs_mount
@@ -476,6 +479,14 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         elif driver:
             ctx.log.info(f"dockerd: storage driver {driver} ({why})")
         notes.append(f"storage {driver or 'from pid1.dockerd_args'}")
+        try:
+            seeded = await asyncio.to_thread(seed_data_root, config.docker_seed, config.docker_root, driver)
+        except OSError as exc:  # the images phase puts the bundled images in instead
+            ctx.log.warning(f"dockerd: seeding {config.docker_root} from {config.docker_seed} failed: {exc}")
+            seeded = None
+        if seeded:
+            ctx.log.info(f"dockerd: {seeded}")
+            notes.append(seeded)
         pidfile = os.path.join(config.docker_exec_root, "dockerd.pid")
 
         def clear_pidfile() -> None:

@@ -1,0 +1,111 @@
+"""The docker seed (image/docker_seed.py, pid1/docker_seed.py) against a real
+dockerd: its files are what dockerd writes for a `docker load` of the same
+tarball, a seeded data root has the bundled images when dockerd answers (the
+images phase loads nothing), they run and `docker save` rebuilds their layer
+(dockerd checks it against the diff ID), and a data root dockerd has used is
+never seeded again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, docker_available
+
+pytestmark = [pytest.mark.docker, pytest.mark.namespace]
+
+BOOT_TIMEOUT = 120
+STORE = Path("image/overlay2")
+
+
+def load_docker_seed_module() -> Any:
+    sys.path.insert(0, str(REPO / "image"))
+    spec = importlib.util.spec_from_file_location("docker_seed", REPO / "image" / "docker_seed.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="module")
+def seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    why = docker_available()
+    if why:
+        pytest.skip(why)
+    seed = tmp_path_factory.mktemp("seed") / "docker-seed"
+    load_docker_seed_module().build_seed(seed, "/bin/busybox")
+    return seed
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """path -> (mode, size, link target) for everything under root."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        found[str(path.relative_to(root))] = (st.st_mode, st.st_size, os.readlink(path) if path.is_symlink() else "")
+    return found
+
+
+def layer_record(data_root: Path) -> tuple[Path, Path]:
+    """(layerdb record, overlay2 layer directory) of the one layer in the store."""
+    records = list((data_root / STORE / "layerdb/sha256").iterdir())
+    assert len(records) == 1, records
+    cache_id = (records[0] / "cache-id").read_text()
+    return records[0], data_root / "overlay2" / cache_id
+
+
+def test_the_seed_is_what_dockerd_writes_for_docker_load(start_system, bundled_images_dir: Path, seed_dir: Path):
+    system = start_system(phases="dockerd")
+    system.run.wait_phase("dockerd", timeout=BOOT_TIMEOUT)
+    system.docker("load", "-i", str(bundled_images_dir / "busybox.tar"))
+    data = system.workdir / "data"
+    loaded, loaded_layer = layer_record(data)
+    seeded, seeded_layer = layer_record(seed_dir)
+    assert loaded.name == seeded.name, "the same diff ID"
+    for name in ("diff", "size"):
+        assert (seeded / name).read_text() == (loaded / name).read_text(), name
+    tar_split = gzip.decompress((seeded / "tar-split.json.gz").read_bytes())
+    assert tar_split == gzip.decompress((loaded / "tar-split.json.gz").read_bytes())
+    assert (seed_dir / STORE / "repositories.json").read_text() == (data / STORE / "repositories.json").read_text()
+    content = "imagedb/content/sha256"
+    assert sorted(os.listdir(seed_dir / STORE / content)) == sorted(os.listdir(data / STORE / content))
+    assert tree(seeded_layer / "diff") == tree(loaded_layer / "diff")
+    assert len((seeded_layer / "link").read_text()) == len((loaded_layer / "link").read_text()) == 26
+
+
+def test_a_seeded_boot_has_the_images_and_they_work(start_system, seed_dir: Path, tmp_path: Path):
+    system = start_system(f"pid1.docker_seed={seed_dir}")
+    system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
+    state = system.run.state()
+    assert f"data root seeded from {seed_dir}" in state["phases"]["dockerd"]["detail"], system.describe()
+    images = state["phases"]["images"]["detail"]
+    assert images == "present busybox:latest, pid1-dhcp:latest", system.describe()
+    system.wait_running("console")
+    assert system.docker("run", "--rm", "busybox:latest", "cat", "/etc/group").startswith("root:x:0:")
+    saved = tmp_path / "saved.tar"
+    system.docker("save", "-o", str(saved), "pid1-dhcp:latest")  # dockerd checks the rebuilt layer's digest
+    with tarfile.open(saved) as tar:
+        assert any(name.endswith("/layer.tar") for name in tar.getnames())
+    # a data root dockerd has used is left alone: what the user removed stays removed until the images phase
+    system.docker("rmi", "pid1-dhcp:latest")
+    system.run.stop()
+    again = start_system(f"pid1.docker_seed={seed_dir}", workdir=system.workdir)
+    again.run.wait_phase("console", timeout=BOOT_TIMEOUT)
+    state = again.run.state()
+    assert "seeded" not in state["phases"]["dockerd"]["detail"], again.describe()
+    assert "loaded busybox:latest, pid1-dhcp:latest" in state["phases"]["images"]["detail"], again.describe()
+
+
+def test_without_a_seed_the_images_phase_puts_them_in(start_system):
+    """The negative control: the same boot with no seed imports the tarball."""
+    system = start_system("pid1.docker_seed=")
+    system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
+    state = system.run.state()
+    assert "seeded" not in state["phases"]["dockerd"]["detail"], system.describe()
+    assert "loaded busybox:latest, pid1-dhcp:latest" in state["phases"]["images"]["detail"], system.describe()
