@@ -1,6 +1,6 @@
 """Builds dist/vmlinuz, dist/initrd.img and dist/only-docker.iso from Debian 12 packages.
 
-    image/build [--compress none|zstd|lz4] [--no-iso] [--dist DIR] [-v]
+    image/build [--compress none|zstd|lz4] [--iso-compress none|zstd|lz4] [--no-iso] [--dist DIR]
 
 Every byte of the guest comes from a Debian package fetched with `apt-get
 download` (cached in /var/cache/only-docker/debs) and unpacked with `dpkg-deb
@@ -21,6 +21,14 @@ turn), one per part, each rebuilt only when what went into it changed:
              (image/docker_seed.py) that pid1 copies into an empty one
 
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
+
+dist/initrd.img (for `qemu/run --kernel`) is a plain cpio and the ISO's is
+zstd-compressed, because the two loaders differ (measured under TCG, 2 vCPUs):
+qemu hands a -initrd file to the guest at no cost, and the kernel unpacks a
+plain cpio (~54 MB/s) faster than it decompresses zstd (~21 MB/s): /init
+starts ~10 s earlier plain. isolinux reads the ISO through the BIOS at ~9 MB/s,
+so there the 62 MB zstd initrd reaches the console prompt ~9 s sooner (wall
+clock) than the 249 MB plain one.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ MULTIARCH = "usr/lib/x86_64-linux-gnu"
 # What the guest runs, by package. Libraries are found from the binaries'
 # DT_NEEDED entries in these packages; a library missing here is an error
 # that names it (add its package).
-ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables", "ca-certificates", "kmod"]
+ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables", "ca-certificates", "kmod", "tini"]
 LIBRARY_PACKAGES = [
     "libc6", "libsystemd0", "libdevmapper1.02.1", "libcap2", "libgcrypt20", "liblzma5", "libzstd1",
     "liblz4-1", "libselinux1", "libudev1", "libgpg-error0", "libpcre2-8-0", "libseccomp2",
@@ -78,6 +86,10 @@ ENGINE_BINARIES = [
     # own phases load modules in-process, with pid1.kmod)
     "usr/bin/kmod",
 ]
+# Installed under another name: dockerd runs `docker-init` from PATH for
+# `docker run --init` (and asks its version for `docker info`); Debian's is
+# tini, static.
+RENAMED_BINARIES = {"usr/bin/tini-static": "usr/bin/docker-init"}
 # dockerd 20.10 execs `iptables` from PATH; the legacy variant needs no nf_tables.
 IPTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"]
 
@@ -140,16 +152,16 @@ ISOLINUX_FILES = {
 }
 
 
-def check_tools(want_iso: bool, compress: str) -> None:
+def check_tools(want_iso: bool, methods: set[str]) -> None:
     missing = []
     for tool, package in HOST_TOOLS.items():
         if tool == "xorriso" and not want_iso:
             continue
-        if tool == "zstd" and compress != "zstd":
+        if tool == "zstd" and "zstd" not in methods:
             continue
         if shutil.which(tool) is None:
             missing.append(f"{tool} (apt-get install {package})")
-    if compress == "lz4" and shutil.which("lz4") is None:
+    if "lz4" in methods and shutil.which("lz4") is None:
         missing.append("lz4 (apt-get install lz4)")
     if want_iso:
         missing += [
@@ -427,6 +439,12 @@ def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroo
             raise BuildError(f"{binary} is in none of {', '.join(t.name for t in engine_trees)}")
         copy_file(source, stage / binary)
         elves.append(stage / binary)
+    for binary, installed in RENAMED_BINARIES.items():
+        source = find_in_trees(engine_trees, binary)
+        if source is None:
+            raise BuildError(f"{binary} is in none of {', '.join(t.name for t in engine_trees)}")
+        copy_file(source, stage / installed)
+        elves.append(stage / installed)
     for name in IPTABLES_LINKS:
         os.symlink("xtables-legacy-multi", stage / "usr/sbin" / name)
     os.symlink("../bin/kmod", stage / "usr/sbin/modprobe")
@@ -554,9 +572,8 @@ def busybox_path() -> str:
 COMPRESSORS = {
     "none": None,
     # -19 with a 32 MB window: the size the boot benchmark's goal asks for
-    # (the kernel allocates that window while unpacking). Not the default:
-    # under TCG it reaches /init ~5 s later than the plain cpio (measured
-    # back to back), which is worth more than the 180 MB it saves.
+    # (the kernel allocates that window while unpacking); the ISO's default
+    # (see the module docstring for why dist/initrd.img stays plain)
     "zstd": ["zstd", "-q", "-f", "-T0", "-19", "--long=25", "--stdout"],
     "lz4": ["lz4", "-q", "-f", "-l", "-9", "-c"],  # -l: the legacy frame the kernel reads
 }
@@ -612,7 +629,7 @@ LABEL only-docker
 """
 
 
-def build_iso(dist: Path, key: str) -> bool:
+def build_iso(dist: Path, initrd: Path, key: str) -> bool:
     iso = dist / "only-docker.iso"
     stamp = BUILD / "iso.key"
     if iso.exists() and stamp.exists() and stamp.read_text() == key:
@@ -629,7 +646,7 @@ def build_iso(dist: Path, key: str) -> bool:
     (tree / "isolinux/isolinux.cfg").write_text(ISOLINUX_CFG.format(cmdline=KERNEL_CMDLINE))
     # hard links, not copies: the tree lives only until xorriso has read it
     os.link(dist / "vmlinuz", tree / "boot/vmlinuz")
-    os.link(dist / "initrd.img", tree / "boot/initrd.img")
+    os.link(initrd, tree / "boot/initrd.img")
     run(
         [
             "xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso) + ".tmp", "-V", "ONLY_DOCKER",
@@ -646,11 +663,11 @@ def build_iso(dist: Path, key: str) -> bool:
 
 
 # --- main ----------------------------------------------------------------------------------------
-def build(dist: Path, compress: str, want_iso: bool) -> dict:
+def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
     import python_runtime
 
     began = time.monotonic()
-    check_tools(want_iso, compress)
+    check_tools(want_iso, {compress, iso_compress} if want_iso else {compress})
     BUILD.mkdir(exist_ok=True)
     dist.mkdir(parents=True, exist_ok=True)
     debs = fetch_debs(ENGINE_PACKAGES + LIBRARY_PACKAGES + PYTHON_PACKAGES)
@@ -702,12 +719,18 @@ def build(dist: Path, compress: str, want_iso: bool) -> dict:
         if concatenate(parts, initrd):
             made.append("initrd.img")
         initrd_stamp.write_text(initrd_key)
-    if want_iso and build_iso(dist, fingerprint(dist / "vmlinuz", [p.name for p in parts], base.key, python.key,
-                                                pid1.key, compress, ISOLINUX_CFG, KERNEL_CMDLINE)):  # fmt: skip
+    iso_initrd = initrd
+    if want_iso and iso_compress != compress:
+        iso_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
+        concatenate([compressed(p, iso_compress) for p in (base, python, pid1)], iso_initrd)
+    iso_key = fingerprint(dist / "vmlinuz", base.key, python.key, pid1.key, iso_compress, ISOLINUX_CFG, KERNEL_CMDLINE)
+    if want_iso and build_iso(dist, iso_initrd, iso_key):
         made.append("only-docker.iso")
     sizes = {
         "kernel": kver,
         "compress": compress,
+        "iso_compress": iso_compress if want_iso else None,
+        "iso_initrd": iso_initrd.stat().st_size if want_iso else None,
         "parts": {p.name: {"cpio": p.archive.stat().st_size, "packed": q.stat().st_size} for p, q in
                   zip((base, python, pid1), parts, strict=True)},
         "files": {f.name: f.stat().st_size for f in sorted(dist.iterdir()) if f.is_file() and f.suffix != ".json"},
@@ -724,6 +747,8 @@ def print_summary(sizes: dict, dist: Path) -> None:
     for name, size in sizes["files"].items():
         mark = "made" if name in sizes["made"] else "unchanged"
         print(f"  {dist}/{name:18} {human(size):>9}  {mark}")
+    if sizes["iso_initrd"] is not None:
+        print(f"  the ISO's initrd        {human(sizes['iso_initrd']):>9}  {sizes['iso_compress']}")
     print(f"  kernel {sizes['kernel']}, command line '{KERNEL_CMDLINE}', {sizes['seconds']} s")
 
 
@@ -731,6 +756,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="image/build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dist", type=Path, default=REPO / "dist")
     parser.add_argument("--compress", choices=sorted(COMPRESSORS), default=os.environ.get("IMAGE_COMPRESS", "none"))
+    parser.add_argument("--iso-compress", choices=sorted(COMPRESSORS), default="zstd", help="the ISO's initrd")
     parser.add_argument("--no-iso", action="store_true", help="only vmlinuz and initrd.img")
     opts = parser.parse_args(argv)
     umask = os.umask(0o022)
@@ -742,7 +768,7 @@ def main(argv: list[str]) -> int:
         log("another image/build is running; waiting for it")
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        sizes = build(opts.dist.resolve(), opts.compress, not opts.no_iso)
+        sizes = build(opts.dist.resolve(), opts.compress, opts.iso_compress, not opts.no_iso)
     except RuntimeError as exc:  # BuildError, python_runtime.RuntimeError_
         print(f"image/build: error: {exc}", file=sys.stderr)
         return 1
