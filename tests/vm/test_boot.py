@@ -102,6 +102,12 @@ def test_guest_has_qemu_dhcp_address(ram_vm: VM):
     assert "inet 10.0.2.15/24" in out, out
 
 
+def test_docker_run_init_has_docker_init(ram_vm: VM):
+    """`docker run --init` works: the image ships tini as docker-init."""
+    out = ram_vm.shell("docker run --rm --init --net host busybox:latest cat /proc/1/comm", STEP)
+    assert "docker-init" in out.split(), out
+
+
 def test_the_kernel_and_iptables_get_kmods_modprobe(ram_vm: VM):
     """kernel.modprobe is the image's kmod, and it loads on demand: the mangle
     table (which nothing loads at boot) appears when iptables first lists it."""
