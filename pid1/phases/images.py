@@ -14,8 +14,10 @@ ENTRYPOINT, ENV, LABEL, WORKDIR, USER) is imported: its layer is streamed to
 with the rest of its tags. /images/load would make dockerd re-execute itself
 twice (untar the whole tarball to a temporary directory, then apply the
 layer); the import applies the layer straight from the stream, one
-re-execution, two seconds less under emulation. Anything else, or an import
-dockerd refuses, goes to /images/load. The imported image has a new ID and
+re-execution, two seconds less under emulation. Only the missing tags are
+set: a tag the user moved to another image stays where it is. Anything
+else, or an import dockerd refuses, goes to /images/load (which sets every
+tag the tarball names). The imported image has a new ID and
 creation time; its content and config are the tarball's.
 A broken tarball is reported and skipped: the other images still load.
 """
@@ -144,11 +146,11 @@ async def load_tarball(docker, path: str) -> None:
             raise RuntimeError(message["error"])
 
 
-async def import_tarball(docker, tarball: Tarball) -> None:
-    """Stream the one layer to /images/create?fromSrc=- as the first tag, with
-    the config as `changes`; then give the image its other tags."""
-    assert tarball.layer is not None
-    repository, tag = split_reference(tarball.tags[0])
+async def import_tarball(docker, tarball: Tarball, tags: list[str]) -> None:
+    """Stream the one layer to /images/create?fromSrc=- as the first of
+    `tags`, with the config as `changes`; then give the image the others."""
+    assert tarball.layer is not None and tags
+    repository, tag = split_reference(tags[0])
     query = [("fromSrc", "-"), ("repo", repository), ("tag", tag), *(("changes", c) for c in tarball.changes)]
     with tarfile.open(tarball.path, "r:") as tar:
         layer = tar.extractfile(tarball.layer)
@@ -159,9 +161,9 @@ async def import_tarball(docker, tarball: Tarball) -> None:
             f"images/create?{urlencode(query)}", "POST", data=layer, headers={"Content-Type": "application/x-tar"}
         ) as response:
             _raise_stream_error(await response.read())
-    for other in tarball.tags[1:]:
+    for other in tags[1:]:
         repository, tag = split_reference(other)
-        await docker.images.tag(tarball.tags[0], repository, tag=tag)
+        await docker.images.tag(tags[0], repository, tag=tag)
 
 
 async def run(ctx: PhaseContext) -> str:
@@ -185,11 +187,12 @@ async def run(ctx: PhaseContext) -> str:
             ctx.log.error(f"images: {path} is not a docker save tarball ({exc}): skipped")
             broken.append(name)
 
-    async def put_in(tarball: Tarball) -> str:
-        """Import the tarball when it can be, else load it; returns how."""
+    async def put_in(tarball: Tarball, missing: list[str]) -> str:
+        """Import the tarball as its missing tags when it can be, else load
+        it (which sets every tag it names); returns how."""
         if tarball.layer is not None:
             try:
-                await import_tarball(docker, tarball)
+                await import_tarball(docker, tarball, missing)
                 return "imported"
             except Exception as exc:
                 ctx.log.warning(f"images: importing {tarball.path} failed ({exc}); loading it instead")
@@ -204,14 +207,16 @@ async def run(ctx: PhaseContext) -> str:
             return
         began = time.monotonic()
         try:
-            how = await put_in(tarball)
+            how = await put_in(tarball, missing)
         except Exception as exc:
             ctx.log.error(f"images: loading {tarball.path} failed: {exc}")
             broken.append(name)
             return
         took = (time.monotonic() - began) * 1000
-        ctx.log.info(f"images: {how} {', '.join(tarball.tags) or name} from {name} in {took:.0f} ms")
-        loaded.extend(tarball.tags or [name])
+        put = missing if how == "imported" else tarball.tags
+        ctx.log.info(f"images: {how} {', '.join(put) or name} from {name} in {took:.0f} ms")
+        loaded.extend(put or [name])
+        present.extend(tag for tag in tarball.tags if tag not in put)
 
     # One after the other: putting an image in is CPU-bound in dockerd (it
     # re-executes itself to untar), so side by side they gain nothing. The

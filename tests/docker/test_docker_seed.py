@@ -92,14 +92,17 @@ def test_a_seeded_boot_has_the_images_and_they_work(start_system, seed_dir: Path
     system.docker("save", "-o", str(saved), "pid1-dhcp:latest")  # dockerd checks the rebuilt layer's digest
     with tarfile.open(saved) as tar:
         assert any(name.endswith("/layer.tar") for name in tar.getnames())
-    # a data root dockerd has used is left alone: what the user removed stays removed until the images phase
+    # A data root dockerd has used is never seeded again: the images phase
+    # puts back only the tag that went missing, and busybox:latest stays put.
+    busybox = system.docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip()
     system.docker("rmi", "pid1-dhcp:latest")
     system.run.stop()
     again = start_system(f"pid1.docker_seed={seed_dir}", workdir=system.workdir)
     again.run.wait_phase("console", timeout=BOOT_TIMEOUT)
     state = again.run.state()
     assert "seeded" not in state["phases"]["dockerd"]["detail"], again.describe()
-    assert "loaded busybox:latest, pid1-dhcp:latest" in state["phases"]["images"]["detail"], again.describe()
+    assert state["phases"]["images"]["detail"] == "loaded pid1-dhcp:latest; present busybox:latest", again.describe()
+    assert again.docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip() == busybox
 
 
 def test_without_a_seed_the_images_phase_puts_them_in(start_system):
