@@ -55,6 +55,19 @@ def image() -> Path:
     return REPO / "dist"
 
 
+@pytest.fixture(scope="session")
+def iso_image(image: Path) -> Path:
+    """dist/ with the ISO too (its zstd initrd: minutes of compression the
+    first time, seconds after)."""
+    began = time.monotonic()
+    result = subprocess.run([str(REPO / "image/build")], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    print(result.stdout)
+    if result.returncode != 0:
+        pytest.fail(f"image/build failed:\n{result.stdout}\n{result.stderr}")
+    print(f"ISO built in {time.monotonic() - began:.1f} s")
+    return image
+
+
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
     """boot(name, append=[...], disk=PATH, until=REGEX) -> a VM whose serial

@@ -38,6 +38,7 @@ class VM:
     disk: str | None = None
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     dist: Path = REPO / "dist"
+    iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
     proc: subprocess.Popen | None = None
     serial: bytearray = field(default_factory=bytearray)
     lines: list[tuple[float, str]] = field(default_factory=list)
@@ -53,7 +54,8 @@ class VM:
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> VM:
-        argv = [str(REPO / "qemu/run"), "--kernel", "--accel", self.accel, "--headless", "--no-reboot"]
+        argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
+        argv += ["--accel", self.accel, "--headless", "--no-reboot"]
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
         argv += [f"--append={a}" for a in self.append]
         if self.disk:
