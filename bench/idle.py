@@ -98,7 +98,6 @@ def render_cost(rounds: int = 300) -> float:
     import sample_states
 
     from pid1 import view
-    from pid1.phases.vt2 import snapshot
     from pid1.state import LogLine
 
     state = sample_states._state(None)  # every phase done
@@ -106,7 +105,7 @@ def render_cost(rounds: int = 300) -> float:
         state.log.append(LogLine(time=float(i), level="info", message=f"a log line of a usual length, number {i}"))
     started = time.perf_counter()
     for _ in range(rounds):
-        data = snapshot(state)
+        data = state.to_json()  # what the vt2 phase renders from
         view.render(data, 25, 80, 300.0)
         view.render_long(data, 80, 300.0)
     return (time.perf_counter() - started) / rounds
