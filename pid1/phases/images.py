@@ -28,6 +28,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -125,25 +126,30 @@ async def image_present(docker, tag: str) -> bool:
     return True
 
 
-def _raise_stream_error(body: bytes) -> None:
-    """/images/load and /images/create answer 200 and report failures in
-    their JSON-lines progress stream."""
-    for line in body.splitlines():
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
+def raise_progress_error(messages: Iterable[Any]) -> None:
+    """/images/load and /images/create answer 200 and report a failure as an
+    `error` message in their progress stream."""
+    for message in messages:
         if isinstance(message, dict) and message.get("error"):
             raise RuntimeError(message["error"])
+
+
+def progress_messages(body: bytes) -> list[Any]:
+    """A progress stream (one JSON document per line) as messages."""
+    messages = []
+    for line in body.splitlines():
+        try:
+            messages.append(json.loads(line))
+        except ValueError:
+            continue
+    return messages
 
 
 async def load_tarball(docker, path: str) -> None:
     """POST the tarball to /images/load, streamed from the file."""
     with open(path, "rb") as f:
         result = await docker.images.import_image(data=f)
-    for message in result if isinstance(result, list) else [result]:
-        if isinstance(message, dict) and message.get("error"):
-            raise RuntimeError(message["error"])
+    raise_progress_error(result if isinstance(result, list) else [result])
 
 
 async def import_tarball(docker, tarball: Tarball, tags: list[str]) -> None:
@@ -160,7 +166,7 @@ async def import_tarball(docker, tarball: Tarball, tags: list[str]) -> None:
         async with docker._query(
             f"images/create?{urlencode(query)}", "POST", data=layer, headers={"Content-Type": "application/x-tar"}
         ) as response:
-            _raise_stream_error(await response.read())
+            raise_progress_error(progress_messages(await response.read()))
     for other in tags[1:]:
         repository, tag = split_reference(other)
         await docker.images.tag(tags[0], repository, tag=tag)

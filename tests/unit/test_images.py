@@ -111,3 +111,13 @@ def test_a_tarball_of_two_layers_or_two_images_is_loaded(tmp_path: Path) -> None
     assert (untagged.tags, untagged.layer) == ([], None)
     one = read_tarball(str(save([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["l1"]}])))
     assert (one.layer, one.changes) == ("l1", [])
+
+
+def test_a_failure_in_the_progress_stream_is_raised() -> None:
+    from pid1.phases.images import progress_messages, raise_progress_error
+
+    fine = b'{"status":"sha256:abc"}\n\n'
+    raise_progress_error(progress_messages(fine))
+    broken = b'{"status":"Loading layer"}\nnot json\n{"errorDetail":{"message":"no space"},"error":"no space"}\n'
+    with pytest.raises(RuntimeError, match="no space"):
+        raise_progress_error(progress_messages(broken))
