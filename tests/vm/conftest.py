@@ -77,16 +77,20 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
     session = request.session
     session.vms = started
 
-    def start(name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT) -> VM:
+    def start(
+        name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT, iso: bool = False
+    ) -> VM:
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it)."""
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image)
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso)
             started.append(vm)
             vm.start()
             try:
-                vm.wait_for(until, BOOT_TIMEOUT)
+                # isolinux first reads the ISO through the BIOS (~15 s under TCG)
+                vm.wait_for(until, BOOT_TIMEOUT + (60 if iso else 0))
                 return vm
             except BootTimeout as exc:
                 vm.kill()
