@@ -36,13 +36,22 @@ from harness import Pid1, wait_for  # noqa: E402
 DOCKERD_TEST_ARGS = "--bridge=none,--iptables=false,--ip-masq=false"
 
 
-def load_bundled_images_module() -> Any:
-    path = REPO / "image" / "bundled_images.py"
-    spec = importlib.util.spec_from_file_location("bundled_images", path)
+def load_image_module(name: str) -> Any:
+    """image/NAME.py as a module (image/ is scripts, not a package; its
+    modules import each other by name)."""
+    if str(REPO / "image") not in sys.path:
+        sys.path.insert(0, str(REPO / "image"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "image" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules.setdefault("bundled_images", module)  # its dataclasses look their module up
+    sys.modules[name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+def load_bundled_images_module() -> Any:
+    return load_image_module("bundled_images")
 
 
 def docker_available() -> str | None:
@@ -57,15 +66,28 @@ def docker_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def bundled_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """busybox.tar (busybox:latest and pid1-dhcp:latest), built without a daemon."""
+def skip_without_docker() -> None:
     why = docker_available()
     if why:
         pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def bundled_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """busybox.tar (busybox:latest and pid1-dhcp:latest), built without a daemon."""
+    skip_without_docker()
     output = tmp_path_factory.mktemp("images")
     load_bundled_images_module().build(output)
     return output
+
+
+@pytest.fixture(scope="session")
+def docker_seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same images as a docker data root (image/docker_seed.py)."""
+    skip_without_docker()
+    seed = tmp_path_factory.mktemp("seed") / "docker-seed"
+    load_image_module("docker_seed").build_seed(seed, "/bin/busybox")
+    return seed
 
 
 @dataclass

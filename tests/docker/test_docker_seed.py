@@ -9,38 +9,16 @@ never seeded again.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
-import sys
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import REPO, docker_available
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 
 BOOT_TIMEOUT = 120
 STORE = Path("image/overlay2")
-
-
-def load_docker_seed_module() -> Any:
-    sys.path.insert(0, str(REPO / "image"))
-    spec = importlib.util.spec_from_file_location("docker_seed", REPO / "image" / "docker_seed.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-@pytest.fixture(scope="module")
-def seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    why = docker_available()
-    if why:
-        pytest.skip(why)
-    seed = tmp_path_factory.mktemp("seed") / "docker-seed"
-    load_docker_seed_module().build_seed(seed, "/bin/busybox")
-    return seed
 
 
 def tree(root: Path) -> dict[str, tuple[int, int, str]]:
@@ -60,30 +38,31 @@ def layer_record(data_root: Path) -> tuple[Path, Path]:
     return records[0], data_root / "overlay2" / cache_id
 
 
-def test_the_seed_is_what_dockerd_writes_for_docker_load(start_system, bundled_images_dir: Path, seed_dir: Path):
+def test_the_seed_is_what_dockerd_writes_for_docker_load(start_system, bundled_images_dir: Path, docker_seed_dir: Path):
     system = start_system(phases="dockerd")
     system.run.wait_phase("dockerd", timeout=BOOT_TIMEOUT)
     system.docker("load", "-i", str(bundled_images_dir / "busybox.tar"))
     data = system.workdir / "data"
     loaded, loaded_layer = layer_record(data)
-    seeded, seeded_layer = layer_record(seed_dir)
+    seeded, seeded_layer = layer_record(docker_seed_dir)
     assert loaded.name == seeded.name, "the same diff ID"
     for name in ("diff", "size"):
         assert (seeded / name).read_text() == (loaded / name).read_text(), name
     tar_split = gzip.decompress((seeded / "tar-split.json.gz").read_bytes())
     assert tar_split == gzip.decompress((loaded / "tar-split.json.gz").read_bytes())
-    assert (seed_dir / STORE / "repositories.json").read_text() == (data / STORE / "repositories.json").read_text()
+    repositories = STORE / "repositories.json"
+    assert (docker_seed_dir / repositories).read_text() == (data / repositories).read_text()
     content = "imagedb/content/sha256"
-    assert sorted(os.listdir(seed_dir / STORE / content)) == sorted(os.listdir(data / STORE / content))
+    assert sorted(os.listdir(docker_seed_dir / STORE / content)) == sorted(os.listdir(data / STORE / content))
     assert tree(seeded_layer / "diff") == tree(loaded_layer / "diff")
     assert len((seeded_layer / "link").read_text()) == len((loaded_layer / "link").read_text()) == 26
 
 
-def test_a_seeded_boot_has_the_images_and_they_work(start_system, seed_dir: Path, tmp_path: Path):
-    system = start_system(f"pid1.docker_seed={seed_dir}")
+def test_a_seeded_boot_has_the_images_and_they_work(start_system, docker_seed_dir: Path, tmp_path: Path):
+    system = start_system(f"pid1.docker_seed={docker_seed_dir}")
     system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
     state = system.run.state()
-    assert f"data root seeded from {seed_dir}" in state["phases"]["dockerd"]["detail"], system.describe()
+    assert f"data root seeded from {docker_seed_dir}" in state["phases"]["dockerd"]["detail"], system.describe()
     images = state["phases"]["images"]["detail"]
     assert images == "present busybox:latest, pid1-dhcp:latest", system.describe()
     system.wait_running("console")
@@ -97,7 +76,7 @@ def test_a_seeded_boot_has_the_images_and_they_work(start_system, seed_dir: Path
     busybox = system.docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip()
     system.docker("rmi", "pid1-dhcp:latest")
     system.run.stop()
-    again = start_system(f"pid1.docker_seed={seed_dir}", workdir=system.workdir)
+    again = start_system(f"pid1.docker_seed={docker_seed_dir}", workdir=system.workdir)
     again.run.wait_phase("console", timeout=BOOT_TIMEOUT)
     state = again.run.state()
     assert "seeded" not in state["phases"]["dockerd"]["detail"], again.describe()

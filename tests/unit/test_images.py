@@ -5,7 +5,7 @@ tests/docker/test_system_containers.py."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import io
 import json
 import shutil
@@ -21,12 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def bundled_images():
-    spec = importlib.util.spec_from_file_location("bundled_images", REPO / "image" / "bundled_images.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bundled_images", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """image/bundled_images.py (image/ holds scripts that import each other by name)."""
+    if str(REPO / "image") not in sys.path:
+        sys.path.insert(0, str(REPO / "image"))
+    return importlib.import_module("bundled_images")
 
 
 def test_config_becomes_dockerfile_instructions() -> None:
