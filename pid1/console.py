@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ STILL_RUNNING_WAIT = 1.0
 # a paste into a dead stream should not grow pid1).
 INPUT_BACKLOG_READS = 256
 WAITING_PREFIX = "[pid1] console restarting: "
+# A shell asks the terminal where the cursor is (busybox ash, at each prompt);
+# every bridged terminal answers, and the shell reads only one answer: the
+# others would arrive as typed text ("^[[25;5R" on the command line).
+CURSOR_QUERY = b"\x1b[6n"
+CURSOR_REPORT = re.compile(rb"\x1b\[\d{1,4};\d{1,4}R")
 
 
 def raw_mode(attrs: list[Any]) -> list[Any]:
@@ -89,6 +95,22 @@ def terminal_path(name: str, root: str = "/") -> str:
     if name.startswith("/"):
         return name
     return root.rstrip("/") + "/dev/" + name
+
+
+def keep_answered_reports(data: bytes, wanted: int) -> tuple[bytes, int]:
+    """Input with cursor position reports beyond the `wanted` ones (one per
+    query the container sent) removed; returns it and what is still wanted."""
+
+    def keep_or_drop(match: re.Match[bytes]) -> bytes:
+        nonlocal wanted
+        if wanted > 0:
+            wanted -= 1
+            return match.group(0)
+        return b""
+
+    if b"\x1b[" not in data:
+        return data, wanted
+    return CURSOR_REPORT.sub(keep_or_drop, data), wanted
 
 
 def waiting_line(reason: str, columns: int) -> str:
@@ -231,6 +253,7 @@ class ConsoleBridge:
         self._input: asyncio.Queue[bytes] | None = None
         self._waiting_shown = False
         self._closed = False
+        self._reports_wanted = 0  # cursor queries the container sent, not yet answered
         for term in terminals:
             self.add_terminal(term)
 
@@ -254,7 +277,8 @@ class ConsoleBridge:
         # Typed while no console runs: dropped, so a stray Ctrl-D cannot end
         # the next shell before it is seen. Typed while the same console is
         # reattached: kept for the next stream.
-        if self._input is not None:
+        data, self._reports_wanted = keep_answered_reports(data, self._reports_wanted)
+        if self._input is not None and data:
             with contextlib.suppress(asyncio.QueueFull):
                 self._input.put_nowait(data)
 
@@ -375,6 +399,10 @@ class ConsoleBridge:
                 if message is None:
                     break
                 got_output = True
+                # A shell asks one query at a time: one answer is let through
+                # (whichever terminal answers first), the others dropped.
+                if CURSOR_QUERY in message.data:
+                    self._reports_wanted = 1
                 self._broadcast(message.data)
                 await self._drain()
         finally:
