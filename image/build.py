@@ -552,10 +552,11 @@ def build_pid1(part: Part, python_stage: Path) -> None:
     os.chmod(init, 0o755)
     images = stage / "usr/share/pid1/images"
     images.mkdir(parents=True)
-    built = bundled_images.build(BUILD / "images", busybox=busybox_path())
+    busybox = busybox_path()
+    built = bundled_images.build(BUILD / "images", busybox=busybox)
     for path in built.values():
         shutil.copy2(path, images / path.name)
-    docker_seed.build_seed(stage / "usr/share/pid1/docker-seed", busybox=busybox_path())
+    docker_seed.build_seed(stage / "usr/share/pid1/docker-seed", busybox=busybox)
     part.finish()
 
 
