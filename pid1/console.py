@@ -9,7 +9,8 @@ runs, `attach()` copies bytes both ways between all terminals and the
 container's attach stream: output goes to every terminal, input comes from
 any. The container's TTY does the terminal work (echo, line editing, signals
 for its own foreground job). Between containers the terminals show one line
-saying the console is restarting and why (`show_waiting`).
+saying the console is restarting and why (`show_waiting`). A cursor position
+query in the output never reaches a terminal: pid1 answers it (pid1.cursor).
 
 Everything runs on the event loop: terminal input through `add_reader` on
 non-blocking fds, output through `add_writer` when a terminal is slow, no
@@ -24,13 +25,13 @@ import asyncio
 import contextlib
 import errno
 import os
-import re
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pid1 import syscalls
+from pid1.cursor import CursorTracker
 
 if TYPE_CHECKING:
     from aiodocker.containers import DockerContainer
@@ -64,11 +65,9 @@ STILL_RUNNING_WAIT = 1.0
 # a paste into a dead stream should not grow pid1).
 INPUT_BACKLOG_READS = 256
 WAITING_PREFIX = "[pid1] console restarting: "
-# A shell asks the terminal where the cursor is (busybox ash, at each prompt);
-# every bridged terminal answers, and the shell reads only one answer: the
-# others would arrive as typed text ("^[[25;5R" on the command line).
-CURSOR_QUERY = b"\x1b[6n"
-CURSOR_REPORT = re.compile(rb"\x1b\[\d{1,4};\d{1,4}R")
+# A query split across reads is held back this long for the rest to come
+# (pid1.cursor); output that ends in a lone ESC is not delayed longer.
+HELD_OUTPUT_SECONDS = 0.05
 
 
 def raw_mode(attrs: list[Any]) -> list[Any]:
@@ -95,22 +94,6 @@ def terminal_path(name: str, root: str = "/") -> str:
     if name.startswith("/"):
         return name
     return root.rstrip("/") + "/dev/" + name
-
-
-def keep_answered_reports(data: bytes, wanted: int) -> tuple[bytes, int]:
-    """Input with cursor position reports beyond the `wanted` ones (one per
-    query the container sent) removed; returns it and what is still wanted."""
-
-    def keep_or_drop(match: re.Match[bytes]) -> bytes:
-        nonlocal wanted
-        if wanted > 0:
-            wanted -= 1
-            return match.group(0)
-        return b""
-
-    if b"\x1b[" not in data:
-        return data, wanted
-    return CURSOR_REPORT.sub(keep_or_drop, data), wanted
 
 
 def waiting_line(reason: str, columns: int) -> str:
@@ -253,7 +236,10 @@ class ConsoleBridge:
         self._input: asyncio.Queue[bytes] | None = None
         self._waiting_shown = False
         self._closed = False
-        self._reports_wanted = 0  # cursor queries the container sent, not yet answered
+        # The terminals never see a cursor position query: pid1 answers it.
+        self.cursor = CursorTracker(DEFAULT_ROWS, DEFAULT_COLUMNS)
+        self.cursor_reports = 0  # queries answered, for the tests and the log
+        self._flush_held: asyncio.TimerHandle | None = None
         for term in terminals:
             self.add_terminal(term)
 
@@ -277,8 +263,7 @@ class ConsoleBridge:
         # Typed while no console runs: dropped, so a stray Ctrl-D cannot end
         # the next shell before it is seen. Typed while the same console is
         # reattached: kept for the next stream.
-        data, self._reports_wanted = keep_answered_reports(data, self._reports_wanted)
-        if self._input is not None and data:
+        if self._input is not None:
             with contextlib.suppress(asyncio.QueueFull):
                 self._input.put_nowait(data)
 
@@ -299,7 +284,23 @@ class ConsoleBridge:
             return (DEFAULT_ROWS, DEFAULT_COLUMNS)
         return (min(r for r, _ in sizes), min(c for _, c in sizes))
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, data: bytes) -> list[bytes]:
+        """Write `data` to every terminal, less any cursor position query;
+        returns the reports that answer those queries."""
+        if self._flush_held is not None:
+            self._flush_held.cancel()
+            self._flush_held = None
+        data, reports = self.cursor.relay(data)
+        self._write_all(data)
+        if self.cursor.holds_output():
+            self._flush_held = asyncio.get_running_loop().call_later(HELD_OUTPUT_SECONDS, self._release_held)
+        return reports
+
+    def _release_held(self) -> None:
+        self._flush_held = None
+        self._write_all(self.cursor.take_held())
+
+    def _write_all(self, data: bytes) -> None:
         for term in list(self.terminals):
             term.write(data)
 
@@ -399,11 +400,11 @@ class ConsoleBridge:
                 if message is None:
                     break
                 got_output = True
-                # A shell asks one query at a time: one answer is let through
-                # (whichever terminal answers first), the others dropped.
-                if CURSOR_QUERY in message.data:
-                    self._reports_wanted = 1
-                self._broadcast(message.data)
+                for report in self._broadcast(message.data):
+                    # Written now, ahead of anything typed later: the shell is
+                    # still reading its line when the answer comes.
+                    await stream.write_in(report)
+                    self.cursor_reports += 1
                 await self._drain()
         finally:
             self.ready.clear()
@@ -427,6 +428,7 @@ class ConsoleBridge:
 
     async def _resize(self, container: DockerContainer) -> None:
         rows, columns = self.window_size()
+        self.cursor.resize(rows, columns)
         try:
             await container.resize(h=rows, w=columns)
         except Exception as exc:  # it may have exited already; the stream tells

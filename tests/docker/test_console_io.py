@@ -137,7 +137,7 @@ async def harness(opts: argparse.Namespace) -> None:
         await docker.close()
         for hook in reversed(hooks):
             await hook()
-    emit("done", signals=signals_seen, tty_nr=controlling_tty_nr())
+    emit("done", signals=signals_seen, tty_nr=controlling_tty_nr(), cursor_reports=bridge.cursor_reports)
 
 
 def harness_main(argv: list[str]) -> None:
@@ -313,25 +313,47 @@ def console_dockerd() -> Iterator[Dockerd]:
 
 
 # --- the terminal the test types on -------------------------------------------------------
-class Screen:
-    """The master side of a pty: what the test types and what it reads back."""
+LATE_ANSWER_SECONDS = 0.3
 
-    def __init__(self) -> None:
+
+class Screen:
+    """The master side of a pty: what the test types and what it reads back.
+    With `answers_late`, it answers a cursor position query as a slow terminal
+    (a serial line under TCG, a loaded host) does: LATE_ANSWER_SECONDS after
+    it read the query, when a shell that went on without waiting may be
+    running a command already."""
+
+    def __init__(self, answers_late: bool = False) -> None:
         self.master, self.slave = os.openpty()
         self.path = os.ttyname(self.slave)
         os.set_blocking(self.master, False)
         self.seen = ""
+        self.answers_late = answers_late
+        self.queries_seen = 0
+        self._owed = 0  # answers not sent yet
+        self._answer_due: float | None = None
 
     def type(self, text: str | bytes) -> None:
         os.write(self.master, text.encode() if isinstance(text, str) else text)
 
     def _read_some(self, timeout: float) -> None:
+        if self._answer_due is not None:
+            timeout = min(timeout, self._answer_due - time.monotonic())
         ready, _, _ = select.select([self.master], [], [], max(timeout, 0))
         if ready:
             try:
-                self.seen += os.read(self.master, 65536).decode(errors="replace")
+                data = os.read(self.master, 65536).decode(errors="replace")
             except (BlockingIOError, OSError):
-                pass
+                return
+            self.seen += data
+            self.queries_seen += data.count("\x1b[6n")
+            if self.answers_late:
+                self._owed += data.count("\x1b[6n")
+                if self._owed and self._answer_due is None:
+                    self._answer_due = time.monotonic() + LATE_ANSWER_SECONDS
+        if self._answer_due is not None and time.monotonic() >= self._answer_due:
+            self.type("\x1b[25;5R" * self._owed)
+            self._owed, self._answer_due = 0, None
 
     def expect(self, pattern: str, timeout: float, after: int = 0, describe: Callable[[], str] = str) -> re.Match:
         """Wait (bounded) until `pattern` shows up in the output from offset `after`."""
@@ -618,6 +640,86 @@ def test_a_terminal_that_takes_no_output_does_not_hold_up_the_others(console_doc
     finally:
         first.close()
         stuck.close()
+
+
+def shell_pid(daemon: Dockerd, name: str) -> int:
+    """The host pid of the container's shell (its init)."""
+    return int(daemon.cli("inspect", "--format", "{{.State.Pid}}", name).strip())
+
+
+def waits_on_its_terminal(pid: int) -> bool:
+    """The shell sleeps in a read (its prompt is out), not in wait() for a child."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state == "S" and wchan not in ("do_wait", "0", "")
+
+
+REPORT_ECHO = re.compile(r"(\^\[|\x1b)\[\d+;\d+R")
+
+
+@pytest.mark.docker
+def test_cursor_queries_are_answered_by_the_bridge_so_typed_ahead_lines_stay_clean(
+    console_dockerd: Dockerd, start_harness
+) -> None:
+    """busybox ash asks where the cursor is after every prompt. The screen
+    here answers as a slow terminal does, once the shell has moved on; with the bridge's loop stopped
+    while a query is outstanding and a line typed ahead, a terminal's answer
+    would reach the container's cooked TTY during the next command and be
+    echoed into its output (`^[[25;5R`). The bridge answers itself, so the
+    screen never sees a query; the count of answers shows the queries came."""
+    screen = Screen(answers_late=True)
+    try:
+        name = f"console-cpr-{os.getpid()}"
+        harness = start_harness(console_dockerd, [screen.path], name)
+
+        def describe() -> str:
+            return (
+                f"screen: {screen.seen[-2000:]!r}\n{harness.describe()}\n{container_processes(console_dockerd, name)}"
+            )
+
+        assert harness.wait_event("attached", 60, describe)["ok"], describe()
+        screen.type("echo one-$((1 + 1))\r")
+        mark = screen.expect(r"one-2\r\n" + re.escape(PROMPT), 20, 0, describe).end()
+        pid = shell_pid(console_dockerd, name)
+        wait_until("the shell waits at its prompt", lambda: waits_on_its_terminal(pid), 15, describe)
+
+        # Typed ahead, two lines in a row, each sent before the prompt it
+        # follows; the sleep keeps the container's TTY cooked, where a late
+        # answer would be echoed.
+        screen.type("sleep 1; echo two-$((2 + 2))\recho three-$((3 + 3))\r")
+        mark = screen.expect(r"three-6\r\n" + re.escape(PROMPT), 20, mark, describe).end()
+
+        # The loop delayed: the bridge is stopped while the shell prints its
+        # prompt and query, and a line is typed before the bridge reads either.
+        screen.type("sleep 1; echo four-$((4 + 4))\r")
+        screen.expect(r"sleep 1; echo four", 20, mark, describe)
+        os.kill(harness.proc.pid, signal.SIGSTOP)
+        try:
+            wait_until("sleep 1 ends", lambda: "sleep 1" not in container_processes(console_dockerd, name), 20,
+                       describe)  # fmt: skip
+            wait_until("the shell is back at its prompt", lambda: waits_on_its_terminal(pid), 15, describe)
+            screen.type("sleep 1; echo five-$((5 + 5))\r")
+        finally:
+            os.kill(harness.proc.pid, signal.SIGCONT)
+        mark = screen.expect(r"five-10\r\n" + re.escape(PROMPT), 20, mark, describe).end()
+        screen.type("exit\r")
+        harness.wait_event("attach-returned", 30, describe)
+        done = harness.wait_event("done", 30, describe)
+
+        assert not REPORT_ECHO.search(screen.seen), f"a cursor report reached the output\n{describe()}"
+        for line in ("two-4", "three-6", "four-8", "five-10"):
+            assert f"\r\n{line}\r\n" in screen.seen, f"{line} missing or garbled\n{describe()}"
+        assert screen.queries_seen == 0, f"a query reached the terminal\n{describe()}"
+        # The shell asks at a prompt with no input pending: at least after
+        # `one`, `three` and `four` (the one outstanding while the bridge stopped).
+        assert done["cursor_reports"] >= 3, describe()
+    finally:
+        screen.close()
 
 
 @pytest.mark.docker

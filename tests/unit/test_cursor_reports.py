@@ -1,23 +1,85 @@
-"""The console bridge lets one cursor position report through per query: a
-shell (busybox ash, at each prompt) asks with ESC[6n, every bridged terminal
-(the serial line's and VT1) answers, and an answer beyond the first would
-reach the shell as typed text."""
+"""pid1 answers cursor position queries (ESC[6n) itself, from the output it
+relays (pid1.cursor): the terminals never see a query, so no answer of
+theirs can arrive late and land in a command's output."""
 
 from __future__ import annotations
 
-from pid1.console import keep_answered_reports
+import pytest
+
+from pid1.cursor import QUERY, CursorTracker
 
 
-def test_the_first_answer_passes_and_a_second_is_dropped() -> None:
-    assert keep_answered_reports(b"\x1b[25;5R", 1) == (b"\x1b[25;5R", 0)
-    assert keep_answered_reports(b"\x1b[24;3R", 0) == (b"", 0)
+def relayed(*chunks: bytes, rows: int = 25, columns: int = 80) -> tuple[bytes, list[bytes], CursorTracker]:
+    tracker = CursorTracker(rows, columns)
+    out = b""
+    reports: list[bytes] = []
+    for chunk in chunks:
+        data, found = tracker.relay(chunk)
+        out += data
+        reports += found
+    return out, reports, tracker
 
 
-def test_typed_text_around_an_unwanted_report_is_kept() -> None:
-    assert keep_answered_reports(b"ls\x1b[25;5R -l\r", 0) == (b"ls -l\r", 0)
-    assert keep_answered_reports(b"\x1b[25;5R\x1b[24;3R", 1) == (b"\x1b[25;5R", 0)
+def test_the_query_after_a_prompt_is_answered_with_the_prompt_column_and_never_forwarded() -> None:
+    out, reports, _ = relayed(b"\r\n/ # " + QUERY)
+    assert out == b"\r\n/ # "
+    assert reports == [b"\x1b[2;5R"]
 
 
-def test_other_escape_sequences_are_not_reports() -> None:
-    for keys in (b"\x1b[A", b"\x1b[1;5C", b"\x1b[3~", b"\x1b[25;5Rx"[:4], b"plain"):
-        assert keep_answered_reports(keys, 0) == (keys, 0)
+def test_a_query_split_across_reads_is_held_back_then_answered() -> None:
+    for cut in (1, 2, 3):
+        tracker = CursorTracker()
+        first, reports = tracker.relay(b"ab" + QUERY[:cut])
+        assert (first, reports) == (b"ab", [])
+        assert tracker.holds_output()
+        rest, reports = tracker.relay(QUERY[cut:] + b"cd")
+        assert rest == b"cd" and reports == [b"\x1b[1;3R"], cut
+
+
+def test_held_bytes_that_were_no_query_are_released_and_tracked() -> None:
+    tracker = CursorTracker()
+    assert tracker.relay(b"x\x1b[") == (b"x", [])
+    assert tracker.relay(b"2Cy") == (b"\x1b[2Cy", [])
+    assert tracker.report() == b"\x1b[1;5R"
+    assert tracker.relay(b"\x1b") == (b"", [])
+    assert tracker.take_held() == b"\x1b" and not tracker.holds_output()
+
+
+def test_each_query_gets_the_position_where_it_was_asked() -> None:
+    _, reports, _ = relayed(b"12" + QUERY + b"\r\n345" + QUERY)
+    assert reports == [b"\x1b[1;3R", b"\x1b[2;4R"]
+
+
+def test_busybox_resize_asks_from_the_far_corner_and_learns_the_size() -> None:
+    # busybox `resize` (and vi): save, reset the scrolling region, go to 999;999, ask.
+    out, reports, _ = relayed(b"\x1b7\x1b[r\x1b[999;999H" + QUERY + b"\x1b8", rows=30, columns=100)
+    assert reports == [b"\x1b[30;100R"]
+    assert QUERY not in out
+
+
+@pytest.mark.parametrize(
+    ("output", "row", "column"),
+    [
+        (b"a" * 80, 1, 80),  # the last column is written: the wrap waits for the next character
+        (b"a" * 81, 2, 2),
+        (b"a" * 80 + b"\r", 1, 1),
+        (b"a" * 200, 3, 41),
+        (b"\n" * 40, 25, 1),  # the screen scrolls at the bottom
+        (b"ab\bc\tx", 1, 10),
+        ("é€ok".encode(), 1, 5),  # continuation bytes take no cell
+        (b"\x1b[1;31mred\x1b[0m\x1b[K", 1, 4),  # colours and erasing do not move it
+        (b"\x1b]0;title\x07ab", 1, 3),  # a window title takes no cell
+        (b"\x1b[10;20H\x1b[3A\x1b[2D\x1b[5C", 7, 23),
+        (b"\x1b[5;5H\x1b[s\x1b[1;1H\x1b[u", 5, 5),
+        (b"\x1b[?25l\x1b[?1049h", 1, 1),  # private modes: no movement
+        (b"\x1b[999;999H", 25, 80),
+    ],
+)
+def test_the_model_moves_the_cursor_as_a_vt_does(output: bytes, row: int, column: int) -> None:
+    _, _, tracker = relayed(output)
+    assert (tracker.row, tracker.column) == (row, column)
+
+
+def test_a_sequence_cut_between_reads_is_tracked_as_one() -> None:
+    _, _, tracker = relayed(b"\x1b[1", b"0;2", b"0H")
+    assert (tracker.row, tracker.column) == (10, 20)
