@@ -4,7 +4,11 @@ parsing, and the watcher on a real pipe under a real loop."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import struct
+import termios
+from collections.abc import Callable
 
 from pid1.phases.powerbutton import EV_KEY, EVENT, KEY_POWER, ButtonWatcher, has_key, power_button_devices
 
@@ -32,6 +36,19 @@ def test_devices_found_from_a_sysfs_tree(tmp_path):
     assert found == [("/dev/input/event0", "Power Button")]
 
 
+def unread_bytes(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def until(what: str, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the loop until `condition` holds (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.001)
+
+
 def test_watcher_calls_once_per_press_across_split_reads():
     presses: list[str] = []
 
@@ -44,15 +61,11 @@ def test_watcher_calls_once_per_press_across_split_reads():
         other = event(EV_KEY, 30, 1)  # KEY_A: not a power press
         data = press + release + other + press
         os.write(write_end, data[:30])  # a record split across reads
-        await asyncio.sleep(0.05)
+        await until("the watcher reads the first part", lambda: unread_bytes(read_end) == 0)
         os.write(write_end, data[30:])
-        for _ in range(100):
-            if len(presses) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await until("two presses", lambda: len(presses) >= 2)
         os.close(write_end)
-        await asyncio.sleep(0.05)  # EOF: the watcher drops the device
-        assert watcher.fds == {}
+        await until("EOF: the watcher drops the device", lambda: watcher.fds == {})
 
     asyncio.run(scenario())
     assert presses == ["Power Button", "Power Button"]
