@@ -200,6 +200,7 @@ class DaemonLog:
             pass  # the state dir may be gone (tests); the warnings still reach pid1's log
 
     def close(self) -> None:
+        """Stop reading the pipe and close it and the log file."""
         if self.fd >= 0:
             try:
                 asyncio.get_running_loop().remove_reader(self.fd)
@@ -210,6 +211,9 @@ class DaemonLog:
         if self._partial:
             self._line(self._partial.decode(errors="replace"))
             self._partial = b""
+        if self._file >= 0:  # one per daemon run: left open, a restart loop runs out of fds
+            os.close(self._file)
+            self._file = -1
 
 
 # --- a supervised daemon --------------------------------------------------------------------------
