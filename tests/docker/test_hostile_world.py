@@ -16,8 +16,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import System
+from conftest import System, load_bundled_images_module, run_key
 from harness import namespace_processes
+
+from pid1.view import render
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 
@@ -86,3 +88,72 @@ def test_a_malformed_bundled_tarball_is_skipped_and_the_system_comes_up(
     assert 'a-object.tar (manifest.json is {"a": 1}, not a list of images)' in detail, system.describe()
     assert "b-layers.tar (manifest.json: Layers is 5, not a list of strings)" in detail, system.describe()
     assert f"images: {images}/a-object.tar is not a docker save tarball" in system.run.log(), system.describe()
+
+
+def booted(system: System) -> None:
+    system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
+    system.run.wait_phase("dom0", timeout=30)
+
+
+def test_a_console_image_dockerd_cannot_create_falls_back_to_busybox(start_system) -> None:
+    """`docker import` without CMD: dockerd refuses to create a container from
+    it ("No command specified"). Each refusal counts toward the fallback like a
+    crash, so the console comes back on the bundled busybox within a bound, and
+    the state (shown on VT2) and the log say why."""
+    system = start_system()
+    booted(system)
+    before = system.wait_running("console")
+    layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {})
+    system.docker("import", "-", "nocmd:1", input=layer)
+    nocmd = system.docker("image", "inspect", "--format", "{{.Id}}", "nocmd:1").strip()
+    system.docker("tag", "nocmd:1", "console-image:latest")
+    system.docker("kill", "console")
+    recorded = system.wait(
+        "the console back on busybox, with the reason",
+        lambda: (s := system.container_state("console")).get("fallback_reason") and s.get("status") == "running" and s,
+        timeout=60,
+    )
+    after = system.wait_running("console", other_than=run_key(before))
+    assert after["Image"] == system.docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip()
+    reason = recorded["fallback_reason"]
+    assert reason.startswith(f"console-image:latest ({nocmd[7:19]}) failed to start"), reason
+    assert "No command specified" in reason and "5 times in a row" in reason, reason
+    assert recorded["image"] == "busybox:latest", recorded
+    shown = "\n".join(render(system.run.state(), 40, 200, now=0))
+    assert "fallback: console-image:latest" in shown and "No command specified" in shown, shown
+    assert "console: start failed: No command specified" in system.run.log(), system.describe()
+
+
+def test_a_users_container_named_console_is_kept_and_the_console_runs_under_another_name(start_system) -> None:
+    """pid1 removes only containers with its own label: a user's container
+    named `console`, with a file in its writable layer, outlives two boots on
+    the same data root (a disk); the console runs as console-pid1 meanwhile,
+    and the log and the state say why."""
+    first = start_system(phases="images")
+    first.run.wait_phase("images", timeout=BOOT_TIMEOUT)
+    first.docker("run", "--name", "console", "busybox:latest", "sh", "-c", "echo precious > /data.txt")
+    user = first.inspect("console")["Id"]
+    first.run.stop()  # SIGKILL, as a power cut: the data root stays, as on a disk
+    for boot in (1, 2):
+        system = start_system(workdir=first.workdir)
+        booted(system)
+        theirs = system.inspect("console")
+        assert theirs is not None and theirs["Id"] == user, (
+            f"boot {boot}: the user's container is gone\n{system.describe()}"
+        )
+        mine = system.wait_running("console-pid1")
+        assert mine["Config"]["Labels"]["pid1.role"] == "console", system.describe()
+        assert "pid1.role" not in (theirs["Config"]["Labels"] or {}), theirs["Config"]["Labels"]
+        kept = system.docker("cp", "console:/data.txt", "-")  # a tar stream of the one file
+        assert "precious" in kept, f"boot {boot}: the writable layer lost its file\n{system.describe()}"
+        recorded = system.container_state("console")
+        assert recorded["name"] == "console-pid1" and recorded["status"] == "running", recorded
+        conflict = recorded["name_conflict"]
+        assert conflict.startswith(f"the name console by a container pid1 did not make ({user[:12]}"), conflict
+        assert conflict.endswith("left alone, running as console-pid1"), conflict
+        assert "console: the name console by a container pid1 did not make" in system.run.log()
+        assert system.container_state("dom0")["name"] == "dom0", system.describe()
+        # The event stream follows the console under its other name: a kill is a restart.
+        system.docker("kill", "console-pid1")
+        system.wait_running("console-pid1", other_than=run_key(mine))
+        system.run.stop()
