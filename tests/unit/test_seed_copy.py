@@ -145,12 +145,13 @@ def test_a_copy_that_hangs_is_given_up_and_never_puts_the_store_in_place(tmp_pat
     assert stop.is_set()
     assert gave_up_in < 2, f"the caller waited {gave_up_in:.1f} s for a hanging copy"
     assert not (data / "image").exists()
+    threads = [t for t in threading.enumerate() if t.name == thread_name]
+    assert threads, "no copy thread blocked on the FIFO"
     with open(fifo, "wb"):
         pass  # the disk answers again: the copy goes on, sees the stop, ends
-    threads = [t for t in threading.enumerate() if t.name == thread_name]
     for thread in threads:
         thread.join(10)
-    assert threads and not any(t.is_alive() for t in threads), "the copy thread did not end"
+    assert not any(t.is_alive() for t in threads), "the copy thread did not end"
     assert not (data / "image").exists(), "the abandoned copy put the store in place"
     assert seed_data_root(str(seed), str(data), "overlay2") is not None, "the next boot seeds again"
     assert (data / "image/overlay2/repositories.json").read_text() == "{}"
