@@ -564,7 +564,7 @@ class SystemContainers:
                 if holder is None:  # one of pid1's own, now removed
                     container = await self.docker.containers.create(config, name=name)
                 else:
-                    taken.append(f"{name} by {holder}")
+                    taken.append(f"{name} is held by {holder}")
                     continue
             self._use_name(keeper, name, taken)
             return container

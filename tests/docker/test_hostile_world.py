@@ -149,10 +149,12 @@ def test_a_users_container_named_console_is_kept_and_the_console_runs_under_anot
         recorded = system.container_state("console")
         assert recorded["name"] == "console-pid1" and recorded["status"] == "running", recorded
         conflict = recorded["name_conflict"]
-        assert conflict.startswith(f"the name console by a container pid1 did not make ({user[:12]}"), conflict
+        assert conflict.startswith(f"the name console is held by a container pid1 did not make ({user[:12]}"), conflict
         assert conflict.endswith("left alone, running as console-pid1"), conflict
-        assert "console: the name console by a container pid1 did not make" in system.run.log()
+        assert "console: the name console is held by a container pid1 did not make" in system.run.log()
         assert system.container_state("dom0")["name"] == "dom0", system.describe()
+        shown = "\n".join(render(system.run.state(), 40, 250, now=0))
+        assert "name: the name console is held by a container pid1 did not make" in shown, shown
         # The event stream follows the console under its other name: a kill is a restart.
         system.docker("kill", "console-pid1")
         system.wait_running("console-pid1", other_than=run_key(mine))
