@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,14 @@ def test_a_console_image_dockerd_cannot_create_falls_back_to_busybox(start_syste
     system.docker("import", "-", "nocmd:1", input=layer)
     nocmd = system.docker("image", "inspect", "--format", "{{.Id}}", "nocmd:1").strip()
     system.docker("tag", "nocmd:1", "console-image:latest")
+    killed = time.monotonic()
     system.docker("kill", "console")
     recorded = system.wait(
         "the console back on busybox, with the reason",
         lambda: (s := system.container_state("console")).get("fallback_reason") and s.get("status") == "running" and s,
         timeout=60,
     )
+    print(f"the console was back on busybox {time.monotonic() - killed:.2f} s after the kill")
     after = system.wait_running("console", other_than=run_key(before))
     assert after["Image"] == system.docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip()
     reason = recorded["fallback_reason"]
