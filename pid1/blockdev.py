@@ -167,14 +167,19 @@ class Scan:
     duplicates: list[LabelledDevice] | None = None  # more devices carrying the label (ignored)
     problems: list[str] | None = None  # devices that could not be read, with why
     seen: int = 0
+    reading: str | None = None  # what the scan reads now: where it hangs, if it does
 
 
-def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev") -> Scan:
+def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev", scan: Scan | None = None) -> Scan:
     """Read every block device's superblock; the first (by name) whose label
-    is `label` wins, so the choice does not depend on probing order."""
-    scan = Scan(duplicates=[], problems=[])
+    is `label` wins, so the choice does not depend on probing order. Fills
+    `scan` when given (the caller can see how far a scan that hangs got)."""
+    scan = scan if scan is not None else Scan()
+    scan.duplicates, scan.problems = [], []
+    scan.reading = os.path.join(sys_root, "class/block")
     for device in list_block_devices(sys_root):
         scan.seen += 1
+        scan.reading = os.path.join(dev_root, device.devname)
         try:
             path = device_node(device, dev_root)
             found = read_superblock(path)
@@ -188,6 +193,7 @@ def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev") -
             scan.match = hit
         else:
             scan.duplicates.append(hit)
+    scan.reading = None
     return scan
 
 

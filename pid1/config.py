@@ -36,6 +36,9 @@ class Config:
     storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
     docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")
     storage_wait: float = _key(0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded")
+    io_timeout: float = _key(
+        30.0, "seconds the disk scan, the kernel modules' loading or the seed copy may take before the boot goes on"
+    )
     docker_socket: str = _key("/run/docker.sock", "dockerd's API socket")
     docker_exec_root: str = _key("/run/docker", "dockerd's exec root")
     containerd_socket: str = _key("/run/containerd/containerd.sock", "containerd's socket")

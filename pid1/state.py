@@ -61,6 +61,7 @@ class ContainerState:
     next_retry: float | None = None
     last_exit: int | None = None
     fallback_reason: str | None = None
+    name_conflict: str | None = None  # a user's container holds the role's name: it runs as `name`
 
 
 @dataclass

@@ -18,12 +18,17 @@ container per role alive, driven by Docker's event stream, never by polling:
   (about 70 ms; replacing it costs ~165 ms); otherwise it is replaced.
 - Crash loops back off: the first restart after a stable run is immediate,
   then 100 ms doubling to 10 s; a run of pid1.restart_stable seconds (30)
-  resets it. An image that exits FALLBACK_AFTER times in a row (exits other
-  than SIGKILL, within the stable time) is set aside for the bundled
+  resets it. An image that ends FALLBACK_AFTER times in a row (exits other
+  than SIGKILL within the stable time, or dockerd refusing to create or
+  start it, e.g. "No command specified") is set aside for the bundled
   fallback, and the state says why: no tag can lock the user out. Tagging a
   different image under the same name makes it eligible again.
 - Containers are created, then started: `containers.run()` would try to pull
   a missing image, and there is no registry to pull from.
+- pid1 removes only containers that carry its `pid1.role` label. When a
+  user's container holds a role's name (a container of the user's called
+  `console` keeps its writable layer: data), the role runs as `ROLE-pid1`
+  (then `ROLE-pid1-2`...), and the log and the state (`name_conflict`) say so.
 
 The console container is started through the console bridge
 (`ctx.shared["console_bridge"].attach(container, start=True)`, so its first
@@ -56,6 +61,7 @@ RESUBSCRIBE_FIRST = 0.05
 RESUBSCRIBE_CAP = 2.0
 ATTACH_START_TIMEOUT = 30.0
 FIRST_RECONCILE_WAIT = 10.0
+NAME_TRIES = 5
 STOP_ORDER = ("console", "dom0")  # then every other role, in the order they were ensured
 
 
@@ -102,6 +108,12 @@ def privileged_host_config(missing: list[str]) -> dict[str, Any]:
     }
 
 
+def container_names(role: str) -> list[str]:
+    """The names a role's container may have, in order: its role, then others
+    for when a user's container holds the name (pid1 never removes those)."""
+    return [role, f"{role}-pid1", *(f"{role}-pid1-{n}" for n in range(2, NAME_TRIES))]
+
+
 def backoff_delay(failures_in_row: int) -> float:
     """No wait after the first failure; then 100 ms doubling, capped."""
     if failures_in_row <= 1:
@@ -117,6 +129,9 @@ class Keeper:
     state: ContainerState
     container_id: str | None = None
     image_id: str | None = None  # the image the current container was made from
+    # The image the current attempt resolved: what a failure (to create, to
+    # start, or a crash) counts against; image_id is cleared before a create.
+    tried_image_id: str | None = None
     spec_changed: bool = False
     start_ns: int = 0  # wall clock (event timeNano) when the current attempt began
     started_mono: float = 0.0
@@ -275,7 +290,7 @@ class SystemContainers:
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
         keeper = self.keepers.get(attributes.get(ROLE_LABEL, ""))
-        if keeper is None or attributes.get("name") != keeper.spec.role:
+        if keeper is None or attributes.get("name") != keeper.state.name:
             return
         if attributes.get(INSTANCE_LABEL) != self.instance or actor.get("ID") != keeper.container_id:
             return  # a leftover, a stray, or the container before this one
@@ -331,8 +346,11 @@ class SystemContainers:
                 self.schedule(keeper, "not running")
 
     # --- one role's life ------------------------------------------------------------------------
-    def container_exited(self, keeper: Keeper, code: int | None, event_lag_ms: float | None = None) -> None:
-        """Book an end (die event, failed start, found exited) and schedule a start."""
+    def container_exited(
+        self, keeper: Keeper, code: int | None, event_lag_ms: float | None = None, error: str | None = None
+    ) -> None:
+        """Book an end (die event, failed create or start, found exited) and
+        schedule a start. Every quick end counts toward the fallback."""
         keeper.exit_handled = True
         state = keeper.state
         ran = time.monotonic() - keeper.started_mono
@@ -347,17 +365,17 @@ class SystemContainers:
         state.last_exit = code
         state.status = "exited"
         state.up_since = None
-        shown = "failed to start" if code is None else f"exited with status {code}"
+        if code is not None:
+            shown = f"exited with status {code}"
+        else:
+            shown = "failed to start" + (f" ({error})" if error else "")
         lag = f" (die event {event_lag_ms:.0f} ms old)" if event_lag_ms is not None else ""
         self.log.warning(f"{keeper.spec.role}: {state.image} {shown} after {ran:.2f} s{lag}")
-        if (
-            keeper.quick_failures >= FALLBACK_AFTER
-            and state.image != keeper.spec.fallback_image
-            and keeper.image_id is not None
-        ):
-            keeper.bad_image_id = keeper.image_id
+        tried = keeper.tried_image_id
+        if keeper.quick_failures >= FALLBACK_AFTER and state.image != keeper.spec.fallback_image and tried is not None:
+            keeper.bad_image_id = tried
             state.fallback_reason = (
-                f"{state.image} ({keeper.image_id[7:19]}) {shown}, {keeper.quick_failures} times in a row "
+                f"{state.image} ({tried[7:19]}) {shown}, {keeper.quick_failures} times in a row "
                 f"within {self.stable_run:.0f} s of starting: using {keeper.spec.fallback_image}"
             )
             self.log.error(f"{keeper.spec.role}: {state.fallback_reason}")
@@ -408,9 +426,11 @@ class SystemContainers:
         keeper.start_ns = time.time_ns()
         keeper.started_mono = time.monotonic()
         keeper.exit_handled = False
+        keeper.tried_image_id = None
         began = uptime()
         try:
             image, image_id, reason = await self.resolve(keeper)
+            keeper.tried_image_id = image_id
             resolved = uptime()
             state.image, state.image_id, state.image_reason = image, image_id, reason
             state.status = "starting"
@@ -435,9 +455,10 @@ class SystemContainers:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.log.error(f"{spec.role}: start failed: {exc}")
+            why = getattr(exc, "message", None) or str(exc) or repr(exc)  # DockerError: dockerd's own words
+            self.log.error(f"{spec.role}: start failed: {why}")
             if not keeper.exit_handled:
-                self.container_exited(keeper, None)
+                self.container_exited(keeper, None, error=why)
             return False
         took = (uptime() - began) * 1000
         how = "started again" if reused else "created and started"
@@ -532,14 +553,53 @@ class SystemContainers:
             # A shell on a terminal ignores SIGTERM and would hold the stop
             # for its whole timeout; a hang-up is how a terminal session ends.
             config["StopSignal"] = "SIGHUP"
+        taken: list[str] = []
+        for name in container_names(spec.role):
+            try:
+                container = await self.docker.containers.create(config, name=name)
+            except DockerError as exc:
+                if exc.status != 409:  # 409: the name is taken
+                    raise
+                holder = await self._name_holder(spec.role, name)
+                if holder is None:  # one of pid1's own, now removed
+                    container = await self.docker.containers.create(config, name=name)
+                else:
+                    taken.append(f"{name} is held by {holder}")
+                    continue
+            self._use_name(keeper, name, taken)
+            return container
+        raise RuntimeError(f"every name pid1 tries for {spec.role} is taken: {'; '.join(taken)}")
+
+    async def _name_holder(self, role: str, name: str) -> str | None:
+        """Who holds `name`: None when it was a container of this role (pid1's
+        label: an earlier boot's, removed now), else a description of the
+        user's container, which pid1 never removes (its writable layer is data)."""
+        from aiodocker.exceptions import DockerError
+
         try:
-            return await self.docker.containers.create(config, name=spec.role)
+            info = await self.docker.containers.container(name).show()
         except DockerError as exc:
-            if exc.status != 409:  # 409: the name is taken (a container pid1 did not label)
-                raise
-            self.log.warning(f"{spec.role}: the name is taken ({exc}); removing that container")
-            await self.docker.containers.container(spec.role).delete(force=True)
-            return await self.docker.containers.create(config, name=spec.role)
+            if exc.status == 404:
+                return None  # gone meanwhile
+            raise
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(ROLE_LABEL) == role:
+            self.log.info(f"{role}: removing {name} ({info.get('Id', '')[:12]}), left by an earlier boot")
+            await self.docker.containers.container(info["Id"]).delete(force=True)
+            return None
+        image = (info.get("Config") or {}).get("Image") or "?"
+        return f"a container pid1 did not make ({info.get('Id', '')[:12]}, image {image})"
+
+    def _use_name(self, keeper: Keeper, name: str, taken: list[str]) -> None:
+        state = keeper.state
+        conflict = f"the name {'; '.join(taken)}: left alone, running as {name}" if taken else None
+        if conflict and conflict != state.name_conflict:
+            self.log.warning(f"{keeper.spec.role}: {conflict}")
+        elif state.name_conflict and not conflict:
+            self.log.notice(f"{keeper.spec.role}: the name {name} is free again: running as {name}")
+        if (state.name, state.name_conflict) != (name, conflict):
+            state.name, state.name_conflict = name, conflict
+            self.ctx.store.changed()
 
     async def _start(self, keeper: Keeper, container: Any) -> None:
         bridge = self.ctx.shared.get("console_bridge")

@@ -384,6 +384,8 @@ def container_row(c: dict[str, Any], now: float, cols: int) -> str:
         notes.append("no image")
     if c.get("fallback_reason"):
         notes.append("fallback: " + clean(c["fallback_reason"]))
+    if c.get("name_conflict"):
+        notes.append("name: " + clean(c["name_conflict"]))
     retry = number(c.get("next_retry"))
     if retry is not None and c.get("status") in ("backoff", "exited", "starting", "pending"):
         notes.append(f"retry in {duration(retry - now)}")

@@ -36,6 +36,7 @@ import importlib
 import os
 import re
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
 from pid1.rootfs import root_is_initramfs_mount
 from pid1.state import uptime
+from pid1.threads import bounded
 
 if TYPE_CHECKING:
     from pid1.reaper import Child
@@ -200,6 +202,7 @@ class DaemonLog:
             pass  # the state dir may be gone (tests); the warnings still reach pid1's log
 
     def close(self) -> None:
+        """Stop reading the pipe and close it and the log file."""
         if self.fd >= 0:
             try:
                 asyncio.get_running_loop().remove_reader(self.fd)
@@ -210,6 +213,31 @@ class DaemonLog:
         if self._partial:
             self._line(self._partial.decode(errors="replace"))
             self._partial = b""
+        if self._file >= 0:  # one per daemon run: left open, a restart loop runs out of fds
+            os.close(self._file)
+            self._file = -1
+
+
+async def seed(ctx: PhaseContext, driver: str | None) -> str | None:
+    """Seed the data root (pid1.docker_seed), bounded by pid1.io_timeout: a
+    copy to a disk that hangs is given up (it stops at its next step and
+    never puts a store in place) and the images phase puts the bundled
+    images in instead; a stop does not wait for it either."""
+    config = ctx.config
+    stop = threading.Event()
+    try:
+        return await bounded(
+            seed_data_root, config.docker_seed, config.docker_root, driver, stop,
+            timeout=config.io_timeout, name="pid1-seed", abandon=stop,
+        )  # fmt: skip
+    except TimeoutError:
+        ctx.log.warning(
+            f"dockerd: seeding {config.docker_root} from {config.docker_seed} did not finish within "
+            f"{config.io_timeout:.0f} s (pid1.io_timeout): going on without it; the images phase loads the images"
+        )
+    except Exception as exc:  # the images phase puts the bundled images in instead
+        ctx.log.warning(f"dockerd: seeding {config.docker_root} from {config.docker_seed} failed: {exc}")
+    return None
 
 
 # --- a supervised daemon --------------------------------------------------------------------------
@@ -479,11 +507,7 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         elif driver:
             ctx.log.info(f"dockerd: storage driver {driver} ({why})")
         notes.append(f"storage {driver or 'from pid1.dockerd_args'}")
-        try:
-            seeded = await asyncio.to_thread(seed_data_root, config.docker_seed, config.docker_root, driver)
-        except OSError as exc:  # the images phase puts the bundled images in instead
-            ctx.log.warning(f"dockerd: seeding {config.docker_root} from {config.docker_seed} failed: {exc}")
-            seeded = None
+        seeded = await seed(ctx, driver)
         if seeded:
             ctx.log.info(f"dockerd: {seeded}")
             notes.append(seeded)

@@ -19,7 +19,9 @@ set: a tag the user moved to another image stays where it is. Anything
 else, or an import dockerd refuses, goes to /images/load (which sets every
 tag the tarball names). The imported image has a new ID and
 creation time; its content and config are the tarball's.
-A broken tarball is reported and skipped: the other images still load.
+A broken tarball (unreadable, a manifest.json or config of the wrong
+shape, a tag dockerd refuses) is reported in the log and the phase's detail,
+with why, and skipped: the other images still load.
 """
 
 from __future__ import annotations
@@ -91,15 +93,42 @@ def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
     return handle.read()
 
 
+def _strings(entry: dict[str, Any], key: str) -> list[str]:
+    value = entry.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"manifest.json: {key} is {json.dumps(value)[:60]}, not a list of strings")
+    return value
+
+
+def parse_manifest(text: bytes) -> list[dict[str, Any]]:
+    """manifest.json: a list of {Config, RepoTags, Layers}; anything else is a
+    ValueError saying what is wrong (the tarball is skipped, never retried)."""
+    manifest = json.loads(text)
+    if not isinstance(manifest, list) or not manifest:
+        raise ValueError(f"manifest.json is {json.dumps(manifest)[:60]}, not a list of images")
+    for entry in manifest:
+        if not isinstance(entry, dict):
+            raise ValueError(f"manifest.json: an entry is {json.dumps(entry)[:60]}, not an object")
+        if not isinstance(entry.get("Config"), str):
+            raise ValueError("manifest.json: an entry has no Config file name")
+        _strings(entry, "RepoTags")
+        _strings(entry, "Layers")
+    return manifest
+
+
 def read_tarball(path: str) -> Tarball:
     """The tags (and, for a one-layer image, what importing it needs) of a
     `docker save` tarball, from manifest.json and the config."""
     with tarfile.open(path, "r:") as tar:
-        manifest = json.loads(_member_bytes(tar, "manifest.json"))
-        tags = [tag for entry in manifest for tag in (entry.get("RepoTags") or [])]
-        if len(manifest) != 1 or len(manifest[0].get("Layers") or []) != 1 or not tags:
+        manifest = parse_manifest(_member_bytes(tar, "manifest.json"))
+        tags = [tag for entry in manifest for tag in _strings(entry, "RepoTags")]
+        if len(manifest) != 1 or len(_strings(manifest[0], "Layers")) != 1 or not tags:
             return Tarball(path, tags)
         image_config = json.loads(_member_bytes(tar, manifest[0]["Config"]))
+    if not isinstance(image_config, dict) or not isinstance(image_config.get("config") or {}, dict):
+        raise ValueError(f"{manifest[0]['Config']} is not an image config object")
     changes = import_changes(image_config.get("config") or {})
     if changes is None:
         return Tarball(path, tags)
@@ -189,9 +218,9 @@ async def run(ctx: PhaseContext) -> str:
         path = os.path.join(directory, name)
         try:
             tarballs.append(read_tarball(path))
-        except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
+        except Exception as exc:  # its content is anybody's: whatever is wrong skips this one, never the phase
             ctx.log.error(f"images: {path} is not a docker save tarball ({exc}): skipped")
-            broken.append(name)
+            broken.append(f"{name} ({exc})")
 
     async def put_in(tarball: Tarball, missing: list[str]) -> str:
         """Import the tarball as its missing tags when it can be, else load
@@ -207,16 +236,16 @@ async def run(ctx: PhaseContext) -> str:
 
     async def ensure_tarball(tarball: Tarball) -> None:
         name = os.path.basename(tarball.path)
-        missing = [tag for tag in tarball.tags if not await image_present(docker, tag)]
-        if tarball.tags and not missing:
-            present.extend(tarball.tags)
-            return
         began = time.monotonic()
-        try:
+        try:  # a tag dockerd calls malformed fails the lookup: that tarball is skipped
+            missing = [tag for tag in tarball.tags if not await image_present(docker, tag)]
+            if tarball.tags and not missing:
+                present.extend(tarball.tags)
+                return
             how = await put_in(tarball, missing)
         except Exception as exc:
             ctx.log.error(f"images: loading {tarball.path} failed: {exc}")
-            broken.append(name)
+            broken.append(f"{name} ({exc})")
             return
         took = (time.monotonic() - began) * 1000
         put = missing if how == "imported" else tarball.tags

@@ -16,9 +16,10 @@ dockerd needs (bridge, veth, netfilter/NAT, xfrm) load afterwards, in the
 docker_modules phase, beside the storage phase and dockerd's start.
 
 A module that fails to load is a warning naming it and the errno, never a
-failed phase. With no lib/modules/$(uname -r)/modules.dep (a development
-machine, a kernel with everything built in) the phase says so and does
-nothing.
+failed phase. A load that does not return within pid1.io_timeout (a
+module's init that hangs) is given up: the phase names it and goes on.
+With no lib/modules/$(uname -r)/modules.dep (a development machine, a
+kernel with everything built in) the phase says so and does nothing.
 
 It also installs pid1's modprobe (`python -m pid1 modprobe`, the same
 resolver) at /run/pid1/bin/modprobe. In the initial PID namespace (the real
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 
 from pid1 import kmod
 from pid1.phases import Phase, PhaseContext
+from pid1.threads import bounded
 
 # DESIGN.md "Facts": what the measured boot loaded for dockerd 20.10
 # (iptables-legacy), in two parts. What storage and dockerd's start need (the
@@ -106,6 +108,8 @@ class Tally:
     failed: set[str] = field(default_factory=set)  # failed or skipped: their dependents are skipped
     devices: int = 0  # distinct modaliases seen
     matched: int = 0  # of those, how many named a module
+    loading: set[str] = field(default_factory=set)  # in a worker's hands now (finit_module)
+    hung: list[str] = field(default_factory=list)  # still loading when the phase went on without them
 
     def done(self) -> set[str]:
         return {name for name, r in self.results.items() if r.outcome in GOOD}
@@ -123,6 +127,8 @@ class Tally:
             text += f" ({named}{', ...' if len(failed) > 4 else ''})"
         if by_outcome["skipped"]:
             text += f", skipped {by_outcome['skipped']} (a dependency failed)"
+        if self.hung:
+            text += f", gave up waiting for {' '.join(self.hung)}"
         if self.devices:
             text += f"; {self.matched} of {self.devices} modaliases matched"
         return text
@@ -159,6 +165,7 @@ class SharedLoads:
 
     def record(self, result: kmod.LoadResult) -> None:
         with self.lock:
+            self.tally.loading.discard(result.name)
             if result.name not in self.tally.results:
                 self.tally.results[result.name] = result
                 self.new.append(result)
@@ -173,6 +180,7 @@ class SharedLoads:
             owner = event is None
             if owner:
                 event = self.loading[entry.name] = threading.Event()
+                self.tally.loading.add(entry.name)
         assert event is not None
         if not owner:
             event.wait()
@@ -280,6 +288,29 @@ def read_text(path: str) -> str:
         return ""
 
 
+async def load_bounded(
+    ctx: PhaseContext, index: kmod.ModuleIndex, requests: Sequence[str | Sequence[str]], loaded: set[str], tally: Tally
+) -> list[kmod.LoadResult]:
+    """load_requests off the loop, bounded by pid1.io_timeout: a module whose
+    init hangs (finit_module does not return; no thread can be killed) is left
+    to its thread, named in the log and the summary, and the boot goes on.
+    Returns the results new to `tally`, also on a timeout (what did finish)."""
+    before = set(tally.results)
+    timeout = ctx.config.io_timeout
+    try:
+        return await bounded(
+            load_requests, index, requests, loaded, tally, kmod.load_module, WORKERS,
+            timeout=timeout, name="pid1-modules",
+        )  # fmt: skip
+    except TimeoutError:
+        tally.hung = sorted(tally.loading)
+        ctx.log.error(
+            f"modules: {' '.join(tally.hung) or 'loading'} still not done after {timeout:.0f} s (pid1.io_timeout): "
+            "going on without it and the modules after it"
+        )
+        return [result for name, result in list(tally.results.items()) if name not in before]
+
+
 def report(ctx: PhaseContext, results: list[kmod.LoadResult]) -> None:
     loaded = [r.name for r in results if r.outcome == "loaded"]
     if loaded:
@@ -367,11 +398,13 @@ async def run(ctx: PhaseContext) -> str:
             tally.devices = len(seen)
             tally.matched += matched
             requests: list[str | tuple[str, ...]] = [*chains, *(FIXED if round_no == 0 else ())]
-            results = await asyncio.to_thread(load_requests, index, requests, loaded, tally, kmod.load_module, WORKERS)
+            results = await load_bounded(ctx, index, requests, loaded, tally)
             report(ctx, results)
             if round_no == 0:
                 # The disk drivers are in: the storage phase's wait for a late disk counts from here.
                 ctx.shared["disk_drivers_loaded_at"] = time.monotonic()
+            if tally.hung:
+                break  # its thread still holds the loads: no more rounds behind it
             if not any(r.outcome == "loaded" for r in results):
                 break  # nothing new in the kernel: no new devices to find
             # The devices the new drivers added: from their uevents, or (none
@@ -395,7 +428,7 @@ async def run_docker_modules(ctx: PhaseContext) -> str:
         return "no module index (see the modules phase): nothing to do"
     loaded = kmod.loaded_modules(ctx.path("proc/modules"))
     tally = Tally()
-    results = await asyncio.to_thread(load_requests, index, ENGINE_MODULES, loaded, tally, kmod.load_module, WORKERS)
+    results = await load_bounded(ctx, index, ENGINE_MODULES, loaded, tally)
     report(ctx, results)
     return tally.summary()
 

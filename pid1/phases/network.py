@@ -50,6 +50,7 @@ from pid1.container_spec import ContainerSpec
 from pid1.control import ensure_fifo
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
+from pid1.untrusted import read_untrusted
 
 DHCP_IMAGE = "pid1-dhcp:latest"
 DHCP_SCRIPT = "/etc/udhcpc/default.script"
@@ -65,6 +66,7 @@ WORKER_NICE = 10
 WORKER_GRACE = 15.0
 WORKER_STOP_TIMEOUT = 2.0
 LEASE_SERVICE = "network-lease"
+LEASE_MAX = 16384  # a lease is a few hundred bytes
 EVENT_LINE_MAX = 256  # the script writes one word per line; anything longer is dropped
 LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak")
 
@@ -144,12 +146,17 @@ def ensure_file(path: str) -> None:
         write_in_place(path, "")
 
 
-def read_lease(path: str) -> dict[str, str]:
-    """The KEY=VALUE lease file the udhcpc script writes; {} when absent."""
+def read_lease(path: str, log: Any = None) -> dict[str, str]:
+    """The KEY=VALUE lease file the udhcpc script writes; {} when absent, or
+    when the (unprivileged, hostile until shown otherwise) dhcp container has
+    put something else there: a FIFO, a link, a huge file (said in the log)."""
     try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
+        text = read_untrusted(path, LEASE_MAX).decode(errors="replace")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        if log is not None:
+            log.warning(f"network: {path} ignored: {exc.strerror}")
         return {}
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
@@ -350,7 +357,7 @@ class NetworkPhase:
         """A udhcpc event, after the script has applied it."""
         network, log = self.network, self.ctx.log
         if word in ("bound", "renew"):
-            lease = read_lease(os.path.join(self.net_dir, "lease"))
+            lease = read_lease(os.path.join(self.net_dir, "lease"), self.ctx.log)
             if not lease.get("ip"):
                 return
             values = lease_values(lease, {"address": lease["ip"], "valid_lft": None})
@@ -404,7 +411,7 @@ class NetworkPhase:
         if self.mode.kind == "static":
             values["dns"] = list(self.mode.dns)
         else:
-            values.update(lease_values(read_lease(os.path.join(self.net_dir, "lease")), event))
+            values.update(lease_values(read_lease(os.path.join(self.net_dir, "lease"), self.ctx.log), event))
         self.publish(**values)
         self.ctx.log.milestone("network up", str(address))
         lease = f", lease {values['lease_seconds']} s" if values.get("lease_seconds") else ""

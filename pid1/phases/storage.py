@@ -3,9 +3,10 @@
 Finds the block device whose filesystem label is pid1.storage_label (DOCKER)
 by reading superblocks (pid1.blockdev) and mounts it on pid1.docker_root
 (/var/lib/docker). With no such disk, or one that fails to mount, a tmpfs goes
-there instead and the log and state say "running from RAM" (and why). A
-docker root that is a mount point already is left as it is and only recorded.
-Nothing is ever formatted.
+there instead and the log and state say "running from RAM" (and why); so
+does a scan that does not finish within pid1.io_timeout (a device that
+hangs: the boot goes on without it). A docker root that is a mount point
+already is left as it is and only recorded. Nothing is ever formatted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pid1.blockdev import MountEntry, Scan, UeventListener, mount_at, read_superblock, scan_for_label
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
+from pid1.threads import bounded
 
 # Without udev's event queue, a missing disk may just be a disk still being
 # probed (virtio/USB/SCSI probing can finish after the driver's module is
@@ -61,15 +63,15 @@ def read_mountinfo(ctx: PhaseContext) -> str:
     return ""
 
 
-def record_existing(ctx: PhaseContext, target: str) -> str:
+async def record_existing(ctx: PhaseContext, target: str) -> str:
     entry = mount_at(os.path.realpath(target), read_mountinfo(ctx)) or MountEntry(target, "?", "?", 0, 0)
     label = None
     if entry.source.startswith("/"):
         try:
-            found = read_superblock(entry.source)
+            found = await bounded(read_superblock, entry.source, timeout=ctx.config.io_timeout, name="pid1-storage")
             label = found.label if found else None
-        except OSError:
-            pass  # a source that is not a readable device (a bind mount, a vanished node)
+        except (OSError, TimeoutError):
+            pass  # a source that is not a readable device (a bind mount, a vanished node), or one that hangs
     mode = "ram" if entry.fstype in RAM_MODES else "disk"
     record(ctx, mode, device=entry.source, fstype=entry.fstype, label=label, target=target, preexisting=True)
     ctx.log.info(f"storage: {target} is mounted already ({entry.fstype} from {entry.source}): left as it is")
@@ -97,9 +99,27 @@ async def readable(fd: int, timeout: float) -> None:
         loop.remove_reader(fd)
 
 
+class ScanHangs(Exception):
+    """A scan did not finish within pid1.io_timeout (the message says where it was)."""
+
+
+async def scan_bounded(ctx: PhaseContext, label: str, sys_root: str, dev_root: str) -> Scan:
+    """One scan off the loop (reading superblocks can block on a slow or
+    hanging device), bounded by pid1.io_timeout: a thread cannot be killed,
+    so one that hangs is left behind and ScanHangs says where it was."""
+    scan = Scan()
+    timeout = ctx.config.io_timeout
+    try:
+        return await bounded(scan_for_label, label, sys_root, dev_root, scan, timeout=timeout, name="pid1-storage")
+    except TimeoutError:
+        where = scan.reading or "the block devices"
+        raise ScanHangs(f"reading {where} did not finish within {timeout:.0f} s (pid1.io_timeout)") from None
+
+
 async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
     """Scan for the labelled disk, waiting up to storage_wait for it to
-    appear. Returns the last scan and the seconds spent waiting."""
+    appear. Returns the last scan and the seconds spent waiting; ScanHangs
+    when a scan does not finish."""
     label, sys_root, dev_root = ctx.config.storage_label, ctx.path("sys"), ctx.path("dev")
     listener = open_listener(ctx) if ctx.config.storage_wait > 0 else None
     started = time.monotonic()
@@ -109,9 +129,7 @@ async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
     drivers_loaded = min(ctx.shared.get("disk_drivers_loaded_at", started), started)
     deadline = drivers_loaded + ctx.config.storage_wait
     try:
-        # Reading superblocks can block on a slow device: keep the loop (the
-        # reaper, the other phases) running meanwhile.
-        scan = await asyncio.to_thread(scan_for_label, label, sys_root, dev_root)
+        scan = await scan_bounded(ctx, label, sys_root, dev_root)
         if scan.match is None and (left := deadline - time.monotonic()) > 0:
             ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {left:.1f} s more for one")
         while scan.match is None and (left := deadline - time.monotonic()) > 0:
@@ -121,7 +139,7 @@ async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
                 await readable(listener.fileno(), left)
                 if not listener.drain():
                     continue  # an event about something else: keep waiting
-            scan = await asyncio.to_thread(scan_for_label, label, sys_root, dev_root)
+            scan = await scan_bounded(ctx, label, sys_root, dev_root)
     finally:
         if listener is not None:
             listener.close()
@@ -139,9 +157,13 @@ async def run(ctx: PhaseContext) -> str:
     target = ctx.path(ctx.config.docker_root)
     label = ctx.config.storage_label
     if is_mountpoint(target):
-        return record_existing(ctx, target)
+        return await record_existing(ctx, target)
 
-    scan, waited = await find_disk(ctx)
+    try:
+        scan, waited = await find_disk(ctx)
+    except ScanHangs as exc:
+        ctx.log.error(f"storage: {exc}: a device does not answer")
+        return mount_ram(ctx, target, f"the disk scan hangs: {exc}", error=str(exc))
     for problem in scan.problems or ():
         ctx.log.info(f"storage: cannot read {problem}")
     if scan.match is None:

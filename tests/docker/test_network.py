@@ -359,3 +359,36 @@ def test_none_brings_only_lo_up(netpair: NetPair, start_networked) -> None:
     links = json.loads(sh("ip", "-n", netpair.client, "-j", "link", "show").stdout)
     up = {link["ifname"]: "UP" in link["flags"] for link in links}
     assert up == {"lo": True, "eth0": False}, f"{up}\n{seen}"
+
+
+@pytest.mark.docker
+def test_a_hostile_lease_file_from_the_dhcp_container_does_not_freeze_pid1(netpair: NetPair, start_networked) -> None:
+    """The dhcp container runs unprivileged but writes the lease directory: it
+    puts a FIFO there (an open without O_NONBLOCK would block PID 1's loop for
+    ever), then a link to /dev/zero (a read without a bound never ends), and
+    tells pid1 through the events FIFO. pid1 says why it ignores each and
+    keeps working: a killed dhcp container is restarted each time."""
+    run = start_networked(netpair, "pid1.net_timeout=3")
+    run.wait_phase("network", timeout=90)
+
+    def docker(*args: str) -> str:
+        return sh("docker", "-H", f"unix://{run.docker_socket}", *args).stdout
+
+    net_dir = "/run/pid1-net"
+    attacks = {
+        "FIFO": f"rm -f {net_dir}/lease && mkfifo {net_dir}/lease && echo bound > {net_dir}/events",
+        "/dev/zero": f"rm -f {net_dir}/lease && ln -s /dev/zero {net_dir}/lease && echo renew > {net_dir}/events",
+    }
+    for round_no, (what, attack) in enumerate(attacks.items(), start=1):
+        docker("exec", "dhcp", "sh", "-c", attack)
+        run.wait_log(f"{run.state_dir}/network/lease ignored: ", timeout=10)
+        docker("kill", "dhcp")  # only a loop that runs restarts it
+        run.wait_state(
+            f"the dhcp container restarted after the {what} lease",
+            lambda s, n=round_no: (
+                s["containers"]["dhcp"]["restarts"] >= n and s["containers"]["dhcp"]["status"] == "running"
+            ),
+            timeout=30,
+        )
+    assert run.log().count("network/lease ignored: ") >= 2, run.describe()
+    assert "not a regular file" in run.log() and "a symbolic link, not followed" in run.log(), run.describe()

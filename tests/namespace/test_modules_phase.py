@@ -25,12 +25,12 @@ MODULES_ROOT = Path(os.environ.get("PID1_TEST_MODULES_ROOT", "/var/cache/only-do
 METADATA = ("modules.dep", "modules.alias", "modules.softdep", "modules.builtin", "modules.builtin.modinfo")
 
 
-def start(pid1_ns, root: Path) -> Pid1:
+def start(pid1_ns, root: Path, cmdline: str = "") -> Pid1:
     """pid1 under `root` with a private tmpfs on its /dev (the devices phase
     must not write into the host's devtmpfs)."""
     (root / "dev").mkdir(parents=True, exist_ok=True)
     wrapper = ["sh", "-c", 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
-    return pid1_ns("pid1.phases=modules", root=str(root), wrapper=wrapper)
+    return pid1_ns(f"pid1.phases=modules {cmdline}", root=str(root), wrapper=wrapper)
 
 
 def not_a_module_tree(root: Path) -> Path:
@@ -84,3 +84,22 @@ def test_no_module_tree_is_a_note_not_a_failure(pid1_ns, tmp_path: Path) -> None
     state = run.wait_phase("modules")
     assert state["phases"]["modules"]["detail"] == f"no modules for {os.uname().release}: nothing to do"
     assert "modules: no modules.dep in" in run.log()
+
+
+def test_a_module_load_that_hangs_is_given_up_and_the_phase_goes_on(pid1_ns, tmp_path: Path) -> None:
+    """overlay.ko is a FIFO: opening it for finit_module blocks for ever, as a
+    module whose init hangs does. The phase gives up on it after
+    pid1.io_timeout, names it, and ends; pid1 goes on (the boot is done)."""
+    root = tmp_path / "root"
+    moddir = not_a_module_tree(root)
+    overlay = moddir / "kernel/fs/overlayfs/overlay.ko"
+    overlay.unlink()
+    os.mkfifo(overlay)
+    timeout = 2
+    run = start(pid1_ns, root, f"pid1.io_timeout={timeout}")
+    state = run.wait_phase("modules", timeout=60)
+    phase = state["phases"]["modules"]
+    assert "gave up waiting for overlay" in phase["detail"], run.describe()
+    assert timeout <= phase["duration"] < timeout + 20, run.describe()
+    assert "modules: overlay still not done after 2 s (pid1.io_timeout): going on without it" in run.log()
+    run.wait_state("boot done", lambda s: s["mode"] == "running")

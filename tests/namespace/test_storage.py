@@ -252,3 +252,36 @@ def test_disk_attached_while_waiting_is_mounted_at_once(attach, pid1_ns, tmp_pat
         10,
         run.describe,
     )
+
+
+@pytest.mark.parametrize("hang_at", ["class/block/vdz/dev", "class/block/vdz/size"])
+def test_a_disk_scan_that_hangs_falls_back_to_ram_with_the_reason(pid1_ns, tmp_path: Path, hang_at: str) -> None:
+    """The root's /sys is a tmpfs with one block device whose sysfs file is a
+    FIFO: reading it blocks for ever, as a device that does not answer does.
+    The scan is given up after pid1.io_timeout, the phase runs from RAM and
+    says why, and pid1 goes on (the boot is done)."""
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    (root / "sys").mkdir()
+    device = f"$0/sys/{os.path.dirname(hang_at)}"
+    setup = (
+        'mount -t tmpfs devtest "$0/dev" && mount -t tmpfs systest "$0/sys" && '
+        f'mkdir -p "{device}" && echo 131072 > "{device}/size" && echo 254:0 > "{device}/dev" && '
+        f'rm "$0/sys/{hang_at}" && mkfifo "$0/sys/{hang_at}" && exec "$@"'
+    )
+    timeout = 2
+    run = pid1_ns(
+        f"pid1.phases=storage {TEST_PHASES} pid1.storage_label={unique_label()} pid1.io_timeout={timeout}",
+        root=str(root),
+        wrapper=["sh", "-c", setup, str(root)],
+    )
+    state = run.wait_phase("storage", timeout=30)
+    storage, phase = state["storage"], state["phases"]["storage"]
+    assert storage["mode"] == "ram", run.describe()
+    why = f"reading {root}/sys/class/block did not finish within {timeout} s (pid1.io_timeout)"
+    assert storage["error"] == why, run.describe()
+    assert phase["detail"] == f"running from RAM (the disk scan hangs: {why})", run.describe()
+    assert timeout <= phase["duration"] < timeout + 10, run.describe()
+    assert f"storage: {why}: a device does not answer" in run.log(), run.describe()
+    assert mount_entry(run, f"{root}/var/lib/docker")["fstype"] == "tmpfs", run.describe()
+    run.wait_state("boot done", lambda s: s["mode"] == "running")

@@ -91,15 +91,18 @@ def test_the_bundled_tarball_is_importable_with_its_config(tmp_path: Path) -> No
     assert read_tarball(str(path)).layer is None
 
 
+def save_tarball(path: Path, manifest: object, config: bytes = b'{"config":{}}') -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, content in (("manifest.json", json.dumps(manifest).encode()), ("c.json", config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
 def test_a_tarball_of_two_layers_or_two_images_is_loaded(tmp_path: Path) -> None:
     def save(manifest: list[dict]) -> Path:
-        path = tmp_path / "image.tar"
-        with tarfile.open(path, "w") as tar:
-            for name, content in (("manifest.json", json.dumps(manifest).encode()), ("c.json", b'{"config":{}}')):
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-        return path
+        return save_tarball(tmp_path / "image.tar", manifest)
 
     two_layers = read_tarball(str(save([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["l1", "l2"]}])))
     assert (two_layers.tags, two_layers.layer) == (["a:1"], None)
@@ -109,6 +112,30 @@ def test_a_tarball_of_two_layers_or_two_images_is_loaded(tmp_path: Path) -> None
     assert (untagged.tags, untagged.layer) == ([], None)
     one = read_tarball(str(save([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["l1"]}])))
     assert (one.layer, one.changes) == ("l1", [])
+
+
+@pytest.mark.parametrize(
+    ("manifest", "config", "why"),
+    [
+        ({"a": 1}, b"{}", "not a list of images"),
+        ([], b"{}", "not a list of images"),
+        ([5], b"{}", "not an object"),
+        ([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": 5}], b"{}", "Layers is 5, not a list of strings"),
+        ([{"Config": "c.json", "RepoTags": "a:1", "Layers": ["l1"]}], b"{}", "RepoTags is"),
+        ([{"Config": "c.json", "RepoTags": ["a:1", 7], "Layers": ["l1"]}], b"{}", "RepoTags is"),
+        ([{"Config": 3, "RepoTags": ["a:1"], "Layers": ["l1"]}], b"{}", "no Config file name"),
+        ([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["l1"]}], b"[1]", "not an image config object"),
+        ([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["l1"]}], b'{"config": 5}', "not an image config"),
+    ],
+)
+def test_a_malformed_manifest_or_config_is_a_value_error_saying_why(
+    tmp_path: Path, manifest: object, config: bytes, why: str
+) -> None:
+    """The images phase skips a tarball on ValueError (and the other handled
+    errors); anything else would fail the phase, which is retried for ever."""
+    path = save_tarball(tmp_path / "bad.tar", manifest, config)
+    with pytest.raises(ValueError, match=why):
+        read_tarball(str(path))
 
 
 def test_a_failure_in_the_progress_stream_is_raised() -> None:
