@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from harness import Pid1, tmpfs_dev_wrapper
+from harness import Pid1, tmpfs_dev_wrapper, wait_for
 
 pytestmark = pytest.mark.namespace
 
@@ -95,3 +95,20 @@ def test_the_umask_wrapper_passes_its_umask(pid1_ns, tmp_path: Path) -> None:
     run = pid1_ns("", program=[*tmpfs_dev_wrapper(root, shell_first="umask 0; "), "sleep", "1000"])
     status = Path(f"/proc/{run.pid}/status").read_text()
     assert "Umask:\t0000\n" in status, status
+
+
+def test_an_infinite_stop_grace_still_ends_the_stop(pid1_ns, tmp_path: Path) -> None:
+    """`pid1.stop_grace=inf` made the stop wait forever for a child that
+    ignores SIGTERM; the key keeps its default (5 s) with a warning."""
+    out = tmp_path / "events"
+    run = pid1_ns(
+        "pid1.phases=spawner pid1.stop_grace=inf pid1.extra_phases=tests.namespace.scenario_phases",
+        env={"PID1_TEST_OUT": str(out), "PID1_TEST_SPAWN": "1"},
+    )
+    run.wait_phase("spawner")
+    wait_for("the TERM-ignoring child", lambda: out.exists() and "ignorer-ready" in out.read_text(), 10, run.describe)
+    run.kill(signal.SIGTERM)
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()
+    log = run.log()
+    assert "processes left after 5.0 s: sending SIGKILL" in log, log[-3000:]
+    assert "bad value for pid1.stop_grace: expected a finite number, got 'inf'; keeping default 5.0" in log
