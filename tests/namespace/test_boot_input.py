@@ -45,7 +45,7 @@ def test_stray_kernel_words_boot_with_a_warning(pid1_ns, tmp_path: Path, args: l
     run.wait_phase("hostname")
     shown = " ".join(repr(arg) for arg in args)
     run.wait_log(f"ignoring {len(args)} argument(s) the kernel passed to init: {shown} ")
-    assert run.state()["mode"] == "running", run.describe()
+    run.wait_state("mode running", lambda s: s["mode"] == "running")
     assert hostname(run) == "nsbox"
     stops_in_order(run)
 
@@ -74,7 +74,7 @@ def test_a_typo_in_extra_phases_is_a_warning(pid1_ns, tmp_path: Path) -> None:
         "ModuleNotFoundError(\"No module named 'tests.namespace.scenario_phasez'\"); its phases are left out"
     )
     run.wait_log("pid1.extra_phases: cannot load 'pid1.phases.hostname.run': ModuleNotFoundError(")
-    assert run.state()["mode"] == "running", run.describe()
+    run.wait_state("mode running", lambda s: s["mode"] == "running")
     stops_in_order(run)
 
 
@@ -93,7 +93,11 @@ def test_the_umask_wrapper_passes_its_umask(pid1_ns, tmp_path: Path) -> None:
     the program it execs (here a sleep in pid1's place)."""
     root = tmp_path / "root"
     run = pid1_ns("", program=[*tmpfs_dev_wrapper(root, shell_first="umask 0; "), "sleep", "1000"])
-    status = Path(f"/proc/{run.pid}/status").read_text()
+    status = wait_for(
+        "the sleep exec'd as PID 1",
+        lambda: (text := Path(f"/proc/{run.pid}/status").read_text()).startswith("Name:\tsleep\n") and text,
+        10,
+    )
     assert "Umask:\t0000\n" in status, status
 
 
