@@ -43,7 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def pid1_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """PID 1's argv: the values of --cmdline and --root (`--opt V` or
-    `--opt=V`), and every other word, to be warned about. Never fails."""
+    `--opt=V`), and every other word (but a leading `init`), to be warned
+    about. Never fails."""
     options: dict[str, str] = {}
     ignored: list[str] = []
     words = iter(argv[1:] if argv[:1] == ["init"] else argv)

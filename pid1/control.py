@@ -207,7 +207,7 @@ class ControlChannel:
         except OSError as exc:  # (fd exhaustion): pause rather than spin on the hang-up
             self.log.error(f"control: cannot reopen {self.path}: {exc}; reading again in 1 s")
             loop.remove_reader(self.read_fd)
-            loop.call_later(1.0, loop.add_reader, self.read_fd, self.on_readable)
+            loop.call_later(1.0, self.resume_reading)
             return
         try:
             data = os.read(fresh, CHUNK)
@@ -222,6 +222,10 @@ class ControlChannel:
         os.close(fresh)
         if data:
             self.take(*self.reader.feed(data))
+
+    def resume_reading(self) -> None:
+        if self.read_fd >= 0:  # (not closed by the stop meanwhile)
+            asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
 
     def reject(self, message: str) -> None:
         self.rejected += 1
