@@ -15,9 +15,10 @@ ordinary characters.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,17 @@ def kernel_words(cmdline: str) -> list[tuple[str, str | None]]:
         else:
             words.append((word[:equals], word[equals + 1 + value_quoted :]))
     return words
+
+
+def quoting_hints(cmdline: str, stray: Sequence[str]) -> list[str]:
+    """For stray init arguments that follow a pid1 key's value on the command
+    line (`pid1.hostname=my host`): the quoted form the user likely meant."""
+    hints: list[str] = []
+    words = kernel_words(cmdline)
+    for (param, value), (word, no_value) in itertools.pairwise(words):
+        if param.startswith(PREFIX) and value is not None and no_value is None and word in stray:
+            hints.append(f'{param}="{value} {word}"')
+    return hints
 
 
 def _convert(raw: str, current: Any, meta: dict[str, Any]) -> tuple[Any, str | None]:

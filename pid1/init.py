@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 
 from pid1 import emergency, rootfs, syscalls
-from pid1.config import Config, parse_cmdline
+from pid1.config import Config, parse_cmdline, quoting_hints
 from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
@@ -107,6 +107,8 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
             f"ignoring {len(ignored_args)} argument(s) the kernel passed to init: {shown} "
             "(kernel command line words without '.' or '='; pid1 reads pid1.KEY=VALUE words from /proc/cmdline)"
         )
+        for hint in quoting_hints(cmdline, ignored_args):
+            log.warning(f"a value with spaces needs double quotes on the kernel command line: {hint}")
     if not is_pid1:
         syscalls.set_child_subreaper()
     else:

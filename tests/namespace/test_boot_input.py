@@ -50,6 +50,17 @@ def test_stray_kernel_words_boot_with_a_warning(pid1_ns, tmp_path: Path, args: l
     stops_in_order(run)
 
 
+def test_a_value_with_a_space_boots_with_a_hint(pid1_ns, tmp_path: Path) -> None:
+    """`pid1.hostname=my host`: the kernel gives init `host` as an argument
+    (and /proc/cmdline the whole line): pid1 boots and says how to quote."""
+    run = boot(pid1_ns, tmp_path, "pid1.hostname=my host", args=["host"])
+    run.wait_phase("hostname")
+    run.wait_log("ignoring 1 argument(s) the kernel passed to init: 'host' ")
+    run.wait_log('a value with spaces needs double quotes on the kernel command line: pid1.hostname="my host"')
+    assert hostname(run) == "my"
+    stops_in_order(run)
+
+
 @pytest.mark.parametrize(
     "value, why",
     [

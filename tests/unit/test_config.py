@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pid1.config import Config, describe_keys, kernel_words, parse_cmdline
+from pid1.config import Config, describe_keys, kernel_words, parse_cmdline, quoting_hints
 
 
 def test_defaults_without_pid1_keys() -> None:
@@ -140,3 +140,9 @@ def test_readme_lists_every_key_as_keys_prints_it() -> None:
         f"| `{key}` | `{default}` | {doc} |\n" for key, default, doc in describe_keys()
     )
     assert table == expected, "README key table is stale: regenerate it with `python -m pid1 keys`"
+
+
+def test_a_value_split_by_a_space_gets_a_quoting_hint() -> None:
+    cmdline = "console=ttyS0 pid1.hostname=my host quiet splash pid1.view_tty=none"
+    assert quoting_hints(cmdline, ["host", "splash"]) == ['pid1.hostname="my host"']
+    assert quoting_hints("splash pid1.x=1", ["splash"]) == []
