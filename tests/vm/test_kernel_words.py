@@ -18,7 +18,9 @@ pytestmark = pytest.mark.vm
 def test_stray_words_and_bad_values_boot_to_the_console(boot) -> None:
     vm: VM = boot("stray-words", append=["splash", "single", "keys", 'pid1.hostname="my box"', "pid1.stop_grace=inf"])
     shell_ready(vm)
-    vm.wait_for(r"pid1: ignoring \d+ argument\(s\) the kernel passed to init: 'splash' 'single' 'keys'", 10, False)
+    vm.wait_for(
+        r"pid1: (warning: )?ignoring \d+ argument\(s\) the kernel passed to init: 'splash' 'single' 'keys'", 10, False
+    )
     vm.wait_for(r"bad value for pid1\.hostname: 'my box': label 'my box' is not", 10, False)
     vm.wait_for(r"bad value for pid1\.stop_grace: expected a finite number, got 'inf'", 10, False)
     out = vm.shell("cat /run/pid1/state.json", STEP)
