@@ -12,9 +12,10 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Sequence
 
 from pid1 import emergency, rootfs, syscalls
-from pid1.config import Config, parse_cmdline
+from pid1.config import Config, parse_cmdline, quoting_hints
 from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
@@ -73,15 +74,18 @@ class ReaperCounters:
 
 
 def build_supervisor(config: Config, log: Log, store: StateStore, reaper: Reaper, root: str) -> Supervisor:
-    phases = load_phases([*BUILTIN_MODULES, *config.extra_phases])
+    phases, load_warnings = load_phases(BUILTIN_MODULES, config.extra_phases)
     chosen, warnings = select_phases(phases, config.phases)
-    for warning in warnings:
+    for warning in [*load_warnings, *warnings]:
         log.warning(warning)
     return Supervisor(config=config, log=log, store=store, reaper=reaper, phases=chosen, root=root)
 
 
-def run(cmdline: str, root: str = "/") -> int:
+def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
     is_pid1 = os.getpid() == 1
+    # The kernel starts init with umask 0 (and a caller may pass any): every
+    # file pid1 and its children make would be world-writable without this.
+    os.umask(0o022)
     root_notes: list[str] = []
     if is_pid1 and root == "/":
         # before anything else: a root runc can pivot_root from, and /proc for the command line
@@ -97,6 +101,14 @@ def run(cmdline: str, root: str = "/") -> int:
         log.info(note)
     for warning in warnings:
         log.warning(warning)
+    if ignored_args:
+        shown = " ".join(repr(arg[:64]) for arg in ignored_args[:32])
+        log.warning(
+            f"ignoring {len(ignored_args)} argument(s) the kernel passed to init: {shown} "
+            "(kernel command line words without '.' or '='; pid1 reads pid1.KEY=VALUE words from /proc/cmdline)"
+        )
+        for hint in quoting_hints(cmdline, ignored_args):
+            log.warning(f"a value with spaces needs double quotes on the kernel command line: {hint}")
     if not is_pid1:
         syscalls.set_child_subreaper()
     else:
