@@ -49,6 +49,11 @@ class Config:
     fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")
     restart_stable: float = _key(30.0, "seconds a system container must run before its crash-loop backoff resets")
     console: list[str] = _key(["ttyS0", "tty1"], "console terminals: names under /dev (ttyS0) or full paths")
+    console_log: str = _key(
+        "quiet",
+        "after the console's first start: quiet (only errors and the stop reach the terminals) or all",
+        ("quiet", "all"),
+    )
     net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
     net_timeout: float = _key(15.0, "seconds the network phase waits for a lease before going on offline")
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
