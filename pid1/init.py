@@ -124,6 +124,8 @@ def run(cmdline: str, root: str = "/") -> int:
             raise
         log.error(f"supervisor crashed: {exc!r}")
         log.error(traceback.format_exc())
+        if sup is not None:
+            sup.run_before_stop()  # emergency mode needs the person's attention: every line on the console
         # A stop already asked for is carried out, not forgotten.
         pending = sup.stop_action if sup is not None and sup.stop_requested.is_set() else None
         mounted = sup.mounted if sup is not None else []

@@ -104,15 +104,19 @@ class Supervisor:
         if self.stop_requested.is_set():
             self.log.warning(f"{why}: already stopping ({self.stop_action}), ignored")
             return
+        self.run_before_stop()
+        self.stop_action = action
+        self.store.state.stop_reason = f"{action} ({why})"
+        self.log.notice(f"stop requested: {action} ({why})")
+        self.stop_requested.set()
+
+    def run_before_stop(self) -> None:
+        """The before_stop callbacks (also on the way into emergency mode)."""
         for callback in self.before_stop:
             try:
                 callback()
             except Exception as exc:
                 self.log.error(f"before the stop: {exc!r}")
-        self.stop_action = action
-        self.store.state.stop_reason = f"{action} ({why})"
-        self.log.notice(f"stop requested: {action} ({why})")
-        self.stop_requested.set()
 
     # --- services and stop hooks --------------------------------------------------
     def add_stop_hook(self, name: str, hook: StopHook) -> None:

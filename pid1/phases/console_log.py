@@ -11,7 +11,7 @@ all still in `dmesg`, `/run/pid1/status` and VT2.
 
 A stop request puts the level back first (the supervisor calls
 `ctx.shared["before_stop"]` before it logs the request), so the stop sequence
-shows. `pid1.console_log=all` leaves the level alone.
+shows; so does emergency mode. `pid1.console_log=all` leaves the level alone.
 
 The level is the machine's, not a namespace's: only the init of the first
 PID namespace changes it, so pid1 under a test's PID namespace leaves the
