@@ -90,6 +90,11 @@ class Config:
         30.0, "seconds a system container must run before its crash-loop backoff resets", minimum=1, maximum=3600
     )
     console: list[str] = _key(["ttyS0", "tty1"], "console terminals: names under /dev (ttyS0) or full paths")
+    console_log: str = _key(
+        "quiet",
+        "after the console's first start: quiet (only errors and the stop reach the terminals) or all",
+        ("quiet", "all"),
+    )
     net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
     net_timeout: float = _key(
         15.0, "seconds the network phase waits for a lease before going on offline", minimum=0, maximum=600

@@ -35,6 +35,7 @@ BUILTIN_MODULES = (
     "pid1.phases.control",
     "pid1.phases.console_tty",
     "pid1.phases.powerbutton",
+    "pid1.phases.console_log",
 )
 
 

@@ -70,22 +70,28 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX) -> a VM whose serial
-    output matched `until` (default: the console is up). A boot that does not
-    get there is killed and started once more; the retry is printed."""
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True) -> a VM
+    whose serial output matched `until` (default: the console is up). A boot
+    that does not get there is killed and started once more; the retry is
+    printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
     started: list[VM] = []
     session = request.session
     session.vms = started
 
     def start(
-        name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT, iso: bool = False
+        name: str,
+        append: list[str] | None = None,
+        disk: str | None = None,
+        until: str = PROMPT,
+        iso: bool = False,
+        no_reboot: bool = True,
     ) -> VM:
         """iso: boot dist/only-docker.iso (the iso_image fixture builds it)."""
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso)
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot)
             started.append(vm)
             vm.start()
             try:
