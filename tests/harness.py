@@ -5,6 +5,7 @@ was seen: pid1's log and its state.json.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -18,6 +19,20 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 UNSHARE = ["unshare", "--pid", "--mount", "--uts", "--ipc", "--fork", "--mount-proc"]
+
+
+def load_image_module(name: str) -> Any:
+    """image/NAME.py as a module (image/ is scripts, not a package; its
+    modules import each other by name)."""
+    if str(REPO / "image") not in sys.path:
+        sys.path.insert(0, str(REPO / "image"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "image" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 class Timeout(AssertionError):
