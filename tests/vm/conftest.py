@@ -70,7 +70,7 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX) -> a VM whose serial
+    """boot(name, append=[...], disk=PATH, until=REGEX, cpu=MODEL) -> a VM whose serial
     output matched `until` (default: the console is up). A boot that does not
     get there is killed and started once more; the retry is printed."""
     started: list[VM] = []
@@ -78,14 +78,19 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
     session.vms = started
 
     def start(
-        name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT, iso: bool = False
+        name: str,
+        append: list[str] | None = None,
+        disk: str | None = None,
+        until: str = PROMPT,
+        iso: bool = False,
+        cpu: str = "max",
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it)."""
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu."""
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso)
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, cpu=cpu)
             started.append(vm)
             vm.start()
             try:
