@@ -2,9 +2,12 @@
 
 Written here instead of running cpio(1) so that the archive is the same
 bytes for the same tree (sorted names, owner root, one fixed mtime, inode
-numbers in order) and so /dev/console can be a device node without mknod:
-the kernel opens it for /init's stdin, stdout and stderr before anything
-has mounted devtmpfs.
+numbers in order) and so /dev holds device nodes without mknod. Before pid1
+mounts devtmpfs over them, the kernel opens /dev/console for /init's stdin,
+stdout and stderr, and Python reads /dev/urandom for its hash seed when
+getrandom() would block: on a CPU without RDRAND (qemu's default model) the
+kernel's random pool is not ready that early, and without the node Python
+stops with "_Py_HashRandomization_Init: failed to get random numbers".
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from pathlib import Path
 
 MTIME = 1686355200  # Debian 12's release day: any fixed instant works
 # Entries that cannot be files in a tree built without root: (path, mode, major, minor).
-DEVICE_NODES = [("dev/console", stat.S_IFCHR | 0o600, 5, 1), ("dev/null", stat.S_IFCHR | 0o666, 1, 3)]
+# The majors and minors are the kernel's fixed ones (Documentation/admin-guide/devices.txt).
+DEVICE_NODES = [
+    ("dev/console", stat.S_IFCHR | 0o600, 5, 1),
+    ("dev/null", stat.S_IFCHR | 0o666, 1, 3),
+    ("dev/random", stat.S_IFCHR | 0o666, 1, 8),
+    ("dev/urandom", stat.S_IFCHR | 0o666, 1, 9),
+]
 
 
 def _header(ino: int, mode: int, nlink: int, size: int, rmajor: int, rminor: int, name: bytes) -> bytes:

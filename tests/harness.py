@@ -5,6 +5,7 @@ was seen: pid1's log and its state.json.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -26,6 +27,20 @@ def tmpfs_dev_wrapper(root: Path, shell_first: str = "") -> list[str]:
     shell_first: shell commands run before (e.g. `umask 0;`)."""
     (root / "dev").mkdir(parents=True, exist_ok=True)
     return ["sh", "-c", shell_first + 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
+
+
+def load_image_module(name: str) -> Any:
+    """image/NAME.py as a module (image/ is scripts, not a package; its
+    modules import each other by name)."""
+    if str(REPO / "image") not in sys.path:
+        sys.path.insert(0, str(REPO / "image"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "image" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 class Timeout(AssertionError):

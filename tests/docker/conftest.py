@@ -13,7 +13,6 @@ filesystem.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -31,23 +30,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness import Pid1, wait_for  # noqa: E402
+from harness import Pid1, load_image_module, wait_for  # noqa: E402
 
 DOCKERD_TEST_ARGS = "--bridge=none,--iptables=false,--ip-masq=false"
-
-
-def load_image_module(name: str) -> Any:
-    """image/NAME.py as a module (image/ is scripts, not a package; its
-    modules import each other by name)."""
-    if str(REPO / "image") not in sys.path:
-        sys.path.insert(0, str(REPO / "image"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "image" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def load_bundled_images_module() -> Any:

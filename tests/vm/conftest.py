@@ -70,10 +70,10 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True) -> a VM
-    whose serial output matched `until` (default: the console is up). A boot
-    that does not get there is killed and started once more; the retry is
-    printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL)
+    -> a VM whose serial output matched `until` (default: the console is up).
+    A boot that does not get there is killed and started once more; the retry
+    is printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
     started: list[VM] = []
     session = request.session
     session.vms = started
@@ -85,13 +85,14 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         until: str = PROMPT,
         iso: bool = False,
         no_reboot: bool = True,
+        cpu: str = "max",
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it)."""
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu."""
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot)
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu)
             started.append(vm)
             vm.start()
             try:

@@ -37,6 +37,7 @@ class VM:
     append: list[str] = field(default_factory=list)
     disk: str | None = None
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
+    cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
     dist: Path = REPO / "dist"
     iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
     no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
@@ -56,7 +57,7 @@ class VM:
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> VM:
         argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
-        argv += ["--accel", self.accel, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
+        argv += ["--accel", self.accel, "--cpu", self.cpu, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
         argv += [f"--append={a}" for a in self.append]
         if self.disk:
