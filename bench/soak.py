@@ -4,9 +4,10 @@ namespace (the docker tier's machinery: tests/harness.py and
 tests/docker/conftest.py), for N minutes, with a random fault from the
 README's "Faults survived" table injected every few seconds.
 
-The faults (the ones a namespace can have; the VM-only ones are not here,
-and neither is the DHCP server, which needs the network namespaces of
-tests/docker/test_network.py):
+pid1 runs in the client end of a veth pair (tests/docker/test_network.py's
+NetPair) whose server end runs busybox udhcpd, with the network phase and
+its dhcp container. The faults (the ones a namespace can have; the VM-only
+ones are not here):
   console-kill, dom0-kill   SIGKILL to the container's process (a crash)
   shim-kill                 SIGKILL to the console's containerd-shim
   dockerd-kill, containerd-kill   SIGKILL to the daemon
@@ -15,6 +16,9 @@ tests/docker/test_network.py):
   disk-full                 the data root (a 256 MiB ext4 on a loop device)
                             filled for 2 s, then freed
   control-flood             thousands of garbage writes to the control FIFO
+  dhcp-server-gone          udhcpd killed; once the state says the lease is
+                            lost (a 20 s lease), it is started again, and
+                            the network must come back up
 
 After each fault it waits for recovery: the fault was noticed (the restart
 counters in the state moved) and exactly one console and one dom0 run, in
@@ -57,12 +61,15 @@ sys.path.insert(0, str(REPO / "tests" / "docker"))
 
 from conftest import engine_cmdline, load_bundled_images_module  # noqa: E402
 from harness import Pid1, namespace_processes  # noqa: E402
+from test_network import NetPair  # noqa: E402
 
 RECOVERY_BOUND = 15.0
 FD_SLACK = 4
 RSS_SLACK_MIB = 8.0
 DISK_SIZE = "256M"
 ROLES = ("console", "dom0")
+LEASE_SECONDS = 20
+LEASE_LOST_BOUND = LEASE_SECONDS + 20.0
 
 
 @dataclass
@@ -70,6 +77,7 @@ class Machine:
     run: Pid1
     workdir: Path
     data_root: Path
+    net: NetPair
 
     @property
     def socket(self) -> Path:
@@ -159,6 +167,22 @@ class Fault:
     inject: Callable[[Machine], None]
     # which counters must have moved before the fault counts as recovered
     moves: tuple[str, ...] = ()
+    # a fault that lasts: the condition it leads to (checked once a second
+    # meanwhile, within LEASE_LOST_BOUND), then what ends it
+    reached: Callable[[Machine], bool] | None = None
+    end: Callable[[Machine], None] | None = None
+    # what else must hold again for a recovery
+    back: Callable[[Machine], bool] = lambda machine: True
+
+
+def network_status(machine: Machine) -> str | None:
+    return ((machine.state() or {}).get("network") or {}).get("status")
+
+
+def dhcp_server_gone(machine: Machine) -> None:
+    machine.net.udhcpd.kill()
+    machine.net.udhcpd.wait(5)
+    machine.net.udhcpd_log.close()
 
 
 def kill(pid: int | None) -> None:
@@ -220,6 +244,13 @@ FAULTS = (
     Fault("console-image", console_image, ("console.restarts",)),
     Fault("disk-full", disk_full),
     Fault("control-flood", control_flood),
+    Fault(
+        "dhcp-server-gone",
+        dhcp_server_gone,
+        reached=lambda m: network_status(m) == "waiting for a lease",
+        end=lambda m: m.net.start_udhcpd(LEASE_SECONDS),
+        back=lambda m: network_status(m) == "up",
+    ),
 )
 
 
@@ -300,20 +331,45 @@ class Watch:
 
 
 def start(top: Path, images: Path) -> Machine:
+    """pid1 in the client end of a veth pair whose server end runs udhcpd,
+    its data root a small ext4 on a loop device, its root (for resolv.conf)
+    a directory of its own."""
     workdir = top / "machine"
     data_root = workdir / "data"
     data_root.mkdir(parents=True)
+    root = workdir / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "resolv.conf").write_text("# placeholder\n")
     disk = top / "docker.img"
     subprocess.run(["truncate", "-s", DISK_SIZE, str(disk)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "DOCKER", str(disk)], check=True)
     subprocess.run(["mount", "-o", "loop", str(disk), str(data_root)], check=True)
-    cmdline = engine_cmdline("console,dom0,control", workdir, images)
-    run = Pid1(workdir=workdir / "run", cmdline=cmdline, env={"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'docker'}"})
+    tag = os.getpid() % 100000
+    net = NetPair(client=f"p1sc-{tag}", server=f"p1ss-{tag}", subnet=f"10.199.{tag % 250}", workdir=top).create()
+    try:
+        return start_pid1(top, images, net, data_root, root)
+    except BaseException:
+        net.destroy()
+        raise
+
+
+def start_pid1(top: Path, images: Path, net: NetPair, data_root: Path, root: Path) -> Machine:
+    workdir = top / "machine"
+    net.start_udhcpd(LEASE_SECONDS)
+    cmdline = engine_cmdline("console,dom0,control,network", workdir, images, "pid1.net_timeout=30")
+    run = Pid1(
+        workdir=workdir / "run",
+        cmdline=cmdline,
+        root=str(root),
+        env={"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'docker'}"},
+        prefix=["nsenter", f"--net=/run/netns/{net.client}", "--"],
+    )
     run.workdir.mkdir(parents=True)
+    machine = Machine(run=run, workdir=workdir, data_root=data_root, net=net)
     run.start()
     run.wait_phase("console", timeout=120)
     run.wait_phase("dom0", timeout=60)
-    machine = Machine(run=run, workdir=workdir, data_root=data_root)
+    run.wait_state("the network up", lambda s: s["network"].get("status") == "up", 60)
     layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {"etc/flavour": (b"soak", 0o644)})
     done = subprocess.run(
         ["docker", "-H", f"unix://{machine.socket}", "import", "-c", 'CMD ["sh"]', "-", "soak-console:1"],
@@ -352,11 +408,22 @@ def soak(machine: Machine, minutes: float, rng: random.Random) -> int:
         before = counters(machine.state())
         injected[fault.name] += 1
         fault.inject(machine)
+        if fault.reached is not None:
+            lasts = time.monotonic()
+            while not fault.reached(machine) and time.monotonic() - lasts < LEASE_LOST_BOUND:
+                if time.monotonic() >= next_check:
+                    watch.check(in_recovery=False)
+                    next_check = time.monotonic() + 1.0
+                time.sleep(0.1)
+            if not fault.reached(machine):
+                watch.violation("reached", f"{fault.name}: not seen in the state within {LEASE_LOST_BOUND:.0f} s")
+            if fault.end is not None:
+                fault.end(machine)
         injected_at = time.monotonic()
         recovered_at = None
         while time.monotonic() - injected_at < RECOVERY_BOUND:
             now = counters(machine.state())
-            if all(now[c] > before[c] for c in fault.moves) and one_each(machine)[0]:
+            if all(now[c] > before[c] for c in fault.moves) and fault.back(machine) and one_each(machine)[0]:
                 recovered_at = time.monotonic()
                 break
             if time.monotonic() >= next_check:
@@ -425,6 +492,7 @@ def main() -> int:
     finally:
         if machine is not None:
             machine.run.stop()  # SIGKILL to the namespace's PID 1 ends every process in it
+            machine.net.destroy()
         subprocess.run(["umount", "-l", str(top / "machine" / "data")], check=False, capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
 
