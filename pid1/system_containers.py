@@ -294,13 +294,20 @@ class SystemContainers:
             return
         if attributes.get(INSTANCE_LABEL) != self.instance or actor.get("ID") != keeper.container_id:
             return  # a leftover, a stray, or the container before this one
-        if keeper.exit_handled or int(event.get("timeNano") or 0) < keeper.start_ns:
+        if keeper.exit_handled or int(event.get("timeNano") or 0) < self.started_on_todays_clock(keeper):
             return  # already dealt with (replayed by `since`, or stopped by pid1)
         try:
             code: int | None = int(attributes.get("exitCode", ""))
         except ValueError:
             code = None
         self.container_exited(keeper, code, (time.time_ns() - int(event["timeNano"])) / 1e6)
+
+    @staticmethod
+    def started_on_todays_clock(keeper: Keeper) -> int:
+        """When the current attempt began, on the wall clock as it is now: a
+        clock stepped since (NTP, `date -s`) moves the start with it, so a die
+        event after the step is never taken for one from before the start."""
+        return time.time_ns() - int((time.monotonic() - keeper.started_mono) * 1e9)
 
     async def reconcile(self) -> None:
         """Make the world match the specs: one container per role, running."""

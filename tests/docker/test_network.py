@@ -392,3 +392,52 @@ def test_a_hostile_lease_file_from_the_dhcp_container_does_not_freeze_pid1(netpa
         )
     assert run.log().count("network/lease ignored: ") >= 2, run.describe()
     assert "not a regular file" in run.log() and "a symbolic link, not followed" in run.log(), run.describe()
+
+
+def test_dhcp_server_gone_the_lease_expires_visibly_and_comes_back_with_the_server(
+    netpair: NetPair, start_networked
+) -> None:
+    """The DHCP server dies while the machine runs: the client's renewals go
+    unanswered, the lease runs out, and the state says so (status, the lost
+    address, the log line); pid1 stays responsive throughout (its state keeps
+    following the client's events); the server's return gives the lease back."""
+    netpair.start_udhcpd()
+    run = start_networked(netpair, "pid1.net_timeout=30")
+    state = run.wait_phase("network", timeout=90)
+    first = state["network"]
+
+    def seen() -> str:
+        network = json.dumps((run.state() or {}).get("network"), indent=1)
+        return f"{run.describe()}\n--- network ---\n{network}\n{netpair.describe()}"
+
+    assert first["status"] == "up", seen()
+    dhcp_restarts = state["containers"]["dhcp"]["restarts"]
+    netpair.udhcpd.kill()
+    netpair.udhcpd.wait(5)
+    killed = time.monotonic()
+    # The lease (LEASE_SECONDS) runs out unanswered: the client deconfigures,
+    # and pid1's state follows.
+    lost = run.wait_state(
+        "the lease lost in the state",
+        lambda s: s["network"]["status"] == "waiting for a lease" and s,
+        LEASE_SECONDS + 20,
+    )
+    took = time.monotonic() - killed
+    print(f"lease lost {took:.1f} s after the server died (lease {LEASE_SECONDS} s)")
+    assert lost["network"]["address"] is None and lost["network"]["lease_event"] == "deconfig", seen()
+    run.wait_log("network: lease on eth0 lost")
+    assert took <= LEASE_SECONDS + 15, seen()
+    wait_for("the address gone from eth0", lambda: not netpair.client_addresses(), 10, seen)
+    # Nothing hangs: the client keeps asking (its discovers reach the state),
+    # and the machine goes on running.
+    run.wait_state("the client's failed discovers reported", lambda s: s["network"]["lease_event"] == "leasefail", 30)
+    assert run.state()["mode"] == "running", seen()
+    # The server comes back: the lease comes back, in the state and on the link.
+    netpair.udhcpd_log.close()
+    netpair.start_udhcpd()
+    back = run.wait_state("up again", lambda s: s["network"]["status"] == "up" and s, 30)
+    [applied] = netpair.client_addresses()
+    assert back["network"]["address"] == applied["local"], seen()
+    assert run.log().count("network up ") >= 2, seen()
+    # The DHCP client rode it out in one container run: nothing was restarted.
+    assert run.state()["containers"]["dhcp"]["restarts"] == dhcp_restarts, seen()
