@@ -48,6 +48,10 @@ def main(argv: list[str]) -> int:
         from pid1.modprobe import main as modprobe
 
         return modprobe(argv[1:])
+    if argv[:1] == ["userdata"] and os.getpid() != 1:
+        from pid1.userdata_check import main as userdata
+
+        return userdata(argv[1:])
     reaper_mod.block_handled_signals()
     args = parse_args(argv)
     if args.command == "keys":

@@ -57,6 +57,12 @@ class Config:
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
     view_tty: str = _key("tty2", "terminal showing the live supervisor view: a name under /dev, a full path, or none")
     stop_grace: float = _key(5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop")
+    # Not a key: where each key that is not a default came from (the state, VT2).
+    origins: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
+
+
+def key_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
 
 
 class ConfigError(ValueError):
@@ -81,11 +87,18 @@ def _convert(name: str, raw: str, current: Any, choices: tuple[str, ...]) -> Any
     return raw
 
 
-def parse_cmdline(cmdline: str) -> tuple[Config, list[str]]:
-    """Parse a kernel command line; returns the config and the warnings."""
+KERNEL = "kernel command line"
+USER_DATA = "user-data"
+
+
+def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Parse a kernel command line over the user-data's pid1 keys (the
+    command line wins); returns the config and the warnings."""
     config = Config()
     warnings: list[str] = []
-    fields = {f.name: f for f in dataclasses.fields(Config)}
+    fields = {f.name: f for f in key_fields()}
+    for name, raw in (userdata or {}).items():
+        _apply(config, fields[name], raw, USER_DATA, warnings)
     try:
         words = shlex.split(cmdline)
     except ValueError:
@@ -101,22 +114,37 @@ def parse_cmdline(cmdline: str) -> tuple[Config, list[str]]:
         if not sep:
             warnings.append(f"kernel command line key {PREFIX}{key} has no value: keeping {getattr(config, name)!r}")
             continue
-        meta = fields[name].metadata
-        try:
-            setattr(config, name, _convert(name, raw, getattr(config, name), meta.get("choices", ())))
-        except ConfigError as exc:
-            default = getattr(config, name)
-            warnings.append(f"bad value for {PREFIX}{key}: {exc}; keeping default {default!r}")
+        _apply(config, fields[name], raw, KERNEL, warnings)
     if config.net != "dhcp" and config.net != "none" and not config.net.startswith("static:"):
         warnings.append(f"bad value for {PREFIX}net: {config.net!r}; keeping default 'dhcp'")
         config.net = "dhcp"
+        config.origins.pop("net", None)
     return config, warnings
+
+
+def _apply(config: Config, key: dataclasses.Field, raw: str, origin: str, warnings: list[str]) -> None:
+    """Set one key from `origin`; a bad value is a warning and changes nothing."""
+    try:
+        value = _convert(key.name, raw, getattr(config, key.name), key.metadata.get("choices", ()))
+    except ConfigError as exc:
+        where = "" if origin == KERNEL else f" in the {origin}"
+        warnings.append(
+            f"bad value for {PREFIX}{key.name}{where}: {exc}; keeping default {getattr(config, key.name)!r}"
+        )
+        return
+    setattr(config, key.name, value)
+    config.origins[key.name] = origin
+
+
+def known_keys() -> frozenset[str]:
+    """The key names, without the `pid1.` prefix."""
+    return frozenset(f.name for f in key_fields())
 
 
 def describe_keys() -> list[tuple[str, str, str]]:
     """(key, default, doc) for every key, for the README and `python -m pid1 keys`."""
     rows = []
-    for f in dataclasses.fields(Config):
+    for f in key_fields():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = ",".join(default) if isinstance(default, list) else str(default)
         rows.append((PREFIX + f.name, shown, f.metadata["doc"]))
