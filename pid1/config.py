@@ -97,8 +97,7 @@ def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple
     config = Config()
     warnings: list[str] = []
     fields = {f.name: f for f in key_fields()}
-    for name, raw in (userdata or {}).items():
-        _apply(config, fields[name], raw, USER_DATA, warnings)
+    apply_settings(config, userdata or {}, USER_DATA, warnings)
     try:
         words = shlex.split(cmdline)
     except ValueError:
@@ -134,6 +133,21 @@ def _apply(config: Config, key: dataclasses.Field, raw: str, origin: str, warnin
         return
     setattr(config, key.name, value)
     config.origins[key.name] = origin
+
+
+def apply_settings(config: Config, settings: dict[str, str], origin: str, warnings: list[str]) -> list[str]:
+    """Set keys by name from `origin` (the user-data) on a config already in
+    use; returns the names that took. Unknown names are warnings."""
+    fields = {f.name: f for f in key_fields()}
+    taken = []
+    for name, raw in settings.items():
+        if name not in fields:
+            warnings.append(f"unknown key pid1.{name} in the {origin}: ignored")
+            continue
+        _apply(config, fields[name], raw, origin, warnings)
+        if config.origins.get(name) == origin:
+            taken.append(name)
+    return taken
 
 
 def known_keys() -> frozenset[str]:

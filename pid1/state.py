@@ -76,6 +76,7 @@ class State:
     storage: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
     dockerd: dict[str, Any] = field(default_factory=dict)
+    userdata: dict[str, Any] = field(default_factory=dict)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     reaper: dict[str, int] = field(default_factory=dict)
     log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_RING_SIZE))

@@ -27,6 +27,8 @@ BUILTIN_MODULES = (
     "pid1.phases.hostname",
     "pid1.phases.modules",
     "pid1.phases.storage",
+    "pid1.phases.userdata",
+    "pid1.phases.runcmd",
     "pid1.phases.dockerd",
     "pid1.phases.images",
     "pid1.phases.network",

@@ -1,5 +1,6 @@
-"""hostname: the hostname (pid1.hostname), /etc/hostname, /etc/hosts and an
-/etc/resolv.conf placeholder that the network phase fills. Needs mounts.
+"""hostname: the hostname (pid1.hostname, or the user-data's), /etc/hostname,
+/etc/hosts and an /etc/resolv.conf placeholder that the network phase fills.
+Needs mounts, and userdata (which may set the name).
 Files that exist are left as they are.
 """
 
@@ -38,4 +39,4 @@ async def run(ctx: PhaseContext) -> str:
     return ", ".join(done) if done else "already in place"
 
 
-PHASE = Phase(name="hostname", run=run, needs=("mounts",), doc=__doc__ or "")
+PHASE = Phase(name="hostname", run=run, needs=("mounts", "userdata"), doc=__doc__ or "")

@@ -163,7 +163,9 @@ async def run(ctx: PhaseContext) -> str:
         scan, waited = await find_disk(ctx)
     except ScanHangs as exc:
         ctx.log.error(f"storage: {exc}: a device does not answer")
+        ctx.shared["block_scan"] = Scan(labelled=[])  # nothing to look at again: it hung
         return mount_ram(ctx, target, f"the disk scan hangs: {exc}", error=str(exc))
+    ctx.shared["block_scan"] = scan  # the user-data phase looks for its volume in it
     for problem in scan.problems or ():
         ctx.log.info(f"storage: cannot read {problem}")
     if scan.match is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from pid1.blockdev import Scan
 from pid1.phases import Phase, PhaseContext
 
 
@@ -20,13 +21,14 @@ async def storage(ctx: PhaseContext) -> str:
     mode = os.environ.get("PID1_TEST_STORAGE", "ram")
     ctx.shared["storage_mode"] = mode
     ctx.state.storage = {"mode": mode, "source": "test"}
+    ctx.shared["block_scan"] = Scan(labelled=[])  # the host's disks are not the test's
     return f"{mode} (test stand-in)"
 
 
 PHASES = [
     Phase(name="devices", run=noop),
     Phase(name="mounts", run=noop, needs=("devices",)),
-    Phase(name="hostname", run=noop, needs=("mounts",)),
+    Phase(name="hostname", run=noop, needs=("mounts", "userdata")),
     Phase(name="modules", run=noop, needs=("mounts",)),
     Phase(name="storage", run=storage, needs=("modules",)),
 ]

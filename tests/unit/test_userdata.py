@@ -270,3 +270,13 @@ def test_check_says_what_applies_and_exits_by_what_it_found(tmp_path) -> None:
     assert "applies: daemon.json" not in out
     code, out = check(tmp_path, b"#cloud-config\nhostname: [\n")
     assert code == 2 and "malformed YAML" in out and "none of it would apply" in out, out
+
+
+def test_the_view_says_where_the_user_data_came_from_and_the_last_error() -> None:
+    from pid1.view import config_line
+
+    assert config_line({}) is None
+    line = config_line({"userdata": {"source": "nocloud /dev/sr0", "instance_id": "i-1", "applied": ["a", "b"],
+                                     "warnings": ["w"], "errors": ["docker section refused (mtu: ...)"]}})  # fmt: skip
+    assert line == "config:  user-data from nocloud /dev/sr0 · instance i-1 · 2 applied, 1 warning · " \
+                   "error: docker section refused (mtu: ...)"  # fmt: skip
