@@ -105,6 +105,9 @@ MODULES = [
     # xfs and btrfs (8 MB, 3% more initrd to unpack) are left out: the storage
     # phase then reports their disks as failing to mount and runs from RAM.
     "ext4", "crc32c_generic", "overlay",
+    # user-data volumes: NoCloud cidata and OpenStack config-2 (ISO 9660 or vfat;
+    # vfat's default codepage 437 and iocharset ascii). The kernel asks for them at mount.
+    "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8",
     # Docker networking: bridge, veth, netfilter and NAT (iptables-legacy)
     "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
     "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "xt_mark", "xt_comment", "ip_tables", "iptable_filter",

@@ -158,14 +158,14 @@ def config_line(state: dict[str, Any]) -> str | None:
     if not ud.get("source") and not ud.get("errors"):
         return None
     text = f"user-data from {clean(ud.get('source') or '?')}"
+    if ud.get("errors"):  # what needs the person's eye first, while the line has room
+        return f"config:  {text}{SEP}error: {clean(ud['errors'][-1])}"
     if ud.get("instance_id"):
         text += f"{SEP}instance {clean(ud['instance_id'])}"
-    applied, warnings, errors = (len(ud.get(k) or ()) for k in ("applied", "warnings", "errors"))
+    applied, warnings = len(ud.get("applied") or ()), len(ud.get("warnings") or ())
     text += f"{SEP}{applied} applied"
     if warnings:
         text += f", {warnings} warning{'s' if warnings > 1 else ''}"
-    if errors:
-        text += f"{SEP}error: {clean(ud['errors'][-1])}"
     return f"config:  {text}"
 
 

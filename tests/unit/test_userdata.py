@@ -276,7 +276,13 @@ def test_the_view_says_where_the_user_data_came_from_and_the_last_error() -> Non
     from pid1.view import config_line
 
     assert config_line({}) is None
-    line = config_line({"userdata": {"source": "nocloud /dev/sr0", "instance_id": "i-1", "applied": ["a", "b"],
-                                     "warnings": ["w"], "errors": ["docker section refused (mtu: ...)"]}})  # fmt: skip
-    assert line == "config:  user-data from nocloud /dev/sr0 · instance i-1 · 2 applied, 1 warning · " \
-                   "error: docker section refused (mtu: ...)"  # fmt: skip
+    record = {"source": "nocloud /dev/sr0", "instance_id": "i-1", "applied": ["a", "b"], "warnings": ["w"]}
+    assert (
+        config_line({"userdata": record})
+        == "config:  user-data from nocloud /dev/sr0 · instance i-1 · 2 applied, 1 warning"
+    )
+    record["errors"] = ["docker section refused (mtu: ...)"]
+    assert (
+        config_line({"userdata": record})
+        == "config:  user-data from nocloud /dev/sr0 · error: docker section refused (mtu: ...)"
+    )

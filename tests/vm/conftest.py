@@ -78,14 +78,19 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
     session.vms = started
 
     def start(
-        name: str, append: list[str] | None = None, disk: str | None = None, until: str = PROMPT, iso: bool = False
+        name: str,
+        append: list[str] | None = None,
+        disk: str | None = None,
+        until: str = PROMPT,
+        iso: bool = False,
+        cdroms: list[str] | None = None,
     ) -> VM:
         """iso: boot dist/only-docker.iso (the iso_image fixture builds it)."""
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso)
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, cdroms=cdroms or [])
             started.append(vm)
             vm.start()
             try:

@@ -36,6 +36,7 @@ class VM:
     name: str
     append: list[str] = field(default_factory=list)
     disk: str | None = None
+    cdroms: list[str] = field(default_factory=list)  # ISOs attached as CD-ROMs (a cidata volume)
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     dist: Path = REPO / "dist"
     iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
@@ -60,6 +61,7 @@ class VM:
         argv += [f"--append={a}" for a in self.append]
         if self.disk:
             argv += ["--disk", self.disk]
+        argv += [f"--cdrom={cdrom}" for cdrom in self.cdroms]
         self.serial.clear()
         self.lines.clear()
         self._partial = b""
