@@ -88,3 +88,24 @@ def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, d
     assert "config:  user-data from nocloud /dev/sr0 · error: docker section refused (mtu" in status, status
     mirrors = second.shell("docker info --format '{{json .RegistryConfig.Mirrors}}'", STEP)
     assert '["http://10.0.2.2:5000/"]' in mirrors, mirrors  # the last good daemon.json
+
+
+def config_drive_iso(path: Path, user_data: str, uuid: str) -> str:
+    """An OpenStack config drive: ISO 9660 labelled config-2."""
+    files = path.with_suffix(".d")
+    (files / "openstack/latest").mkdir(parents=True)
+    (files / "openstack/latest/user_data").write_text(user_data)
+    (files / "openstack/latest/meta_data.json").write_text(f'{{"uuid": "{uuid}", "hostname": "cfg2"}}')
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-volid", "config-2", "-joliet", "-rock",
+                    str(files)], check=True, capture_output=True, timeout=60)  # fmt: skip
+    return str(path)
+
+
+def test_an_openstack_config_drive_is_a_source_too(boot, tmp_path) -> None:
+    uuid = "83679162-1378-4288-a2d4-70e13ec132aa"
+    vm = boot(
+        "userdata-config2", cdroms=[config_drive_iso(tmp_path / "c.iso", "#cloud-config\nhostname: cfg2\n", uuid)]
+    )
+    vm.wait_for(rf"pid1: userdata: from config-2 /dev/sr0, instance {uuid}", STEP, since_mark=False)
+    shell_ready(vm)
+    assert vm.shell("hostname", STEP).strip() == "cfg2", vm.tail()
