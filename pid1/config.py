@@ -57,6 +57,7 @@ class Config:
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
     view_tty: str = _key("tty2", "terminal showing the live supervisor view: a name under /dev, a full path, or none")
     stop_grace: float = _key(5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop")
+    userdata: str = _key("", "user-data URL (http), fetched once the network is up; a cidata or config-2 volume wins")
     # Not a key: where each key that is not a default came from (the state, VT2).
     origins: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
 
@@ -82,7 +83,7 @@ def _convert(name: str, raw: str, current: Any, choices: tuple[str, ...]) -> Any
         return [part for part in raw.split(",") if part]
     if choices and raw not in choices:
         raise ConfigError(f"expected one of {', '.join(choices)}, got {raw!r}")
-    if not raw:
+    if not raw and name != "userdata":
         raise ConfigError("empty value")
     return raw
 

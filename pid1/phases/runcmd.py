@@ -1,6 +1,7 @@
 """runcmd: the user-data's runcmd commands, then its script, in dom0, once
 per instance (meta-data's instance-id; without one, per distinct user-data).
-Needs userdata (what to run, the host state) and dom0 (where it runs).
+Needs userdata and userdata_url (what to run, the host state) and dom0
+(where it runs).
 
 Each command runs with `docker exec` in dom0, one after the other, as
 cloud-init runs them in order; its output goes to the log (bounded) and to
@@ -96,4 +97,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"ran {len(planned)} for instance {applied.instance_key}, {failed} failed"
 
 
-PHASE = Phase(name="runcmd", run=run, needs=("userdata", "dom0"), required=False, doc=__doc__ or "")
+PHASE = Phase(name="runcmd", run=run, needs=("userdata", "userdata_url", "dom0"), required=False, doc=__doc__ or "")

@@ -39,7 +39,7 @@ CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
 READ_TIMEOUT = 10.0  # a volume that does not answer in this time is skipped
 # Keys read before this phase runs: from the user-data they would come too late.
 EARLY_KEYS = frozenset({"phases", "extra_phases", "cgroups", "storage_label", "docker_root", "storage_wait",
-                        "state_dir", "console", "view_tty"})  # fmt: skip
+                        "state_dir", "console", "view_tty", "userdata"})  # fmt: skip
 
 
 @dataclass

@@ -105,3 +105,70 @@ def test_without_a_user_data_nothing_changes_and_yaml_is_never_loaded(start_syst
     assert state["phases"]["userdata"]["detail"] == "no user-data", state["phases"]["userdata"]
     maps = Path(f"/proc/{system.run.pid}/maps").read_text()
     assert "_yaml" not in maps and "libyaml" not in maps
+
+
+class Served:
+    """An HTTP server on 127.0.0.1 for the test's user-data (NoCloud seed layout)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        import http.server
+        import threading
+
+        served = files
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = served.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+URL_PHASES = "console,dom0,runcmd,userdata_url"
+STANDINS = "pid1.extra_phases=noop_host_phases,network_standin_phases"
+
+
+def test_a_user_data_url_is_fetched_once_the_network_is_up_and_its_runcmd_runs(start_system) -> None:
+    skip_without_docker()
+    served = Served({
+        "/seed/user-data": b"#cloud-config\nhostname: from-url\nruncmd:\n  - echo url-ran >> /run/pid1/url-marker\n",
+        "/seed/meta-data": b"instance-id: iid-url-1\n",
+    })  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{served.port}/seed/"
+        system = start_system(f"{STANDINS} pid1.userdata={url}", phases=URL_PHASES)
+        state = system.run.wait_phase("runcmd", timeout=120)
+        assert state["phases"]["userdata_url"]["detail"] == f"url {url}: changed, 0 warnings", system.describe()
+        assert state["phases"]["runcmd"]["detail"] == "ran 1 for instance iid-url-1, 0 failed", system.describe()
+        assert (system.run.state_dir / "url-marker").read_text() == "url-ran\n"
+        assert state["userdata"]["source"] == f"url {url}"
+        kept = system.workdir / "data/only-docker"
+        assert (kept / "source").read_text() == f"url {url}\n" and b"from-url" in (kept / "user-data").read_bytes()
+        assert system.run.nsenter(["hostname"], capture_output=True, text=True).stdout.strip() == "from-url"
+    finally:
+        served.close()
+
+
+def test_a_user_data_url_that_does_not_answer_is_a_warning_and_the_boot_goes_on(start_system) -> None:
+    skip_without_docker()
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    system = start_system(f"{STANDINS} pid1.userdata=http://127.0.0.1:{port}/user-data", phases=URL_PHASES)
+    state = system.run.wait_phase("runcmd", timeout=120)
+    assert state["phases"]["userdata_url"]["detail"].startswith(f"not fetched: http://127.0.0.1:{port}/user-data: ")
+    assert state["phases"]["runcmd"]["detail"] == "nothing to run"
+    system.wait_running("console", timeout=60)
