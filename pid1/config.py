@@ -35,6 +35,9 @@ class Config:
     hostname: str = _key("only-docker", "hostname set at boot")
     storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
     docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")
+    autoformat: list[str] = _key(
+        [], "devices (sdb or /dev/sdb) formatted as the DOCKER disk when blank (zeros or boot2docker's magic)"
+    )
     storage_wait: float = _key(0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded")
     io_timeout: float = _key(
         30.0, "seconds the disk scan, the kernel modules' loading or the seed copy may take before the boot goes on"

@@ -26,6 +26,7 @@ BUILTIN_MODULES = (
     "pid1.phases.mounts",
     "pid1.phases.hostname",
     "pid1.phases.modules",
+    "pid1.phases.autoformat",
     "pid1.phases.storage",
     "pid1.phases.userdata",
     "pid1.phases.runcmd",

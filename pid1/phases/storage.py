@@ -1,4 +1,5 @@
-"""storage: the docker data root. Needs mounts (/sys, /proc) and modules (ext4).
+"""storage: the docker data root. Needs mounts (/sys, /proc), modules (ext4)
+and autoformat (a blank disk it made DOCKER is found here).
 
 Finds the block device whose filesystem label is pid1.storage_label (DOCKER)
 by reading superblocks (pid1.blockdev) and mounts it on pid1.docker_root
@@ -192,4 +193,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"{disk.path} ({disk.fstype}) on {target}"
 
 
-PHASE = Phase(name="storage", run=run, needs=("mounts", "modules"), doc=__doc__ or "")
+PHASE = Phase(name="storage", run=run, needs=("mounts", "modules", "autoformat"), doc=__doc__ or "")

@@ -39,7 +39,7 @@ CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
 READ_TIMEOUT = 10.0  # a volume that does not answer in this time is skipped
 # Keys read before this phase runs: from the user-data they would come too late.
 EARLY_KEYS = frozenset({"phases", "extra_phases", "cgroups", "storage_label", "docker_root", "storage_wait",
-                        "state_dir", "console", "view_tty", "userdata"})  # fmt: skip
+                        "state_dir", "console", "view_tty", "userdata", "autoformat"})  # fmt: skip
 
 
 @dataclass
@@ -187,6 +187,32 @@ def apply_files(applied: Applied, host_state: HostState, warnings: list[str]) ->
     return written
 
 
+def keep_boot2docker_files(ctx: PhaseContext, host_state: HostState) -> list[str]:
+    """docker-machine's userdata.tar (found by autoformat on the disk it
+    formatted): its files kept under boot2docker/, its SSH keys returned."""
+    from pid1.userdata import ssh_key_problem
+
+    files: dict[str, bytes] = ctx.shared.get("boot2docker_files") or {}
+    keys: list[str] = []
+    for name, content in files.items():
+        try:
+            host_state.write(os.path.join("boot2docker", name), content)
+        except OSError as exc:
+            ctx.log.warning(f"userdata: boot2docker {name}: {exc.strerror or exc}")
+        if name in (".ssh/authorized_keys", ".ssh/authorized_keys2"):
+            lines = content.decode(errors="replace").splitlines()
+            keys += [line.strip() for line in lines if line.strip() and ssh_key_problem(line) is None]
+    return keys
+
+
+def keep_ssh_keys(host_state: HostState, keys: list[str]) -> None:
+    """Stored now; the SSH server in dom0 reads them (ssh/authorized_keys)."""
+    if keys:
+        host_state.write("ssh/authorized_keys", "".join(f"{key}\n" for key in dict.fromkeys(keys)).encode())
+    else:
+        host_state.remove("ssh/authorized_keys")
+
+
 def keep_copy(host_state: HostState, found: Found) -> None:
     if found.source == "kept copy":
         return
@@ -209,7 +235,14 @@ async def run(ctx: PhaseContext) -> str:
     for problem in problems:
         ctx.log.warning(f"userdata: {problem}")
         record["warnings"].append(problem)
+    boot2docker_keys = keep_boot2docker_files(ctx, host_state)
     if found is None:
+        keep_ssh_keys(host_state, boot2docker_keys)
+        if boot2docker_keys or ctx.shared.get("boot2docker_files"):
+            record.update(source="boot2docker userdata.tar", applied=[f"{len(boot2docker_keys)} ssh keys"])
+            ctx.store.changed()
+            ctx.log.notice(f"userdata: from boot2docker's userdata.tar: {len(boot2docker_keys)} ssh keys kept")
+            return f"boot2docker userdata.tar: {len(boot2docker_keys)} ssh keys"
         ctx.store.changed()
         return "no user-data"
     try:
@@ -238,6 +271,9 @@ async def run(ctx: PhaseContext) -> str:
         done.append(daemon)
     if (files := apply_files(applied, host_state, warnings)) > 0:
         done.append(f"{files} file{'s' if files > 1 else ''}")
+    keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys)
+    if data.ssh_authorized_keys or boot2docker_keys:
+        done.append(f"{len(data.ssh_authorized_keys) + len(boot2docker_keys)} ssh keys kept")
     keep_copy(host_state, found)
     for warning in warnings:
         ctx.log.warning(f"userdata: {warning}")
