@@ -139,9 +139,14 @@ def instance_key(meta: MetaData, raw: bytes) -> str:
 
 
 def apply_keys(ctx: PhaseContext, data: UserData, warnings: list[str]) -> list[str]:
+    """The user-data's pid1 keys on the live config (the kernel command line
+    wins), and its hostname; returns the keys that took."""
+    from pid1.phases import hostname
+
     settings = dict(data.settings)
     if data.hostname and "hostname" not in settings:
         settings["hostname"] = data.hostname
+    before = ctx.config.hostname
     for name in sorted(EARLY_KEYS & set(settings)):
         warnings.append(f"pid1.{name} is read before the user-data: it applies only on the kernel command line")
         del settings[name]
@@ -149,7 +154,10 @@ def apply_keys(ctx: PhaseContext, data: UserData, warnings: list[str]) -> list[s
         if ctx.config.origins.get(name) == KERNEL:
             warnings.append(f"pid1.{name}: the kernel command line's value wins over the user-data's")
             del settings[name]
-    return apply_settings(ctx.config, settings, USER_DATA, warnings)
+    taken = apply_settings(ctx.config, settings, USER_DATA, warnings)
+    if ctx.config.hostname != before:
+        hostname.rename(ctx, before, ctx.config.hostname)
+    return taken
 
 
 def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState, errors: list[str]) -> str | None:

@@ -28,7 +28,7 @@ async def storage(ctx: PhaseContext) -> str:
 PHASES = [
     Phase(name="devices", run=noop),
     Phase(name="mounts", run=noop, needs=("devices",)),
-    Phase(name="hostname", run=noop, needs=("mounts", "userdata")),
+    Phase(name="hostname", run=noop, needs=("mounts",)),
     Phase(name="modules", run=noop, needs=("mounts",)),
     Phase(name="storage", run=storage, needs=("modules",)),
 ]
