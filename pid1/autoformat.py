@@ -15,10 +15,8 @@ the process (the reaper) and the log.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
-import tarfile
 from dataclasses import dataclass, field
 
 BLANK_BYTES = 1024 * 1024
@@ -88,6 +86,9 @@ def describe(head: bytes) -> str:
 def read_userdata_tar(head: bytes) -> dict[str, bytes]:
     """The regular files of docker-machine's userdata.tar (bounded); a damaged
     tar gives what could be read before the damage."""
+    import io
+    import tarfile
+
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(head), mode="r:") as tar:

@@ -33,6 +33,8 @@ SCRIPT_RUNNER = 'f=$(mktemp) && echo "$0" | base64 -d > "$f" && chmod 700 "$f" &
 
 
 def commands(applied: Applied) -> list[list[str]]:
+    if applied.data is None:
+        return []
     planned = list(applied.data.runcmd)
     if applied.data.script is not None:
         planned.append(["sh", "-c", SCRIPT_RUNNER, base64.b64encode(applied.data.script).decode()])

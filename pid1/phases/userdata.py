@@ -24,15 +24,17 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pid1 import syscalls
 from pid1.blockdev import LabelledDevice, Scan, scan_for_label
 from pid1.config import KERNEL, USER_DATA, apply_settings
-from pid1.daemon_json import check_daemon_json
-from pid1.host_state import HostState
+from pid1.host_state import MAX_READ, HostState
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
-from pid1.userdata import MAX_USERDATA_BYTES, MetaData, UserData, UserDataError, parse_meta_data, parse_userdata
+
+if TYPE_CHECKING:
+    from pid1.userdata import MetaData, UserData
 
 NOCLOUD_LABELS = ("cidata", "CIDATA")
 CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
@@ -46,8 +48,8 @@ EARLY_KEYS = frozenset({"phases", "extra_phases", "cgroups", "storage_label", "d
 class Applied:
     """What the user-data gave the later phases."""
 
-    data: UserData = field(default_factory=UserData)
-    meta: MetaData = field(default_factory=MetaData)
+    data: UserData | None = None  # None: no user-data (pid1.userdata is imported only when there is one)
+    meta: MetaData | None = None
     host_state: HostState | None = None
     daemon_json: str | None = None  # path of the daemon.json dockerd gets
     env: dict[str, str] = field(default_factory=dict)  # proxies, for dockerd, dom0 and the console
@@ -63,7 +65,7 @@ class Found:
 
 
 # --- finding the source --------------------------------------------------------------------------
-def read_bounded(path: str, limit: int = MAX_USERDATA_BYTES + 1) -> bytes | None:
+def read_bounded(path: str, limit: int = MAX_READ) -> bytes | None:
     """A regular file's first `limit` bytes, or None: no symlinks followed, no
     FIFO opened for reading (it could block for ever), nothing unbounded."""
     try:
@@ -162,9 +164,11 @@ def apply_keys(ctx: PhaseContext, data: UserData, warnings: list[str]) -> list[s
 
 def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState, errors: list[str]) -> str | None:
     data = applied.data
-    if data.docker is None:
+    if data is None or data.docker is None:
         host_state.remove("daemon.json")  # pid1 wrote it for an earlier user-data: not wanted now
         return None
+    from pid1.daemon_json import check_daemon_json  # only with a docker section
+
     checked = check_daemon_json(data.docker, ctx.config.dockerd_args)
     if checked.valid:
         applied.env.update(checked.env)
@@ -179,7 +183,7 @@ def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState
 
 def apply_files(applied: Applied, host_state: HostState, warnings: list[str]) -> int:
     written = 0
-    for entry in applied.data.write_files:
+    for entry in applied.data.write_files if applied.data else ():
         relative = os.path.join("files", entry.path.lstrip("/"))
         try:
             if entry.append:
@@ -253,6 +257,8 @@ async def run(ctx: PhaseContext) -> str:
             return f"boot2docker userdata.tar: {len(boot2docker_keys)} ssh keys"
         ctx.store.changed()
         return "no user-data"
+    from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
+
     try:
         data = parse_userdata(found.userdata)
     except UserDataError as exc:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from pid1 import syscalls
 from pid1.config import KERNEL
 from pid1.phases import Phase, PhaseContext
-from pid1.userdata import MAX_USERDATA_BYTES, MetaData, UserDataError, parse_meta_data, parse_userdata
 
 if TYPE_CHECKING:
     from pid1.phases.userdata import Applied
@@ -34,6 +33,8 @@ class FetchError(RuntimeError):
 async def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
     """GET url: its body (at most MAX_USERDATA_BYTES), or FetchError saying why."""
     import aiohttp  # aiodocker's HTTP client, loaded with it already
+
+    from pid1.userdata import MAX_USERDATA_BYTES
 
     limit = MAX_USERDATA_BYTES
     try:
@@ -72,6 +73,8 @@ async def run(ctx: PhaseContext) -> str:
         ctx.state.userdata.setdefault("warnings", []).append(str(exc))
         ctx.store.changed()
         return f"not fetched: {exc}"
+    from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
+
     try:
         data = parse_userdata(raw)
         meta = parse_meta_data(meta_raw) if meta_raw else MetaData()
