@@ -168,6 +168,7 @@ class DaemonLog:
         if not text:
             return
         self._to_file(text)
+        self.log.copy(self.name, text)
         if LOUD_LEVEL.search(text) and self._may_forward():
             self.log.warning(f"{self.name}: {text}")
         elif self.echo:

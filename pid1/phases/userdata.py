@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -225,6 +226,32 @@ def keep_ssh_keys(host_state: HostState, keys: list[str]) -> None:
         host_state.remove("ssh/authorized_keys")
 
 
+def keep_boot_logs(ctx: PhaseContext, host_state: HostState) -> None:
+    """This boot's logs in the host state from now on: pid1's (its ring so far
+    first), the daemons' (containerd's from here, dockerd's from its start)."""
+    from pid1 import boot_logs
+
+    try:
+        current = boot_logs.rotate(host_state.path("logs"))
+        names = ("pid1", "dockerd", "containerd")
+        files = {name: boot_logs.CappedFile(os.path.join(current, f"{name}.log")) for name in names}
+    except OSError as exc:
+        ctx.log.warning(f"userdata: no boot logs in {host_state.path('logs')}: {exc.strerror or exc}")
+        return
+    for line in list(ctx.state.log):
+        files["pid1"].write(f"[{line.time:9.3f}] {line.level}: {line.message}\n")
+    for name, file in files.items():
+        ctx.log.copies[name] = file.write
+        ctx.add_stop_hook(f"{name} boot log", _closer(file))
+
+
+def _closer(file) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        file.close()
+
+    return close
+
+
 def keep_copy(host_state: HostState, found: Found) -> None:
     if found.source == "kept copy":
         return
@@ -243,6 +270,7 @@ async def run(ctx: PhaseContext) -> str:
                   persistent=persistent)  # fmt: skip
     if not persistent:
         ctx.log.info(f"userdata: the host state ({host_state.root}) is in RAM: it is lost at power-off")
+    keep_boot_logs(ctx, host_state)
     found, problems = await find_source(ctx, host_state)
     for problem in problems:
         ctx.log.warning(f"userdata: {problem}")

@@ -83,6 +83,11 @@ def test_a_user_data_configures_dockerd_the_containers_and_runs_runcmd_once(star
     state = again.run.wait_phase("runcmd", timeout=120)
     assert state["phases"]["runcmd"]["detail"] == "ran already for instance iid-test-1", again.describe()
     assert not (again.run.state_dir / "runcmd-marker").exists()  # a new state dir: nothing ran into it
+    # Each boot's logs are kept on the disk: the first boot's is now logs/1.
+    logs = workdir / "data/only-docker/logs"
+    assert "runcmd (2/2): sh -c exit 3: exit 3" in (logs / "1/pid1.log").read_text()
+    assert "starting as pid 1" in (logs / "0/pid1.log").read_text()  # the ring from before the disk was known
+    assert (logs / "1/dockerd.log").stat().st_size > 0
 
 
 def test_a_docker_section_dockerd_would_refuse_leaves_it_on_its_defaults(start_system) -> None:
