@@ -84,13 +84,21 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         until: str = PROMPT,
         iso: bool = False,
         cdroms: list[str] | None = None,
+        disks: list[str] | None = None,
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it)."""
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it).
+        disks: several disks (vda, vdb, ...) instead of `disk`."""
+        if disks:
+            disk, more = disks[0], disks[1:]
+        else:
+            more = []
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, cdroms=cdroms or [])
+            vm = VM(
+                name=name, append=append or [], disk=disk, dist=image, iso=iso, cdroms=cdroms or [], more_disks=more
+            )
             started.append(vm)
             vm.start()
             try:
