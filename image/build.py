@@ -70,7 +70,7 @@ LIBRARY_PACKAGES = [
     "liblz4-1", "libselinux1", "libudev1", "libgpg-error0", "libpcre2-8-0", "libseccomp2",
     "libxtables12", "libip4tc2", "libip6tc2", "libnftnl11", "libmnl0", "libnetfilter-conntrack3",
     "libnfnetlink0", "zlib1g", "libexpat1", "libffi8", "libbz2-1.0", "libssl3", "libuuid1", "libsqlite3-0",
-    "libext2fs2", "libcom-err2", "libblkid1", "libe2p2",
+    "libext2fs2", "libcom-err2", "libblkid1",
 ]  # fmt: skip
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib"]
 
