@@ -1,11 +1,19 @@
 """`python -m pid1`: the init. Also `python -m pid1 keys` (the config keys),
 `status --state FILE` (the supervisor view, once), `plot --state FILE -o
-boot.svg` (the boot timeline) and `modprobe [-q] [-a] NAME...` (pid1's
-modprobe, pid1.kmod).
+boot.svg` (the boot timeline), `modprobe [-q] [-a] NAME...` (pid1's
+modprobe, pid1.kmod) and `userdata check FILE` (what a user-data would do).
 
-Order matters at the top of main(): the handled signals are blocked before
-anything can start a thread, so every thread inherits the mask and the
-signalfd is the only place those signals arrive.
+As PID 1 the arguments are the kernel's: every word of its command line
+without `.` or `=` (`quiet splash`, `single`, the `host` of `pid1.hostname=my
+host`). PID 1 must boot whatever they are, so it runs the init without
+argparse: it takes `--cmdline`/`--root` and warns about every other word;
+no subcommand is ever taken from the kernel (`keys` would end PID 1 and
+panic the kernel).
+
+Order matters for the init: the handled signals are blocked before anything
+can start a thread, so every thread inherits the mask and the signalfd is
+the only place those signals arrive. Only for the init: `status` and `plot`
+keep Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import sys
 import traceback
 
 from pid1 import reaper as reaper_mod
+
+INIT_OPTIONS = ("--cmdline", "--root")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,9 +41,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_cmdline(args: argparse.Namespace) -> str:
-    if args.cmdline is not None:
-        return args.cmdline
+def pid1_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """PID 1's argv: the values of --cmdline and --root (`--opt V` or
+    `--opt=V`), and every other word (but a leading `init`), to be warned
+    about. Never fails."""
+    options: dict[str, str] = {}
+    ignored: list[str] = []
+    words = iter(argv[1:] if argv[:1] == ["init"] else argv)
+    for word in words:
+        name, eq, value = word.partition("=")
+        if name not in INIT_OPTIONS:
+            ignored.append(word)
+        elif eq:
+            options[name] = value
+        else:
+            following = next(words, None)
+            if following is None:
+                ignored.append(word)
+            else:
+                options[name] = following
+    return options, ignored
+
+
+def read_cmdline(given: str | None) -> str:
+    if given is not None:
+        return given
     try:
         with open("/proc/cmdline") as f:
             return f.read()
@@ -41,18 +73,27 @@ def read_cmdline(args: argparse.Namespace) -> str:
         return ""  # /proc is not mounted yet: the mounts phase will; defaults meanwhile
 
 
+def run_init(cmdline: str | None, root: str, ignored_args: list[str]) -> int:
+    reaper_mod.block_handled_signals()
+    from pid1 import init
+
+    return init.run(read_cmdline(cmdline), root=root, ignored_args=ignored_args)
+
+
 def main(argv: list[str]) -> int:
+    if os.getpid() == 1:
+        options, ignored = pid1_args(argv)
+        return run_init(options.get("--cmdline"), options.get("--root", "/"), ignored)
     if argv[:1] == ["modprobe"]:
         # kmod-style options (-q -a -v ...) of its own, and no signals to take over:
         # the kernel's request_module and dockerd run this as a short-lived command.
         from pid1.modprobe import main as modprobe
 
         return modprobe(argv[1:])
-    if argv[:1] == ["userdata"] and os.getpid() != 1:
+    if argv[:1] == ["userdata"]:
         from pid1.userdata_check import main as userdata
 
         return userdata(argv[1:])
-    reaper_mod.block_handled_signals()
     args = parse_args(argv)
     if args.command == "keys":
         from pid1.config import describe_keys
@@ -69,9 +110,7 @@ def main(argv: list[str]) -> int:
         from pid1.plot import plot_main
 
         return plot_main(args.state, args.output)
-    from pid1 import init
-
-    return init.run(read_cmdline(args), root=args.root)
+    return run_init(args.cmdline, args.root, [])
 
 
 if __name__ == "__main__":
@@ -81,6 +120,10 @@ if __name__ == "__main__":
         if os.getpid() != 1:
             raise
         traceback.print_exc()
+        from pid1 import init
+
+        init.last_resort()
+    if os.getpid() == 1:  # init.run never returns as PID 1; if it did, the kernel would panic
         from pid1 import init
 
         init.last_resort()

@@ -1,23 +1,55 @@
 """Configuration from the kernel command line: `pid1.KEY=VALUE` words.
 
-Every key is a field of `Config` with its type, default and one-line doc (the
-README's table is generated from the same metadata: `python -m pid1 keys`).
-An unknown key or a malformed value produces a warning naming it and the
-default is kept: a typo never stops a boot.
+Every key is a field of `Config` with its type, default, one-line doc and,
+for numbers, its bounds (the README's table is generated from the same
+metadata: `python -m pid1 keys`). An unknown key or a malformed value
+produces a warning naming it and the default is kept; a number out of its
+bounds is set to the bound, with a warning: a typo never stops a boot.
+
+The line is split into words the way the kernel does (`next_arg` in
+kernel/params.c): double quotes group spaces, `pid1.hostname="my host"`
+gives the value `my host`; there are no escapes and single quotes are
+ordinary characters.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
+import itertools
+import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "pid1."
+KERNEL_SPACE = " \t\n\v\f\r"  # C isspace(), as the kernel splits
+HOSTNAME_MAX = 64  # bytes, the kernel's limit for sethostname(2)
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
-def _key(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
-    meta = {"doc": doc, "choices": choices}
+def hostname_problem(name: str) -> str | None:
+    """Why `name` is not an RFC 1123 host name of at most 64 bytes (None: it is)."""
+    if len(name.encode()) > HOSTNAME_MAX:
+        return f"longer than {HOSTNAME_MAX} bytes"
+    for label in name.split("."):
+        if not _HOSTNAME_LABEL.fullmatch(label):
+            return f"label {label!r} is not 1-63 letters, digits or inner hyphens (RFC 1123)"
+    return None
+
+
+def _key(
+    default: Any,
+    doc: str,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    check: Callable[[str], str | None] | None = None,
+    empty_ok: bool = False,
+) -> Any:
+    """A key's declaration. minimum/maximum bound a number; check(value)
+    returns why a value is bad (None: good)."""
+    meta = {"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum, "check": check, "empty_ok": empty_ok}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -32,15 +64,20 @@ class Config:
     )
     extra_phases: list[str] = _key([], "extra Python modules whose PHASES join the DAG (development and tests)")
     cgroups: str = _key("v2", "cgroup layout: v2 (unified tree) or v1 (one hierarchy per controller)", ("v1", "v2"))
-    hostname: str = _key("only-docker", "hostname set at boot")
+    hostname: str = _key("only-docker", "hostname set at boot (RFC 1123, at most 64 bytes)", check=hostname_problem)
     storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
     docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")
     autoformat: list[str] = _key(
         [], "devices (sdb or /dev/sdb) formatted as the DOCKER disk when blank (zeros or boot2docker's magic)"
     )
-    storage_wait: float = _key(0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded")
+    storage_wait: float = _key(
+        0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded", minimum=0, maximum=300
+    )
     io_timeout: float = _key(
-        30.0, "seconds the disk scan, the kernel modules' loading or the seed copy may take before the boot goes on"
+        30.0,
+        "seconds the disk scan, the kernel modules' loading or the seed copy may take before the boot goes on",
+        minimum=1,
+        maximum=600,
     )
     docker_socket: str = _key("/run/docker.sock", "dockerd's API socket")
     docker_exec_root: str = _key("/run/docker", "dockerd's exec root")
@@ -53,14 +90,27 @@ class Config:
     console_image: str = _key("console-image:latest", "image tag tried first for the console container")
     dom0_image: str = _key("dom0-image:latest", "image tag tried first for the dom0 container")
     fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")
-    restart_stable: float = _key(30.0, "seconds a system container must run before its crash-loop backoff resets")
+    restart_stable: float = _key(
+        30.0, "seconds a system container must run before its crash-loop backoff resets", minimum=1, maximum=3600
+    )
     console: list[str] = _key(["ttyS0", "tty1"], "console terminals: names under /dev (ttyS0) or full paths")
+    console_log: str = _key(
+        "quiet",
+        "after the console's first start: quiet (only errors and the stop reach the terminals) or all",
+        ("quiet", "all"),
+    )
     net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
-    net_timeout: float = _key(15.0, "seconds the network phase waits for a lease before going on offline")
+    net_timeout: float = _key(
+        15.0, "seconds the network phase waits for a lease before going on offline", minimum=0, maximum=600
+    )
     state_dir: str = _key("/run/pid1", "where state.json, status and the control channel live")
     view_tty: str = _key("tty2", "terminal showing the live supervisor view: a name under /dev, a full path, or none")
-    stop_grace: float = _key(5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop")
-    userdata: str = _key("", "user-data URL (http), fetched once the network is up; a cidata or config-2 volume wins")
+    stop_grace: float = _key(
+        5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop", minimum=0, maximum=120
+    )
+    userdata: str = _key(
+        "", "user-data URL (http), fetched once the network is up; a cidata or config-2 volume wins", empty_ok=True
+    )
     # Not a key: where each key that is not a default came from (the state, VT2).
     origins: dict[str, str] = field(default_factory=dict, metadata={"internal": True})
 
@@ -73,22 +123,71 @@ class ConfigError(ValueError):
     pass
 
 
-def _convert(name: str, raw: str, current: Any, choices: tuple[str, ...]) -> Any:
+def kernel_words(cmdline: str) -> list[tuple[str, str | None]]:
+    """(param, value) for each word of a kernel command line, split as the
+    kernel's next_arg() does; value is None for a word without `=`."""
+    words: list[tuple[str, str | None]] = []
+    rest = cmdline.lstrip(KERNEL_SPACE)
+    while rest:
+        quoted = rest.startswith('"')
+        if quoted:
+            rest = rest[1:]
+        in_quote, i, equals = quoted, 0, -1
+        while i < len(rest) and (in_quote or rest[i] not in KERNEL_SPACE):
+            if equals < 0 and rest[i] == "=":
+                equals = i
+            if rest[i] == '"':
+                in_quote = not in_quote
+            i += 1
+        word, rest = rest[:i], rest[i + 1 :].lstrip(KERNEL_SPACE)
+        value_quoted = equals >= 0 and word[equals + 1 : equals + 2] == '"'
+        if (quoted or value_quoted) and len(word) > equals + 1 + value_quoted and word.endswith('"'):
+            word = word[:-1]  # the closing quote, once
+        if equals < 0:
+            words.append((word, None))
+        else:
+            words.append((word[:equals], word[equals + 1 + value_quoted :]))
+    return words
+
+
+def quoting_hints(cmdline: str, stray: Sequence[str]) -> list[str]:
+    """For stray init arguments that follow a pid1 key's value on the command
+    line (`pid1.hostname=my host`): the quoted form the user likely meant."""
+    hints: list[str] = []
+    words = kernel_words(cmdline)
+    for (param, value), (word, no_value) in itertools.pairwise(words):
+        if param.startswith(PREFIX) and value is not None and no_value is None and word in stray:
+            hints.append(f'{param}="{value} {word}"')
+    return hints
+
+
+def _convert(raw: str, current: Any, meta: dict[str, Any]) -> tuple[Any, str | None]:
+    """The typed value of raw and, when it was set to a bound, why."""
     if isinstance(current, float):
         try:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"expected a number, got {raw!r}") from None
-        if value < 0:
-            raise ConfigError(f"expected a non-negative number, got {raw!r}")
-        return value
+        if not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {raw!r}")
+        low, high = meta.get("minimum"), meta.get("maximum")
+        if low is not None and value < low:
+            return float(low), f"{raw} is below the minimum {low:g}: using {low:g}"
+        if high is not None and value > high:
+            return float(high), f"{raw} is above the maximum {high:g}: using {high:g}"
+        return value, None
     if isinstance(current, list):
-        return [part for part in raw.split(",") if part]
+        return [part for part in raw.split(",") if part], None
+    choices = meta.get("choices", ())
     if choices and raw not in choices:
         raise ConfigError(f"expected one of {', '.join(choices)}, got {raw!r}")
-    if not raw and name != "userdata":
+    if not raw and not meta.get("empty_ok"):
         raise ConfigError("empty value")
-    return raw
+    check = meta.get("check")
+    problem = check(raw) if check is not None else None
+    if problem:
+        raise ConfigError(f"{raw!r}: {problem}")
+    return raw, None
 
 
 KERNEL = "kernel command line"
@@ -102,19 +201,16 @@ def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple
     warnings: list[str] = []
     fields = {f.name: f for f in key_fields()}
     apply_settings(config, userdata or {}, USER_DATA, warnings)
-    try:
-        words = shlex.split(cmdline)
-    except ValueError:
-        words = cmdline.split()
-    for word in words:
-        if not word.startswith(PREFIX):
+    for param, raw in kernel_words(cmdline):
+        if not param.startswith(PREFIX):
             continue
-        key, sep, raw = word[len(PREFIX) :].partition("=")
+        key = param[len(PREFIX) :]
         name = key.replace("-", "_")
         if name not in fields:
-            warnings.append(f"unknown kernel command line key {word!r}: ignored")
+            shown = param if raw is None else f"{param}={raw}"
+            warnings.append(f"unknown kernel command line key {shown!r}: ignored")
             continue
-        if not sep:
+        if raw is None:
             warnings.append(f"kernel command line key {PREFIX}{key} has no value: keeping {getattr(config, name)!r}")
             continue
         _apply(config, fields[name], raw, KERNEL, warnings)
@@ -127,16 +223,18 @@ def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple
 
 def _apply(config: Config, key: dataclasses.Field, raw: str, origin: str, warnings: list[str]) -> None:
     """Set one key from `origin`; a bad value is a warning and changes nothing."""
+    where = "" if origin == KERNEL else f" in the {origin}"
     try:
-        value = _convert(key.name, raw, getattr(config, key.name), key.metadata.get("choices", ()))
+        value, bounded = _convert(raw, getattr(config, key.name), key.metadata)
     except ConfigError as exc:
-        where = "" if origin == KERNEL else f" in the {origin}"
         warnings.append(
             f"bad value for {PREFIX}{key.name}{where}: {exc}; keeping default {getattr(config, key.name)!r}"
         )
         return
     setattr(config, key.name, value)
     config.origins[key.name] = origin
+    if bounded:
+        warnings.append(f"{PREFIX}{key.name}{where}={bounded}")
 
 
 def apply_settings(config: Config, settings: dict[str, str], origin: str, warnings: list[str]) -> list[str]:
@@ -165,5 +263,9 @@ def describe_keys() -> list[tuple[str, str, str]]:
     for f in key_fields():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = ",".join(default) if isinstance(default, list) else str(default)
-        rows.append((PREFIX + f.name, shown, f.metadata["doc"]))
+        doc = f.metadata["doc"]
+        low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
+        if low is not None and high is not None:
+            doc += f" ({low:g} to {high:g})"
+        rows.append((PREFIX + f.name, shown, doc))
     return rows

@@ -7,15 +7,28 @@ or any restart action a phase registered in `shared["restart_actions"]`).
 Anything else gets a clear error in the log and is ignored.
 
 Why a FIFO and not a unix socket: a shell's `>` can open a FIFO but not a
-socket. The FIFO is read non-blocking from the event loop; pid1 also holds
-a write end open itself, so the read end never sees end-of-file when a
-writer closes (which would otherwise make it readable forever: a busy loop).
+socket. The FIFO is read non-blocking from the event loop.
+
+A FIFO has no boundaries between writers, but its reader sees end-of-file
+when the last writer closes: that ends the line too, so `printf poweroff`
+(no newline) is a command of its own and cannot be glued to the next
+writer's. pid1 holds no write end, so the EOF is seen. Once seen, the read
+end would stay readable (POLLHUP) until a writer comes: pid1 then reads on
+a fresh open of the same FIFO, which only reports a hang-up after a new
+writer has come and gone (the kernel compares writer counts with the
+reader's open), unless a writer opened in between, then the old end keeps
+watching for that writer's close. Writers that overlap in time share one
+stream, as with any FIFO; a line of up to PIPE_BUF (4 KiB) is written whole.
 
 Bad input cannot hurt pid1: a line longer than MAX_LINE bytes is dropped
-up to its newline without being buffered, each wake-up reads at most
-READS_PER_WAKE chunks before yielding to the loop, and error messages are
-rate-limited, so a flood costs bounded memory and bounded time per loop
-iteration.
+up to its newline (or its writer's end) without being buffered, each
+wake-up reads at most READS_PER_WAKE chunks before yielding to the loop,
+and error messages are rate-limited, so a flood costs bounded memory and
+bounded time per loop iteration.
+
+At stop the FIFO is replaced by an empty directory: a late `echo poweroff >
+control` then fails at once (`Is a directory`) instead of blocking on a
+FIFO nobody reads or leaving a regular file nobody reads.
 """
 
 from __future__ import annotations
@@ -86,6 +99,10 @@ class LineReader:
     discarding: bool = False
     dropped_bytes: int = 0
 
+    def end(self) -> tuple[list[bytes], int]:
+        """The writers closed: an unterminated line ends here (as feed())."""
+        return self.feed(b"\n") if self.buffer or self.discarding else ([], 0)
+
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """The complete lines in `data` and how many over-long lines ended in it."""
         lines: list[bytes] = []
@@ -127,7 +144,6 @@ class ControlChannel:
     stopping: Callable[[], bool] = lambda: False
     reader: LineReader = field(default_factory=LineReader)
     read_fd: int = -1
-    write_fd: int = -1
     commands: int = 0
     rejected: int = 0
     stop_requested: str | None = None
@@ -136,18 +152,15 @@ class ControlChannel:
     _restarting: dict[str, asyncio.Task] = field(default_factory=dict)
 
     def open(self) -> None:
-        """Make the FIFO (replacing anything else at the path) and start reading it."""
+        """Make the FIFO (replacing a stale file or pid1's stop placeholder) and start reading it."""
         ensure_fifo(self.path)
-        self.read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        # Our own writer: the read end never reaches EOF when a client closes.
-        self.write_fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.read_fd = open_fifo_reader(self.path)
         self._errors = RateLimited(self.log, "error", "bad control lines ignored")
         self._repeats = RateLimited(self.log, "info", "repeated control commands ignored")
         asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
 
     def close(self) -> None:
-        """Stop reading and remove the FIFO, so a late `echo > control` fails
-        at once instead of blocking forever on a FIFO nobody reads."""
+        """Stop reading and put the stop placeholder in the FIFO's place."""
         if self.read_fd >= 0:
             try:
                 asyncio.get_running_loop().remove_reader(self.read_fd)
@@ -155,14 +168,12 @@ class ControlChannel:
                 pass
         for task in self._restarting.values():
             task.cancel()  # a restart still running must not outlive the stop's hooks
-        for fd in (self.read_fd, self.write_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.read_fd = self.write_fd = -1
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+        self.read_fd = -1
+        problem = retire_fifo(self.path)
+        if problem:
+            self.log.warning(f"control: {problem}")
 
     def on_readable(self) -> None:
         try:
@@ -171,15 +182,50 @@ class ControlChannel:
                     data = os.read(self.read_fd, CHUNK)
                 except BlockingIOError:
                     return
-                if not data:
-                    return  # cannot happen while we hold a writer; be safe anyway
-                lines, overlong = self.reader.feed(data)
-                for _ in range(overlong):
-                    self.reject(f"control: line longer than {MAX_LINE} bytes ignored")
-                for line in lines:
-                    self.handle(line)
+                if not data:  # every writer closed: the end of their line
+                    self.take(*self.reader.end())
+                    self.watch_next_writers()
+                    return
+                self.take(*self.reader.feed(data))
         except Exception as exc:  # a bug here must not take the channel (or pid1) down
             self.log.error(f"control: reading {self.path} failed: {exc!r}")
+
+    def take(self, lines: list[bytes], overlong: int) -> None:
+        for _ in range(overlong):
+            self.reject(f"control: line longer than {MAX_LINE} bytes ignored")
+        for line in lines:
+            self.handle(line)
+
+    def watch_next_writers(self) -> None:
+        """After EOF: read on a fresh open of the FIFO, which reports a
+        hang-up only once the next writers have closed (the old one would
+        report it forever). If a writer already came in between, the fresh
+        open would miss that writer's close: keep the old one then."""
+        loop = asyncio.get_running_loop()
+        try:
+            fresh = os.open(f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # (fd exhaustion): pause rather than spin on the hang-up
+            self.log.error(f"control: cannot reopen {self.path}: {exc}; reading again in 1 s")
+            loop.remove_reader(self.read_fd)
+            loop.call_later(1.0, self.resume_reading)
+            return
+        try:
+            data = os.read(fresh, CHUNK)
+        except BlockingIOError:
+            data = None  # a writer holds the FIFO open
+        if data == b"":  # no writer: the fresh end is clean
+            loop.remove_reader(self.read_fd)
+            os.close(self.read_fd)
+            self.read_fd = fresh
+            loop.add_reader(self.read_fd, self.on_readable)
+            return
+        os.close(fresh)
+        if data:
+            self.take(*self.reader.feed(data))
+
+    def resume_reading(self) -> None:
+        if self.read_fd >= 0:  # (not closed by the stop meanwhile)
+            asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
 
     def reject(self, message: str) -> None:
         self.rejected += 1
@@ -244,15 +290,57 @@ class ControlChannel:
 
 
 def ensure_fifo(path: str) -> None:
-    """A FIFO owned by root, mode 0600, at path (a stale file or socket is replaced)."""
+    """A FIFO (mode 0600) at path: a stale file or socket there is replaced,
+    and so is the empty directory close() leaves (a directory with anything
+    in it is not pid1's: that is an error)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         st = None
-    if st is not None and not stat.S_ISFIFO(st.st_mode):
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        os.rmdir(path)  # fails (ENOTEMPTY) on a directory pid1 did not leave
+        st = None
+    elif st is not None and not stat.S_ISFIFO(st.st_mode):
         os.unlink(path)
         st = None
     if st is None:
-        os.mkfifo(path, 0o600)
-    os.chmod(path, 0o600)
+        os.mkfifo(path, 0o600)  # (the umask can only take bits away)
+    elif stat.S_IMODE(st.st_mode) != 0o600:
+        os.close(open_fifo_reader(path))  # its mode is set through an fd: a path can be swapped for a symlink
+
+
+def open_fifo_reader(path: str) -> int:
+    """The FIFO's read end (non-blocking, not following a symlink planted at
+    path), made root's with mode 0600 through the fd, not the path."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode):
+            raise OSError(f"{path} is not a FIFO (replaced while it was made?)")
+        if st.st_uid != 0 and os.geteuid() == 0:
+            os.fchown(fd, 0, 0)
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def retire_fifo(path: str) -> str | None:
+    """Replace the FIFO at path by an empty directory, where a writer's open
+    fails at once (EISDIR). Returns what went wrong, if anything."""
+    try:
+        if stat.S_ISFIFO(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return f"cannot remove {path}: {exc.strerror or exc}"
+    try:
+        os.mkdir(path, 0o500)
+    except FileExistsError:
+        return f"{path} was made again (a late writer?) before the stop placeholder: left as it is"
+    except OSError as exc:
+        return f"cannot make the stop placeholder {path}: {exc.strerror or exc}"
+    return None

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 import traceback
+from collections.abc import Sequence
 
-from pid1 import emergency, rootfs, syscalls
-from pid1.config import Config, parse_cmdline
+from pid1 import emergency, rootfs, shutdown, syscalls
+from pid1.config import Config, parse_cmdline, quoting_hints
 from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
 from pid1.state import StateStore
-from pid1.supervisor import Supervisor
+from pid1.supervisor import STOP_SIGNALS, Supervisor
 
-END_ACTIONS = {"poweroff": syscalls.RebootCommand.POWER_OFF, "reboot": syscalls.RebootCommand.RESTART}
+END_ACTIONS = {
+    "poweroff": syscalls.RebootCommand.POWER_OFF,
+    "reboot": syscalls.RebootCommand.RESTART,
+    "halt": syscalls.RebootCommand.HALT,
+}
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -73,15 +77,18 @@ class ReaperCounters:
 
 
 def build_supervisor(config: Config, log: Log, store: StateStore, reaper: Reaper, root: str) -> Supervisor:
-    phases = load_phases([*BUILTIN_MODULES, *config.extra_phases])
+    phases, load_warnings = load_phases(BUILTIN_MODULES, config.extra_phases)
     chosen, warnings = select_phases(phases, config.phases)
-    for warning in warnings:
+    for warning in [*load_warnings, *warnings]:
         log.warning(warning)
     return Supervisor(config=config, log=log, store=store, reaper=reaper, phases=chosen, root=root)
 
 
-def run(cmdline: str, root: str = "/") -> int:
+def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
     is_pid1 = os.getpid() == 1
+    # The kernel starts init with umask 0 (and a caller may pass any): every
+    # file pid1 and its children make would be world-writable without this.
+    os.umask(0o022)
     root_notes: list[str] = []
     if is_pid1 and root == "/":
         # before anything else: a root runc can pivot_root from, and /proc for the command line
@@ -97,6 +104,14 @@ def run(cmdline: str, root: str = "/") -> int:
         log.info(note)
     for warning in warnings:
         log.warning(warning)
+    if ignored_args:
+        shown = " ".join(repr(arg[:64]) for arg in ignored_args[:32])
+        log.warning(
+            f"ignoring {len(ignored_args)} argument(s) the kernel passed to init: {shown} "
+            "(kernel command line words without '.' or '='; pid1 reads pid1.KEY=VALUE words from /proc/cmdline)"
+        )
+        for hint in quoting_hints(cmdline, ignored_args):
+            log.warning(f"a value with spaces needs double quotes on the kernel command line: {hint}")
     if not is_pid1:
         syscalls.set_child_subreaper()
     else:
@@ -110,19 +125,23 @@ def run(cmdline: str, root: str = "/") -> int:
     reaper = Reaper()
     reaper.on_reaped = ReaperCounters(store, reaper, loop).reaped
     reaper.install(loop)
-    stop = asyncio.Event()
+    sup: Supervisor | None = None
     action = "poweroff"
     try:
         sup = build_supervisor(config, log, store, reaper, root)
         reaper.on_signal = sup.on_signal
-        stop = sup.stop_requested
         action = loop.run_until_complete(sup.run())
     except BaseException as exc:  # PID 1 must not die: degrade to emergency mode
         if not is_pid1 and isinstance(exc, KeyboardInterrupt):
             raise
         log.error(f"supervisor crashed: {exc!r}")
         log.error(traceback.format_exc())
-        action = run_emergency(loop, config, log, store, reaper, f"supervisor crashed: {exc!r}", stop)
+        if sup is not None:
+            sup.run_before_stop()  # emergency mode needs the person's attention: every line on the console
+        # A stop already asked for is carried out, not forgotten.
+        pending = sup.stop_action if sup is not None and sup.stop_requested.is_set() else None
+        mounted = sup.mounted if sup is not None else []
+        action = run_emergency(loop, config, log, store, reaper, f"supervisor crashed: {exc!r}", pending, mounted)
     return finish(action, is_pid1, log)
 
 
@@ -133,30 +152,50 @@ def run_emergency(
     store: StateStore,
     reaper: Reaper,
     reason: str,
-    stop: asyncio.Event,
+    pending: str | None,
+    mounted: list[str],
 ) -> str:
-    """Emergency mode until a stop signal; then a minimal stop (end processes, sync)."""
-    result = {"action": "poweroff"}
+    """Emergency mode until a stop signal (at once if a stop was `pending`),
+    then the stop without the supervisor: end every process as the orderly
+    stop does (SIGTERM, stop_grace, SIGKILL), sync, unmount what pid1 mounted."""
+    result = {"action": pending or "poweroff"}
+    stop = asyncio.Event()
 
     def on_signal(signo: int) -> None:
-        if signo in (signal.SIGTERM, signal.SIGPWR, signal.SIGINT):
-            result["action"] = "reboot" if signo == signal.SIGINT else "poweroff"
+        if signo in STOP_SIGNALS and not stop.is_set():
+            result["action"] = STOP_SIGNALS[signo]
             stop.set()
 
     reaper.on_signal = on_signal
-    stop.clear()
+    if pending is not None:
+        store.state.mode, store.state.emergency_reason = "emergency", reason
+        store.changed()
+        log.error(f"{reason}; carrying out the {pending} already requested")
+        stop.set()
     while True:
         try:
-            loop.run_until_complete(emergency.run(config, log, store, reaper, reason, stop))
-            from pid1 import shutdown
-
-            loop.run_until_complete(shutdown.wait_for_no_processes(0))
-            shutdown.signal_all(signal.SIGKILL)
-            syscalls.sync()
+            if not stop.is_set():
+                loop.run_until_complete(emergency.run(config, log, store, reaper, reason, stop))
+            log.notice(f"emergency stop: {result['action']}")
+            loop.run_until_complete(emergency_stop(loop, log, config.stop_grace, mounted))
             return result["action"]
         except BaseException as exc:
             log.error(f"emergency mode failed: {exc!r}; trying again")
             time.sleep(1)
+
+
+async def emergency_stop(loop: asyncio.AbstractEventLoop, log: Log, grace: float, mounted: list[str]) -> None:
+    # Whatever the crashed supervisor left on the loop (and the emergency
+    # shells, which would respawn) must not run during the stop.
+    others = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    if others:
+        await asyncio.wait(others, timeout=2)
+    await shutdown.end_processes(log, grace)
+    syscalls.sync()
+    shutdown.unmount_all(log, mounted)
+    syscalls.sync()
 
 
 def finish(action: str, is_pid1: bool, log: Log) -> int:

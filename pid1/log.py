@@ -10,7 +10,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pid1.state import LogLine, StateStore, uptime
+from pid1.state import LogLine, StateStore, cut_line, uptime
 
 # syslog levels as /dev/kmsg takes them ("<N>message")
 LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
@@ -63,6 +63,7 @@ class Log:
     def write(self, level: str, message: str) -> None:
         now = uptime()
         for line in message.splitlines() or [""]:
+            line = cut_line(line)
             if self._kmsg >= 0:
                 try:
                     os.write(self._kmsg, f"<{LEVELS[level]}>pid1: {line[:KMSG_MAX]}".encode(errors="replace"))

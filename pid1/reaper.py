@@ -25,9 +25,18 @@ from dataclasses import dataclass, field
 from pid1 import syscalls
 
 # Every signal PID 1 reads from the signalfd. SIGCHLD drives reaping; the rest
-# are the orderly-stop requests and SIGUSR1 (log a state dump).
+# are the orderly-stop requests (supervisor.STOP_SIGNALS) and SIGHUP (log a
+# state dump).
 HANDLED_SIGNALS: frozenset[int] = frozenset(
-    {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPWR, signal.SIGHUP, signal.SIGUSR1}
+    {
+        signal.SIGCHLD,
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGPWR,
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    }
 )
 
 

@@ -1,6 +1,8 @@
 """The orderly stop: cancel what still runs, run the stop hooks, end every
 remaining process (SIGTERM, then SIGKILL after a grace), sync, unmount what
 pid1 mounted. Needs the supervisor's tasks, hooks, reaper and mount list.
+`end_processes` and `unmount_all` also serve emergency mode's stop, which
+has no supervisor to lean on.
 
 Crash-only: nothing here is needed for the next boot to be right; it only
 makes the stop quick and clean.
@@ -18,6 +20,8 @@ from pid1 import syscalls
 from pid1.state import uptime
 
 if TYPE_CHECKING:
+    from pid1.log import Log
+    from pid1.phases import StopHook
     from pid1.supervisor import Supervisor
 
 HOOK_TIMEOUT = 30.0
@@ -95,33 +99,56 @@ async def wait_for_no_processes(timeout: float) -> bool:
     return True
 
 
-async def end_all_processes(sup: Supervisor) -> None:
+async def end_processes(log: Log, grace: float) -> None:
+    """SIGTERM to every other process, SIGKILL to what is left after `grace` s."""
     if not any_process_left():
         return
-    sup.log.info("sending SIGTERM to all processes")
+    log.info("sending SIGTERM to all processes")
     signal_all(signal.SIGTERM)
-    if await wait_for_no_processes(sup.config.stop_grace):
+    if await wait_for_no_processes(grace):
         return
-    sup.log.warning(f"processes left after {sup.config.stop_grace:.1f} s: sending SIGKILL")
+    log.warning(f"processes left after {grace:.1f} s: sending SIGKILL")
     signal_all(signal.SIGKILL)
     if not await wait_for_no_processes(KILL_WAIT):
-        sup.log.error("processes survived SIGKILL (stuck in the kernel); going on")
+        log.error("processes survived SIGKILL (stuck in the kernel); going on")
 
 
-def unmount_all(sup: Supervisor) -> None:
-    for target in reversed(sup.mounted):
+def unmount_all(log: Log, mounted: list[str]) -> None:
+    """Unmount what pid1 mounted, last first; a busy one is remounted read-only."""
+    for target in reversed(mounted):
         try:
             syscalls.umount(target)
-            sup.log.info(f"unmounted {target}")
+            log.info(f"unmounted {target}")
         except OSError as exc:
             if exc.errno in (errno.EBUSY,):
                 try:
                     syscalls.mount("none", target, None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
-                    sup.log.info(f"{target} busy: remounted read-only")
+                    log.info(f"{target} busy: remounted read-only")
                 except OSError as exc2:
-                    sup.log.warning(f"cannot unmount or remount {target} read-only: {exc2}")
+                    log.warning(f"cannot unmount or remount {target} read-only: {exc2}")
             else:
-                sup.log.warning(f"cannot unmount {target}: {exc}")
+                log.warning(f"cannot unmount {target}: {exc}")
+
+
+async def run_hook(sup: Supervisor, name: str, hook: StopHook) -> None:
+    """One stop hook, bounded by HOOK_TIMEOUT. Whatever it raises, even
+    CancelledError or SystemExit, is logged and the stop goes on: a hook must
+    not end the stop half-way (the supervisor would crash mid-stop). The hook
+    runs in this task, not a task of its own (as asyncio.wait_for would
+    make): the loop re-raises a task's SystemExit past every handler."""
+    sup.log.info(f"stop hook: {name}")
+    try:
+        async with asyncio.timeout(HOOK_TIMEOUT):
+            await hook()
+    except TimeoutError:
+        sup.log.error(f"stop hook {name} did not end within {HOOK_TIMEOUT:.0f} s: cancelled")
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the stop itself is being cancelled (emergency mode took over)
+        sup.log.error(f"stop hook {name} failed: {exc!r}")
+    except BaseException as exc:  # SystemExit too: see the docstring
+        sup.log.error(f"stop hook {name} failed: {exc!r}")
 
 
 async def stop(sup: Supervisor, boot: asyncio.Task | None) -> None:
@@ -130,15 +157,11 @@ async def stop(sup: Supervisor, boot: asyncio.Task | None) -> None:
     sup.log.notice(f"stopping: {state.stop_reason}")
     await sup.cancel_all(boot)
     for name, hook in reversed(sup.stop_hooks):
-        sup.log.info(f"stop hook: {name}")
-        try:
-            await asyncio.wait_for(hook(), HOOK_TIMEOUT)
-        except Exception as exc:
-            sup.log.error(f"stop hook {name} failed: {exc!r}")
-    await end_all_processes(sup)
+        await run_hook(sup, name, hook)
+    await end_processes(sup.log, sup.config.stop_grace)
     sup.reaper.reap()
     syscalls.sync()
-    unmount_all(sup)
+    unmount_all(sup.log, sup.mounted)
     syscalls.sync()
     sup.log.notice(f"stopped: {sup.stop_action} at {uptime():.2f} s")
     sup.store.flush()

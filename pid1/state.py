@@ -13,11 +13,13 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-LOG_RING_SIZE = 300
+LOG_RING_SIZE = 300  # lines
+LOG_RING_BYTES = 64 * 1024  # of messages (UTF-8): 300 lines of 1 KiB would be 300 KiB per state write
+LOG_LINE_MAX = 1024  # bytes of one message kept in the ring; the rest is cut (the kernel keeps ~1 KiB too)
 
 
 def uptime() -> float:
@@ -44,6 +46,45 @@ class LogLine:
     time: float
     level: str
     message: str
+
+    @property
+    def size(self) -> int:
+        return len(self.message.encode(errors="replace"))
+
+
+class LogRing(deque):
+    """The last log lines: at most `maxlen` lines and `max_bytes` bytes of
+    messages (the oldest lines go first), so that neither many lines nor a
+    few huge ones grow the state file. Only append() adds lines."""
+
+    def __init__(
+        self, lines: Iterable[LogLine] = (), maxlen: int = LOG_RING_SIZE, max_bytes: int = LOG_RING_BYTES
+    ) -> None:
+        super().__init__(maxlen=maxlen)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        for line in lines:
+            self.append(line)
+
+    def __reduce__(self) -> tuple:  # copy and deepcopy: deque's would count the bytes twice
+        return type(self), (list(self), self.maxlen, self.max_bytes)
+
+    def append(self, line: LogLine) -> None:
+        if len(self) == self.maxlen:
+            self.bytes -= self[0].size
+        super().append(line)
+        self.bytes += line.size
+        while self.bytes > self.max_bytes and len(self) > 1:
+            self.bytes -= self.popleft().size
+
+
+def cut_line(message: str, limit: int = LOG_LINE_MAX) -> str:
+    """message, cut to at most `limit` UTF-8 bytes with a note of how much was cut."""
+    raw = message.encode(errors="replace")
+    if len(raw) <= limit:
+        return message
+    kept = raw[: limit - 40].decode(errors="ignore")
+    return f"{kept}... ({len(raw) - len(kept.encode())} more bytes cut)"
 
 
 @dataclass
@@ -79,7 +120,7 @@ class State:
     userdata: dict[str, Any] = field(default_factory=dict)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     reaper: dict[str, int] = field(default_factory=dict)
-    log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_RING_SIZE))
+    log: LogRing = field(default_factory=LogRing)
     updated: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -145,7 +186,14 @@ def write_atomically(path: str, text: str) -> None:
     thread hop through aiofiles."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # The state dir is shared with containers (dom0 has /run/pid1): whatever
+    # sits at the temporary name is removed, and the file is made anew
+    # (O_EXCL never follows a symlink planted there in between).
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, text.encode())
     finally:

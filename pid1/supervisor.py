@@ -27,11 +27,18 @@ from pid1.state import PhaseState, StateStore, uptime
 RETRY_FIRST = 0.5
 RETRY_CAP = 30.0
 
+# Each stop signal and how its orderly stop ends (the README's signal table).
+# Debian's busybox has no telinit: its applets signal PID 1 the way busybox
+# init expects, so these follow busybox init. SIGTERM is all busybox `reboot`
+# sends, and busybox init reboots on it: a stop that ends in a reboot.
 STOP_SIGNALS = {
-    signal.SIGTERM: "poweroff",
-    signal.SIGPWR: "poweroff",
+    signal.SIGTERM: "reboot",  # busybox `reboot`, `kill -TERM 1`
     signal.SIGINT: "reboot",  # what the kernel sends PID 1 on Ctrl-Alt-Del with CAD off
+    signal.SIGUSR2: "poweroff",  # busybox `poweroff`
+    signal.SIGPWR: "poweroff",  # a UPS daemon's "power is failing"
+    signal.SIGUSR1: "halt",  # busybox `halt`
 }
+DUMP_SIGNAL = signal.SIGHUP  # logs a one-line state summary
 
 
 @dataclass
@@ -60,6 +67,9 @@ class Supervisor:
     root: str = "/"
     retry_first: float = RETRY_FIRST
     stop_hooks: list[tuple[str, StopHook]] = field(default_factory=list)
+    # Called when a stop is requested, before it is logged (e.g. the console
+    # log level put back, so the whole stop shows on the console).
+    before_stop: list[Callable[[], None]] = field(default_factory=list)
     mounted: list[str] = field(default_factory=list)
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     stop_action: str = "poweroff"
@@ -74,7 +84,7 @@ class Supervisor:
             store=self.store,
             reaper=self.reaper,
             root=self.root,
-            shared={"mounted": self.mounted},
+            shared={"mounted": self.mounted, "before_stop": self.before_stop},
             start_service=self.start_service,
             add_stop_hook=self.add_stop_hook,
             request_stop=self.request_stop,
@@ -84,9 +94,9 @@ class Supervisor:
     def on_signal(self, signo: int) -> None:
         if signo in STOP_SIGNALS:
             self.request_stop(STOP_SIGNALS[signo], f"signal {signal.Signals(signo).name}")
-        elif signo == signal.SIGUSR1:
+        elif signo == DUMP_SIGNAL:
             phases = ", ".join(f"{p.name}={p.status}" for p in self.store.state.phases.values())
-            self.log.info(f"state: mode={self.store.state.mode} phases: {phases}")
+            self.log.notice(f"state: mode={self.store.state.mode} phases: {phases}")
         else:
             self.log.info(f"ignoring {signal.Signals(signo).name}")
 
@@ -94,10 +104,19 @@ class Supervisor:
         if self.stop_requested.is_set():
             self.log.warning(f"{why}: already stopping ({self.stop_action}), ignored")
             return
+        self.run_before_stop()
         self.stop_action = action
         self.store.state.stop_reason = f"{action} ({why})"
         self.log.notice(f"stop requested: {action} ({why})")
         self.stop_requested.set()
+
+    def run_before_stop(self) -> None:
+        """The before_stop callbacks (also on the way into emergency mode)."""
+        for callback in self.before_stop:
+            try:
+                callback()
+            except Exception as exc:
+                self.log.error(f"before the stop: {exc!r}")
 
     # --- services and stop hooks --------------------------------------------------
     def add_stop_hook(self, name: str, hook: StopHook) -> None:
@@ -200,7 +219,7 @@ class Supervisor:
     # --- the whole life ----------------------------------------------------------------
     async def run(self) -> str:
         """Boot, supervise until a stop is requested, stop in order.
-        Returns the stop action: "poweroff" or "reboot"."""
+        Returns the stop action: "poweroff", "reboot" or "halt"."""
         self.store.state.mode = "booting"
         boot = asyncio.get_running_loop().create_task(self.run_phases(), name="boot")
         await self.stop_requested.wait()

@@ -507,12 +507,24 @@ class StateFileError(Exception):
 def load_state(path: str) -> dict[str, Any]:
     """state.json as a dict, or StateFileError saying in one line what is wrong."""
     import json
+    import os
+    import stat
 
     try:
-        with open(path, "rb") as f:
+        # non-blocking: a FIFO (or a device) at the path must not hang `status`
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise StateFileError(f"{path}: not a regular file ({file_kind(mode)}), not a pid1 state")
+        with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(64 * 1024 * 1024)
     except OSError as exc:
         raise StateFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if not raw.strip():
         raise StateFileError(f"{path}: empty file (not a pid1 state)")
     try:
@@ -533,6 +545,13 @@ def load_state(path: str) -> dict[str, Any]:
     if "log" in data and not isinstance(data["log"], list):
         raise StateFileError(f"{path}: field 'log' is a {type(data['log']).__name__}, expected a list")
     return data
+
+
+def file_kind(mode: int) -> str:
+    import stat
+
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device"}
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
 def exc_where(exc: ValueError) -> str:

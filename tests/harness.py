@@ -20,6 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 UNSHARE = ["unshare", "--pid", "--mount", "--uts", "--ipc", "--fork", "--mount-proc"]
 
 
+def tmpfs_dev_wrapper(root: Path, shell_first: str = "") -> list[str]:
+    """A Pid1.wrapper: mounts a private tmpfs on root/dev and execs pid1 (which
+    stays PID 1), so the devices phase never writes into the host's devtmpfs.
+    shell_first: shell commands run before (e.g. `umask 0;`)."""
+    (root / "dev").mkdir(parents=True, exist_ok=True)
+    return ["sh", "-c", shell_first + 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
+
+
 class Timeout(AssertionError):
     pass
 
@@ -51,6 +59,8 @@ class Pid1:
     prefix: list[str] = field(default_factory=list)  # runs unshare under this (e.g. ip netns exec NS)
     # Runs inside the namespace and execs pid1's argv (appended), keeping PID 1.
     wrapper: list[str] = field(default_factory=list)
+    # More arguments after pid1's own, as the kernel passes its stray words to init.
+    args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     pid: int = 0
 
@@ -65,7 +75,17 @@ class Pid1:
     def start(self) -> Pid1:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmdline = f"pid1.state_dir={self.state_dir} {self.cmdline}"
-        argv = self.program or [*self.wrapper, self.python, "-m", "pid1", "--root", self.root, "--cmdline", cmdline]
+        argv = self.program or [
+            *self.wrapper,
+            self.python,
+            "-m",
+            "pid1",
+            "--root",
+            self.root,
+            "--cmdline",
+            cmdline,
+            *self.args,
+        ]
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(

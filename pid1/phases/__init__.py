@@ -39,6 +39,7 @@ BUILTIN_MODULES = (
     "pid1.phases.control",
     "pid1.phases.console_tty",
     "pid1.phases.powerbutton",
+    "pid1.phases.console_log",
 )
 
 
@@ -83,16 +84,35 @@ class PhaseContext:
         return self.root.rstrip("/") + "/" + joined
 
 
-def load_phases(modules: Iterable[str]) -> dict[str, Phase]:
+def load_phases(modules: Iterable[str], extra: Iterable[str] = ()) -> tuple[dict[str, Phase], list[str]]:
+    """The phases of `modules` (pid1's own: one that fails to import is a bug
+    and raises) and of `extra` (pid1.extra_phases: one that does not import
+    or defines no phase is left out with a warning naming it and why), and
+    the warnings."""
     phases: dict[str, Phase] = {}
+    warnings: list[str] = []
     for module_name in modules:
-        module = importlib.import_module(module_name)
-        found = list(getattr(module, "PHASES", ()))
-        if hasattr(module, "PHASE"):
-            found.append(module.PHASE)
-        for phase in found:
-            phases[phase.name] = phase
-    return phases
+        phases.update(module_phases(importlib.import_module(module_name)))
+    for module_name in extra:
+        try:
+            found = module_phases(importlib.import_module(module_name))
+        except (Exception, SystemExit) as exc:  # a typo or a broken module must not stop the boot
+            warnings.append(f"pid1.extra_phases: cannot load {module_name!r}: {exc!r}; its phases are left out")
+            continue
+        if not found:
+            warnings.append(f"pid1.extra_phases: {module_name!r} defines no PHASE or PHASES: ignored")
+        phases.update(found)
+    return phases, warnings
+
+
+def module_phases(module: Any) -> dict[str, Phase]:
+    found = list(getattr(module, "PHASES", ()))
+    if hasattr(module, "PHASE"):
+        found.append(module.PHASE)
+    for phase in found:
+        if not isinstance(phase, Phase):
+            raise TypeError(f"{module.__name__}: {phase!r} is not a Phase")
+    return {phase.name: phase for phase in found}
 
 
 def select_phases(phases: dict[str, Phase], wanted: Iterable[str]) -> tuple[dict[str, Phase], list[str]]:

@@ -1,7 +1,7 @@
 """control: serves the control channel, the FIFO `<state_dir>/control`
 (see pid1/control.py for the commands). Needs mounts (the state dir lives
 on /run). Optional: without it the machine still boots and is stopped with
-SIGTERM instead.
+busybox `poweroff`/`reboot` (signals) instead.
 
 Restart commands call `ctx.shared["restart_actions"][NAME]`, which the
 dockerd and system-container phases fill in; the stop hook closes the

@@ -26,7 +26,8 @@ Publishes `ctx.shared["docker"]` (an aiodocker.Docker on pid1.docker_socket),
 `ctx.shared["dockerd"]` (the Daemon; `.up` is an asyncio.Event set while
 dockerd answers) and restart actions "containerd" and "dockerd". The stop hook
 stops the system containers (short timeouts), then dockerd (SIGTERM, SIGKILL
-after DOCKERD_STOP_TIMEOUT), then containerd.
+after DOCKERD_STOP_TIMEOUT), then containerd, within STOP_BUDGET seconds in all
+(less than the supervisor's timeout for one stop hook).
 """
 
 from __future__ import annotations
@@ -57,9 +58,14 @@ READY_TIMEOUT = 60.0
 RESTART_FIRST = 0.1
 RESTART_CAP = 10.0
 STABLE_RUN = 30.0  # a daemon up this long restarts at once next time it dies
-DOCKERD_STOP_TIMEOUT = 15.0
-CONTAINERD_STOP_TIMEOUT = 5.0
-SYSTEM_CONTAINERS_STOP_TIMEOUT = 12.0
+# The stop hook's steps, worst case each. Together (STOP_BUDGET) they must fit
+# in the supervisor's timeout for one hook (shutdown.HOOK_TIMEOUT), or the
+# hook is cancelled half-way and containerd never gets its orderly stop.
+SYSTEM_CONTAINERS_STOP_TIMEOUT = 10.0
+DOCKERD_STOP_TIMEOUT = 10.0
+CONTAINERD_STOP_TIMEOUT = 4.0
+KILLED_EXIT_TIMEOUT = 1.0  # a SIGKILLed daemon still in the kernel (D state) is left to the final stop
+STOP_BUDGET = SYSTEM_CONTAINERS_STOP_TIMEOUT + DOCKERD_STOP_TIMEOUT + CONTAINERD_STOP_TIMEOUT + 2 * KILLED_EXIT_TIMEOUT
 DAEMON_LOG_MAX = 1 << 20  # bytes per generation of <state_dir>/<name>.log
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RAM_FILESYSTEMS = ("rootfs", "ramfs", "tmpfs")
@@ -367,7 +373,11 @@ class Daemon:
         except TimeoutError:
             self.ctx.log.warning(f"{self.name} still running {timeout:.0f} s after SIGTERM: SIGKILL")
             self.child.signal(signal.SIGKILL)
-            await self.child.wait()
+            try:
+                await asyncio.wait_for(self.child.wait(), KILLED_EXIT_TIMEOUT)
+            except TimeoutError:
+                self.ctx.log.error(f"{self.name} survived SIGKILL for {KILLED_EXIT_TIMEOUT:.0f} s; going on")
+                return
         self.ctx.log.info(f"{self.name} stopped in {(uptime() - began) * 1000:.0f} ms")
         self.record(status="stopped", stopped_in=round(uptime() - began, 3))
 

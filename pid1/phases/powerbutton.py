@@ -1,4 +1,4 @@
-"""powerbutton: the ACPI power button leads to the orderly stop, like SIGTERM. Needs modules.
+"""powerbutton: the ACPI power button leads to the orderly stop and power-off, like busybox `poweroff`. Needs modules.
 
 The `button` driver (loaded by the modules phase, with `evdev`) turns the
 ACPI power button event into a KEY_POWER press on an input device; this phase

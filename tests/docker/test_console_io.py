@@ -826,7 +826,7 @@ def test_pid1_opens_the_console_raw_without_making_it_its_terminal_and_restores_
         screen.settle(1)
         assert run.state()["mode"] == "running", run.describe()
         run.kill(signal.SIGTERM)
-        assert run.wait_exit(30) == -signal.SIGINT, run.describe()  # powered the namespace off
+        assert run.wait_exit(30) == -signal.SIGHUP, run.describe()  # rebooted the namespace
         assert termios.tcgetattr(screen.slave) == original, run.describe()
     finally:
         screen.close()

@@ -9,25 +9,32 @@ from __future__ import annotations
 import os
 import select
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from harness import Pid1, Timeout, wait_for
+from harness import Pid1, Timeout, tmpfs_dev_wrapper, wait_for
 
 pytestmark = pytest.mark.namespace
 
 PHASES = "pid1.phases=control,fake_restarts pid1.extra_phases=tests.namespace.control_phases pid1.stop_grace=1"
 
 
-def start(pid1_ns, tmp_path: Path, **env: str) -> Pid1:
+def start(pid1_ns, tmp_path: Path, state_dir: Path | None = None, **env: str) -> Pid1:
+    """pid1 over tmp_path/root; state_dir: another than the run's own (then
+    the run's wait_* helpers do not see its state: wait on the log)."""
     root = tmp_path / "root"
-    (root / "dev").mkdir(parents=True)
-    wrapper = ["sh", "-c", 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
-    run = pid1_ns(PHASES, root=str(root), wrapper=wrapper, env={"PID1_TEST_OUT": str(tmp_path / "events"), **env})
-    run.wait_phase("control")
-    run.wait_phase("fake_restarts")
+    cmdline = PHASES + (f" pid1.state_dir={state_dir}" if state_dir else "")
+    env = {"PID1_TEST_OUT": str(tmp_path / "events"), **env}
+    run = pid1_ns(cmdline, root=str(root), wrapper=tmpfs_dev_wrapper(root), env=env)
+    if state_dir:
+        run.wait_log("phase control done")
+        run.wait_log("phase fake_restarts done")
+    else:
+        run.wait_phase("control")
+        run.wait_phase("fake_restarts")
     return run
 
 
@@ -77,8 +84,6 @@ def rss_kib(pid: int) -> int:
 def test_the_fifo_is_root_only(pid1_ns, tmp_path: Path) -> None:
     run = start(pid1_ns, tmp_path)
     st = control(run).stat()
-    import stat
-
     assert stat.S_ISFIFO(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
 
 
@@ -89,7 +94,68 @@ def test_poweroff_is_an_orderly_stop(pid1_ns, tmp_path: Path) -> None:
     log = run.log()
     assert "control: poweroff" in log and "stop requested: poweroff (control channel)" in log, log
     assert "stop hook: control channel" in log and "stopped: poweroff" in log, log
-    assert not control(run).exists()  # removed at stop: a late writer fails instead of hanging
+    assert_a_late_writer_fails(control(run))
+
+
+def assert_a_late_writer_fails(path: Path) -> None:
+    """After the stop a writer fails at once: it neither blocks on a FIFO
+    nobody reads nor makes a regular file nobody reads."""
+    late = subprocess.run(
+        ["busybox", "sh", "-c", f'echo poweroff > "{path}"'], capture_output=True, text=True, timeout=10
+    )
+    assert late.returncode != 0 and "Is a directory" in late.stderr, late
+    assert path.is_dir() and not any(path.iterdir())
+
+
+def test_a_command_without_newline_stands_alone(pid1_ns, tmp_path: Path) -> None:
+    """The end of a writer (EOF) ends its line: `printf poweroff` is not
+    glued to the next writer's line."""
+    run = start(pid1_ns, tmp_path)
+    send(control(run), b"restart console")
+    wait_for("the console restart action", lambda: "restart console end" in events(tmp_path), 20, run.describe)
+    send(control(run), b"restart dockerd")
+    wait_for("the dockerd restart action", lambda: "restart dockerd end" in events(tmp_path), 20, run.describe)
+    done = subprocess.run(["busybox", "sh", "-c", f'printf poweroff > "{control(run)}"'], timeout=30)
+    assert done.returncode == 0
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()
+    assert "control: unknown command" not in run.log(), run.log()[-3000:]
+
+
+def test_an_unterminated_huge_line_ends_with_its_writer(pid1_ns, tmp_path: Path) -> None:
+    """A writer's line over 4 KiB without a newline is dropped when that
+    writer closes; it does not swallow the next writer's command."""
+    run = start(pid1_ns, tmp_path)
+    send(control(run), b"x" * 10_000)
+    run.wait_log("control: line longer than 4096 bytes ignored")
+    busybox_echo(control(run), "poweroff")
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()
+
+
+def test_the_fifo_comes_back_after_a_stop(pid1_ns, tmp_path: Path) -> None:
+    """The placeholder a stop leaves is replaced by the next pid1's FIFO (a
+    pid1 that is not PID 1, or a state dir that outlived a reboot)."""
+    first = start(pid1_ns, tmp_path)
+    send(control(first), b"poweroff\n")
+    assert first.wait_exit(30) == -signal.SIGINT, first.describe()
+    assert control(first).is_dir()
+    second = start(pid1_ns, tmp_path, state_dir=first.state_dir)
+    assert stat.S_ISFIFO(control(first).lstat().st_mode)
+    send(control(first), b"poweroff\n")
+    assert second.wait_exit(30) == -signal.SIGINT, second.describe()
+
+
+def test_a_symlink_at_the_fifo_path_is_not_followed(pid1_ns, tmp_path: Path) -> None:
+    """A container that can write the state dir plants a symlink where the
+    FIFO goes: pid1 replaces the link and leaves its target alone."""
+    state_dir = tmp_path / "shared-state"
+    state_dir.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.chmod(victim, 0o644)
+    os.symlink(victim, state_dir / "control")
+    start(pid1_ns, tmp_path, state_dir=state_dir)
+    assert stat.S_ISFIFO((state_dir / "control").lstat().st_mode)
+    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
 def test_reboot_restarts_the_machine(pid1_ns, tmp_path: Path) -> None:
@@ -194,3 +260,37 @@ def test_no_restart_starts_once_a_stop_is_requested(pid1_ns, tmp_path: Path) -> 
     assert run.wait_exit(30) == -signal.SIGINT, run.describe()
     assert "control: restart 'console' ignored: pid1 is stopping" in run.log(), run.log()[-3000:]
     assert events(tmp_path) == []
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_writers_coming_and_going_leave_pid1_idle(pid1_ns, tmp_path: Path) -> None:
+    """pid1 holds no write end (so it sees each writer's EOF); the hang-up
+    that follows must not spin the loop: not after one writer, nor after
+    writers racing each other's open and close."""
+    run = start(pid1_ns, tmp_path)
+    busybox_echo(control(run), "restart console")
+    wait_for("the console restart action", lambda: "restart console end" in events(tmp_path), 20, run.describe)
+    racers = [
+        subprocess.Popen(
+            [
+                "busybox",
+                "sh",
+                "-c",
+                f'i=0; while [ $i -lt 300 ]; do echo "bogus $i" > "{control(run)}"; i=$((i+1)); done',
+            ]
+        )
+        for _ in range(4)
+    ]
+    for racer in racers:
+        assert racer.wait(60) == 0
+    run.wait_log("more bad control lines ignored (messages rate-limited)", timeout=15)
+    before = cpu_ticks(run.pid)
+    time.sleep(1.0)  # a measurement window, not a wait for a condition
+    spent = cpu_ticks(run.pid) - before
+    assert spent <= 10, f"pid1 used {spent} ticks of CPU in 1 s with no writer (a POLLHUP busy loop?)"
+    busybox_echo(control(run), "poweroff")
+    assert run.wait_exit(30) == -signal.SIGINT, run.describe()

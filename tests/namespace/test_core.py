@@ -93,8 +93,9 @@ def test_sigterm_runs_the_orderly_stop(pid1_ns, tmp_path: Path) -> None:
     run.kill(signal.SIGTERM)
     rc = run.wait_exit(30)
     took = time.monotonic() - started
-    # In a PID namespace, reboot(POWER_OFF) ends the namespace's init with SIGINT.
-    assert rc == -signal.SIGINT, f"unshare returned {rc}\n{run.describe()}"
+    # SIGTERM ends in a reboot (busybox `reboot` sends it); in a PID namespace,
+    # reboot(RESTART) ends the namespace's init with SIGHUP.
+    assert rc == -signal.SIGHUP, f"unshare returned {rc}\n{run.describe()}"
     seen = events(tmp_path)
     hooks = [e for e in seen if e.startswith("hook-")]
     assert hooks == ["hook-second-registered", "hook-first-registered"], seen
@@ -103,7 +104,7 @@ def test_sigterm_runs_the_orderly_stop(pid1_ns, tmp_path: Path) -> None:
     assert "sending SIGTERM to all processes" in log
     assert "sending SIGKILL" in log, "the TERM-ignoring child must need SIGKILL\n" + log
     assert 1.0 <= took < 10, took
-    assert "stopped: poweroff" in log
+    assert "stop requested: reboot (signal SIGTERM)" in log and "stopped: reboot" in log
 
 
 def test_failing_phase_keeps_pid1_alive_and_reaping(pid1_ns, tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ def test_failing_required_phase_is_retried(pid1_ns, tmp_path: Path) -> None:
     run_storm(run, 200)
     wait_for("no zombie while retrying", lambda: not zombies(run), 20, run.describe)
     run.kill(signal.SIGTERM)
-    assert run.wait_exit(30) == -signal.SIGINT
+    assert run.wait_exit(30) == -signal.SIGHUP
 
 
 def test_second_sigterm_does_not_restart_the_stop(pid1_ns, tmp_path: Path) -> None:
@@ -133,9 +134,9 @@ def test_second_sigterm_does_not_restart_the_stop(pid1_ns, tmp_path: Path) -> No
         env=scenario_env(tmp_path, PID1_TEST_SPAWN="1", PID1_TEST_SLOW_HOOK="1"),
     )
     run.wait_phase("spawner")
-    run.kill(signal.SIGTERM)
+    run.kill(signal.SIGUSR2)  # busybox `poweroff`
     wait_for("the slow hook to start", lambda: "hook-second-registered" in events(tmp_path), 10, run.describe)
-    run.kill(signal.SIGTERM)
+    run.kill(signal.SIGTERM)  # busybox `reboot`
     run.kill(signal.SIGINT)
     assert run.wait_exit(30) == -signal.SIGINT  # power off, as the first request said
     seen = events(tmp_path)
@@ -143,20 +144,48 @@ def test_second_sigterm_does_not_restart_the_stop(pid1_ns, tmp_path: Path) -> No
     assert run.log().count("already stopping") == 2
 
 
-def test_sigint_reboots(pid1_ns, tmp_path: Path) -> None:
+# The README's signal table. In a PID namespace reboot(2) ends its init with
+# SIGHUP for RESTART and SIGINT for POWER_OFF and HALT.
+SIGNAL_MAP = [
+    (signal.SIGTERM, "reboot", signal.SIGHUP),  # busybox `reboot`
+    (signal.SIGINT, "reboot", signal.SIGHUP),  # Ctrl-Alt-Del
+    (signal.SIGUSR2, "poweroff", signal.SIGINT),  # busybox `poweroff`
+    (signal.SIGPWR, "poweroff", signal.SIGINT),
+    (signal.SIGUSR1, "halt", signal.SIGINT),  # busybox `halt`
+]
+
+
+@pytest.mark.parametrize(("signo", "action", "ended_by"), SIGNAL_MAP, ids=lambda v: getattr(v, "name", v))
+def test_each_stop_signal_stops_in_order_and_ends_as_it_says(
+    pid1_ns, tmp_path: Path, signo: int, action: str, ended_by: int
+) -> None:
+    run = pid1_ns(f"pid1.phases=spawner {SCENARIO}", env=scenario_env(tmp_path, PID1_TEST_SPAWN="1"))
+    run.wait_phase("spawner")
+    wait_for("children ready", lambda: "trapper-ready" in events(tmp_path), 10, run.describe)
+    run.kill(signo)
+    assert run.wait_exit(30) == -ended_by, run.describe()
+    log = run.log()
+    name = signal.Signals(signo).name
+    assert f"stop requested: {action} (signal {name})" in log and f"stopped: {action}" in log, run.describe()
+    assert "hook-first-registered" in events(tmp_path) and "child-got-term" in events(tmp_path), run.describe()
+
+
+def test_sighup_logs_the_state_and_does_not_stop(pid1_ns, tmp_path: Path) -> None:
     run = pid1_ns(f"pid1.phases=spawner {SCENARIO}", env=scenario_env(tmp_path))
     run.wait_phase("spawner")
-    run.kill(signal.SIGINT)
-    # reboot(RESTART) in a PID namespace ends its init with SIGHUP
-    assert run.wait_exit(30) == -signal.SIGHUP
+    run.kill(signal.SIGHUP)
+    run.wait_log("state: mode=running phases: spawner=done")
+    assert run.state()["mode"] == "running" and run.proc.poll() is None, run.describe()
+    assert "stop requested" not in run.log(), run.describe()
 
 
 def test_supervisor_crash_leads_to_emergency_mode(pid1_ns, tmp_path: Path) -> None:
-    run = pid1_ns(f"pid1.phases=crash {SCENARIO}", env=scenario_env(tmp_path, PID1_TEST_CRASH="1"))
+    # pid1.console=none: the emergency shells must not open the host's terminals
+    run = pid1_ns(f"pid1.phases=crash pid1.console=none {SCENARIO}", env=scenario_env(tmp_path, PID1_TEST_CRASH="1"))
     state = run.wait_state("emergency mode", lambda s: s["mode"] == "emergency" and s)
     assert "supervisor crash" in state["emergency_reason"]
     assert run.proc.poll() is None, "PID 1 must not exit"
     run_storm(run, 300)
     wait_for("no zombie in emergency mode", lambda: not zombies(run), 20, run.describe)
     run.kill(signal.SIGTERM)
-    assert run.wait_exit(30) == -signal.SIGINT
+    assert run.wait_exit(30) == -signal.SIGHUP  # a reboot, as SIGTERM asks, from emergency mode too

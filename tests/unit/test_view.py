@@ -4,9 +4,14 @@ the vt2 phase writes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +268,61 @@ def test_a_state_write_that_changes_nothing_draws_nothing(tmp_path: Path) -> Non
     live.redraw(state)
     assert (live.status_writes, live.unchanged) == (4, 1)
     assert "something happened" in (tmp_path / "status").read_text()
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a directory"])
+@pytest.mark.parametrize("command", ["status", "plot"])
+def test_a_state_path_that_is_no_file_is_refused_at_once(tmp_path: Path, command: str, kind: str) -> None:
+    """A FIFO at --state blocked open() forever (nobody writes it)."""
+    path = tmp_path / "state.json"
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pid1", command, "--state", str(path), "-o", str(tmp_path / "x.svg")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr == f"pid1 {command}: {path}: not a regular file ({kind}), not a pid1 state\n"
+
+
+@pytest.mark.parametrize("command", [["status", "--long"], ["plot", "-o", "-"]])
+def test_ctrl_c_ends_status_and_plot(tmp_path: Path, command: list[str]) -> None:
+    """The init blocks SIGINT (it reads it from a signalfd); the commands must
+    not: here each is stuck writing to a full pipe when Ctrl-C comes."""
+    state = sample_states.running()
+    state["phases"] = {
+        f"phase{i:04}": {"name": f"phase{i:04}", "needs": [], "status": "done", "started": 1.0, "ended": 2.0}
+        for i in range(3000)
+    }
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "pid1", *command, "--state", str(path)], cwd=REPO, stdout=write_end)
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 20
+        buffered = bytearray(4)
+        while time.monotonic() < deadline and proc.poll() is None:
+            fcntl.ioctl(read_end, termios.FIONREAD, buffered)
+            if int.from_bytes(buffered, sys.byteorder) >= 65536:
+                break  # the pipe is full: the command is blocked in write()
+            time.sleep(0.02)
+        assert proc.poll() is None, f"{command} ended before filling the pipe: {proc.returncode}"
+        blocked = int(
+            next(
+                line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("SigBlk:")
+            ).split()[1],
+            16,
+        )
+        assert not blocked & (1 << (signal.SIGINT - 1)), f"SIGINT is blocked: SigBlk {blocked:x}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == -signal.SIGINT
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(read_end)

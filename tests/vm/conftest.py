@@ -70,9 +70,10 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX) -> a VM whose serial
-    output matched `until` (default: the console is up). A boot that does not
-    get there is killed and started once more; the retry is printed."""
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True) -> a VM
+    whose serial output matched `until` (default: the console is up). A boot
+    that does not get there is killed and started once more; the retry is
+    printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
     started: list[VM] = []
     session = request.session
     session.vms = started
@@ -85,6 +86,7 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         iso: bool = False,
         cdroms: list[str] | None = None,
         disks: list[str] | None = None,
+        no_reboot: bool = True,
     ) -> VM:
         """iso: boot dist/only-docker.iso (the iso_image fixture builds it).
         disks: several disks (vda, vdb, ...) instead of `disk`."""
@@ -96,9 +98,8 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(
-                name=name, append=append or [], disk=disk, dist=image, iso=iso, cdroms=cdroms or [], more_disks=more
-            )
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot,
+                    cdroms=cdroms or [], more_disks=more)  # fmt: skip
             started.append(vm)
             vm.start()
             try:

@@ -34,7 +34,8 @@ def shell_ready(vm: VM) -> None:
 
 @pytest.fixture(scope="module")
 def view_vm(boot) -> VM:
-    vm = boot("view")
+    # this module reads pid1's notice lines on the serial console after the prompt
+    vm = boot("view", append=["pid1.console_log=all"])
     shell_ready(vm)
     return vm
 

@@ -41,6 +41,7 @@ class VM:
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     dist: Path = REPO / "dist"
     iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
+    no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
     proc: subprocess.Popen | None = None
     serial: bytearray = field(default_factory=bytearray)
     lines: list[tuple[float, str]] = field(default_factory=list)
@@ -57,7 +58,7 @@ class VM:
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> VM:
         argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
-        argv += ["--accel", self.accel, "--headless", "--no-reboot"]
+        argv += ["--accel", self.accel, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
         argv += [f"--append={a}" for a in self.append]
         if self.disk:
