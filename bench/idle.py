@@ -12,7 +12,8 @@ open.
     frames drawn (goal: 0; an idle PID 1 wakes only for events).
 
 Goal: idle CPU < 1% of one core. Run as root: `python3 bench/idle.py
-[--docker] [--no-view] [-s SECONDS]` (--no-view: the baseline without vt2).
+[--docker [--userdata FILE]] [--no-view] [-s SECONDS]` (--no-view: the baseline
+without vt2; --userdata: pid1's RSS with a user-data applied).
 """
 
 from __future__ import annotations
@@ -126,9 +127,13 @@ def simulated(work: Path, screen: PtyScreen, view: bool) -> Pid1:
     )
 
 
-def with_docker(work: Path, screen: PtyScreen, view: bool) -> Pid1:
+def with_docker(work: Path, screen: PtyScreen, view: bool, userdata: Path | None = None) -> Pid1:
     """pid1 with its own containerd, dockerd, the bundled images, dom0 and the
-    console, the host phases replaced by no-ops (as in tests/docker)."""
+    console, the host phases replaced by no-ops (as in tests/docker); with
+    `userdata`, that file as the copy kept on the data root."""
+    if userdata is not None:
+        (work / "data/only-docker").mkdir(parents=True)
+        shutil.copy(userdata, work / "data/only-docker/user-data")
     spec = importlib.util.spec_from_file_location("bundled_images", REPO / "image" / "bundled_images.py")
     bundled = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["bundled_images"] = bundled
@@ -164,12 +169,16 @@ def main() -> None:
     parser.add_argument("-s", "--seconds", type=float, default=60.0, help="idle period to measure")
     parser.add_argument("--no-view", action="store_true", help="the same without the vt2 phase (the baseline)")
     parser.add_argument("--docker", action="store_true", help="a real containerd, dockerd, dom0 and console")
+    parser.add_argument("--userdata", type=Path, help="with --docker: boot with this user-data (the kept copy)")
     args = parser.parse_args()
     screen = PtyScreen()
     # short paths: unix socket paths are limited to 108 bytes
     work = Path(tempfile.mkdtemp(prefix="p1b-", dir="/var/tmp"))
     try:
-        run = (with_docker if args.docker else simulated)(work, screen, not args.no_view)
+        if args.docker:
+            run = with_docker(work, screen, not args.no_view, args.userdata)
+        else:
+            run = simulated(work, screen, not args.no_view)
         started = time.monotonic()
         run.start()
         try:

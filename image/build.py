@@ -64,12 +64,13 @@ MULTIARCH = "usr/lib/x86_64-linux-gnu"
 # What the guest runs, by package. Libraries are found from the binaries'
 # DT_NEEDED entries in these packages; a library missing here is an error
 # that names it (add its package).
-ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables", "ca-certificates", "kmod", "tini"]
+ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables", "ca-certificates", "kmod", "tini", "e2fsprogs"]
 LIBRARY_PACKAGES = [
     "libc6", "libsystemd0", "libdevmapper1.02.1", "libcap2", "libgcrypt20", "liblzma5", "libzstd1",
     "liblz4-1", "libselinux1", "libudev1", "libgpg-error0", "libpcre2-8-0", "libseccomp2",
     "libxtables12", "libip4tc2", "libip6tc2", "libnftnl11", "libmnl0", "libnetfilter-conntrack3",
     "libnfnetlink0", "zlib1g", "libexpat1", "libffi8", "libbz2-1.0", "libssl3", "libuuid1", "libsqlite3-0",
+    "libext2fs2", "libcom-err2", "libblkid1",
 ]  # fmt: skip
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib"]
 
@@ -85,6 +86,8 @@ ENGINE_BINARIES = [
     # in milliseconds, pid1's Python one in 0.1-0.4 s under emulation (pid1's
     # own phases load modules in-process, with pid1.kmod)
     "usr/bin/kmod",
+    # pid1.autoformat formats a blank disk ext4 (busybox's mke2fs makes only ext2)
+    "usr/sbin/mke2fs",
 ]
 # Installed under another name: dockerd runs `docker-init` from PATH for
 # `docker run --init` (and asks its version for `docker info`); Debian's is
@@ -105,6 +108,9 @@ MODULES = [
     # xfs and btrfs (8 MB, 3% more initrd to unpack) are left out: the storage
     # phase then reports their disks as failing to mount and runs from RAM.
     "ext4", "crc32c_generic", "overlay",
+    # user-data volumes: NoCloud cidata and OpenStack config-2 (ISO 9660 or vfat;
+    # vfat's default codepage 437 and iocharset ascii). The kernel asks for them at mount.
+    "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8",
     # Docker networking: bridge, veth, netfilter and NAT (iptables-legacy)
     "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
     "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "xt_mark", "xt_comment", "ip_tables", "iptable_filter",

@@ -1,7 +1,7 @@
 """`python -m pid1`: the init. Also `python -m pid1 keys` (the config keys),
 `status --state FILE` (the supervisor view, once), `plot --state FILE -o
-boot.svg` (the boot timeline) and `modprobe [-q] [-a] NAME...` (pid1's
-modprobe, pid1.kmod).
+boot.svg` (the boot timeline), `modprobe [-q] [-a] NAME...` (pid1's
+modprobe, pid1.kmod) and `userdata check FILE` (what a user-data would do).
 
 As PID 1 the arguments are the kernel's: every word of its command line
 without `.` or `=` (`quiet splash`, `single`, the `host` of `pid1.hostname=my
@@ -90,6 +90,10 @@ def main(argv: list[str]) -> int:
         from pid1.modprobe import main as modprobe
 
         return modprobe(argv[1:])
+    if argv[:1] == ["userdata"]:
+        from pid1.userdata_check import main as userdata
+
+        return userdata(argv[1:])
     args = parse_args(argv)
     if args.command == "keys":
         from pid1.config import describe_keys

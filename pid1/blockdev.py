@@ -3,7 +3,9 @@
 No blkid, no udev: `/sys/class/block` lists the disks and partitions, each
 one's `dev` file gives its device number (a node is made under /dev when
 devtmpfs has none, e.g. in a test root), and the label comes from the
-superblock itself: ext2/3/4, xfs and btrfs. Nothing here writes to a device.
+superblock itself: ext2/3/4, xfs and btrfs (the DOCKER disk), ISO 9660 and
+vfat (a NoCloud `cidata` or OpenStack `config-2` volume). Nothing here writes
+to a device.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ XFS_LABEL = 108
 BTRFS_SB = 65536
 BTRFS_MAGIC = b"_BHRfS_M"
 BTRFS_LABEL = 299
+# ISO 9660: the primary volume descriptor is sector 16 (of 2048 bytes): type 1,
+# "CD001", the volume identifier (32 bytes, space-padded) at +40.
+ISO_PVD = 16 * 2048
+ISO_MAGIC = b"\x01CD001"
+# vfat: the boot sector's BS_FilSysType names the FAT; the label (11 bytes,
+# space-padded) sits 0x47 for FAT32 and 0x2B for FAT12/16, as mkfs.fat writes it.
+FAT32_TYPE, FAT32_LABEL = 0x52, 0x47
+FAT16_TYPE, FAT16_LABEL = 0x36, 0x2B
 
 
 class FsLabel(NamedTuple):
-    fstype: str  # ext2, ext3, ext4, xfs, btrfs
+    fstype: str  # ext2, ext3, ext4, xfs, btrfs, iso9660, vfat
     label: str
 
 
@@ -53,8 +63,9 @@ def _ext_type(sb: bytes) -> str:
     return "ext3" if compat & EXT_FEATURE_COMPAT_HAS_JOURNAL else "ext2"
 
 
-def parse_superblocks(head: bytes, btrfs_sb: bytes) -> FsLabel | None:
-    """The filesystem in a device's first 4 KiB (`head`) and 4 KiB at 64 KiB."""
+def parse_superblocks(head: bytes, btrfs_sb: bytes, iso_pvd: bytes = b"") -> FsLabel | None:
+    """The filesystem in a device's first 4 KiB (`head`), 4 KiB at 64 KiB and
+    the 2 KiB at 32 KiB (where ISO 9660 keeps its volume descriptor)."""
     ext = head[EXT_SB : EXT_SB + 1024]
     if len(ext) >= 136 and ext[56:58] == EXT_MAGIC:
         return FsLabel(_ext_type(ext), _cstring(ext[120:136]))
@@ -62,6 +73,13 @@ def parse_superblocks(head: bytes, btrfs_sb: bytes) -> FsLabel | None:
         return FsLabel("xfs", _cstring(head[XFS_LABEL : XFS_LABEL + 12]))
     if len(btrfs_sb) >= BTRFS_LABEL + 256 and btrfs_sb[64:72] == BTRFS_MAGIC:
         return FsLabel("btrfs", _cstring(btrfs_sb[BTRFS_LABEL : BTRFS_LABEL + 256]))
+    if iso_pvd[:6] == ISO_MAGIC:
+        return FsLabel("iso9660", iso_pvd[40:72].decode("ascii", errors="replace").rstrip(" \0"))
+    if head[510:512] == b"\x55\xaa":
+        for kind, label_at in ((FAT32_TYPE, FAT32_LABEL), (FAT16_TYPE, FAT16_LABEL)):
+            if head[kind : kind + 3] == b"FAT":
+                label = head[label_at : label_at + 11].decode("ascii", errors="replace").rstrip(" \0")
+                return FsLabel("vfat", "" if label == "NO NAME" else label)
     return None
 
 
@@ -72,9 +90,10 @@ def read_superblock(path: str) -> FsLabel | None:
     try:
         head = os.pread(fd, 4096, 0)
         btrfs_sb = os.pread(fd, 4096, BTRFS_SB)
+        iso_pvd = os.pread(fd, 2048, ISO_PVD)
     finally:
         os.close(fd)
-    return parse_superblocks(head, btrfs_sb)
+    return parse_superblocks(head, btrfs_sb, iso_pvd)
 
 
 @dataclass(frozen=True)
@@ -168,6 +187,12 @@ class Scan:
     problems: list[str] | None = None  # devices that could not be read, with why
     seen: int = 0
     reading: str | None = None  # what the scan reads now: where it hangs, if it does
+    # Every device with a filesystem pid1 can name, by kernel name: the
+    # user-data phase finds its cidata/config-2 volume here (one scan, not two).
+    labelled: list[LabelledDevice] | None = None
+
+    def with_label(self, *labels: str) -> list[LabelledDevice]:
+        return [d for d in self.labelled or () if d.label in labels]
 
 
 def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev", scan: Scan | None = None) -> Scan:
@@ -175,7 +200,7 @@ def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev", s
     is `label` wins, so the choice does not depend on probing order. Fills
     `scan` when given (the caller can see how far a scan that hangs got)."""
     scan = scan if scan is not None else Scan()
-    scan.duplicates, scan.problems = [], []
+    scan.duplicates, scan.problems, scan.labelled = [], [], []
     scan.reading = os.path.join(sys_root, "class/block")
     for device in list_block_devices(sys_root):
         scan.seen += 1
@@ -186,9 +211,12 @@ def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev", s
         except OSError as exc:
             scan.problems.append(f"{device.name}: {exc}")
             continue
-        if found is None or found.label != label:
+        if found is None:
             continue
         hit = LabelledDevice(device, path, found.fstype, found.label)
+        scan.labelled.append(hit)
+        if found.label != label:
+            continue
         if scan.match is None:
             scan.match = hit
         else:

@@ -45,10 +45,18 @@ def _key(
     minimum: float | None = None,
     maximum: float | None = None,
     check: Callable[[str], str | None] | None = None,
+    empty_ok: bool = False,
 ) -> Any:
     """A key's declaration. minimum/maximum bound a number; check(value)
     returns why a value is bad (None: good)."""
-    meta = {"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum, "check": check}
+    meta = {
+        "doc": doc,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "check": check,
+        "empty_ok": empty_ok,
+    }
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,6 +74,9 @@ class Config:
     hostname: str = _key("only-docker", "hostname set at boot (RFC 1123, at most 64 bytes)", check=hostname_problem)
     storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
     docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")
+    autoformat: list[str] = _key(
+        [], "devices (sdb or /dev/sdb) formatted as the DOCKER disk when blank (zeros or boot2docker's magic)"
+    )
     storage_wait: float = _key(
         0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded", minimum=0, maximum=300
     )
@@ -104,6 +115,15 @@ class Config:
     stop_grace: float = _key(
         5.0, "seconds between SIGTERM and SIGKILL for remaining processes at stop", minimum=0, maximum=120
     )
+    userdata: str = _key(
+        "", "user-data URL (http), fetched once the network is up; a cidata or config-2 volume wins", empty_ok=True
+    )
+    # Not a key: where each key that is not a default came from (the state, VT2).
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
+
+
+def key_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
 
 
 class ConfigError(ValueError):
@@ -168,7 +188,7 @@ def _convert(raw: str, current: Any, meta: dict[str, Any]) -> tuple[Any, str | N
     choices = meta.get("choices", ())
     if choices and raw not in choices:
         raise ConfigError(f"expected one of {', '.join(choices)}, got {raw!r}")
-    if not raw:
+    if not raw and not meta.get("empty_ok"):
         raise ConfigError("empty value")
     check = meta.get("check")
     problem = check(raw) if check is not None else None
@@ -177,11 +197,17 @@ def _convert(raw: str, current: Any, meta: dict[str, Any]) -> tuple[Any, str | N
     return raw, None
 
 
-def parse_cmdline(cmdline: str) -> tuple[Config, list[str]]:
-    """Parse a kernel command line; returns the config and the warnings."""
+KERNEL = "kernel command line"
+USER_DATA = "user-data"
+
+
+def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Parse a kernel command line over the user-data's pid1 keys (the
+    command line wins); returns the config and the warnings."""
     config = Config()
     warnings: list[str] = []
-    fields = {f.name: f for f in dataclasses.fields(Config)}
+    fields = {f.name: f for f in key_fields()}
+    apply_settings(config, userdata or {}, USER_DATA, warnings)
     for param, raw in kernel_words(cmdline):
         if not param.startswith(PREFIX):
             continue
@@ -194,25 +220,54 @@ def parse_cmdline(cmdline: str) -> tuple[Config, list[str]]:
         if raw is None:
             warnings.append(f"kernel command line key {PREFIX}{key} has no value: keeping {getattr(config, name)!r}")
             continue
-        try:
-            value, bounded = _convert(raw, getattr(config, name), fields[name].metadata)
-        except ConfigError as exc:
-            default = getattr(config, name)
-            warnings.append(f"bad value for {PREFIX}{key}: {exc}; keeping default {default!r}")
-            continue
-        setattr(config, name, value)
-        if bounded:
-            warnings.append(f"{PREFIX}{key}={bounded}")
+        _apply(config, fields[name], raw, KERNEL, warnings)
     if config.net != "dhcp" and config.net != "none" and not config.net.startswith("static:"):
         warnings.append(f"bad value for {PREFIX}net: {config.net!r}; keeping default 'dhcp'")
         config.net = "dhcp"
+        config.origins.pop("net", None)
     return config, warnings
+
+
+def _apply(config: Config, key: dataclasses.Field, raw: str, origin: str, warnings: list[str]) -> None:
+    """Set one key from `origin`; a bad value is a warning and changes nothing."""
+    where = "" if origin == KERNEL else f" in the {origin}"
+    try:
+        value, bounded = _convert(raw, getattr(config, key.name), key.metadata)
+    except ConfigError as exc:
+        warnings.append(
+            f"bad value for {PREFIX}{key.name}{where}: {exc}; keeping default {getattr(config, key.name)!r}"
+        )
+        return
+    setattr(config, key.name, value)
+    config.origins[key.name] = origin
+    if bounded:
+        warnings.append(f"{PREFIX}{key.name}{where}={bounded}")
+
+
+def apply_settings(config: Config, settings: dict[str, str], origin: str, warnings: list[str]) -> list[str]:
+    """Set keys by name from `origin` (the user-data) on a config already in
+    use; returns the names that took. Unknown names are warnings."""
+    fields = {f.name: f for f in key_fields()}
+    taken = []
+    for name, raw in settings.items():
+        if name not in fields:
+            warnings.append(f"unknown key pid1.{name} in the {origin}: ignored")
+            continue
+        _apply(config, fields[name], raw, origin, warnings)
+        if config.origins.get(name) == origin:
+            taken.append(name)
+    return taken
+
+
+def known_keys() -> frozenset[str]:
+    """The key names, without the `pid1.` prefix."""
+    return frozenset(f.name for f in key_fields())
 
 
 def describe_keys() -> list[tuple[str, str, str]]:
     """(key, default, doc) for every key, for the README and `python -m pid1 keys`."""
     rows = []
-    for f in dataclasses.fields(Config):
+    for f in key_fields():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = ",".join(default) if isinstance(default, list) else str(default)
         doc = f.metadata["doc"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pid1.state import LogLine, StateStore, cut_line, uptime
@@ -30,6 +31,15 @@ class Log:
     kmsg_path: str = "/dev/kmsg"
     _kmsg: int = field(default=-1, repr=False)
     _to_stderr: bool = field(default_factory=lambda: not _stderr_is_console(), repr=False)
+    # Copies of the log and of the daemons' lines, by name ("pid1", "dockerd"):
+    # the boot's logs in the host state (pid1.boot_logs), once it is known.
+    copies: dict[str, Callable[[str], None]] = field(default_factory=dict, repr=False)
+
+    def copy(self, name: str, text: str) -> None:
+        """A daemon's line, for the boot's log of `name` (when there is one)."""
+        sink = self.copies.get(name)
+        if sink is not None:
+            sink(f"[{uptime():9.3f}] {text}\n")
 
     def open(self) -> None:
         try:
@@ -64,6 +74,8 @@ class Log:
                     os.write(2, f"[{now:9.3f}] pid1: {level}: {line}\n".encode(errors="replace"))
                 except OSError:
                     pass
+            if "pid1" in self.copies:
+                self.copies["pid1"](f"[{now:9.3f}] {level}: {line}\n")
             if self.store is not None:
                 self.store.state.log.append(LogLine(time=round(now, 3), level=level, message=line))
         if self.store is not None:

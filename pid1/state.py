@@ -117,6 +117,7 @@ class State:
     storage: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
     dockerd: dict[str, Any] = field(default_factory=dict)
+    userdata: dict[str, Any] = field(default_factory=dict)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     reaper: dict[str, int] = field(default_factory=dict)
     log: LogRing = field(default_factory=LogRing)

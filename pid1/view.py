@@ -147,7 +147,26 @@ def header_lines(state: dict[str, Any], now: float, wall: float | None = None) -
     elif state.get("stop_reason") and mode in ("stopping", "stopped"):
         first_line += f": {clean(state['stop_reason'])}"
     wall = time.time() if wall is None else wall
-    return [first_line, storage_line(state), network_line(state, now, wall), dockerd_line(state, now)]
+    lines = [first_line, storage_line(state), network_line(state, now, wall), dockerd_line(state, now)]
+    config = config_line(state)
+    return [*lines[:2], config, *lines[2:]] if config else lines
+
+
+def config_line(state: dict[str, Any]) -> str | None:
+    """Where the user-data came from and how it went; None without one."""
+    ud = section(state, "userdata")
+    if not ud.get("source") and not ud.get("errors"):
+        return None
+    text = f"user-data from {clean(ud.get('source') or '?')}"
+    if ud.get("errors"):  # what needs the person's eye first, while the line has room
+        return f"config:  {text}{SEP}error: {clean(ud['errors'][-1])}"
+    if ud.get("instance_id"):
+        text += f"{SEP}instance {clean(ud['instance_id'])}"
+    applied, warnings = len(ud.get("applied") or ()), len(ud.get("warnings") or ())
+    text += f"{SEP}{applied} applied"
+    if warnings:
+        text += f", {warnings} warning{'s' if warnings > 1 else ''}"
+    return f"config:  {text}"
 
 
 def storage_line(state: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,3 +33,26 @@ def pid1_ns(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
     for run in started:
         run.stop()
         print(run.describe())
+
+
+def host_ipv4() -> str:
+    """The host's IPv4 addresses and routes, as `ip` lists them (brief: no
+    lease lifetimes counting down)."""
+    try:
+        return "\n".join(
+            subprocess.run(["ip", "-4", *what], capture_output=True, text=True, timeout=10).stdout
+            for what in (["-br", "addr", "show"], ["route", "show"])
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+@pytest.fixture(autouse=True)
+def host_network_untouched() -> Iterator[None]:
+    """Tests run pid1 in the host's network namespace unless they make one:
+    none may take the host's addresses or routes away (a DHCP client's
+    deconfig there flushes them, and the machine loses its network)."""
+    before = host_ipv4()
+    yield
+    after = host_ipv4()
+    assert after == before, f"this test changed the host's IPv4 network:\nbefore:\n{before}\nafter:\n{after}"

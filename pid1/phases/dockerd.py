@@ -174,6 +174,7 @@ class DaemonLog:
         if not text:
             return
         self._to_file(text)
+        self.log.copy(self.name, text)
         if LOUD_LEVEL.search(text) and self._may_forward():
             self.log.warning(f"{self.name}: {text}")
         elif self.echo:
@@ -480,7 +481,40 @@ def dockerd_argv(ctx: PhaseContext, storage_driver: str | None) -> list[str]:
     ]
     if storage_driver:
         argv.append(f"--storage-driver={storage_driver}")
+    daemon_json = config_file(ctx)
+    if daemon_json:
+        argv.append(f"--config-file={daemon_json}")
     return argv + list(config.dockerd_args)
+
+
+# What dockerd 20.10 prints when it refuses its daemon.json (and exits at once).
+CONFIG_REFUSED = b"unable to configure the Docker daemon with file"
+
+
+def config_file(ctx: PhaseContext) -> str | None:
+    """The user-data's daemon.json, unless dockerd refused it on its last
+    start: then dockerd starts on its defaults, and the log and VT2 say why.
+    pid1.daemon_json checks the keys first; this catches what slips past."""
+    applied = ctx.shared.get("userdata")
+    path = getattr(applied, "daemon_json", None)
+    if not path:
+        return None
+    try:
+        with open(os.path.join(ctx.config.state_dir, "dockerd.log"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 16384, 0))
+            tail = f.read()
+    except OSError:
+        tail = b""
+    if CONFIG_REFUSED in tail and path.encode() in tail.rpartition(CONFIG_REFUSED)[2][:4096]:
+        reason = tail.rpartition(CONFIG_REFUSED)[2].split(b"\n", 1)[0].decode(errors="replace").strip(" :")
+        error = f"dockerd refused {path}: {reason[:300]}; starting it without the user-data's settings"
+        ctx.log.error(f"userdata: {error}")
+        ctx.state.userdata.setdefault("errors", []).append(error)
+        applied.daemon_json = None
+        ctx.store.changed()
+        return None
+    return path
 
 
 async def ping(docker: Any) -> bool:
@@ -505,6 +539,7 @@ async def run_dockerd(ctx: PhaseContext) -> str:
     daemon: Daemon | None = ctx.shared.get("dockerd")
     if daemon is None or not daemon.alive():  # not a retry that finds it still starting
         env = daemon_env()
+        env.update(getattr(ctx.shared.get("userdata"), "env", {}))  # proxies for pulls
         root_fs = root_filesystem_type()
         # After rootfs.move_root() `/` is still a ramfs/tmpfs, but no longer
         # the rootfs mount itself, so runc can pivot_root: keep it that way.
@@ -610,5 +645,5 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 PHASES = [
     Phase(name="containerd", run=run_containerd, needs=("mounts",), doc=__doc__ or ""),
-    Phase(name="dockerd", run=run_dockerd, needs=("containerd", "storage", "modules"), doc=__doc__ or ""),
+    Phase(name="dockerd", run=run_dockerd, needs=("containerd", "storage", "modules", "userdata"), doc=__doc__ or ""),
 ]

@@ -1,5 +1,6 @@
 """hostname: the hostname (pid1.hostname), /etc/hostname, /etc/hosts and an
 /etc/resolv.conf placeholder that the network phase fills. Needs mounts.
+(The userdata phase renames the host with `rename` when a user-data says so.)
 Files that exist are left as they are.
 """
 
@@ -23,19 +24,39 @@ def write_if_missing(path: str, text: str) -> bool:
     return True
 
 
+def name_files(name: str) -> dict[str, str]:
+    return {
+        "etc/hostname": f"{name}\n",
+        "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    }
+
+
 async def run(ctx: PhaseContext) -> str:
     name = ctx.config.hostname
     done = []
     if socket.gethostname() != name:
         syscalls.sethostname(name)
         done.append(f"hostname {name}")
-    files = {
-        "etc/hostname": f"{name}\n",
-        "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        "etc/resolv.conf": RESOLV_PLACEHOLDER,
-    }
+    files = {**name_files(name), "etc/resolv.conf": RESOLV_PLACEHOLDER}
     done += [rel for rel, text in files.items() if write_if_missing(ctx.path(rel), text)]
     return ", ".join(done) if done else "already in place"
+
+
+def rename(ctx: PhaseContext, old: str, new: str) -> None:
+    """The host's name changed after the boot set it (a user-data): the kernel's
+    name, and the files pid1 wrote for the old one (a file someone else wrote is kept)."""
+    syscalls.sethostname(new)
+    for relative, text in name_files(new).items():
+        path = ctx.path(relative)
+        try:
+            with open(path) as f:
+                current = f.read()
+        except OSError:
+            current = None
+        if current is None or current == name_files(old)[relative]:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
 
 
 PHASE = Phase(name="hostname", run=run, needs=("mounts",), doc=__doc__ or "")

@@ -1,4 +1,5 @@
-"""storage: the docker data root. Needs mounts (/sys, /proc) and modules (ext4).
+"""storage: the docker data root. Needs mounts (/sys, /proc), modules (ext4)
+and autoformat (a blank disk it made DOCKER is found here).
 
 Finds the block device whose filesystem label is pid1.storage_label (DOCKER)
 by reading superblocks (pid1.blockdev) and mounts it on pid1.docker_root
@@ -163,7 +164,9 @@ async def run(ctx: PhaseContext) -> str:
         scan, waited = await find_disk(ctx)
     except ScanHangs as exc:
         ctx.log.error(f"storage: {exc}: a device does not answer")
+        ctx.shared["block_scan"] = Scan(labelled=[])  # nothing to look at again: it hung
         return mount_ram(ctx, target, f"the disk scan hangs: {exc}", error=str(exc))
+    ctx.shared["block_scan"] = scan  # the user-data phase looks for its volume in it
     for problem in scan.problems or ():
         ctx.log.info(f"storage: cannot read {problem}")
     if scan.match is None:
@@ -190,4 +193,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"{disk.path} ({disk.fstype}) on {target}"
 
 
-PHASE = Phase(name="storage", run=run, needs=("mounts", "modules"), doc=__doc__ or "")
+PHASE = Phase(name="storage", run=run, needs=("mounts", "modules", "autoformat"), doc=__doc__ or "")

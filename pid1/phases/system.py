@@ -49,7 +49,14 @@ def system_binds(ctx: PhaseContext) -> tuple[str, ...]:
     ):
         if os.path.exists(source):
             binds.append(f"{source}:{target}:{mode}")
+    binds += getattr(ctx.shared.get("userdata"), "binds", [])  # write_files
     return tuple(binds)
+
+
+def system_env(ctx: PhaseContext) -> tuple[str, ...]:
+    """The user-data's proxies, so that pulls in dom0 and the console use them too."""
+    env = getattr(ctx.shared.get("userdata"), "env", {})
+    return tuple(f"{name}={value}" for name, value in sorted(env.items()))
 
 
 def candidates(ctx: PhaseContext, first: str) -> tuple[str, ...]:
@@ -64,6 +71,7 @@ def console_spec(ctx: PhaseContext) -> ContainerSpec:
         images=candidates(ctx, ctx.config.console_image),
         fallback_image=ctx.config.fallback_image,
         binds=system_binds(ctx),
+        env=system_env(ctx),
         tty=True,
         open_stdin=True,
         stop_timeout=CONSOLE_STOP_TIMEOUT,
@@ -76,6 +84,7 @@ def dom0_spec(ctx: PhaseContext) -> ContainerSpec:
         images=candidates(ctx, ctx.config.dom0_image),
         fallback_image=ctx.config.fallback_image,
         binds=system_binds(ctx),
+        env=system_env(ctx),
         tty=True,
         open_stdin=True,
         stop_timeout=DOM0_STOP_TIMEOUT,

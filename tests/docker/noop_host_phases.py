@@ -3,12 +3,19 @@ PYTHONPATH) that stand in for the host phases: in a test namespace pid1 must
 not make device nodes in the host's /dev or mount over /tmp and /run, and
 dockerd needs nothing from them there (the host has /proc, /sys, cgroups and
 the modules loaded). Extra modules override the built-in phases of the same
-name. `storage` says "disk" when the environment asks for it (PID1_TEST_STORAGE)."""
+name. `storage` says "disk" when the environment asks for it (PID1_TEST_STORAGE).
+
+`network` is a stand-in too: these tests share the host's network namespace,
+and the real phase's DHCP client (udhcpc's deconfig flushes the link's IPv4
+addresses) would take the host's address away. Only the tests that run pid1
+in a network namespace of their own (test_network.py's start_networked) ask
+for the real phase, with PID1_TEST_REAL_NETWORK=1."""
 
 from __future__ import annotations
 
 import os
 
+from pid1.blockdev import Scan
 from pid1.phases import Phase, PhaseContext
 
 
@@ -20,7 +27,13 @@ async def storage(ctx: PhaseContext) -> str:
     mode = os.environ.get("PID1_TEST_STORAGE", "ram")
     ctx.shared["storage_mode"] = mode
     ctx.state.storage = {"mode": mode, "source": "test"}
+    ctx.shared["block_scan"] = Scan(labelled=[])  # the host's disks are not the test's
     return f"{mode} (test stand-in)"
+
+
+async def network(ctx: PhaseContext) -> str:
+    ctx.state.network.update(mode="host", status="up")
+    return "the host's network (test stand-in)"
 
 
 PHASES = [
@@ -29,4 +42,9 @@ PHASES = [
     Phase(name="hostname", run=noop, needs=("mounts",)),
     Phase(name="modules", run=noop, needs=("mounts",)),
     Phase(name="storage", run=storage, needs=("modules",)),
+    *(
+        []
+        if os.environ.get("PID1_TEST_REAL_NETWORK") == "1"
+        else [Phase(name="network", run=network, needs=("images",))]
+    ),
 ]

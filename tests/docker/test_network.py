@@ -238,7 +238,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
         run = pid1_ns(
             cmdline,
             root=str(root),
-            env={"PYTHONPATH": f"{REPO}:{HERE}"},
+            env={"PYTHONPATH": f"{REPO}:{HERE}", "PID1_TEST_REAL_NETWORK": "1"},
             # nsenter switches only the network namespace: `ip netns exec` would
             # also mount a fresh /sys, hiding the cgroup mounts dockerd needs.
             prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],

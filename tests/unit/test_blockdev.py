@@ -56,6 +56,33 @@ def test_label_of_a_real_image(tmp_path: Path, fstype: str) -> None:
     assert read_superblock(str(image)) == blkid(image)
 
 
+def make_cidata(path: Path, fstype: str, label: str) -> Path:
+    """A NoCloud volume as users make one: cloud-localds's ISO (xorriso's
+    mkisofs emulation with -volid, Joliet and Rock Ridge) or a vfat image
+    (mkfs.vfat -n, files put in with mtools, no mount)."""
+    files = path.parent / f"{path.name}.d"
+    files.mkdir()
+    (files / "user-data").write_text("#cloud-config\nhostname: x\n")
+    (files / "meta-data").write_text("instance-id: i-1\n")
+    if fstype == "iso9660":
+        subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-volid", label, "-joliet", "-rock",
+                        str(files)], check=True, capture_output=True)  # fmt: skip
+    else:
+        if shutil.which("mkfs.vfat") is None or shutil.which("mcopy") is None:
+            pytest.skip("dosfstools and mtools are needed (tests/run installs them)")
+        subprocess.run(["mkfs.vfat", "-n", label, "-C", str(path), "2048"], check=True, capture_output=True)
+        subprocess.run(["mcopy", "-i", str(path), str(files / "user-data"), str(files / "meta-data"), "::"],
+                       check=True, capture_output=True)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(("fstype", "label"), [("iso9660", "cidata"), ("iso9660", "config-2"), ("vfat", "CIDATA")])
+def test_label_of_a_nocloud_or_config_drive_volume(tmp_path: Path, fstype: str, label: str) -> None:
+    image = make_cidata(tmp_path / f"{label}.img", fstype, label)
+    assert read_superblock(str(image)) == FsLabel(fstype, label)
+    assert read_superblock(str(image)) == blkid(image)
+
+
 @pytest.mark.parametrize("fstype", sorted(MKFS))
 def test_label_of_maximum_length(tmp_path: Path, fstype: str) -> None:
     label = ("DOCKER-" + "x" * 300)[: MAX_LABEL[fstype]]

@@ -84,15 +84,23 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         disk: str | None = None,
         until: str = PROMPT,
         iso: bool = False,
+        cdroms: list[str] | None = None,
+        disks: list[str] | None = None,
         no_reboot: bool = True,
         cpu: str = "max",
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu."""
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu.
+        disks: several disks (vda, vdb, ...) instead of `disk`."""
+        if disks:
+            disk, more = disks[0], disks[1:]
+        else:
+            more = []
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if disk is not None and earlier.disk == disk:
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu)
+            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu,
+                    cdroms=cdroms or [], more_disks=more)  # fmt: skip
             started.append(vm)
             vm.start()
             try:

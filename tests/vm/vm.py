@@ -36,6 +36,8 @@ class VM:
     name: str
     append: list[str] = field(default_factory=list)
     disk: str | None = None
+    more_disks: list[str] = field(default_factory=list)  # after `disk`: vdb, vdc, ...
+    cdroms: list[str] = field(default_factory=list)  # ISOs attached as CD-ROMs (a cidata volume)
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
     dist: Path = REPO / "dist"
@@ -62,6 +64,8 @@ class VM:
         argv += [f"--append={a}" for a in self.append]
         if self.disk:
             argv += ["--disk", self.disk]
+        argv += [f"--disk={more}" for more in self.more_disks]
+        argv += [f"--cdrom={cdrom}" for cdrom in self.cdroms]
         self.serial.clear()
         self.lines.clear()
         self._partial = b""

@@ -1,0 +1,70 @@
+"""autoformat: blank devices listed in pid1.autoformat become the DOCKER disk
+(pid1.autoformat decides what is blank; anything else is left untouched and
+the log says what it holds). Needs mounts (/dev, /sys) and modules (the disk
+drivers); storage needs it, so the disk it makes is found by the one scan.
+A boot2docker userdata.tar found on a device is published for the userdata
+phase, which keeps its files and SSH keys in the host state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from pid1.autoformat import device_path, examine, mke2fs_argv
+from pid1.phases import Phase, PhaseContext
+
+EXAMINE_TIMEOUT = 10.0  # a device that does not answer a 1 MiB read in this time is skipped
+FORMAT_TIMEOUT = 300.0
+
+
+def tail(path: str, size: int = 600) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - size, 0))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+async def format_device(ctx: PhaseContext, path: str) -> str | None:
+    """mke2fs; None when it worked, else why not."""
+    log_path = os.path.join(ctx.config.state_dir, "autoformat.log")
+    child = ctx.reaper.spawn(mke2fs_argv(path, ctx.config.storage_label), stdout=log_path, stderr=log_path)
+    try:
+        code = await asyncio.wait_for(child.wait(), FORMAT_TIMEOUT)
+    except TimeoutError:
+        child.signal(9)
+        return f"mke2fs did not finish within {FORMAT_TIMEOUT:.0f} s"
+    return None if code == 0 else f"mke2fs exited with {code}: {tail(log_path)}"
+
+
+async def run(ctx: PhaseContext) -> str:
+    if not ctx.config.autoformat:
+        return "no device listed (pid1.autoformat)"
+    done = []
+    for name in ctx.config.autoformat:
+        path = device_path(name, ctx.path("dev"))
+        try:
+            verdict = await asyncio.wait_for(asyncio.to_thread(examine, path), EXAMINE_TIMEOUT)
+        except TimeoutError:
+            ctx.log.warning(f"autoformat: {path} did not answer a read within {EXAMINE_TIMEOUT:.0f} s: left as it is")
+            continue
+        if not verdict.blank:
+            ctx.log.notice(f"autoformat: {path} {verdict.why}")
+            done.append(f"{path} kept")
+            continue
+        ctx.log.notice(f"autoformat: {path}: {verdict.why}: formatting it ext4, label {ctx.config.storage_label}")
+        error = await format_device(ctx, path)
+        if error:
+            ctx.log.error(f"autoformat: {path}: {error}")
+            done.append(f"{path} failed")
+            continue
+        if verdict.boot2docker_files:
+            ctx.shared.setdefault("boot2docker_files", {}).update(verdict.boot2docker_files)
+            ctx.log.info(f"autoformat: {path}: kept {len(verdict.boot2docker_files)} files of its userdata.tar")
+        done.append(f"{path} formatted")
+    return ", ".join(done)
+
+
+PHASE = Phase(name="autoformat", run=run, needs=("mounts", "modules"), required=False, doc=__doc__ or "")

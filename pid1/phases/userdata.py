@@ -1,0 +1,332 @@
+"""userdata: the first-boot configuration, before dockerd starts. Needs
+storage (its scan of the block devices, and the DOCKER disk for the host
+state) and modules (isofs and vfat come with the kernel's request).
+
+Sources, the first found wins: a NoCloud volume (filesystem label cidata or
+CIDATA, ISO 9660 or vfat, with user-data and meta-data), an OpenStack
+config-2 drive (openstack/latest/user_data and meta_data.json), then the copy
+kept in the host state (pid1.host_state) from an earlier boot. A volume's
+user-data that cannot be used (malformed, too big) is an error with the
+reason, and the kept copy applies instead: the machine stays as it was.
+
+Applies what must be in place before the engine: the user-data's pid1 keys
+(the kernel command line wins), the hostname, daemon.json (checked by
+pid1.daemon_json; refused whole with the reason, and the last good one used),
+and the files of write_files, kept in the host state and bound into dom0 and
+the console. Publishes `ctx.shared["userdata"]` (an `Applied`) for dockerd,
+the system containers and the runcmd phase, and records `state.userdata`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pid1 import syscalls
+from pid1.blockdev import LabelledDevice, Scan, scan_for_label
+from pid1.config import KERNEL, USER_DATA, apply_settings
+from pid1.host_state import MAX_READ, HostState
+from pid1.phases import Phase, PhaseContext
+from pid1.threads import bounded
+
+if TYPE_CHECKING:
+    from pid1.userdata import MetaData, UserData
+
+NOCLOUD_LABELS = ("cidata", "CIDATA")
+CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
+READ_TIMEOUT = 10.0  # a volume that does not answer in this time is skipped
+# Keys read before this phase runs: from the user-data they would come too late.
+EARLY_KEYS = frozenset({"phases", "extra_phases", "cgroups", "storage_label", "docker_root", "storage_wait",
+                        "state_dir", "console", "view_tty", "userdata", "autoformat"})  # fmt: skip
+
+
+@dataclass
+class Applied:
+    """What the user-data gave the later phases."""
+
+    data: UserData | None = None  # None: no user-data (pid1.userdata is imported only when there is one)
+    meta: MetaData | None = None
+    host_state: HostState | None = None
+    daemon_json: str | None = None  # path of the daemon.json dockerd gets
+    env: dict[str, str] = field(default_factory=dict)  # proxies, for dockerd, dom0 and the console
+    binds: list[str] = field(default_factory=list)  # write_files' files, "host:container"
+    instance_key: str | None = None  # the instance-id, else a digest of the user-data
+
+
+@dataclass(frozen=True)
+class Found:
+    source: str  # "nocloud /dev/sr0", "config-2 /dev/vdb", "kept copy"
+    userdata: bytes
+    metadata: bytes
+
+
+# --- finding the source --------------------------------------------------------------------------
+def read_bounded(path: str, limit: int = MAX_READ) -> bytes | None:
+    """A regular file's first `limit` bytes, or None: no symlinks followed, no
+    FIFO opened for reading (it could block for ever), nothing unbounded."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def read_volume(device: LabelledDevice, mountpoint: str) -> Found:
+    """Mount the volume read-only, read its user-data and meta-data, unmount."""
+    os.makedirs(mountpoint, mode=0o700, exist_ok=True)
+    flags = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+    syscalls.mount(device.path, mountpoint, device.fstype, flags)
+    try:
+        if device.label in CONFIG_DRIVE_LABELS:
+            base = os.path.join(mountpoint, "openstack/latest")
+            userdata = read_bounded(os.path.join(base, "user_data"))
+            metadata = read_bounded(os.path.join(base, "meta_data.json"))
+            kind = "config-2"
+        else:
+            userdata = read_bounded(os.path.join(mountpoint, "user-data"))
+            metadata = read_bounded(os.path.join(mountpoint, "meta-data"))
+            kind = "nocloud"
+    finally:
+        syscalls.umount(mountpoint)
+    if userdata is None:
+        raise FileNotFoundError(f"{kind} volume {device.path} has no user-data file")
+    return Found(f"{kind} {device.path}", userdata, metadata or b"")
+
+
+def volumes(scan: Scan) -> list[LabelledDevice]:
+    return [d for d in scan.with_label(*NOCLOUD_LABELS, *CONFIG_DRIVE_LABELS) if d.fstype in ("iso9660", "vfat")]
+
+
+async def find_source(ctx: PhaseContext, host_state: HostState) -> tuple[Found | None, list[str]]:
+    """The first source that has a user-data, and why the others had none."""
+    scan: Scan | None = ctx.shared.get("block_scan")
+    problems: list[str] = []
+    if scan is None:  # storage found the data root mounted already and did not scan
+        try:
+            scan = await bounded(scan_for_label, ctx.config.storage_label, ctx.path("sys"), ctx.path("dev"),
+                                 timeout=ctx.config.io_timeout, name="userdata-scan")  # fmt: skip
+        except TimeoutError:
+            problems.append(f"the disk scan did not finish within {ctx.config.io_timeout:.0f} s")
+            scan = Scan(labelled=[])
+    for device in volumes(scan):
+        try:
+            found = await bounded(read_volume, device, ctx.path("run/only-docker/source"), timeout=READ_TIMEOUT,
+                                  name="userdata-read")  # fmt: skip
+        except (OSError, TimeoutError) as exc:
+            problems.append(f"{device.path} ({device.label}): {exc or f'no answer within {READ_TIMEOUT:.0f} s'}")
+            continue
+        return found, problems
+    kept = host_state.read("user-data")
+    if kept is not None:
+        return Found("kept copy", kept, host_state.read("meta-data") or b""), problems
+    return None, problems
+
+
+# --- applying --------------------------------------------------------------------------------------
+def instance_key(meta: MetaData, raw: bytes) -> str:
+    """What runcmd's once-per-instance is keyed by: the instance-id when there
+    is one (safe as a file name), else a digest of the user-data itself."""
+    if meta.instance_id:
+        return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in meta.instance_id)[:128]
+    return "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def apply_keys(ctx: PhaseContext, data: UserData, warnings: list[str]) -> list[str]:
+    """The user-data's pid1 keys on the live config (the kernel command line
+    wins), and its hostname; returns the keys that took."""
+    from pid1.phases import hostname
+
+    settings = dict(data.settings)
+    if data.hostname and "hostname" not in settings:
+        settings["hostname"] = data.hostname
+    before = ctx.config.hostname
+    for name in sorted(EARLY_KEYS & set(settings)):
+        warnings.append(f"pid1.{name} is read before the user-data: it applies only on the kernel command line")
+        del settings[name]
+    for name in sorted(settings):
+        if ctx.config.origins.get(name) == KERNEL:
+            warnings.append(f"pid1.{name}: the kernel command line's value wins over the user-data's")
+            del settings[name]
+    taken = apply_settings(ctx.config, settings, USER_DATA, warnings)
+    if ctx.config.hostname != before:
+        hostname.rename(ctx, before, ctx.config.hostname)
+    return taken
+
+
+def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState, errors: list[str]) -> str | None:
+    data = applied.data
+    if data is None or data.docker is None:
+        host_state.remove("daemon.json")  # pid1 wrote it for an earlier user-data: not wanted now
+        return None
+    from pid1.daemon_json import check_daemon_json  # only with a docker section
+
+    checked = check_daemon_json(data.docker, ctx.config.dockerd_args)
+    if checked.valid:
+        applied.env.update(checked.env)
+        applied.daemon_json = host_state.write("daemon.json", json.dumps(checked.config, indent=2).encode() + b"\n")
+        return f"daemon.json ({', '.join(sorted(checked.config)) or 'empty'})"
+    last_good = host_state.path("daemon.json") if host_state.marked("daemon.json") else None
+    fallback = "the last good daemon.json" if last_good else "dockerd's defaults"
+    errors.append(f"docker section refused ({'; '.join(checked.errors)}): dockerd starts with {fallback}")
+    applied.daemon_json = last_good
+    return None
+
+
+def apply_files(applied: Applied, host_state: HostState, warnings: list[str]) -> int:
+    written = 0
+    for entry in applied.data.write_files if applied.data else ():
+        relative = os.path.join("files", entry.path.lstrip("/"))
+        try:
+            if entry.append:
+                current = host_state.read(relative) or b""
+                path = host_state.write(relative, current + entry.content, entry.permissions)
+            else:
+                path = host_state.write(relative, entry.content, entry.permissions)
+        except OSError as exc:
+            warnings.append(f"write_files {entry.path}: {exc.strerror or exc}")
+            continue
+        applied.binds.append(f"{path}:{entry.path}")
+        written += 1
+    return written
+
+
+def keep_boot2docker_files(ctx: PhaseContext, host_state: HostState) -> list[str]:
+    """docker-machine's userdata.tar (found by autoformat on the disk it
+    formatted): its files kept under boot2docker/, its SSH keys returned."""
+    from pid1.userdata import ssh_key_problem
+
+    files: dict[str, bytes] = ctx.shared.get("boot2docker_files") or {}
+    keys: list[str] = []
+    for name, content in files.items():
+        try:
+            host_state.write(os.path.join("boot2docker", name), content)
+        except OSError as exc:
+            ctx.log.warning(f"userdata: boot2docker {name}: {exc.strerror or exc}")
+        if name in (".ssh/authorized_keys", ".ssh/authorized_keys2"):
+            lines = content.decode(errors="replace").splitlines()
+            keys += [line.strip() for line in lines if line.strip() and ssh_key_problem(line) is None]
+    return keys
+
+
+def keep_ssh_keys(host_state: HostState, keys: list[str]) -> None:
+    """Stored now; the SSH server in dom0 reads them (ssh/authorized_keys)."""
+    if keys:
+        host_state.write("ssh/authorized_keys", "".join(f"{key}\n" for key in dict.fromkeys(keys)).encode())
+    else:
+        host_state.remove("ssh/authorized_keys")
+
+
+def keep_boot_logs(ctx: PhaseContext, host_state: HostState) -> None:
+    """This boot's logs in the host state from now on: pid1's (its ring so far
+    first), the daemons' (containerd's from here, dockerd's from its start)."""
+    from pid1 import boot_logs
+
+    try:
+        current = boot_logs.rotate(host_state.path("logs"))
+        names = ("pid1", "dockerd", "containerd")
+        files = {name: boot_logs.CappedFile(os.path.join(current, f"{name}.log")) for name in names}
+    except OSError as exc:
+        ctx.log.warning(f"userdata: no boot logs in {host_state.path('logs')}: {exc.strerror or exc}")
+        return
+    for line in list(ctx.state.log):
+        files["pid1"].write(f"[{line.time:9.3f}] {line.level}: {line.message}\n")
+    for name, file in files.items():
+        ctx.log.copies[name] = file.write
+        ctx.add_stop_hook(f"{name} boot log", _closer(file))
+
+
+def _closer(file) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        file.close()
+
+    return close
+
+
+def keep_copy(host_state: HostState, found: Found) -> None:
+    if found.source == "kept copy":
+        return
+    host_state.write("user-data", found.userdata)
+    host_state.write("meta-data", found.metadata)
+    host_state.write("source", found.source.encode() + b"\n")
+
+
+async def run(ctx: PhaseContext) -> str:
+    persistent = ctx.state.storage.get("mode") == "disk"
+    host_state = HostState.under(ctx.path(ctx.config.docker_root), persistent)
+    applied = Applied(host_state=host_state)
+    ctx.shared["userdata"] = applied
+    record = ctx.state.userdata
+    record.update(source=None, instance_id=None, applied=[], warnings=[], errors=[], host_state=host_state.root,
+                  persistent=persistent)  # fmt: skip
+    if not persistent:
+        ctx.log.info(f"userdata: the host state ({host_state.root}) is in RAM: it is lost at power-off")
+    keep_boot_logs(ctx, host_state)
+    found, problems = await find_source(ctx, host_state)
+    for problem in problems:
+        ctx.log.warning(f"userdata: {problem}")
+        record["warnings"].append(problem)
+    boot2docker_keys = keep_boot2docker_files(ctx, host_state)
+    if found is None:
+        keep_ssh_keys(host_state, boot2docker_keys)
+        if boot2docker_keys or ctx.shared.get("boot2docker_files"):
+            record.update(source="boot2docker userdata.tar", applied=[f"{len(boot2docker_keys)} ssh keys"])
+            ctx.store.changed()
+            ctx.log.notice(f"userdata: from boot2docker's userdata.tar: {len(boot2docker_keys)} ssh keys kept")
+            return f"boot2docker userdata.tar: {len(boot2docker_keys)} ssh keys"
+        ctx.store.changed()
+        return "no user-data"
+    from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
+
+    try:
+        data = parse_userdata(found.userdata)
+    except UserDataError as exc:
+        error = f"user-data from {found.source}: {exc}; none of it applies"
+        ctx.log.error(f"userdata: {error}")
+        record["errors"].append(error)
+        kept = host_state.read("user-data") if found.source != "kept copy" else None
+        if kept is None:
+            ctx.store.changed()
+            return f"error: {exc}"
+        ctx.log.notice("userdata: applying the copy kept from an earlier boot instead")
+        found = Found("kept copy", kept, host_state.read("meta-data") or b"")
+        data = parse_userdata(found.userdata)
+    try:
+        meta = parse_meta_data(found.metadata)
+    except UserDataError as exc:
+        record["warnings"].append(f"meta-data: {exc}; no instance-id")
+        meta = MetaData()
+    applied.data, applied.meta = data, meta
+    applied.instance_key = instance_key(meta, found.userdata)
+    warnings, errors = list(data.warnings), list(record["errors"])
+    done = [f"pid1.{name}" for name in apply_keys(ctx, data, warnings)]
+    if (daemon := apply_daemon_json(ctx, applied, host_state, errors)) is not None:
+        done.append(daemon)
+    if (files := apply_files(applied, host_state, warnings)) > 0:
+        done.append(f"{files} file{'s' if files > 1 else ''}")
+    keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys)
+    if data.ssh_authorized_keys or boot2docker_keys:
+        done.append(f"{len(data.ssh_authorized_keys) + len(boot2docker_keys)} ssh keys kept")
+    keep_copy(host_state, found)
+    for warning in warnings:
+        ctx.log.warning(f"userdata: {warning}")
+    for error in errors[len(record["errors"]) :]:
+        ctx.log.error(f"userdata: {error}")
+    record.update(source=found.source, instance_id=meta.instance_id, kind=data.kind.value, applied=done,
+                  warnings=record["warnings"] + warnings, errors=errors)  # fmt: skip
+    ctx.store.changed()
+    ctx.log.notice(f"userdata: from {found.source}" + (f", instance {meta.instance_id}" if meta.instance_id else "")
+                   + f": {', '.join(done) or 'nothing to apply before dockerd'}")  # fmt: skip
+    return f"{found.source}: {len(done)} applied, {len(warnings)} warnings, {len(errors)} errors"
+
+
+PHASE = Phase(name="userdata", run=run, needs=("storage", "modules"), required=False, doc=__doc__ or "")

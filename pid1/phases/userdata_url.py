@@ -1,0 +1,120 @@
+"""userdata_url: the user-data from `pid1.userdata=URL` (http), fetched once
+the network is up, bounded in time and size. Needs network and userdata
+(whose volume, when there was one, wins: the URL is then not fetched).
+
+A URL ending in `/` is a NoCloud seed (`user-data` and `meta-data` under it);
+any other URL is the user-data itself. What it gives is kept in the host
+state. Engine settings, files and pid1 keys must be in place before dockerd,
+which started before the network: they apply from the copy kept for the next
+boot (applied before dockerd), and the log says so. runcmd and the script run
+now (the runcmd phase waits for this one), and so does the hostname.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from pid1 import syscalls
+from pid1.config import KERNEL
+from pid1.phases import Phase, PhaseContext
+
+if TYPE_CHECKING:
+    from pid1.phases.userdata import Applied
+
+FETCH_TIMEOUT = 30.0
+VOLUME_SOURCES = ("nocloud ", "config-2 ")
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+async def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
+    """GET url: its body (at most MAX_USERDATA_BYTES), or FetchError saying why."""
+    import aiohttp  # aiodocker's HTTP client, loaded with it already
+
+    from pid1.userdata import MAX_USERDATA_BYTES
+
+    limit = MAX_USERDATA_BYTES
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.get(url, allow_redirects=True, max_redirects=3) as response:
+                if response.status != 200:
+                    raise FetchError(f"{url} answered {response.status} {response.reason or ''}".strip())
+                body = await response.content.read(limit + 1)
+    except TimeoutError:
+        raise FetchError(f"{url} did not answer within {timeout:.0f} s") from None
+    except aiohttp.ClientError as exc:
+        raise FetchError(f"{url}: {exc}") from None
+    if len(body) > limit:
+        raise FetchError(f"{url} gave more than the {limit // 1024} KiB a user-data may be")
+    return body
+
+
+async def run(ctx: PhaseContext) -> str:
+    url = ctx.config.userdata
+    applied: Applied | None = ctx.shared.get("userdata")
+    if not url:
+        return "no pid1.userdata URL"
+    if not url.startswith("http://"):
+        ctx.log.warning(f"userdata: pid1.userdata={url!r} is not an http:// URL: ignored")
+        return "not an http URL"
+    source = (ctx.state.userdata.get("source") or "") if applied else ""
+    if source.startswith(VOLUME_SOURCES):
+        return f"a volume came first ({source}): {url} not fetched"
+    if ctx.state.network.get("status") != "up":
+        ctx.log.warning(f"userdata: the network is not up: {url} is tried anyway")
+    try:
+        raw = await fetch(url + "user-data" if url.endswith("/") else url)
+        meta_raw = (await fetch(url + "meta-data")) if url.endswith("/") else b""
+    except FetchError as exc:
+        ctx.log.warning(f"userdata: {exc}; the boot goes on without it")
+        ctx.state.userdata.setdefault("warnings", []).append(str(exc))
+        ctx.store.changed()
+        return f"not fetched: {exc}"
+    from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
+
+    try:
+        data = parse_userdata(raw)
+        meta = parse_meta_data(meta_raw) if meta_raw else MetaData()
+    except UserDataError as exc:
+        error = f"user-data from {url}: {exc}; none of it applies"
+        ctx.log.error(f"userdata: {error}")
+        ctx.state.userdata.setdefault("errors", []).append(error)
+        ctx.store.changed()
+        return f"error: {exc}"
+    return apply_late(ctx, applied, url, raw, meta_raw, data, meta)
+
+
+def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes, meta_raw: bytes, data, meta) -> str:
+    from pid1.phases.userdata import instance_key
+
+    if applied is None or applied.host_state is None:
+        return "no host state to keep it in"
+    state = applied.host_state
+    changed = state.read("user-data") != raw
+    state.write("user-data", raw)
+    state.write("meta-data", meta_raw)
+    state.write("source", f"url {url}\n".encode())
+    applied.data, applied.meta = data, meta
+    applied.instance_key = instance_key(meta, raw)
+    done = []
+    from_kernel = ctx.config.origins.get("hostname") == KERNEL
+    if data.hostname and not from_kernel and socket.gethostname() != data.hostname:
+        syscalls.sethostname(data.hostname)
+        done.append(f"hostname {data.hostname}")
+    if changed and (data.docker is not None or data.write_files or data.settings):
+        ctx.log.notice(f"userdata: engine settings, files and pid1 keys from {url} apply from the next boot "
+                       "(they must be in place before dockerd, which starts before the network)")  # fmt: skip
+    for warning in data.warnings:
+        ctx.log.warning(f"userdata: {warning}")
+    ctx.state.userdata.update(source=f"url {url}", instance_id=meta.instance_id, kind=data.kind.value,
+                              applied=done + (["runcmd"] if data.runcmd or data.script else []))  # fmt: skip
+    ctx.state.userdata.setdefault("warnings", []).extend(data.warnings)
+    ctx.store.changed()
+    ctx.log.notice(f"userdata: from url {url}: {', '.join(done) or 'kept for the next boot'}")
+    return f"url {url}: {'changed' if changed else 'as kept'}, {len(data.warnings)} warnings"
+
+
+PHASE = Phase(name="userdata_url", run=run, needs=("network", "userdata"), required=False, doc=__doc__ or "")

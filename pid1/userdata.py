@@ -1,0 +1,380 @@
+"""User-data: what a user gives the machine for its first boot, parsed and
+checked into a `UserData` before anything of it is applied.
+
+Two kinds, as cloud-init reads them:
+- `#cloud-config` YAML, the subset that fits a host made of containers:
+  `hostname`, `write_files`, `ssh_authorized_keys`, `ntp`, `runcmd`, and this
+  project's own section, `only_docker:` (any `pid1.*` key by name, and
+  `docker:`, dockerd's daemon.json, checked by pid1.daemon_json);
+- a script (`#!...`), run once per instance in dom0.
+
+Everything else is a warning that names it, and the rest applies: a user-data
+written for cloud-init or RancherOS that uses only these keys works as it is.
+A malformed document is an error with the reason, and nothing of it applies.
+Nothing here touches the machine; the YAML parser is imported only when there
+is a cloud-config to read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import posixpath
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# cloud-init sets no limit; clouds do (EC2 16 KiB, OpenStack 64 KiB). A user-data
+# is read whole into PID 1, so bound it well above what any real one needs.
+MAX_USERDATA_BYTES = 1024 * 1024
+MAX_FILES = 256
+MAX_FILE_BYTES = 1024 * 1024
+MAX_KEYS = 256
+MAX_COMMANDS = 128
+MAX_NTP_SERVERS = 16
+SECTION = "only_docker"
+# Where write_files may write: directories dom0 and the console get from the
+# host. A path elsewhere (the engine's, pid1's, the kernel's) is refused.
+WRITABLE_PREFIXES = ("/etc/", "/root/", "/home/", "/opt/", "/srv/", "/usr/local/", "/var/lib/only-docker/files/")
+HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+SSH_KEY_TYPES = (
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+)  # fmt: skip
+CLOUD_INIT_KEYS = ("hostname", "write_files", "ssh_authorized_keys", "ntp", "runcmd", SECTION)
+
+
+class Kind(enum.Enum):
+    NONE = "none"
+    CLOUD_CONFIG = "cloud-config"
+    SCRIPT = "script"
+
+
+class UserDataError(ValueError):
+    """The document as a whole cannot be used (the reason says why)."""
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: str
+    content: bytes
+    permissions: int = 0o644
+    append: bool = False
+
+
+@dataclass
+class UserData:
+    kind: Kind = Kind.NONE
+    hostname: str | None = None
+    write_files: list[WriteFile] = field(default_factory=list)
+    ssh_authorized_keys: list[str] = field(default_factory=list)
+    ntp_servers: list[str] = field(default_factory=list)
+    runcmd: list[list[str]] = field(default_factory=list)  # argv each; a string runs as sh -c
+    script: bytes | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # pid1 key -> value, as on the command line
+    docker: dict[str, Any] | None = None  # dockerd's daemon.json as given, checked by pid1.daemon_json
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """What it asks for, one short item each (the log, the state, VT2)."""
+        items = []
+        if self.hostname:
+            items.append(f"hostname {self.hostname}")
+        for label, count in (("file", len(self.write_files)), ("ssh key", len(self.ssh_authorized_keys)),
+                             ("ntp server", len(self.ntp_servers)), ("command", len(self.runcmd))):  # fmt: skip
+            if count:
+                items.append(f"{count} {label}{'s' if count > 1 else ''}")
+        if self.script is not None:
+            items.append("a script")
+        if self.settings:
+            items.append("pid1 " + ",".join(sorted(self.settings)))
+        if self.docker is not None:
+            items.append("daemon.json")
+        return items
+
+
+@dataclass(frozen=True)
+class MetaData:
+    instance_id: str | None = None
+    local_hostname: str | None = None
+
+
+def parse_userdata(raw: bytes) -> UserData:
+    """Parse a user-data document. Raises UserDataError when none of it can be
+    used (too big, not UTF-8, malformed YAML, not a mapping, an unknown kind)."""
+    if len(raw) > MAX_USERDATA_BYTES:
+        raise UserDataError(f"{len(raw)} bytes: larger than the {MAX_USERDATA_BYTES // 1024} KiB a user-data may be")
+    if raw[:2] == b"\x1f\x8b":  # cloud-init accepts a gzipped user-data
+        raw = _gunzip(raw, MAX_USERDATA_BYTES, "user-data")
+    if not raw.strip():
+        return UserData()
+    if raw.startswith(b"#!"):
+        return UserData(kind=Kind.SCRIPT, script=raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserDataError(f"not UTF-8 text (byte {exc.start})") from None
+    first = text.lstrip("\ufeff").split("\n", 1)[0].strip()
+    if first != "#cloud-config":
+        raise UserDataError(f"starts with {first[:40]!r}: expected '#cloud-config' or a '#!' script")
+    document = _load_yaml(text)
+    if document is None:
+        return UserData(kind=Kind.CLOUD_CONFIG)
+    if not isinstance(document, dict):
+        raise UserDataError(f"the cloud-config is a {type(document).__name__}, not a mapping of keys")
+    return _cloud_config(document)
+
+
+def parse_meta_data(raw: bytes) -> MetaData:
+    """NoCloud's meta-data (YAML) or OpenStack's meta_data.json. A bad one
+    gives no instance-id (so once-per-instance work runs once per boot's
+    user-data, not never): the caller logs the reason."""
+    if not raw.strip():
+        return MetaData()
+    text = raw[:MAX_USERDATA_BYTES].decode("utf-8", errors="replace")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = _load_yaml(text)
+    if not isinstance(document, dict):
+        raise UserDataError("meta-data is not a mapping")
+    instance = document.get("instance-id", document.get("uuid"))
+    hostname = document.get("local-hostname", document.get("hostname"))
+    return MetaData(
+        instance_id=str(instance) if isinstance(instance, (str, int)) else None,
+        local_hostname=str(hostname) if isinstance(hostname, str) else None,
+    )
+
+
+# --- the cloud-config keys ------------------------------------------------------------------
+def _cloud_config(document: dict[Any, Any]) -> UserData:
+    data = UserData(kind=Kind.CLOUD_CONFIG)
+    for key in document:
+        if key not in CLOUD_INIT_KEYS:
+            data.warnings.append(
+                f"unknown key {str(key)[:60]!r}: ignored (this system applies {', '.join(CLOUD_INIT_KEYS)})"
+            )
+    if "hostname" in document:
+        data.hostname = _hostname(document["hostname"], data.warnings)
+    if "write_files" in document:
+        data.write_files = _write_files(document["write_files"], data.warnings)
+    if "ssh_authorized_keys" in document:
+        data.ssh_authorized_keys = _ssh_keys(document["ssh_authorized_keys"], data.warnings)
+    if "ntp" in document:
+        data.ntp_servers = _ntp(document["ntp"], data.warnings)
+    if "runcmd" in document:
+        data.runcmd = _runcmd(document["runcmd"], data.warnings)
+    if SECTION in document:
+        _own_section(document[SECTION], data)
+    return data
+
+
+def _hostname(value: Any, warnings: list[str]) -> str | None:
+    if isinstance(value, str) and HOSTNAME.match(value):
+        return value
+    warnings.append(f"hostname {str(value)[:80]!r} is not a host name (letters, digits, '-', at most 64): ignored")
+    return None
+
+
+def _write_files(value: Any, warnings: list[str]) -> list[WriteFile]:
+    if not isinstance(value, list):
+        warnings.append("write_files is not a list: ignored")
+        return []
+    files: list[WriteFile] = []
+    for index, entry in enumerate(value):
+        if len(files) >= MAX_FILES:
+            warnings.append(f"write_files: more than {MAX_FILES} files; the rest ignored")
+            break
+        try:
+            files.append(_write_file(entry))
+        except UserDataError as exc:
+            warnings.append(f"write_files[{index}]: {exc}; skipped")
+    return files
+
+
+def _write_file(entry: Any) -> WriteFile:
+    if not isinstance(entry, dict):
+        raise UserDataError("not a mapping with path and content")
+    path = writable_path(entry.get("path"))
+    content = entry.get("content", "")
+    if not isinstance(content, (str, bytes)):
+        raise UserDataError(f"content of {path} is a {type(content).__name__}, not text")
+    data = content.encode() if isinstance(content, str) else content
+    encoding = str(entry.get("encoding", "text")).lower()
+    if encoding in ("b64", "base64", "gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
+        try:
+            data = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise UserDataError(f"content of {path} is not base64 ({exc})") from None
+    if encoding in ("gz", "gzip", "gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
+        data = _gunzip(data, MAX_FILE_BYTES, path)
+    elif encoding not in ("text", "b64", "base64"):
+        raise UserDataError(f"unknown encoding {encoding!r} for {path} (text, b64, gzip, gz+b64)")
+    if len(data) > MAX_FILE_BYTES:
+        raise UserDataError(f"{path} is {len(data)} bytes, over {MAX_FILE_BYTES // 1024} KiB")
+    return WriteFile(path=path, content=data, permissions=_permissions(entry.get("permissions", "0644"), path),
+                     append=bool(entry.get("append", False)))  # fmt: skip
+
+
+def writable_path(value: Any) -> str:
+    """The normalised absolute path, or UserDataError if it is not one that
+    write_files may write (outside the allowed directories, or escaping them)."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise UserDataError(f"path {str(value)[:80]!r} is not an absolute path")
+    if "\0" in value or any(part == ".." for part in value.split("/")):
+        raise UserDataError(f"path {value[:80]!r} climbs out with '..'")
+    path = posixpath.normpath(value)
+    if not any(path.startswith(prefix) for prefix in WRITABLE_PREFIXES):
+        raise UserDataError(
+            f"path {path[:80]!r} is outside what write_files may write ({', '.join(WRITABLE_PREFIXES)})"
+        )
+    return path
+
+
+def _permissions(value: Any, path: str) -> int:
+    try:
+        mode = value if isinstance(value, int) else int(str(value), 8)
+    except ValueError:
+        raise UserDataError(f"permissions {value!r} of {path} are not octal") from None
+    if not 0 <= mode <= 0o7777:
+        raise UserDataError(f"permissions {value!r} of {path} are out of range")
+    return mode
+
+
+def _ssh_keys(value: Any, warnings: list[str]) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        warnings.append("ssh_authorized_keys is not a list: ignored")
+        return []
+    keys: list[str] = []
+    for index, line in enumerate(value):
+        if len(keys) >= MAX_KEYS:
+            warnings.append(f"ssh_authorized_keys: more than {MAX_KEYS} keys; the rest ignored")
+            break
+        reason = ssh_key_problem(line)
+        if reason:
+            warnings.append(f"ssh_authorized_keys[{index}]: {reason}; skipped")
+        else:
+            keys.append(line.strip())
+    return keys
+
+
+def ssh_key_problem(line: Any) -> str | None:
+    """Why `line` is not an authorized_keys line, or None. Options before the
+    key type (`from="..." ssh-ed25519 AAAA...`) are allowed, as sshd reads them."""
+    if not isinstance(line, str) or "\n" in line.strip() or len(line) > 16384:
+        return "not one line of text"
+    words = line.split()
+    for position, word in enumerate(words[:-1]):
+        if word in SSH_KEY_TYPES:
+            try:
+                blob = base64.b64decode(words[position + 1], validate=True)
+            except (binascii.Error, ValueError):
+                return f"the {word} key is not base64"
+            # The blob starts with the key type again, as a length-prefixed string.
+            if blob[4 : 4 + len(word)] != word.encode():
+                return f"the {word} key's data does not match its type"
+            return None
+    return f"no key type ({', '.join(SSH_KEY_TYPES[:3])}, ...) in {line.strip()[:40]!r}"
+
+
+def _ntp(value: Any, warnings: list[str]) -> list[str]:
+    if not isinstance(value, dict):
+        warnings.append("ntp is not a mapping (servers, pools): ignored")
+        return []
+    servers: list[str] = []
+    for key in ("servers", "pools"):
+        entries = value.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(s, str) and s and " " not in s for s in entries):
+            warnings.append(f"ntp.{key} is not a list of host names: ignored")
+            continue
+        servers += entries
+    for key in value:
+        if key not in ("servers", "pools", "enabled"):
+            warnings.append(f"ntp.{key}: not supported (busybox ntpd takes servers): ignored")
+    if len(servers) > MAX_NTP_SERVERS:
+        warnings.append(f"ntp: more than {MAX_NTP_SERVERS} servers; the rest ignored")
+    return servers[:MAX_NTP_SERVERS] if value.get("enabled", True) is not False else []
+
+
+def _runcmd(value: Any, warnings: list[str]) -> list[list[str]]:
+    if not isinstance(value, list):
+        warnings.append("runcmd is not a list: ignored")
+        return []
+    commands: list[list[str]] = []
+    for index, entry in enumerate(value):
+        if len(commands) >= MAX_COMMANDS:
+            warnings.append(f"runcmd: more than {MAX_COMMANDS} commands; the rest ignored")
+            break
+        if isinstance(entry, str) and entry.strip():
+            commands.append(["sh", "-c", entry])
+        elif isinstance(entry, list) and entry and all(isinstance(a, (str, int, float)) for a in entry):
+            commands.append([str(a) for a in entry])
+        else:
+            warnings.append(f"runcmd[{index}] is neither a command line nor a list of words: skipped")
+    return commands
+
+
+def _own_section(value: Any, data: UserData) -> None:
+    """`only_docker:` -- pid1 keys by name (with or without `pid1.`) and `docker:`."""
+    from pid1.config import known_keys
+
+    if not isinstance(value, dict):
+        data.warnings.append(f"{SECTION} is not a mapping: ignored")
+        return
+    known = known_keys()
+    for key, setting in value.items():
+        name = str(key).removeprefix("pid1.").replace("-", "_")
+        if name == "docker":
+            if isinstance(setting, dict):
+                data.docker = setting
+            else:
+                data.warnings.append(f"{SECTION}.docker is not a mapping (daemon.json's keys): ignored")
+        elif name in known:
+            text = _setting_text(setting)
+            if text is None:
+                data.warnings.append(f"{SECTION}.{key}: {str(setting)[:60]!r} is not a plain value: ignored")
+            else:
+                data.settings[name] = text
+        else:
+            data.warnings.append(f"{SECTION}.{str(key)[:60]}: not a pid1 key (python -m pid1 keys): ignored")
+
+
+def _setting_text(value: Any) -> str | None:
+    """A YAML value as the command line would write it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ",".join(str(v) for v in value)
+    return None
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _load_yaml(text: str) -> Any:
+    import yaml  # only when there is a cloud-config: pid1 without user-data never loads it
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserDataError(f"malformed YAML{at}: {problem}") from None
+
+
+def _gunzip(data: bytes, limit: int, what: str) -> bytes:
+    """Decompress at most `limit` bytes (a small gzip can unpack to gigabytes)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise UserDataError(f"{what} is not valid gzip ({exc})") from None
+    if len(out) > limit:
+        raise UserDataError(f"{what} unpacks to more than {limit // 1024} KiB")
+    return out

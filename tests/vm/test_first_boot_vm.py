@@ -1,0 +1,95 @@
+"""First boot with no volume and blank disks, in the real image under qemu
+(one boot): `pid1.userdata=http://10.0.2.2:PORT/seed/` served by the test on
+127.0.0.1 (qemu's user network maps 10.0.2.2 to the host's loopback), and
+`pid1.autoformat=vda,vdb,vdc` over a zero disk, a disk as docker-machine
+makes it (boot2docker's magic, then its userdata.tar with an SSH key) and a
+disk holding data. The first two become DOCKER, the data disk is
+byte-for-byte unchanged, the URL's hostname and runcmd apply."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+from test_boot import STEP, shell_ready
+
+from pid1.autoformat import BOOT2DOCKER_MAGIC
+from pid1.blockdev import read_superblock
+
+pytestmark = pytest.mark.vm
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHyXlQ7L0k0pZ3bW1m8Xr2tO6D9mJb8+6b3fXoWkE0aH docker-machine"
+USER_DATA = b"""#cloud-config
+hostname: from-url
+runcmd:
+  - docker tag busybox:latest url-ran:1
+"""
+
+
+@pytest.fixture
+def served():
+    files = {"/seed/user-data": USER_DATA, "/seed/meta-data": b"instance-id: iid-url-vm\n"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def disk(path: Path, head: bytes = b"", at: int = 0, size_mb: int = 512) -> str:
+    with open(path, "wb") as f:
+        f.seek(at)
+        f.write(head)
+        f.truncate(size_mb << 20)
+    return str(path)
+
+
+def machine_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in ((BOOT2DOCKER_MAGIC.decode(), BOOT2DOCKER_MAGIC), (".ssh/authorized_keys", KEY.encode())):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_url_user_data_and_blank_disks_on_the_first_boot(boot, served, tmp_path) -> None:
+    zero = disk(tmp_path / "zero.img")
+    machine = disk(tmp_path / "machine.img", machine_tar())
+    data = disk(tmp_path / "data.img", b"precious", at=700 * 1024)
+    before = hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    append = [f"pid1.userdata=http://10.0.2.2:{served}/seed/", "pid1.autoformat=vda,vdb,vdc"]
+    vm = boot("first-boot", append=append, disks=[zero, machine, data])
+    vm.wait_for(r"pid1: autoformat: /dev/vdc holds data \(non-zero bytes from offset 716800\)", STEP, since_mark=False)
+    shell_ready(vm)
+    status = vm.shell("cat /run/pid1/status", STEP)
+    assert "boot:    disk /dev/vda (ext4, DOCKER)" in status, status
+    vm.wait_for(r"pid1: phase runcmd done", STEP, since_mark=False)
+    assert vm.shell("hostname", STEP).strip() == "from-url", vm.tail()
+    assert "url-ran" in vm.shell("docker images --format '{{.Repository}}' url-ran", STEP), vm.tail()
+    vm.send("echo poweroff > /run/pid1/control\n")
+    vm.wait_exit(STEP)
+    assert read_superblock(zero) == ("ext4", "DOCKER") and read_superblock(machine) == ("ext4", "DOCKER")
+    assert hashlib.sha256(Path(data).read_bytes()).hexdigest() == before, "the data disk was changed"
+    # docker-machine's key, kept in the host state on the disk that was used (vda)
+    keys = subprocess.run(["debugfs", "-R", "cat /only-docker/ssh/authorized_keys", zero], capture_output=True,
+                          text=True, timeout=60).stdout  # fmt: skip
+    assert keys.strip() == KEY, keys
