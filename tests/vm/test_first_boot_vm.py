@@ -76,7 +76,8 @@ def test_a_url_user_data_and_blank_disks_on_the_first_boot(boot, served, tmp_pat
     machine = disk(tmp_path / "machine.img", machine_tar())
     data = disk(tmp_path / "data.img", b"precious", at=700 * 1024)
     before = hashlib.sha256(Path(data).read_bytes()).hexdigest()
-    append = [f"pid1.userdata=http://10.0.2.2:{served}/seed/", "pid1.autoformat=vda,vdb,vdc"]
+    # console_log=all: the test waits for pid1's runcmd line, which comes after the console's prompt
+    append = [f"pid1.userdata=http://10.0.2.2:{served}/seed/", "pid1.autoformat=vda,vdb,vdc", "pid1.console_log=all"]
     vm = boot("first-boot", append=append, disks=[zero, machine, data])
     vm.wait_for(r"pid1: autoformat: /dev/vdc holds data \(non-zero bytes from offset 716800\)", STEP, since_mark=False)
     shell_ready(vm)

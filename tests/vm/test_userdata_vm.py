@@ -34,6 +34,9 @@ only_docker:
   docker:
     registry-mirrors: [http://10.0.2.2:5000]
 """
+# The tests wait for pid1's lines after the console's prompt (runcmd comes
+# after dom0), which the console_log phase keeps off the console by default.
+ALL_LINES = ["pid1.console_log=all"]
 REFUSED = """#cloud-config
 hostname: ud-vm
 only_docker:
@@ -65,7 +68,9 @@ def marks(vm) -> int:
 
 
 def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, disk, tmp_path) -> None:
-    first = boot("userdata-1", disk=disk, cdroms=[nocloud_iso(tmp_path / "a.iso", USER_DATA, "iid-vm-1")])
+    first = boot(
+        "userdata-1", append=ALL_LINES, disk=disk, cdroms=[nocloud_iso(tmp_path / "a.iso", USER_DATA, "iid-vm-1")]
+    )
     first.wait_for(r"pid1: userdata: from nocloud /dev/sr\d, instance iid-vm-1", STEP, since_mark=False)
     shell_ready(first)
     assert first.shell("hostname", STEP).strip() == "ud-vm", first.tail()
@@ -80,7 +85,9 @@ def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, d
     first.send("echo poweroff > /run/pid1/control\n")  # the orderly stop
     first.wait_exit(STEP)
 
-    second = boot("userdata-2", disk=disk, cdroms=[nocloud_iso(tmp_path / "b.iso", REFUSED, "iid-vm-1")])
+    second = boot(
+        "userdata-2", append=ALL_LINES, disk=disk, cdroms=[nocloud_iso(tmp_path / "b.iso", REFUSED, "iid-vm-1")]
+    )
     shell_ready(second)
     second.wait_for(r"pid1: phase runcmd done", STEP, since_mark=False)
     assert marks(second) == 1, second.tail()  # the same instance: not again
