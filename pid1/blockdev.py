@@ -291,6 +291,17 @@ def is_block_uevent(message: bytes) -> bool:
     return action in (b"add", b"change") and b"SUBSYSTEM=block" in parts
 
 
+def removed_block_device(message: bytes) -> str | None:
+    """The DEVNAME of a block device a kernel uevent says was removed, or None."""
+    parts = message.split(b"\0")
+    if parts[0].split(b"@", 1)[0] != b"remove" or b"SUBSYSTEM=block" not in parts:
+        return None
+    for part in parts:
+        if part.startswith(b"DEVNAME="):
+            return part[len(b"DEVNAME=") :].decode(errors="replace")
+    return None
+
+
 class UeventListener:
     """The kernel's device events, as udev receives them. Open it before the
     first scan so no device added between the scan and the wait is missed."""
@@ -323,6 +334,25 @@ class UeventListener:
                     continue
                 raise
             relevant = relevant or is_block_uevent(message)
+
+    def removed(self) -> tuple[set[str], bool]:
+        """Read every queued event: the block devices removed, and whether
+        events were lost (one of them might have been a removal)."""
+        gone: set[str] = set()
+        lost = False
+        while True:
+            try:
+                message = self.sock.recv(65536)
+            except BlockingIOError:
+                return gone, lost
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    lost = True
+                    continue
+                raise
+            name = removed_block_device(message)
+            if name:
+                gone.add(name)
 
     def close(self) -> None:
         self.sock.close()

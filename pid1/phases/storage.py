@@ -16,7 +16,7 @@ import asyncio
 import os
 import time
 
-from pid1.blockdev import MountEntry, Scan, UeventListener, mount_at, read_superblock, scan_for_label
+from pid1.blockdev import LabelledDevice, MountEntry, Scan, UeventListener, mount_at, read_superblock, scan_for_label
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
@@ -87,8 +87,8 @@ def open_listener(ctx: PhaseContext) -> UeventListener | None:
         return None
 
 
-async def readable(fd: int, timeout: float) -> None:
-    """Wait until fd is readable or timeout seconds have passed."""
+async def readable(fd: int, timeout: float | None) -> None:
+    """Wait until fd is readable or timeout seconds have passed (None: no bound)."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
     loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
@@ -147,6 +147,31 @@ async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
     return scan, time.monotonic() - started
 
 
+async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str) -> None:
+    """The service: the mounted DOCKER disk going away (unplugged, a cloud
+    volume detached) is said at once, in the log and the state, rather than
+    left to the kernel's I/O errors. Nothing can be done for what dockerd
+    writes there meanwhile; the machine stays up for what runs in memory."""
+    try:
+        listener = UeventListener()
+    except OSError as exc:
+        ctx.log.debug(f"storage: no uevent socket ({exc}): a removed disk is not noticed")
+        return
+    try:
+        while True:
+            await readable(listener.fileno(), None)
+            gone, lost = listener.removed()
+            if disk.device.devname in gone or (lost and not os.path.exists(disk.path)):
+                error = (f"{disk.path} (label {disk.label}) was removed while mounted on {target}: docker's data "
+                         "there can no longer be read or written; put the disk back and reboot")  # fmt: skip
+                ctx.log.error(f"storage: {error}")
+                ctx.state.storage.update(status="gone", error=error)
+                ctx.store.changed()
+                return
+    finally:
+        listener.close()
+
+
 def mount_ram(ctx: PhaseContext, target: str, why: str, error: str | None = None) -> str:
     ensure_mounted(MountSpec("tmpfs", target, "tmpfs", data="mode=711", mode=0o711), ctx.shared["mounted"])
     record(ctx, "ram", device="tmpfs", fstype="tmpfs", error=error, target=target, preexisting=False)
@@ -190,6 +215,7 @@ async def run(ctx: PhaseContext) -> str:
         return mount_ram(ctx, target, f"the disk labelled {label} failed to mount: {reason}", error=error)
     record(ctx, "disk", device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
     ctx.log.notice(f"storage: {disk.path} ({disk.fstype}, label {label}) mounted on {target}")
+    ctx.start_service("storage watch", lambda: watch_disk(ctx, disk, target))
     return f"{disk.path} ({disk.fstype}) on {target}"
 
 

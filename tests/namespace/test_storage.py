@@ -285,3 +285,20 @@ def test_a_disk_scan_that_hangs_falls_back_to_ram_with_the_reason(pid1_ns, tmp_p
     assert f"storage: {why}: a device does not answer" in run.log(), run.describe()
     assert mount_entry(run, f"{root}/var/lib/docker")["fstype"] == "tmpfs", run.describe()
     run.wait_state("boot done", lambda s: s["mode"] == "running")
+
+
+def test_a_disk_removed_while_mounted_is_said_in_the_log_and_the_state(attach, pid1_ns, tmp_path: Path) -> None:
+    """The kernel's `remove` uevent for the mounted disk (here a synthetic one,
+    written to the loop device's uevent file: the kernel sends the same event
+    an unplugged disk gets) is said at once. A removal of another device is not."""
+    label = unique_label()
+    loop = attach(make_ext4(tmp_path / "docker.img", label))
+    other = attach(make_ext4(tmp_path / "other.img", unique_label()))
+    run = start(pid1_ns, tmp_path / "root", f"pid1.storage_label={label}")
+    assert storage_done(run)["mode"] == "disk", run.describe()
+    Path(f"/sys/class/block/{os.path.basename(other)}/uevent").write_text("remove\n")
+    Path(f"/sys/class/block/{os.path.basename(loop)}/uevent").write_text("remove\n")
+    state = run.wait_state("the disk said gone", lambda s: s["storage"].get("status") == "gone" and s, 10)
+    assert f"{os.path.basename(loop)} (label {label}) was removed while mounted on" in state["storage"]["error"]
+    run.wait_log("put the disk back and reboot")
+    assert f"{os.path.basename(other)} (label" not in run.log(), run.describe()  # its removal was sent first

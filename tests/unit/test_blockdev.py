@@ -252,3 +252,12 @@ def test_uevent_classification() -> None:
     assert not blockdev.is_block_uevent(add.replace(b"add", b"remove"))
     assert not blockdev.is_block_uevent(b"add@/devices/x\0ACTION=add\0SUBSYSTEM=net\0")
     assert not blockdev.is_block_uevent(b"libudev\0\xfe\xed")
+
+
+def test_a_removal_uevent_names_the_block_device_and_nothing_else_does() -> None:
+    removal = (
+        b"remove@/devices/pci0000:00/0000:00:04.0/virtio1/block/vda\0ACTION=remove\0SUBSYSTEM=block\0DEVNAME=vda\0"
+    )
+    assert blockdev.removed_block_device(removal) == "vda"
+    assert blockdev.removed_block_device(removal.replace(b"remove", b"add")) is None
+    assert blockdev.removed_block_device(removal.replace(b"SUBSYSTEM=block", b"SUBSYSTEM=net")) is None

@@ -135,13 +135,9 @@ def test_docker_disk_pulled_out_the_console_stays_usable_and_says_so(fault_vm: V
     assert "42" in vm.shell("echo $((6 * 7))", STEP)
     # What happened is said: the kernel's I/O errors on the console line, and pid1's state.
     assert re.search(r"EXT4-fs error \(device vda\)|I/O error|beyond end of device", vm.text()), vm.tail()
-    storage = json.dumps(current["storage"])
-    if "gone" not in storage and "removed" not in storage:
-        pytest.xfail(
-            "gap: pid1 does not notice that the DOCKER disk went away; the state still says "
-            f"storage mode {current['storage'].get('mode')!r} on {current['storage'].get('device')} "
-            "(only the kernel's I/O errors on the console tell)"
-        )
+    # pid1 says so from the kernel's remove uevent (the storage watch service).
+    assert current["storage"].get("status") == "gone", current["storage"]
+    assert "was removed while mounted on /var/lib/docker" in current["storage"]["error"], current["storage"]
 
 
 # --- crashes while writing the disk ---------------------------------------------------------------
