@@ -47,12 +47,29 @@ def host_ipv4() -> str:
         return ""
 
 
+HOST_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def host_files() -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    for path in HOST_FILES:
+        try:
+            with open(path, "rb") as f:
+                found[path] = f.read()
+        except OSError:
+            found[path] = None
+    return found
+
+
 @pytest.fixture(autouse=True)
 def host_network_untouched() -> Iterator[None]:
-    """Tests run pid1 in the host's network namespace unless they make one:
-    none may take the host's addresses or routes away (a DHCP client's
-    deconfig there flushes them, and the machine loses its network)."""
-    before = host_ipv4()
+    """Tests run pid1 in the host's network namespace unless they make one,
+    and the docker tier runs it over / : none may take the host's addresses
+    or routes away (a DHCP client's deconfig there flushes them, and the
+    machine loses its network), nor rewrite its name or resolver files."""
+    before, files_before = host_ipv4(), host_files()
     yield
     after = host_ipv4()
     assert after == before, f"this test changed the host's IPv4 network:\nbefore:\n{before}\nafter:\n{after}"
+    changed = [path for path, content in host_files().items() if content != files_before[path]]
+    assert not changed, f"this test changed the host's {', '.join(changed)} (pid1 over / writes the real files)"

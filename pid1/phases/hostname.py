@@ -44,7 +44,8 @@ async def run(ctx: PhaseContext) -> str:
 
 def rename(ctx: PhaseContext, old: str, new: str) -> None:
     """The host's name changed after the boot set it (a user-data): the kernel's
-    name, and the files pid1 wrote for the old one (a file someone else wrote is kept)."""
+    name, and the files pid1 wrote for `old`, the name it set (a file with
+    anything else in it is someone else's, and kept)."""
     syscalls.sethostname(new)
     for relative, text in name_files(new).items():
         path = ctx.path(relative)

@@ -7,7 +7,8 @@ any other URL is the user-data itself. What it gives is kept in the host
 state. Engine settings, files and pid1 keys must be in place before dockerd,
 which started before the network: they apply from the copy kept for the next
 boot (applied before dockerd), and the log says so. runcmd and the script run
-now (the runcmd phase waits for this one), and so does the hostname.
+now (the runcmd phase waits for this one), and the machine takes the
+hostname now (dom0 and the console, started before, from their next start).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from pid1 import syscalls
 from pid1.config import KERNEL
 from pid1.phases import Phase, PhaseContext
 
@@ -100,9 +100,14 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
     applied.data, applied.meta = data, meta
     applied.instance_key = instance_key(meta, raw)
     done = []
+    from pid1.phases import hostname
+
     from_kernel = ctx.config.origins.get("hostname") == KERNEL
     if data.hostname and not from_kernel and socket.gethostname() != data.hostname:
-        syscalls.sethostname(data.hostname)
+        # The machine's name now; dom0 and the console, already running in
+        # UTS namespaces of their own, see it from their next start.
+        hostname.rename(ctx, ctx.config.hostname, data.hostname)
+        ctx.config.hostname = data.hostname
         done.append(f"hostname {data.hostname}")
     if changed and (data.docker is not None or data.write_files or data.settings):
         ctx.log.notice(f"userdata: engine settings, files and pid1 keys from {url} apply from the next boot "
