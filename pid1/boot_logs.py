@@ -3,15 +3,23 @@
 each file capped, so a disk machine keeps what led to its last reboot.
 Rotation renames directories (atomic each), so a crash mid-rotation loses at
 most the oldest boot's logs.
+
+The writes happen in a thread of their own (`BootLogWriter`): the disk is a
+disk, and one that stalls or is pulled out (ext4 then waits on a journal that
+cannot commit) must never block PID 1's loop. The loop only queues lines; a
+full queue drops them.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
+import threading
 
 KEEP = 5
 FILE_CAP = 1024 * 1024
+QUEUE_LINES = 4096  # lines waiting for the writer thread; more are dropped
 CAPPED = "[log capped here: the rest of this boot's lines are in /run/pid1 and dmesg]\n"
 
 
@@ -53,3 +61,45 @@ class CappedFile:
             os.close(self.fd)
         except OSError:
             pass
+
+
+class BootLogWriter:
+    """Lines for several CappedFiles, written by one daemon thread. `sink(name)`
+    gives the loop a function that only queues; `stop()` ends the writing (a
+    disk that went away) without waiting for the thread, which a stuck write
+    may hold for ever."""
+
+    def __init__(self, files: dict[str, CappedFile]) -> None:
+        self.files = files
+        self.queue: collections.deque[tuple[str, str]] = collections.deque()
+        self.wake = threading.Event()
+        self.stopped = False
+        self.dropped = 0
+        threading.Thread(target=self._run, name="pid1-boot-logs", daemon=True).start()
+
+    def sink(self, name: str):
+        def put(line: str) -> None:
+            if self.stopped:
+                return
+            if len(self.queue) >= QUEUE_LINES:
+                self.dropped += 1
+                return
+            self.queue.append((name, line))
+            self.wake.set()
+
+        return put
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.queue.clear()
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.stopped:
+            self.wake.wait()
+            self.wake.clear()
+            while self.queue and not self.stopped:
+                name, line = self.queue.popleft()
+                self.files[name].write(line)
+        for file in self.files.values():
+            file.close()

@@ -162,6 +162,11 @@ async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str) -> No
             await readable(listener.fileno(), None)
             gone, lost = listener.removed()
             if disk.device.devname in gone or (lost and not os.path.exists(disk.path)):
+                # No more writes of pid1's to the dead disk (the boot logs' thread).
+                ctx.log.copies.clear()
+                boot_logs = ctx.shared.get("boot_logs")
+                if boot_logs is not None:
+                    boot_logs.stop()
                 error = (f"{disk.path} (label {disk.label}) was removed while mounted on {target}: docker's data "
                          "there can no longer be read or written; put the disk back and reboot")  # fmt: skip
                 ctx.log.error(f"storage: {error}")

@@ -19,6 +19,7 @@ the system containers and the runcmd phase, and records `state.userdata`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -228,28 +229,40 @@ def keep_ssh_keys(host_state: HostState, keys: list[str]) -> None:
 
 def keep_boot_logs(ctx: PhaseContext, host_state: HostState) -> None:
     """This boot's logs in the host state from now on: pid1's (its ring so far
-    first), the daemons' (containerd's from here, dockerd's from its start)."""
+    first), the daemons' (containerd's from here, dockerd's from its start).
+    Written by a thread of their own, never on the loop (pid1.boot_logs);
+    published as ctx.shared["boot_logs"], so the storage watch can end them
+    when the disk goes away."""
     from pid1 import boot_logs
 
     try:
         current = boot_logs.rotate(host_state.path("logs"))
         names = ("pid1", "dockerd", "containerd")
-        files = {name: boot_logs.CappedFile(os.path.join(current, f"{name}.log")) for name in names}
+        writer = boot_logs.BootLogWriter(
+            {name: boot_logs.CappedFile(os.path.join(current, f"{name}.log")) for name in names}
+        )
     except OSError as exc:
         ctx.log.warning(f"userdata: no boot logs in {host_state.path('logs')}: {exc.strerror or exc}")
         return
+    pid1_log = writer.sink("pid1")
     for line in list(ctx.state.log):
-        files["pid1"].write(f"[{line.time:9.3f}] {line.level}: {line.message}\n")
-    for name, file in files.items():
-        ctx.log.copies[name] = file.write
-        ctx.add_stop_hook(f"{name} boot log", _closer(file))
+        pid1_log(f"[{line.time:9.3f}] {line.level}: {line.message}\n")
+    for name in names:
+        ctx.log.copies[name] = writer.sink(name)
+    ctx.shared["boot_logs"] = writer
+    ctx.add_stop_hook("boot logs", _stopper(ctx, writer))
 
 
-def _closer(file) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
-        file.close()
+def _stopper(ctx: PhaseContext, writer) -> Callable[[], Awaitable[None]]:
+    async def stop() -> None:
+        ctx.log.copies.clear()
+        for _ in range(100):  # what is queued gets a second to reach the disk
+            if not writer.queue:
+                break
+            await asyncio.sleep(0.01)
+        writer.stop()
 
-    return close
+    return stop
 
 
 def keep_copy(host_state: HostState, found: Found) -> None:
