@@ -143,6 +143,7 @@ class Keeper:
     bad_image_id: str | None = None
     stable_timer: asyncio.TimerHandle | None = None
     first_attempt: asyncio.Event = field(default_factory=asyncio.Event)
+    running: asyncio.Event = field(default_factory=asyncio.Event)  # set while its container runs
 
     @property
     def busy(self) -> bool:
@@ -195,6 +196,14 @@ class SystemContainers:
             self.schedule(keeper, "first start")
         await keeper.first_attempt.wait()
 
+    async def wait_running(self, role: str, timeout: float) -> str:
+        """The id of the role's container once it runs (at once when it does);
+        TimeoutError after `timeout` seconds, KeyError for a role not ensured."""
+        keeper = self.keepers[role]
+        await asyncio.wait_for(keeper.running.wait(), timeout)
+        assert keeper.container_id is not None
+        return keeper.container_id
+
     async def restart(self, role: str) -> None:
         """Stop the role's container (its stop timeout), remove it and start a
         fresh one with the image resolved again; forgets crash-loop history."""
@@ -212,6 +221,7 @@ class SystemContainers:
         state.failures_in_row = keeper.quick_failures = 0
         keeper.bad_image_id = state.fallback_reason = None
         state.status = "exited"
+        keeper.running.clear()
         done = asyncio.Event()
         keeper.task = asyncio.get_running_loop().create_task(self._keep_started(keeper, "restart requested", done))
         await done.wait()
@@ -237,6 +247,7 @@ class SystemContainers:
             except Exception as exc:
                 self.log.warning(f"{role}: stop failed: {exc}")
             keeper.state.status = "stopped"
+            keeper.running.clear()
             keeper.state.up_since = None
             self.ctx.store.changed()
             self.log.info(f"{role}: stopped in {(uptime() - began) * 1000:.0f} ms")
@@ -371,6 +382,7 @@ class SystemContainers:
             keeper.quick_failures += 1
         state.last_exit = code
         state.status = "exited"
+        keeper.running.clear()
         state.up_since = None
         if code is not None:
             shown = f"exited with status {code}"
@@ -441,6 +453,7 @@ class SystemContainers:
             resolved = uptime()
             state.image, state.image_id, state.image_reason = image, image_id, reason
             state.status = "starting"
+            keeper.running.clear()
             self.ctx.store.changed()
             container = None
             reused = False
@@ -484,6 +497,7 @@ class SystemContainers:
         if state.up_since is None and state.status != "pending" and keeper.first_attempt.is_set():
             state.restarts += 1
         state.status = "running"
+        keeper.running.set()
         state.up_since = round(uptime(), 3)
         state.next_retry = None
         self.ctx.store.changed()

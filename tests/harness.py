@@ -5,14 +5,17 @@ was seen: pid1's log and its state.json.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,30 @@ def load_image_module(name: str) -> Any:
     sys.modules[name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+@contextlib.contextmanager
+def serve_files(files: dict[str, bytes]) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 for a test's user-data (a NoCloud seed:
+    URL path -> body, anything else 404); yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class Timeout(AssertionError):

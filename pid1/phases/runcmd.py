@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from typing import TYPE_CHECKING
 
 from pid1.phases import Phase, PhaseContext
@@ -41,18 +40,13 @@ def commands(applied: Applied) -> list[list[str]]:
     return planned
 
 
-async def wait_for_dom0(ctx: PhaseContext, docker) -> object:
-    deadline = time.monotonic() + DOM0_WAIT
-    while True:
-        try:
-            container = docker.containers.container("dom0")
-            if (await container.show())["State"]["Running"]:
-                return container
-        except Exception:  # not there yet, or dockerd restarting
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"dom0 is not running after {DOM0_WAIT:.0f} s")
-        await asyncio.sleep(0.5)
+async def wait_for_dom0(ctx: PhaseContext) -> object:
+    """dom0's container once it runs (the supervisor says when), bounded."""
+    try:
+        container_id = await ctx.shared["system_containers"].wait_running("dom0", DOM0_WAIT)
+    except TimeoutError:
+        raise RuntimeError(f"dom0 is not running after {DOM0_WAIT:.0f} s") from None
+    return ctx.shared["docker"].containers.container(container_id)
 
 
 async def exec_in(container, argv: list[str]) -> tuple[int | None, bytes]:
@@ -74,7 +68,7 @@ async def run(ctx: PhaseContext) -> str:
     mark = f"runcmd/{applied.instance_key}.done"
     if applied.host_state.marked(mark):
         return f"ran already for instance {applied.instance_key}"
-    container = await wait_for_dom0(ctx, ctx.shared["docker"])
+    container = await wait_for_dom0(ctx)
     log = bytearray()
     failed = 0
     planned = commands(applied)

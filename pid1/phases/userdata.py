@@ -133,6 +133,27 @@ async def find_source(ctx: PhaseContext, host_state: HostState) -> tuple[Found |
     return None, problems
 
 
+def parse_found(found: Found, host_state: HostState) -> tuple[UserData | None, Found, list[str]]:
+    """The user-data to apply and where it is from: the source's, else (when
+    it cannot be used) the copy kept from an earlier boot, so the machine
+    stays as it was; and the errors, each with its reason. None: neither can
+    be used (the disk's copy is anyone's to write: it can be broken too)."""
+    from pid1.userdata import UserDataError, parse_userdata
+
+    try:
+        return parse_userdata(found.userdata), found, []
+    except UserDataError as exc:
+        errors = [f"user-data from {found.source}: {exc}; none of it applies"]
+    kept = host_state.read("user-data") if found.source != "kept copy" else None
+    if kept is None:
+        return None, found, errors
+    found = Found("kept copy", kept, host_state.read("meta-data") or b"")
+    try:
+        return parse_userdata(found.userdata), found, errors
+    except UserDataError as exc:
+        return None, found, [*errors, f"the copy kept from an earlier boot: {exc}; none of it applies either"]
+
+
 # --- applying --------------------------------------------------------------------------------------
 def instance_key(meta: MetaData, raw: bytes) -> str:
     """What runcmd's once-per-instance is keyed by: the instance-id when there
@@ -298,21 +319,17 @@ async def run(ctx: PhaseContext) -> str:
             return f"boot2docker userdata.tar: {len(boot2docker_keys)} ssh keys"
         ctx.store.changed()
         return "no user-data"
-    from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
+    from pid1.userdata import MetaData, UserDataError, parse_meta_data
 
-    try:
-        data = parse_userdata(found.userdata)
-    except UserDataError as exc:
-        error = f"user-data from {found.source}: {exc}; none of it applies"
+    data, found, parse_errors = parse_found(found, host_state)
+    for error in parse_errors:
         ctx.log.error(f"userdata: {error}")
         record["errors"].append(error)
-        kept = host_state.read("user-data") if found.source != "kept copy" else None
-        if kept is None:
-            ctx.store.changed()
-            return f"error: {exc}"
+    if data is None:
+        ctx.store.changed()
+        return f"error: {parse_errors[0]}"
+    if found.source == "kept copy" and parse_errors:
         ctx.log.notice("userdata: applying the copy kept from an earlier boot instead")
-        found = Found("kept copy", kept, host_state.read("meta-data") or b"")
-        data = parse_userdata(found.userdata)
     try:
         meta = parse_meta_data(found.metadata)
     except UserDataError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import System, skip_without_docker
+from harness import serve_files
 
 pytestmark = pytest.mark.docker
 
@@ -112,46 +113,18 @@ def test_without_a_user_data_nothing_changes_and_yaml_is_never_loaded(start_syst
     assert "_yaml" not in maps and "libyaml" not in maps
 
 
-class Served:
-    """An HTTP server on 127.0.0.1 for the test's user-data (NoCloud seed layout)."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        import http.server
-        import threading
-
-        served = files
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = served.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 URL_PHASES = "console,dom0,runcmd,userdata_url"
 STANDINS = ""  # noop_host_phases stands in for the network: the host's is not the test's
 
 
 def test_a_user_data_url_is_fetched_once_the_network_is_up_and_its_runcmd_runs(start_system) -> None:
     skip_without_docker()
-    served = Served({
+    files = {
         "/seed/user-data": b"#cloud-config\nhostname: from-url\nruncmd:\n  - echo url-ran >> /run/pid1/url-marker\n",
         "/seed/meta-data": b"instance-id: iid-url-1\n",
-    })  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{served.port}/seed/"
+    }
+    with serve_files(files) as port:
+        url = f"http://127.0.0.1:{port}/seed/"
         system = start_system(f"{STANDINS} pid1.userdata={url}", phases=URL_PHASES)
         state = system.run.wait_phase("runcmd", timeout=120)
         assert state["phases"]["userdata_url"]["detail"] == f"url {url}: changed, 0 warnings", system.describe()
@@ -161,8 +134,6 @@ def test_a_user_data_url_is_fetched_once_the_network_is_up_and_its_runcmd_runs(s
         kept = system.workdir / "data/only-docker"
         assert (kept / "source").read_text() == f"url {url}\n" and b"from-url" in (kept / "user-data").read_bytes()
         assert system.run.nsenter(["hostname"], capture_output=True, text=True).stdout.strip() == "from-url"
-    finally:
-        served.close()
 
 
 def test_a_user_data_url_that_does_not_answer_is_a_warning_and_the_boot_goes_on(start_system) -> None:

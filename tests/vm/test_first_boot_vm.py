@@ -9,14 +9,13 @@ byte-for-byte unchanged, the URL's hostname and runcmd apply."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import subprocess
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
+from harness import serve_files
 from test_boot import STEP, shell_ready
 
 from pid1.autoformat import BOOT2DOCKER_MAGIC
@@ -34,23 +33,8 @@ runcmd:
 
 @pytest.fixture
 def served():
-    files = {"/seed/user-data": USER_DATA, "/seed/meta-data": b"instance-id: iid-url-vm\n"}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serve_files({"/seed/user-data": USER_DATA, "/seed/meta-data": b"instance-id: iid-url-vm\n"}) as port:
+        yield port
 
 
 def disk(path: Path, head: bytes = b"", at: int = 0, size_mb: int = 512) -> str:
