@@ -26,6 +26,10 @@ class ContainerSpec:
     privileged: bool = True
     net_host: bool = True
     pid_host: bool = True
+    # The machine's own name, live: a user-data that renames the machine after
+    # the container started (a URL's, fetched once the network is up) is seen
+    # at once, as on a host, not at the container's next start.
+    uts_host: bool = True
     cap_add: tuple[str, ...] = ()
     tty: bool = False
     open_stdin: bool = False

@@ -555,6 +555,8 @@ class SystemContainers:
             host_config.update(privileged)
         if spec.pid_host:
             host_config["PidMode"] = "host"
+        if spec.uts_host:
+            host_config["UTSMode"] = "host"
         config: dict[str, Any] = {
             "Image": image,
             "Env": list(spec.env),

@@ -182,6 +182,7 @@ def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
         cap_add=("NET_ADMIN", "NET_RAW"),
         net_host=True,
         pid_host=False,
+        uts_host=False,
         stop_timeout=2,
     )
 

@@ -7,7 +7,7 @@ describes its container (a ContainerSpec) and hands it to the system-container
 supervisor (`ctx.shared["system_containers"]`, made by the dockerd phase),
 which keeps it running from then on; the phase is done after the first start
 attempt. Both are privileged, `--net host`, `--pid host` (so `kill -TERM 1`
-from them reaches pid1), labelled `pid1.role=dom0|console`, with the docker
+from them reaches pid1), `--uts host` (the machine's name, live), labelled `pid1.role=dom0|console`, with the docker
 socket, /lib/modules (ro), pid1's state dir (as /run/pid1), the docker client
 and /etc/resolv.conf mounted in. The image is resolved at every start:
 `pid1.console_image` / `pid1.dom0_image`, else `debian:latest` when storage is
