@@ -5,9 +5,11 @@ serial console and QMP. Few boots, each carrying several scenarios in order
   RAM boot:   milestones, console prompt, docker ps, state.json, the guest's
               DHCP address, console switching, dockerd killed with -9 and
               back, `docker run` printing only its own output on the console
-              (pid1.console_log=quiet, the default), `reboot` typed in the
-              console -> the machine boots again to its console (qemu without
-              -no-reboot), then Ctrl-Alt-Del (QMP send-key) -> reboot.
+              (pid1.console_log=quiet, the default), the seed's manual flow:
+              `mke2fs -L DOCKER /dev/vda` on the blank disk it has, then
+              `reboot` typed in the console -> the machine boots again to its
+              console (qemu without -no-reboot) with /var/lib/docker on that
+              disk, then Ctrl-Alt-Del (QMP send-key) -> reboot.
   disk boots: 1. a qemu/mkdisk disk is /var/lib/docker; an image is made;
                  `poweroff` typed -> the stop sequence in order, qemu exits.
               2. the image is still there, the stale system containers came
@@ -90,8 +92,13 @@ def wait_logged(vm: VM, pattern: str, timeout: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def ram_vm(boot) -> VM:
-    vm = boot("ram", no_reboot=False)
+def ram_vm(boot, tmp_path_factory) -> VM:
+    # A blank disk, as a user adds one: no label, so this boot runs from RAM
+    # (nothing formats it unasked) until the console's mke2fs makes it DOCKER.
+    blank = tmp_path_factory.mktemp("ram") / "blank.img"
+    with open(blank, "wb") as f:
+        f.truncate(1 << 30)
+    vm = boot("ram", no_reboot=False, disk=str(blank))
     shell_ready(vm)
     return vm
 
@@ -201,9 +208,14 @@ def test_docker_run_prints_only_its_own_output(ram_vm: VM):
     assert "renamed from" not in seen and "pid1:" not in seen, seen
 
 
-def test_reboot_typed_in_the_console_comes_back(ram_vm: VM):
-    """busybox `reboot` (SIGTERM to PID 1): the orderly stop, a restart, and
-    the machine boots again to its console (qemu runs without -no-reboot)."""
+def test_mke2fs_in_the_console_then_reboot_comes_back_on_the_disk(ram_vm: VM):
+    """The seed's manual flow: busybox `mke2fs -L DOCKER` on the blank disk,
+    then busybox `reboot` (SIGTERM to PID 1): the orderly stop, a restart, and
+    the machine boots again to its console (qemu runs without -no-reboot),
+    now with docker's data on that disk."""
+    assert "running from RAM" in ram_vm.shell("cat /run/pid1/status", STEP)
+    out = ram_vm.shell("mke2fs -L DOCKER /dev/vda >/dev/null && echo FORMATTED", STEP)
+    assert "FORMATTED" in out, ram_vm.tail()
     ram_vm.mark()
     ram_vm.send("reboot\n")
     ram_vm.wait_for(r"pid1: stop requested: reboot \(signal SIGTERM\)", STEP)
@@ -216,6 +228,8 @@ def test_reboot_typed_in_the_console_comes_back(ram_vm: VM):
     assert not ram_vm.exited()
     uptime = float(ram_vm.shell("cut -d' ' -f1 /proc/uptime", STEP).split()[-1])
     assert uptime < REBOOT_TIMEOUT, f"uptime {uptime} s: not a new boot"
+    status = ram_vm.shell("cat /run/pid1/status", STEP)
+    assert "disk /dev/vda (ext2, DOCKER)" in status, status
 
 
 def test_ctrl_alt_del_reboots(ram_vm: VM):
