@@ -8,7 +8,7 @@ state. Engine settings, files and pid1 keys must be in place before dockerd,
 which started before the network: they apply from the copy kept for the next
 boot (applied before dockerd), and the log says so. runcmd and the script run
 now (the runcmd phase waits for this one), and the machine takes the
-hostname now (dom0 and the console, started before, from their next start).
+hostname now (dom0 and the console share the machine's name).
 """
 
 from __future__ import annotations
