@@ -42,15 +42,19 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))  # pid1's own module lists and resolver: the boot's, not a copy
 
 import cpio  # noqa: E402
 import elf  # noqa: E402
+
+from pid1 import kmod, module_sets  # noqa: E402
 
 CACHE = Path(os.environ.get("ONLY_DOCKER_CACHE", "/var/cache/only-docker"))
 DEBS = CACHE / "debs"
@@ -98,28 +102,7 @@ IPTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", 
 
 # Kernel modules shipped (with their modules.dep closure and soft
 # dependencies): what pid1 loads and what the kernel or dockerd ask for.
-MODULES = [
-    # buses, disks, network cards
-    "virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "virtio_console", "virtio_rng", "e1000", "e1000e",
-    "ata_piix", "ahci", "sd_mod", "sr_mod",
-    # sockets the engine and the DHCP client use (modules in Debian's kernel)
-    "unix", "af_packet",
-    # the docker disk's filesystem (ext2/3/4: qemu/mkdisk makes ext4); overlay for dockerd.
-    # xfs and btrfs (8 MB, 3% more initrd to unpack) are left out: the storage
-    # phase then reports their disks as failing to mount and runs from RAM.
-    "ext4", "crc32c_generic", "overlay",
-    # user-data volumes: NoCloud cidata and OpenStack config-2 (ISO 9660 or vfat;
-    # vfat's default codepage 437 and iocharset ascii). The kernel asks for them at mount.
-    "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8",
-    # Docker networking: bridge, veth, netfilter and NAT (iptables-legacy)
-    "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
-    "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "xt_mark", "xt_comment", "ip_tables", "iptable_filter",
-    "iptable_nat", "iptable_mangle", "ip6_tables", "ip6table_filter", "ip6table_nat", "ipt_REJECT", "nf_reject_ipv4",
-    # dockerd opens an XFRM netlink socket at start (IPsec for encrypted overlay networks)
-    "xfrm_user", "xfrm_algo",
-    # the ACPI power button and its input events
-    "button", "evdev",
-]  # fmt: skip
+MODULES = module_sets.IN_IMAGE
 
 
 class BuildError(RuntimeError):
@@ -364,49 +347,18 @@ def ca_bundle(stage: Path, tree: Path) -> int:
     return len(certs)
 
 
-def module_closure(modules_dir: Path, names: list[str]) -> list[str]:
+def module_closure(modules_dir: Path, names: Sequence[str], config_root: Path | None = None) -> list[str]:
     """Paths (relative to modules_dir) of the named modules and every module
-    they depend on, through modules.dep and the `pre:` soft dependencies."""
-    deps: dict[str, list[str]] = {}
-    by_name: dict[str, str] = {}
-    for line in (modules_dir / "modules.dep").read_text().splitlines():
-        path, _, rest = line.partition(":")
-        deps[path] = rest.split()
-        by_name[Path(path).name.split(".ko")[0].replace("-", "_")] = path
-    aliases: dict[str, list[str]] = {}
-    for line in (modules_dir / "modules.alias").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "alias":
-            aliases.setdefault(parts[1], []).append(parts[2])
-    softdeps: dict[str, list[str]] = {}
-    for line in (modules_dir / "modules.softdep").read_text().splitlines():
-        parts = line.split()
-        if len(parts) > 3 and parts[0] == "softdep" and parts[2] == "pre:":
-            softdeps.setdefault(parts[1].replace("-", "_"), []).extend(parts[3:])
-    builtin = {
-        Path(line).name.split(".ko")[0].replace("-", "_")
-        for line in (modules_dir / "modules.builtin").read_text().splitlines()
-    }
-    chosen: set[str] = set()
-    queue = list(names)
-    while queue:
-        raw = queue.pop()
-        name = raw.replace("-", "_")
-        if name in builtin:
-            continue
-        if name not in by_name:
-            resolved = aliases.get(raw) or aliases.get(name)
-            if not resolved:
-                raise BuildError(f"kernel module {name!r} is neither a module nor an alias in {modules_dir}")
-            queue.extend(resolved)
-            continue
-        path = by_name[name]
-        if path in chosen:
-            continue
-        chosen.add(path)
-        queue.extend(Path(dep).name.split(".ko")[0].replace("-", "_") for dep in deps[path])
-        queue.extend(softdeps.get(name, []))
-    return sorted(chosen)
+    the boot would load with them: pid1.kmod's plan, as modprobe resolves it
+    (modules.dep, softdeps before and after, aliases, modprobe.d under
+    config_root: the image's own)."""
+    config = kmod.read_config(str(config_root)) if config_root is not None else kmod.ModprobeConfig()
+    index = kmod.ModuleIndex.load(str(modules_dir), config)
+    try:
+        plan = index.plan(names)
+    except kmod.ModuleNotFound as exc:
+        raise BuildError(f"kernel module: {exc}") from None
+    return sorted(os.path.relpath(entry.path, modules_dir) for entry in plan if entry.path is not None)
 
 
 DOCKER_CLI = "usr/lib/pid1/docker-cli"
@@ -473,7 +425,7 @@ def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroo
     # kernel modules: the subset, with indexes regenerated for it
     src = kroot / "lib/modules" / kver
     dst = stage / "usr/lib/modules" / kver
-    for relative in module_closure(src, MODULES):
+    for relative in module_closure(src, MODULES, stage):
         copy_file(src / relative, dst / relative)
     for index in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         copy_file(src / index, dst / index)

@@ -46,40 +46,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pid1 import kmod
+from pid1.module_sets import ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 
 # DESIGN.md "Facts": what the measured boot loaded for dockerd 20.10
-# (iptables-legacy), in two parts. What storage and dockerd's start need (the
-# disk's driver, ext4, and overlay, which decides dockerd's storage driver)
-# loads with the hardware drivers in the `modules` phase; the networking
-# modules load in `docker_modules`, beside dockerd's start: dockerd asks for
-# them seconds after its spawn (and were one missing then, the modprobe
-# helper would load it).
-STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "overlay")
-ENGINE_MODULES = (
-    "bridge",
-    "br_netfilter",
-    "veth",
-    "nf_conntrack",
-    "nf_conntrack_netlink",
-    "nf_nat",
-    "xt_MASQUERADE",
-    "xt_addrtype",
-    "xt_conntrack",
-    "xt_nat",
-    "xt_tcpudp",
-    "ip_tables",
-    "iptable_filter",
-    "iptable_nat",
-    # Not in the measured list: dockerd opens an XFRM netlink socket at start;
-    # without xfrm_user the kernel asks modprobe for an alias (a second or
-    # more of dockerd's start under TCG) and dockerd warns that IPsec is off.
-    "xfrm_user",
-)
+# (iptables-legacy), in two parts (pid1.module_sets): what storage and
+# dockerd's start need loads with the hardware drivers in the `modules`
+# phase, the networking modules in `docker_modules`, beside dockerd's start.
 DOCKER_MODULES = (*STORAGE_MODULES, *ENGINE_MODULES)
-# The ACPI power button and its input events (SIGPWR-free power-off, issue 4).
-INPUT_MODULES = ("button", "evdev")
 FIXED = (*STORAGE_MODULES, *INPUT_MODULES)
 COLDPLUG_ROUNDS = 3
 # Chains loaded at once (see load_requests). Measured booting the image under

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pid1 import kmod
-from pid1.phases.modules import DOCKER_MODULES, INPUT_MODULES
+from pid1.module_sets import IN_IMAGE, LOADED_AT_BOOT
 
 MODULES_ROOT = Path(os.environ.get("PID1_TEST_MODULES_ROOT", "/var/cache/only-docker/kernel/root"))
 REPO = Path(__file__).resolve().parents[2]
@@ -91,10 +91,28 @@ def names_of(lines: list[str]) -> list[str]:
     return [kmod.module_name_of(line.split()[1]) for line in lines]
 
 
-@pytest.mark.parametrize("name", [*DOCKER_MODULES, *INPUT_MODULES])
+@pytest.mark.parametrize("name", LOADED_AT_BOOT)
 def test_fixed_list_resolves_as_modprobe_does(index: kmod.ModuleIndex, empty_config: Path, name: str) -> None:
     want = oracle(empty_config, "--show-depends", name).stdout.splitlines()
     assert show_depends(index, name) == once(want)
+
+
+def test_the_image_carries_what_modprobe_would_load_for_its_modules(empty_config: Path) -> None:
+    """image/build.py's module closure (pid1.kmod's plan) is, module for
+    module, what Debian's modprobe loads for the image's list: the initrd
+    holds nothing the boot cannot load and lacks nothing it would."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "image"))
+    try:
+        import build
+    finally:
+        sys.path.pop(0)
+    moddir = MODULES_ROOT / "lib/modules" / str(VERSION)
+    ours = {kmod.module_name_of(path) for path in build.module_closure(moddir, IN_IMAGE)}
+    real = oracle(empty_config, "--show-depends", "-a", *IN_IMAGE)
+    assert real.returncode == 0, real.stderr
+    theirs = {kmod.module_name_of(line.split()[1]) for line in real.stdout.splitlines() if line.startswith("insmod ")}
+    assert ours == theirs, (sorted(ours - theirs), sorted(theirs - ours))
+    assert build.MODULES == IN_IMAGE and "ext4" in ours and "isofs" in ours
 
 
 def test_ext4_needs_crc32c_generic_through_its_softdep(index: kmod.ModuleIndex) -> None:

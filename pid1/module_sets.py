@@ -1,0 +1,46 @@
+"""The kernel modules this system uses, by what they are for: one list that
+the boot (pid1.phases.modules loads them) and the image build (image/build.py
+puts them and their dependencies, resolved by pid1.kmod, in the initrd) both
+import, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+# Loaded with the hardware drivers by the `modules` phase: what the disk scan
+# and dockerd's start need first.
+STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "overlay")
+# Loaded by `docker_modules` beside dockerd's start: dockerd asks for them
+# seconds after its spawn (and were one missing then, the modprobe helper
+# would load it).
+ENGINE_MODULES = (
+    "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
+    "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "ip_tables", "iptable_filter", "iptable_nat",
+    # dockerd opens an XFRM netlink socket at start; without xfrm_user the
+    # kernel asks modprobe for an alias (a second or more of dockerd's start
+    # under TCG) and dockerd warns that IPsec is off.
+    "xfrm_user",
+)  # fmt: skip
+# The ACPI power button and its input events.
+INPUT_MODULES = ("button", "evdev")
+
+# In the image but loaded on demand: by coldplug (the hardware's modaliases),
+# by the kernel's request at mount or socket time, or by iptables and dockerd.
+DRIVER_MODULES = (
+    "virtio_scsi", "virtio_console", "virtio_rng", "e1000", "e1000e", "ata_piix", "ahci", "sd_mod", "sr_mod",
+)  # fmt: skip
+SOCKET_MODULES = ("unix", "af_packet")  # the engine's and the DHCP client's sockets
+# User-data volumes: NoCloud cidata and OpenStack config-2, ISO 9660 or vfat
+# (vfat's default codepage 437 and iocharset ascii).
+VOLUME_MODULES = ("isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8")
+# What iptables' rules and dockerd's networks use beyond ENGINE_MODULES.
+FIREWALL_MODULES = (
+    "xt_mark", "xt_comment", "iptable_mangle", "ip6_tables", "ip6table_filter", "ip6table_nat", "ipt_REJECT",
+    "nf_reject_ipv4", "xfrm_algo",
+)  # fmt: skip
+
+LOADED_AT_BOOT = (*STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
+ON_DEMAND = (*DRIVER_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES)
+# Everything the initrd carries (with what each needs). xfs and btrfs (8 MB,
+# a few percent more initrd to unpack) are left out: the storage phase then
+# reports their disks as failing to mount and runs from RAM.
+IN_IMAGE = tuple(dict.fromkeys((*LOADED_AT_BOOT, *ON_DEMAND)))
