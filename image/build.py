@@ -55,6 +55,7 @@ import cpio  # noqa: E402
 import elf  # noqa: E402
 
 from pid1 import kmod, module_sets  # noqa: E402
+from pid1.layout import SYSTEM_PATH  # noqa: E402
 
 CACHE = Path(os.environ.get("ONLY_DOCKER_CACHE", "/var/cache/only-docker"))
 DEBS = CACHE / "debs"
@@ -482,17 +483,18 @@ def list_needed_missing(elves: list[Path], stage: Path, base_stage: Path) -> lis
 
 
 # --- the pid1 part -------------------------------------------------------------------------------
-INIT_SCRIPT = """#!/usr/bin/python3.11 -IS
+INIT_SCRIPT_TEMPLATE = """#!/usr/bin/python3.11 -IS
 # only-docker's /init: python3 -m pid1, nothing in between. -I -S: no
 # environment variables, no site scan at start-up; pid1 and its
 # dependencies live in Debian's dist-packages directory.
 import os, sys
 # the kernel gives init no PATH; pid1 and every daemon it starts inherit this
-os.environ["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+os.environ["PATH"] = "{path}"
 sys.path.append("/usr/lib/python3/dist-packages")
 import runpy
 runpy.run_module("pid1", run_name="__main__", alter_sys=True)
 """
+INIT_SCRIPT = INIT_SCRIPT_TEMPLATE.replace("{path}", SYSTEM_PATH)
 
 
 def build_pid1(part: Part, python_stage: Path) -> None:

@@ -35,11 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from pid1.layout import SYSTEM_PATH  # noqa: E402
+
 DEFAULT_OUTPUT = Path("/var/cache/only-docker/images")
 # Any fixed instant works; this one is the Debian 12 release day.
 EPOCH = 1686355200
 CREATED = "2023-06-10T00:00:00Z"
-PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PATH_ENV = f"PATH={SYSTEM_PATH}"
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pid1.docker_seed import seed_data_root
+from pid1.layout import SYSTEM_PATH
 from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
 from pid1.rootfs import root_is_initramfs_mount
@@ -67,7 +68,6 @@ CONTAINERD_STOP_TIMEOUT = 4.0
 KILLED_EXIT_TIMEOUT = 1.0  # a SIGKILLed daemon still in the kernel (D state) is left to the final stop
 STOP_BUDGET = SYSTEM_CONTAINERS_STOP_TIMEOUT + DOCKERD_STOP_TIMEOUT + CONTAINERD_STOP_TIMEOUT + 2 * KILLED_EXIT_TIMEOUT
 DAEMON_LOG_MAX = 1 << 20  # bytes per generation of <state_dir>/<name>.log
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RAM_FILESYSTEMS = ("rootfs", "ramfs", "tmpfs")
 # dockerd (logrus) says level=...; containerd too. Lines at these levels also
 # go to pid1's log (and so to /dev/kmsg); the rest only to the daemon's file.
@@ -385,7 +385,7 @@ class Daemon:
 # --- containerd ----------------------------------------------------------------------------------------
 def daemon_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("NOTIFY_SOCKET", "LISTEN_"))}
-    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("PATH", SYSTEM_PATH)
     return env
 
 

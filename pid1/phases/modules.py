@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pid1 import kmod
+from pid1.layout import SYSTEM_PATH
 from pid1.module_sets import ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
@@ -65,8 +66,6 @@ COLDPLUG_ROUNDS = 3
 WORKERS = 1
 HELPER = "run/pid1/bin/modprobe"
 HELPER_STATE = "run/pid1"  # the helper's log and not-found names (pid1.modprobe)
-# image/build.py's /init sets this PATH for pid1 and every daemon it starts.
-PATH_DIRS = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KERNEL_MODPROBE = "proc/sys/kernel/modprobe"
 # /proc/self/ns/pid of the initial PID namespace (PROC_PID_INIT_INO, a kernel constant).
 INITIAL_PID_NS_INODE = 0xEFFFFFFC
@@ -298,7 +297,7 @@ def report(ctx: PhaseContext, results: list[kmod.LoadResult]) -> None:
         ctx.log.warning(f"modules: not tried (a dependency failed): {' '.join(skipped)}")
 
 
-def modprobe_on_path(root: str, path_dirs: str = PATH_DIRS) -> str | None:
+def modprobe_on_path(root: str, path_dirs: str = SYSTEM_PATH) -> str | None:
     """The first `modprobe` on PATH (as the machine sees the path), or None."""
     for directory in (d for d in path_dirs.split(":") if d):
         if os.path.lexists(os.path.join(root, directory.lstrip("/"), "modprobe")):
@@ -306,7 +305,7 @@ def modprobe_on_path(root: str, path_dirs: str = PATH_DIRS) -> str | None:
     return None
 
 
-def link_into_path(root: str, helper: str, path_dirs: str = PATH_DIRS) -> str | None:
+def link_into_path(root: str, helper: str, path_dirs: str = SYSTEM_PATH) -> str | None:
     """Make `modprobe` on PATH (dockerd execs it) a link to the helper,
     unless a modprobe is on PATH already (a real kmod is left alone). The
     link goes in the first PATH directory. Returns the link made, or None."""
