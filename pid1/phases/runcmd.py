@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
     from pid1.phases.userdata import Applied
@@ -68,13 +69,13 @@ async def exec_in(container, argv: list[str]) -> tuple[int | None, bytes]:
 
 
 async def run(ctx: PhaseContext) -> str:
-    applied: Applied | None = ctx.shared.get("userdata")
+    applied = ctx.wiring.maybe(Wiring.userdata)
     if applied is None or applied.host_state is None or not commands(applied):
         return "nothing to run"
     mark = f"runcmd/{applied.instance_key}.done"
     if applied.host_state.marked(mark):
         return f"ran already for instance {applied.instance_key}"
-    container = await wait_for_dom0(ctx, ctx.shared["docker"])
+    container = await wait_for_dom0(ctx, ctx.wiring.docker)
     log = bytearray()
     failed = 0
     planned = commands(applied)
@@ -99,4 +100,11 @@ async def run(ctx: PhaseContext) -> str:
     return f"ran {len(planned)} for instance {applied.instance_key}, {failed} failed"
 
 
-PHASE = Phase(name="runcmd", run=run, needs=("userdata", "userdata_url", "dom0"), required=False, doc=__doc__ or "")
+PHASE = Phase(
+    name="runcmd",
+    run=run,
+    needs=("userdata", "userdata_url", "dom0"),
+    required=False,
+    uses=(Wiring.userdata, Wiring.docker),
+    doc=__doc__ or "",
+)
