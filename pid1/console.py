@@ -221,7 +221,8 @@ def open_terminal(path: str) -> Terminal:
 class ConsoleBridge:
     """Bridges the console terminals to whichever console container runs.
 
-    Published by the console_tty phase as `ctx.shared["console_bridge"]`; the
+    Made by the console_tty phase (the slot `Wiring.console_bridge`) and put
+    in the console's ContainerSpec by the console phase; the
     system-container supervisor calls `attach(container)` for each console
     container (created with Tty, OpenStdin, not StdinOnce) and
     `show_waiting(reason)` while none runs.

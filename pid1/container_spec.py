@@ -2,12 +2,16 @@
 
 Phases that want a container kept alive (dom0, console, the DHCP client)
 describe it with a ContainerSpec and hand it to the system-container
-supervisor published as `ctx.shared["system_containers"]`.
+supervisor (the slot `Wiring.system_containers`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pid1.console import ConsoleBridge
 
 ROLE_LABEL = "pid1.role"
 
@@ -34,3 +38,7 @@ class ContainerSpec:
     tty: bool = False
     open_stdin: bool = False
     stop_timeout: int = 2  # seconds docker waits between SIGTERM and SIGKILL at stop
+    # The console's: the bridge that starts the container attached to the
+    # terminals (its first prompt is not lost) and shows a waiting line while
+    # none runs. None: started plainly. Not part of what makes a spec "changed".
+    bridge: ConsoleBridge | None = field(default=None, compare=False)

@@ -3,7 +3,7 @@ command per line, so `echo poweroff > /run/pid1/control` works from any
 container that has /run/pid1, with nothing but busybox.
 
 Commands: `poweroff`, `reboot`, `restart NAME` (NAME: console, dom0, dockerd,
-or any restart action a phase registered in `shared["restart_actions"]`).
+or any restart action a phase registered in `ctx.restart_actions`).
 Anything else gets a clear error in the log and is ignored.
 
 Why a FIFO and not a unix socket: a shell's `>` can open a FIFO but not a

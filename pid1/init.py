@@ -140,7 +140,7 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
             sup.run_before_stop()  # emergency mode needs the person's attention: every line on the console
         # A stop already asked for is carried out, not forgotten.
         pending = sup.stop_action if sup is not None and sup.stop_requested.is_set() else None
-        mounted = sup.mounted if sup is not None else []
+        mounted = sup.mounts.targets() if sup is not None else []
         action = run_emergency(loop, config, log, store, reaper, f"supervisor crashed: {exc!r}", pending, mounted)
     return finish(action, is_pid1, log)
 

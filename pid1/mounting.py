@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from pid1 import syscalls
+from pid1.wiring import MountTable
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,14 @@ def is_mountpoint(path: str) -> bool:
     return os.path.ismount(path)
 
 
-def ensure_mounted(spec: MountSpec, mounted: list[str]) -> bool:
-    """Mount spec unless its target is already a mount point; True if mounted now."""
+def ensure_mounted(spec: MountSpec, mounted: MountTable) -> bool:
+    """Mount spec unless its target is already a mount point; True if mounted
+    now (and recorded in `mounted`). Safe from a worker thread."""
     if is_mountpoint(spec.target):
         return False
     os.makedirs(spec.target, mode=spec.mode, exist_ok=True)
     syscalls.mount(spec.source, spec.target, spec.fstype, spec.flags, spec.data)
-    mounted.append(spec.target)
+    mounted.add(spec.target)
     return True
 
 

@@ -161,7 +161,7 @@ async def stop(sup: Supervisor, boot: asyncio.Task | None) -> None:
     await end_processes(sup.log, sup.config.stop_grace)
     sup.reaper.reap()
     syscalls.sync()
-    unmount_all(sup.log, sup.mounted)
+    unmount_all(sup.log, sup.mounts.targets())
     syscalls.sync()
     sup.log.notice(f"stopped: {sup.stop_action} at {uptime():.2f} s")
     sup.store.flush()

@@ -23,6 +23,7 @@ from pid1.log import Log
 from pid1.phases import Phase, PhaseContext, StopHook
 from pid1.reaper import Reaper
 from pid1.state import PhaseState, StateStore, uptime
+from pid1.wiring import MountTable, RestartRegistry, Wiring
 
 RETRY_FIRST = 0.5
 RETRY_CAP = 30.0
@@ -70,24 +71,30 @@ class Supervisor:
     # Called when a stop is requested, before it is logged (e.g. the console
     # log level put back, so the whole stop shows on the console).
     before_stop: list[Callable[[], None]] = field(default_factory=list)
-    mounted: list[str] = field(default_factory=list)
+    mounts: MountTable = field(default_factory=MountTable)
+    restart_actions: RestartRegistry = field(default_factory=RestartRegistry)
+    wiring: Wiring = field(default_factory=Wiring)
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     stop_action: str = "poweroff"
     _phase_tasks: dict[str, asyncio.Task] = field(default_factory=dict)
     _service_tasks: dict[str, asyncio.Task] = field(default_factory=dict)
     _done: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    def context(self) -> PhaseContext:
+    def context(self, phase: Phase) -> PhaseContext:
+        """What `phase` gets: the supervisor's tables and its own view of the wiring."""
         return PhaseContext(
             config=self.config,
             log=self.log,
             store=self.store,
             reaper=self.reaper,
-            root=self.root,
-            shared={"mounted": self.mounted, "before_stop": self.before_stop},
+            wiring=self.wiring.view(phase),
+            mounts=self.mounts,
+            restart_actions=self.restart_actions,
             start_service=self.start_service,
             add_stop_hook=self.add_stop_hook,
+            add_before_stop=self.before_stop.append,
             request_stop=self.request_stop,
+            root=self.root,
         )
 
     # --- signals ---------------------------------------------------------------
@@ -149,14 +156,14 @@ class Supervisor:
     async def run_phases(self) -> None:
         """Start every phase; returns when all have ended (done or failed)."""
         state = self.store.state
-        ctx = self.context()
         for phase in self.phases.values():
             state.phases[phase.name] = PhaseState(name=phase.name, needs=list(phase.needs), required=phase.required)
             self._done[phase.name] = asyncio.Event()
         self.store.changed()
         loop = asyncio.get_running_loop()
         for phase in self.phases.values():
-            self._phase_tasks[phase.name] = loop.create_task(self._run_phase(phase, ctx), name=f"phase-{phase.name}")
+            task = loop.create_task(self._run_phase(phase, self.context(phase)), name=f"phase-{phase.name}")
+            self._phase_tasks[phase.name] = task
         await asyncio.gather(*self._phase_tasks.values(), return_exceptions=True)
         if not self.stop_requested.is_set():
             state.mode = "running"

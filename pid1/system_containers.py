@@ -30,8 +30,8 @@ container per role alive, driven by Docker's event stream, never by polling:
   `console` keeps its writable layer: data), the role runs as `ROLE-pid1`
   (then `ROLE-pid1-2`...), and the log and the state (`name_conflict`) say so.
 
-The console container is started through the console bridge
-(`ctx.shared["console_bridge"].attach(container, start=True)`, so its first
+A spec with a console bridge (the console's, `ContainerSpec.bridge`) is
+started through it (`bridge.attach(container, start=True)`, so its first
 prompt is not lost) and the bridge shows a waiting line while none runs.
 """
 
@@ -151,7 +151,7 @@ class Keeper:
 
 
 class SystemContainers:
-    """Published as ctx.shared["system_containers"]."""
+    """The slot `Wiring.system_containers` (the dockerd phase makes it)."""
 
     def __init__(self, ctx: PhaseContext, docker: Any, dockerd_up: asyncio.Event) -> None:
         self.ctx = ctx
@@ -625,8 +625,8 @@ class SystemContainers:
             self.ctx.store.changed()
 
     async def _start(self, keeper: Keeper, container: Any) -> None:
-        bridge = self.ctx.shared.get("console_bridge")
-        if keeper.spec.role != "console" or bridge is None:
+        bridge = keeper.spec.bridge
+        if bridge is None:
             await container.start()
             return
         previous = keeper.attach_task
@@ -664,8 +664,8 @@ class SystemContainers:
         keeper.container_id = keeper.image_id = None
 
     def _show_waiting(self, keeper: Keeper, reason: str) -> None:
-        bridge = self.ctx.shared.get("console_bridge")
-        if keeper.spec.role != "console" or bridge is None or self.stopping:
+        bridge = keeper.spec.bridge
+        if bridge is None or self.stopping:
             return
         try:
             bridge.show_waiting(reason)

@@ -1,18 +1,20 @@
 """Boot phases: what a phase is, what it gets, and the list of them.
 
-A phase is a coroutine function `run(ctx)` with a name and the names of the
-phases it needs. The supervisor runs every phase whose needs are done,
-concurrently. Each phase module defines `PHASE` (or `PHASES`) and imports what
-is heavy (aiodocker, pyroute2) inside `run`, so that importing this package
-costs nothing at boot.
+A phase is a coroutine function `run(ctx)` with a name, the names of the
+phases it needs, and the wiring slots it fills and uses (pid1/wiring.py). The
+supervisor runs every phase whose needs are done, concurrently. Each phase
+module defines `PHASE` (or `PHASES`) and imports what is heavy (aiodocker,
+pyroute2) inside `run`, so that importing this package costs nothing at boot.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from pid1.wiring import MountTable, RestartRegistry, Slot, Wiring, check_wiring
 
 if TYPE_CHECKING:
     from pid1.config import Config
@@ -52,27 +54,37 @@ class Phase:
     # waits for it); optional: a failure is logged and dependents go on.
     required: bool = True
     doc: str = ""
+    # The wiring slots this phase fills, and those it reads (each filled by a
+    # phase among its needs: select_phases checks it).
+    fills: tuple[Slot[Any], ...] = ()
+    uses: tuple[Slot[Any], ...] = ()
 
 
 StopHook = Callable[[], Awaitable[None]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PhaseContext:
-    """What a phase may use. `services` and `stop_hooks` are owned by the
-    supervisor; phases add to them through start_service/add_stop_hook."""
+    """What a phase may use. Everything but `wiring` is shared by all phases;
+    `wiring` is the phase's own view of the slots (what it declared). The
+    supervisor owns the services, stop hooks, mount table and restart
+    registry; phases add to them through these."""
 
     config: Config
     log: Log
     store: StateStore
     reaper: Reaper
-    root: str = "/"
-    # Values a phase publishes for the phases that need it (e.g. the docker client).
-    shared: dict[str, Any] = field(default_factory=dict)
-    start_service: Callable[[str, Callable[[], Awaitable[None]]], None] = lambda name, factory: None
-    add_stop_hook: Callable[[str, StopHook], None] = lambda name, hook: None
+    wiring: Wiring
+    mounts: MountTable
+    restart_actions: RestartRegistry
+    # start_service(name, factory): run factory() until it returns, restarted with backoff if it raises.
+    start_service: Callable[[str, Callable[[], Awaitable[None]]], None]
+    add_stop_hook: Callable[[str, StopHook], None]
+    # add_before_stop(callback): called when a stop is requested, before it is logged.
+    add_before_stop: Callable[[Callable[[], None]], None]
     # request_stop(action, why): action "poweroff" or "reboot" (the control channel).
-    request_stop: Callable[[str, str], None] = lambda action, why: None
+    request_stop: Callable[[str, str], None]
+    root: str = "/"
 
     @property
     def state(self):
@@ -117,7 +129,9 @@ def module_phases(module: Any) -> dict[str, Phase]:
 
 def select_phases(phases: dict[str, Phase], wanted: Iterable[str]) -> tuple[dict[str, Phase], list[str]]:
     """The wanted phases and everything they need (all phases when `wanted` is
-    empty), plus warnings for names that do not exist and needs left unmet."""
+    empty), plus warnings for names that do not exist and needs left unmet.
+    ValueError for a dependency cycle, or a phase that uses a slot no phase
+    among its needs fills (pid1.wiring.check_wiring)."""
     warnings: list[str] = []
     wanted = list(wanted)
     if wanted == ["none"]:
@@ -145,6 +159,9 @@ def select_phases(phases: dict[str, Phase], wanted: Iterable[str]) -> tuple[dict
     cycle = find_cycle(chosen)
     if cycle:
         raise ValueError(f"phase dependency cycle: {' -> '.join(cycle)}")
+    problems = check_wiring(chosen)
+    if problems:
+        raise ValueError("phase wiring: " + "; ".join(problems))
     return chosen, warnings
 
 

@@ -13,6 +13,7 @@ import os
 
 from pid1.autoformat import device_path, examine, mke2fs_argv
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 EXAMINE_TIMEOUT = 10.0  # a device that does not answer a 1 MiB read in this time is skipped
 FORMAT_TIMEOUT = 300.0
@@ -61,10 +62,20 @@ async def run(ctx: PhaseContext) -> str:
             done.append(f"{path} failed")
             continue
         if verdict.boot2docker_files:
-            ctx.shared.setdefault("boot2docker_files", {}).update(verdict.boot2docker_files)
+            kept = ctx.wiring.maybe(Wiring.boot2docker_files)
+            if kept is None:
+                kept = ctx.wiring.boot2docker_files = {}
+            kept.update(verdict.boot2docker_files)
             ctx.log.info(f"autoformat: {path}: kept {len(verdict.boot2docker_files)} files of its userdata.tar")
         done.append(f"{path} formatted")
     return ", ".join(done)
 
 
-PHASE = Phase(name="autoformat", run=run, needs=("mounts", "modules"), required=False, doc=__doc__ or "")
+PHASE = Phase(
+    name="autoformat",
+    run=run,
+    needs=("mounts", "modules"),
+    required=False,
+    fills=(Wiring.boot2docker_files,),
+    doc=__doc__ or "",
+)

@@ -10,7 +10,7 @@ kernel's bridge and veth lines stay off the serial console and VT1. They are
 all still in `dmesg`, `/run/pid1/status` and VT2.
 
 A stop request puts the level back first (the supervisor calls
-`ctx.shared["before_stop"]` before it logs the request), so the stop sequence
+the callbacks of `ctx.add_before_stop` before it logs the request), so the stop sequence
 shows; so does emergency mode. `pid1.console_log=all` leaves the level alone.
 
 The level is the machine's, not a namespace's: only the init of the first
@@ -75,7 +75,7 @@ async def run(ctx: PhaseContext) -> str:
         return "not the machine's first PID namespace: the console log level is left alone"
     level = ConsoleLevel()
     before = level.lower()
-    ctx.shared.setdefault("before_stop", []).append(level.restore)
+    ctx.add_before_stop(level.restore)
     if level.saved is None:
         return f"console log level already {before}"
     return f"console log level {before} -> {QUIET_LEVEL}: only errors and the stop on the console"

@@ -1,14 +1,15 @@
-"""console_tty: opens the console terminals and publishes the console bridge
-as `ctx.shared["console_bridge"]`. Needs mounts (for /dev). Optional: a
-machine whose terminals cannot be opened still boots.
+"""console_tty: opens the console terminals and fills the slot
+`Wiring.console_bridge` (for the console phase). Needs mounts (for /dev).
+Optional: a machine whose terminals cannot be opened still boots.
 
 The terminals are `pid1.console` (default ttyS0,tty1): a name means
 <root>/dev/NAME, a full path (`/dev/pts/3`) is used as it is. Each is opened
 with O_NOCTTY and put in raw mode with ISIG off, so Ctrl-C and friends reach
 the console container's shell and never pid1. One that is missing or cannot be
 opened is skipped with a warning. The stop hook puts every terminal back as
-it was. The system-container supervisor calls the bridge's attach() for each
-console container and show_waiting() between them (see pid1/console.py).
+it was. The console phase puts the bridge in the console's ContainerSpec; the
+system-container supervisor calls its attach() for each console container
+and show_waiting() between them (see pid1/console.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 
 from pid1.console import ConsoleBridge, Terminal, open_terminal, terminal_path
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 
 def open_console_terminals(names: list[str], root: str, warn) -> list[Terminal]:
@@ -43,7 +45,7 @@ def open_console_terminals(names: list[str], root: str, warn) -> list[Terminal]:
 async def run(ctx: PhaseContext) -> str:
     terminals = open_console_terminals(ctx.config.console, ctx.root, ctx.log.warning)
     bridge = ConsoleBridge(terminals, ctx.log)
-    ctx.shared["console_bridge"] = bridge
+    ctx.wiring.console_bridge = bridge
     ctx.add_stop_hook("console terminals", bridge.close)
     if not terminals:
         return "no console terminal could be opened"
@@ -54,4 +56,6 @@ async def run(ctx: PhaseContext) -> str:
     return "raw mode on " + ", ".join(described)
 
 
-PHASE = Phase(name="console_tty", run=run, needs=("mounts",), required=False, doc=__doc__ or "")
+PHASE = Phase(
+    name="console_tty", run=run, needs=("mounts",), required=False, fills=(Wiring.console_bridge,), doc=__doc__ or ""
+)

@@ -3,9 +3,9 @@
 on /run). Optional: without it the machine still boots and is stopped with
 busybox `poweroff`/`reboot` (signals) instead.
 
-Restart commands call `ctx.shared["restart_actions"][NAME]`, which the
-dockerd and system-container phases fill in; the stop hook closes the
-channel and removes the FIFO.
+Restart commands call the action registered as NAME in
+`ctx.restart_actions`, which the dockerd and system-container phases fill
+in; the stop hook closes the channel and removes the FIFO.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from pid1.phases import Phase, PhaseContext
 
 
 async def run(ctx: PhaseContext) -> str:
-    ctx.shared.setdefault("restart_actions", {})
     channel = ControlChannel(
         path=os.path.join(ctx.config.state_dir, "control"),
         log=ctx.log,
         request_stop=ctx.request_stop,
-        restart_actions=lambda: ctx.shared.get("restart_actions") or {},
+        restart_actions=ctx.restart_actions.snapshot,
         stopping=lambda: ctx.state.mode == "stopping",
     )
     channel.open()
-    ctx.shared["control"] = channel
 
     async def close() -> None:
         channel.close()

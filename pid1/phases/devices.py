@@ -33,8 +33,7 @@ def device_links(root: str) -> list[tuple[str, str]]:
 
 
 async def run(ctx: PhaseContext) -> str:
-    mounted = ctx.shared["mounted"]
-    done = [spec.target for spec in device_mounts(ctx.root) if ensure_mounted(spec, mounted)]
+    done = [spec.target for spec in device_mounts(ctx.root) if ensure_mounted(spec, ctx.mounts)]
     done += [link for target, link in device_links(ctx.root) if ensure_symlink(target, link)]
     ctx.log.open()  # /dev/kmsg exists now, if it did not at start
     return f"made {', '.join(done)}" if done else "already in place"

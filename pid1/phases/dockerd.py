@@ -22,9 +22,11 @@ line by line, to `<state_dir>/<name>.log` (capped, one old generation kept);
 its warnings and errors also go to pid1's log. Sending every line to
 /dev/kmsg would hit the kernel's rate limit and drop pid1's own lines.
 
-Publishes `ctx.shared["docker"]` (an aiodocker.Docker on pid1.docker_socket),
-`ctx.shared["dockerd"]` (the Daemon; `.up` is an asyncio.Event set while
-dockerd answers) and restart actions "containerd" and "dockerd". The stop hook
+containerd fills `Wiring.containerd` (its Daemon); dockerd fills
+`Wiring.docker` (an aiodocker.Docker on pid1.docker_socket), `Wiring.dockerd`
+(the Daemon; `.up` is an asyncio.Event set while dockerd answers) and
+`Wiring.system_containers`, and uses `Wiring.userdata` (daemon.json, proxies).
+They register the restart actions "containerd" and "dockerd". The stop hook
 stops the system containers (short timeouts), then dockerd (SIGTERM, SIGKILL
 after DOCKERD_STOP_TIMEOUT), then containerd, within STOP_BUDGET seconds in all
 (less than the supervisor's timeout for one stop hook).
@@ -49,6 +51,7 @@ from pid1.phases import Phase, PhaseContext
 from pid1.rootfs import root_is_initramfs_mount
 from pid1.state import uptime
 from pid1.threads import bounded
+from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
     from pid1.reaper import Child
@@ -440,7 +443,7 @@ async def socket_answers(path: str) -> bool:
 
 async def run_containerd(ctx: PhaseContext) -> str:
     config = ctx.config
-    daemon: Daemon | None = ctx.shared.get("containerd")
+    daemon = ctx.wiring.maybe(Wiring.containerd)
     if daemon is None or not daemon.alive():  # not a retry that finds it still starting
         os.makedirs(os.path.dirname(config.containerd_socket), exist_ok=True)
         config_path = containerd_config(ctx)
@@ -459,12 +462,12 @@ async def run_containerd(ctx: PhaseContext) -> str:
             probe=lambda: socket_answers(config.containerd_socket),
             before_spawn=clear_socket,
         )
-        ctx.shared["containerd"] = daemon
+        ctx.wiring.containerd = daemon
         daemon.spawn()
     await daemon.wait_ready()
-    if "restart_actions" not in ctx.shared or "containerd" not in ctx.shared["restart_actions"]:
+    if "containerd" not in ctx.restart_actions:  # once, however often the phase ran
         ctx.start_service("containerd", daemon.keep_alive)
-        ctx.shared.setdefault("restart_actions", {})["containerd"] = daemon.restart
+        ctx.restart_actions.register("containerd", daemon.restart)
     return f"pid {daemon.child.pid}, answered after {daemon.ready_after * 1000:.0f} ms"
 
 
@@ -495,7 +498,7 @@ def config_file(ctx: PhaseContext) -> str | None:
     """The user-data's daemon.json, unless dockerd refused it on its last
     start: then dockerd starts on its defaults, and the log and VT2 say why.
     pid1.daemon_json checks the keys first; this catches what slips past."""
-    applied = ctx.shared.get("userdata")
+    applied = ctx.wiring.maybe(Wiring.userdata)
     path = getattr(applied, "daemon_json", None)
     if not path:
         return None
@@ -536,10 +539,10 @@ async def ping(docker: Any) -> bool:
 async def run_dockerd(ctx: PhaseContext) -> str:
     config = ctx.config
     notes = []
-    daemon: Daemon | None = ctx.shared.get("dockerd")
+    daemon = ctx.wiring.maybe(Wiring.dockerd)
     if daemon is None or not daemon.alive():  # not a retry that finds it still starting
         env = daemon_env()
-        env.update(getattr(ctx.shared.get("userdata"), "env", {}))  # proxies for pulls
+        env.update(getattr(ctx.wiring.maybe(Wiring.userdata), "env", {}))  # proxies for pulls
         root_fs = root_filesystem_type()
         # After rootfs.move_root() `/` is still a ramfs/tmpfs, but no longer
         # the rootfs mount itself, so runc can pivot_root: keep it that way.
@@ -573,24 +576,24 @@ async def run_dockerd(ctx: PhaseContext) -> str:
             ctx=ctx,
             argv=lambda: dockerd_argv(ctx, driver),
             env=env,
-            probe=lambda: ping(ctx.shared["docker"]),
+            probe=lambda: ping(ctx.wiring.docker),
             before_spawn=clear_pidfile,
         )
-        ctx.shared["dockerd"] = daemon
+        ctx.wiring.dockerd = daemon
         daemon.spawn()
-    docker = ctx.shared.get("docker")
+    docker = ctx.wiring.maybe(Wiring.docker)
     if docker is None:
         # aiodocker (and aiohttp under it) only now, while dockerd starts: the
         # import takes seconds under emulation. In a thread, so the loop (the
         # reaper, the console, the daemons' output) keeps going meanwhile.
         aiodocker = await asyncio.to_thread(importlib.import_module, "aiodocker")
-        docker = ctx.shared["docker"] = aiodocker.Docker(url=f"unix://{config.docker_socket}")
+        docker = ctx.wiring.docker = aiodocker.Docker(url=f"unix://{config.docker_socket}")
     await daemon.wait_ready()
-    if "system_containers" not in ctx.shared:  # once, however often the phase ran
+    if ctx.wiring.maybe(Wiring.system_containers) is None:  # once, however often the phase ran
         ctx.start_service("dockerd", daemon.keep_alive)
-        ctx.shared.setdefault("restart_actions", {})["dockerd"] = daemon.restart
+        ctx.restart_actions.register("dockerd", daemon.restart)
         ctx.add_stop_hook("dockerd", lambda: stop_engine(ctx))
-        containerd: Daemon | None = ctx.shared.get("containerd")
+        containerd = ctx.wiring.maybe(Wiring.containerd)
         if containerd is not None:
             containerd.after_restart.append(lambda: restart_after_containerd(ctx))
         # The system-container supervisor: its event loop resubscribes and
@@ -598,7 +601,7 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         from pid1.system_containers import SystemContainers
 
         supervisor = SystemContainers(ctx, docker, daemon.up)
-        ctx.shared["system_containers"] = supervisor
+        ctx.wiring.system_containers = supervisor
         ctx.start_service("system containers", supervisor.watch_events)
     ctx.log.milestone("dockerd ready", f"pid {daemon.child.pid}")
     notes.insert(0, f"pid {daemon.child.pid}, /_ping after {daemon.ready_after * 1000:.0f} ms")
@@ -611,7 +614,7 @@ async def restart_after_containerd(ctx: PhaseContext) -> None:
     never reported dead, so no die event ever comes), so its view of the
     containers cannot be trusted: restart dockerd, which rebuilds that view
     from containerd at start; the event loop then reconciles."""
-    dockerd: Daemon | None = ctx.shared.get("dockerd")
+    dockerd = ctx.wiring.maybe(Wiring.dockerd)
     if dockerd is None or dockerd.stopping or not dockerd.alive():
         return
     ctx.log.warning("containerd restarted: restarting dockerd so that its view of the containers is rebuilt")
@@ -619,10 +622,11 @@ async def restart_after_containerd(ctx: PhaseContext) -> None:
 
 
 async def stop_engine(ctx: PhaseContext) -> None:
-    """The stop hook: system containers, then dockerd, then containerd."""
-    supervisor = ctx.shared.get("system_containers")
-    dockerd: Daemon | None = ctx.shared.get("dockerd")
-    containerd: Daemon | None = ctx.shared.get("containerd")
+    """The stop hook: system containers, then dockerd, then containerd.
+    `ctx` is the dockerd phase's (or a stand-in's that fills the same slots)."""
+    supervisor = ctx.wiring.maybe(Wiring.system_containers)
+    dockerd = ctx.wiring.maybe(Wiring.dockerd)
+    containerd = ctx.wiring.maybe(Wiring.containerd)
     for daemon in (dockerd, containerd):
         if daemon is not None:
             daemon.stopping = True  # no restarts from here on
@@ -635,7 +639,7 @@ async def stop_engine(ctx: PhaseContext) -> None:
         await dockerd.stop(DOCKERD_STOP_TIMEOUT)
     if containerd is not None:
         await containerd.stop(CONTAINERD_STOP_TIMEOUT)
-    docker = ctx.shared.get("docker")
+    docker = ctx.wiring.maybe(Wiring.docker)
     if docker is not None:
         try:
             await docker.close()
@@ -644,6 +648,13 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 
 PHASES = [
-    Phase(name="containerd", run=run_containerd, needs=("mounts",), doc=__doc__ or ""),
-    Phase(name="dockerd", run=run_dockerd, needs=("containerd", "storage", "modules", "userdata"), doc=__doc__ or ""),
+    Phase(name="containerd", run=run_containerd, needs=("mounts",), fills=(Wiring.containerd,), doc=__doc__ or ""),
+    Phase(
+        name="dockerd",
+        run=run_dockerd,
+        needs=("containerd", "storage", "modules", "userdata"),
+        fills=(Wiring.docker, Wiring.dockerd, Wiring.system_containers),
+        uses=(Wiring.containerd, Wiring.userdata),
+        doc=__doc__ or "",
+    ),
 ]

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ async def import_tarball(docker, tarball: Tarball, tags: list[str]) -> None:
 
 
 async def run(ctx: PhaseContext) -> str:
-    docker = ctx.shared["docker"]
+    docker = ctx.wiring.docker
     directory = ctx.config.images_dir
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(".tar"))
@@ -261,11 +262,10 @@ async def run(ctx: PhaseContext) -> str:
         await ensure_tarball(tarball)
     loaded.sort()
     present.sort()
-    ctx.shared["bundled_images"] = loaded + present
     parts = [f"loaded {', '.join(loaded)}" if loaded else "", f"present {', '.join(present)}" if present else ""]
     if broken:
         parts.append(f"broken {', '.join(broken)}")
     return "; ".join(p for p in parts if p) or f"no tarballs in {directory}"
 
 
-PHASE = Phase(name="images", run=run, needs=("dockerd",), doc=__doc__ or "")
+PHASE = Phase(name="images", run=run, needs=("dockerd",), uses=(Wiring.docker,), doc=__doc__ or "")

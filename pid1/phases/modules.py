@@ -50,6 +50,7 @@ from pid1.layout import SYSTEM_PATH
 from pid1.module_sets import ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
+from pid1.wiring import Wiring
 
 # DESIGN.md "Facts": what the measured boot loaded for dockerd 20.10
 # (iptables-legacy), in two parts (pid1.module_sets): what storage and
@@ -353,7 +354,7 @@ async def run(ctx: PhaseContext) -> str:
     config = await asyncio.to_thread(kmod.read_config, ctx.root)
     config.add_kernel_cmdline(read_text(ctx.path("proc/cmdline")))
     index = await asyncio.to_thread(kmod.ModuleIndex.load, moddir, config)
-    ctx.shared["module_index"] = index
+    ctx.wiring.module_index = index
     modprobe_note = await setup_modprobe(ctx)
 
     loaded = kmod.loaded_modules(ctx.path("proc/modules"))
@@ -376,7 +377,7 @@ async def run(ctx: PhaseContext) -> str:
             report(ctx, results)
             if round_no == 0:
                 # The disk drivers are in: the storage phase's wait for a late disk counts from here.
-                ctx.shared["disk_drivers_loaded_at"] = time.monotonic()
+                ctx.wiring.disk_drivers_loaded_at = time.monotonic()
             if tally.hung:
                 break  # its thread still holds the loads: no more rounds behind it
             if not any(r.outcome == "loaded" for r in results):
@@ -397,7 +398,7 @@ async def run(ctx: PhaseContext) -> str:
 async def run_docker_modules(ctx: PhaseContext) -> str:
     """The `docker_modules` phase: ENGINE_MODULES, with the index the
     modules phase read (nothing to do where it found no modules)."""
-    index: kmod.ModuleIndex | None = ctx.shared.get("module_index")
+    index = ctx.wiring.maybe(Wiring.module_index)
     if index is None:
         return "no module index (see the modules phase): nothing to do"
     loaded = kmod.loaded_modules(ctx.path("proc/modules"))
@@ -408,6 +409,20 @@ async def run_docker_modules(ctx: PhaseContext) -> str:
 
 
 PHASES = [
-    Phase(name="modules", run=run, needs=("mounts",), required=False, doc=__doc__ or ""),
-    Phase(name="docker_modules", run=run_docker_modules, needs=("modules",), required=False, doc=__doc__ or ""),
+    Phase(
+        name="modules",
+        run=run,
+        needs=("mounts",),
+        required=False,
+        fills=(Wiring.module_index, Wiring.disk_drivers_loaded_at),
+        doc=__doc__ or "",
+    ),
+    Phase(
+        name="docker_modules",
+        run=run_docker_modules,
+        needs=("modules",),
+        required=False,
+        uses=(Wiring.module_index,),
+        doc=__doc__ or "",
+    ),
 ]

@@ -52,8 +52,7 @@ def cgroup_mounts(root: str, layout: str, proc_cgroups: str) -> list[MountSpec]:
 
 
 async def run(ctx: PhaseContext) -> str:
-    mounted = ctx.shared["mounted"]
-    done = [spec.target for spec in base_mounts(ctx.root) if ensure_mounted(spec, mounted)]
+    done = [spec.target for spec in base_mounts(ctx.root) if ensure_mounted(spec, ctx.mounts)]
     cgroup_root = ctx.path("sys/fs/cgroup")
     if is_mountpoint(cgroup_root):
         ctx.state.storage.setdefault("cgroups", "already mounted")
@@ -61,7 +60,7 @@ async def run(ctx: PhaseContext) -> str:
         with open(ctx.path("proc/cgroups")) as f:
             table = f.read()
         for spec in cgroup_mounts(ctx.root, ctx.config.cgroups, table):
-            if ensure_mounted(spec, mounted):
+            if ensure_mounted(spec, ctx.mounts):
                 done.append(spec.target)
         ctx.state.storage["cgroups"] = ctx.config.cgroups
     os.makedirs(ctx.path("run/pid1"), exist_ok=True)

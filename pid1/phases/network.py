@@ -51,6 +51,7 @@ from pid1.control import ensure_fifo
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 from pid1.untrusted import read_untrusted
+from pid1.wiring import Wiring
 
 DHCP_IMAGE = "pid1-dhcp:latest"
 DHCP_SCRIPT = "/etc/udhcpc/default.script"
@@ -317,7 +318,7 @@ class NetworkPhase:
         background: the worker's events keep coming meanwhile)."""
         ctx = self.ctx
         self.dhcp_link = link
-        supervisor = ctx.shared.get("system_containers")
+        supervisor = ctx.wiring.maybe(Wiring.system_containers)
         if supervisor is None:
             ctx.log.error("network: no system-container supervisor (dockerd phase missing): no DHCP client")
             return
@@ -336,8 +337,8 @@ class NetworkPhase:
 
     def watch_lease_events(self) -> None:
         """Start the network-lease service (once: a retried phase reuses it)."""
-        first = LEASE_SERVICE not in self.ctx.shared
-        self.ctx.shared[LEASE_SERVICE] = self  # the service reports to the latest attempt
+        first = self.ctx.wiring.maybe(Wiring.network_attempt) is None
+        self.ctx.wiring.network_attempt = self  # the service reports to the latest attempt
         if not first:
             return
         path = os.path.join(self.net_dir, "events")
@@ -348,7 +349,7 @@ class NetworkPhase:
             try:
                 async with contextlib.aclosing(fifo.events()) as events:
                     async for word in events:
-                        self.ctx.shared[LEASE_SERVICE].on_lease_event(word)
+                        self.ctx.wiring.network_attempt.on_lease_event(word)
             finally:
                 os.close(fifo.fd)
 
@@ -506,4 +507,11 @@ async def run(ctx: PhaseContext) -> str:
         phase.finished = True
 
 
-PHASE = Phase(name="network", run=run, needs=("images",), doc=__doc__ or "")
+PHASE = Phase(
+    name="network",
+    run=run,
+    needs=("images",),
+    fills=(Wiring.network_attempt,),
+    uses=(Wiring.system_containers,),
+    doc=__doc__ or "",
+)

@@ -137,7 +137,6 @@ async def run(ctx: PhaseContext) -> str:
         watcher.close()
 
     ctx.add_stop_hook("powerbutton", close)
-    ctx.shared["powerbutton"] = watcher
     return "watching " + ", ".join(opened)
 
 

@@ -18,6 +18,7 @@ import base64
 from typing import TYPE_CHECKING
 
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
     from pid1.phases.userdata import Applied
@@ -43,10 +44,10 @@ def commands(applied: Applied) -> list[list[str]]:
 async def wait_for_dom0(ctx: PhaseContext) -> object:
     """dom0's container once it runs (the supervisor says when), bounded."""
     try:
-        container_id = await ctx.shared["system_containers"].wait_running("dom0", DOM0_WAIT)
+        container_id = await ctx.wiring.system_containers.wait_running("dom0", DOM0_WAIT)
     except TimeoutError:
         raise RuntimeError(f"dom0 is not running after {DOM0_WAIT:.0f} s") from None
-    return ctx.shared["docker"].containers.container(container_id)
+    return ctx.wiring.docker.containers.container(container_id)
 
 
 async def exec_in(container, argv: list[str]) -> tuple[int | None, bytes]:
@@ -62,7 +63,7 @@ async def exec_in(container, argv: list[str]) -> tuple[int | None, bytes]:
 
 
 async def run(ctx: PhaseContext) -> str:
-    applied: Applied | None = ctx.shared.get("userdata")
+    applied = ctx.wiring.maybe(Wiring.userdata)
     if applied is None or applied.host_state is None or not commands(applied):
         return "nothing to run"
     mark = f"runcmd/{applied.instance_key}.done"
@@ -93,4 +94,11 @@ async def run(ctx: PhaseContext) -> str:
     return f"ran {len(planned)} for instance {applied.instance_key}, {failed} failed"
 
 
-PHASE = Phase(name="runcmd", run=run, needs=("userdata", "userdata_url", "dom0"), required=False, doc=__doc__ or "")
+PHASE = Phase(
+    name="runcmd",
+    run=run,
+    needs=("userdata", "userdata_url", "dom0"),
+    required=False,
+    uses=(Wiring.userdata, Wiring.docker, Wiring.system_containers),
+    doc=__doc__ or "",
+)

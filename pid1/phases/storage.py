@@ -8,6 +8,10 @@ there instead and the log and state say "running from RAM" (and why); so
 does a scan that does not finish within pid1.io_timeout (a device that
 hangs: the boot goes on without it). A docker root that is a mount point
 already is left as it is and only recorded. Nothing is ever formatted.
+
+Fills `Wiring.storage` (a StorageResult: the mode, the scan of the block
+devices, and the callbacks to call when the mounted disk goes away) and uses
+`Wiring.disk_drivers_loaded_at` (the modules phase's).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pid1.blockdev import LabelledDevice, MountEntry, Scan, UeventListener, moun
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
+from pid1.wiring import StorageResult, Wiring
 
 # Without udev's event queue, a missing disk may just be a disk still being
 # probed (virtio/USB/SCSI probing can finish after the driver's module is
@@ -47,10 +52,9 @@ MOUNT_TYPE = {"ext2": "ext4", "ext3": "ext4"}
 
 def record(ctx: PhaseContext, mode: str, **fields: object) -> None:
     """Publish the storage mode in the state (next to what other phases keep
-    in state.storage, e.g. cgroups) and for later phases."""
+    in state.storage, e.g. cgroups); `run` fills the slot for later phases."""
     keys = ("device", "fstype", "label", "error", "target", "preexisting")
     ctx.state.storage.update({key: fields.get(key) for key in keys}, mode=mode)
-    ctx.shared["storage_mode"] = mode
     ctx.store.changed()
 
 
@@ -127,7 +131,8 @@ async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
     # A late disk is one still being probed after its driver loaded: the wait
     # counts from when the modules phase loaded the disk drivers (the
     # docker_modules phase runs meanwhile), not from now.
-    drivers_loaded = min(ctx.shared.get("disk_drivers_loaded_at", started), started)
+    loaded_at = ctx.wiring.maybe(Wiring.disk_drivers_loaded_at)
+    drivers_loaded = started if loaded_at is None else min(loaded_at, started)
     deadline = drivers_loaded + ctx.config.storage_wait
     try:
         scan = await scan_bounded(ctx, label, sys_root, dev_root)
@@ -147,11 +152,12 @@ async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
     return scan, time.monotonic() - started
 
 
-async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str) -> None:
+async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str, result: StorageResult) -> None:
     """The service: the mounted DOCKER disk going away (unplugged, a cloud
     volume detached) is said at once, in the log and the state, rather than
     left to the kernel's I/O errors. Nothing can be done for what dockerd
-    writes there meanwhile; the machine stays up for what runs in memory."""
+    writes there meanwhile; the machine stays up for what runs in memory.
+    The result's when_disk_gone callbacks run first (the boot logs' end)."""
     try:
         listener = UeventListener()
     except OSError as exc:
@@ -162,11 +168,11 @@ async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str) -> No
             await readable(listener.fileno(), None)
             gone, lost = listener.removed()
             if disk.device.devname in gone or (lost and not os.path.exists(disk.path)):
-                # No more writes of pid1's to the dead disk (the boot logs' thread).
-                ctx.log.copies.clear()
-                boot_logs = ctx.shared.get("boot_logs")
-                if boot_logs is not None:
-                    boot_logs.stop()
+                for callback in result.when_disk_gone:
+                    try:
+                        callback()
+                    except Exception as exc:
+                        ctx.log.error(f"storage: after the disk went away: {exc!r}")
                 error = (f"{disk.path} (label {disk.label}) was removed while mounted on {target}: docker's data "
                          "there can no longer be read or written; put the disk back and reboot")  # fmt: skip
                 ctx.log.error(f"storage: {error}")
@@ -178,13 +184,23 @@ async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str) -> No
 
 
 def mount_ram(ctx: PhaseContext, target: str, why: str, error: str | None = None) -> str:
-    ensure_mounted(MountSpec("tmpfs", target, "tmpfs", data="mode=711", mode=0o711), ctx.shared["mounted"])
+    ensure_mounted(MountSpec("tmpfs", target, "tmpfs", data="mode=711", mode=0o711), ctx.mounts)
     record(ctx, "ram", device="tmpfs", fstype="tmpfs", error=error, target=target, preexisting=False)
     ctx.log.notice(f"running from RAM: {why}; docker data on {target} is lost at power-off")
     return f"running from RAM ({why})"
 
 
 async def run(ctx: PhaseContext) -> str:
+    result = StorageResult(mode="ram", scan=None)
+    detail = await place_data_root(ctx, result)
+    result.mode = ctx.state.storage["mode"]  # what record() said
+    ctx.wiring.storage = result
+    return detail
+
+
+async def place_data_root(ctx: PhaseContext, result: StorageResult) -> str:
+    """The labelled disk, else a tmpfs, on the data root (or the mount found
+    there); fills result.scan with what was scanned."""
     target = ctx.path(ctx.config.docker_root)
     label = ctx.config.storage_label
     if is_mountpoint(target):
@@ -194,9 +210,9 @@ async def run(ctx: PhaseContext) -> str:
         scan, waited = await find_disk(ctx)
     except ScanHangs as exc:
         ctx.log.error(f"storage: {exc}: a device does not answer")
-        ctx.shared["block_scan"] = Scan(labelled=[])  # nothing to look at again: it hung
+        result.scan = Scan(labelled=[])  # nothing to look at again: it hung
         return mount_ram(ctx, target, f"the disk scan hangs: {exc}", error=str(exc))
-    ctx.shared["block_scan"] = scan  # the user-data phase looks for its volume in it
+    result.scan = scan  # the user-data phase looks for its volume in it
     for problem in scan.problems or ():
         ctx.log.info(f"storage: cannot read {problem}")
     if scan.match is None:
@@ -211,7 +227,7 @@ async def run(ctx: PhaseContext) -> str:
         # A mount can take seconds (journal replay): off the loop, like the scan.
         # The thread records the mount itself, so a stop that cancels this
         # phase meanwhile still unmounts it.
-        await asyncio.to_thread(ensure_mounted, spec, ctx.shared["mounted"])
+        await asyncio.to_thread(ensure_mounted, spec, ctx.mounts)
     except OSError as exc:
         # The kernel logs its reason (e.g. "EXT4-fs (vdb): bad geometry") to dmesg.
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -220,8 +236,15 @@ async def run(ctx: PhaseContext) -> str:
         return mount_ram(ctx, target, f"the disk labelled {label} failed to mount: {reason}", error=error)
     record(ctx, "disk", device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
     ctx.log.notice(f"storage: {disk.path} ({disk.fstype}, label {label}) mounted on {target}")
-    ctx.start_service("storage watch", lambda: watch_disk(ctx, disk, target))
+    ctx.start_service("storage watch", lambda: watch_disk(ctx, disk, target, result))
     return f"{disk.path} ({disk.fstype}) on {target}"
 
 
-PHASE = Phase(name="storage", run=run, needs=("mounts", "modules", "autoformat"), doc=__doc__ or "")
+PHASE = Phase(
+    name="storage",
+    run=run,
+    needs=("mounts", "modules", "autoformat"),
+    fills=(Wiring.storage,),
+    uses=(Wiring.disk_drivers_loaded_at,),
+    doc=__doc__ or "",
+)

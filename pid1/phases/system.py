@@ -2,22 +2,24 @@
 
 Both need `images` (the bundled busybox fallback must be loaded); dom0 also
 waits for the console's first start, so that the console the user waits for
-does not share the CPUs with a second container start. Each phase
-describes its container (a ContainerSpec) and hands it to the system-container
-supervisor (`ctx.shared["system_containers"]`, made by the dockerd phase),
-which keeps it running from then on; the phase is done after the first start
-attempt. Both are privileged, `--net host`, `--pid host` (so `kill -TERM 1`
-from them reaches pid1), `--uts host` (the machine's name, live), labelled `pid1.role=dom0|console`, with the docker
+does not share the CPUs with a second container start, and the console
+needs `console_tty` (its bridge). Each phase describes its container (a
+ContainerSpec) and hands it to the system-container supervisor
+(`Wiring.system_containers`, filled by the dockerd phase), which keeps it
+running from then on; the phase is done after the first start attempt.
+Both are privileged, `--net host`, `--pid host` (so `kill -TERM 1` from them
+reaches pid1), `--uts host` (the machine's name, live), labelled `pid1.role=dom0|console`, with the docker
 socket, /lib/modules (ro), pid1's state dir (as /run/pid1), the docker client
 and /etc/resolv.conf mounted in. The image is resolved at every start:
 `pid1.console_image` / `pid1.dom0_image`, else `debian:latest` when storage is
 a disk and the image is there, else the bundled busybox.
 
-The console runs with a TTY and open stdin (the console bridge carries it to
-the VM's terminals). It does not wait for DHCP: /etc/resolv.conf is bound in
-from the start (the image ships it empty) and the DHCP client rewrites it in
-place, so the console sees the servers once the lease comes. dom0 gets a TTY and open
-stdin too, so the bundled busybox `sh` idles as dom0 the way `docker run -dit`
+The console runs with a TTY and open stdin (the console bridge,
+`Wiring.console_bridge`, carries it to the VM's terminals; without one, as
+when console_tty failed, it runs unbridged). It does not wait for DHCP:
+/etc/resolv.conf is bound in from the start (the image ships it empty) and
+the DHCP client rewrites it in place, so the console sees the servers once
+the lease comes. dom0 gets a TTY and open stdin too, so the bundled busybox `sh` idles as dom0 the way `docker run -dit`
 does, and `docker exec -it dom0 sh` feels like a host shell.
 
 Registers restart actions "console" and "dom0" for the control channel.
@@ -29,6 +31,7 @@ import os
 
 from pid1.container_spec import ContainerSpec
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 DISK_IMAGE = "debian:latest"
 CONSOLE_STOP_TIMEOUT = 1  # a console shell holds no state
@@ -49,18 +52,18 @@ def system_binds(ctx: PhaseContext) -> tuple[str, ...]:
     ):
         if os.path.exists(source):
             binds.append(f"{source}:{target}:{mode}")
-    binds += getattr(ctx.shared.get("userdata"), "binds", [])  # write_files
+    binds += getattr(ctx.wiring.maybe(Wiring.userdata), "binds", [])  # write_files
     return tuple(binds)
 
 
 def system_env(ctx: PhaseContext) -> tuple[str, ...]:
     """The user-data's proxies, so that pulls in dom0 and the console use them too."""
-    env = getattr(ctx.shared.get("userdata"), "env", {})
+    env = getattr(ctx.wiring.maybe(Wiring.userdata), "env", {})
     return tuple(f"{name}={value}" for name, value in sorted(env.items()))
 
 
 def candidates(ctx: PhaseContext, first: str) -> tuple[str, ...]:
-    if ctx.shared.get("storage_mode") == "disk":
+    if ctx.wiring.storage.mode == "disk":
         return (first, DISK_IMAGE)
     return (first,)
 
@@ -75,6 +78,7 @@ def console_spec(ctx: PhaseContext) -> ContainerSpec:
         tty=True,
         open_stdin=True,
         stop_timeout=CONSOLE_STOP_TIMEOUT,
+        bridge=ctx.wiring.maybe(Wiring.console_bridge),
     )
 
 
@@ -100,27 +104,34 @@ def describe(ctx: PhaseContext, role: str) -> str:
 
 
 def register_restart(ctx: PhaseContext, role: str) -> None:
-    supervisor = ctx.shared["system_containers"]
+    supervisor = ctx.wiring.system_containers
 
     async def restart() -> None:
         await supervisor.restart(role)
 
-    ctx.shared.setdefault("restart_actions", {})[role] = restart
+    ctx.restart_actions.register(role, restart)
 
 
 async def run_dom0(ctx: PhaseContext) -> str:
     register_restart(ctx, "dom0")
-    await ctx.shared["system_containers"].ensure(dom0_spec(ctx))
+    await ctx.wiring.system_containers.ensure(dom0_spec(ctx))
     return describe(ctx, "dom0")
 
 
 async def run_console(ctx: PhaseContext) -> str:
     register_restart(ctx, "console")
-    await ctx.shared["system_containers"].ensure(console_spec(ctx))
+    await ctx.wiring.system_containers.ensure(console_spec(ctx))
     return describe(ctx, "console")
 
 
+USES = (Wiring.system_containers, Wiring.storage, Wiring.userdata)
 PHASES = [
-    Phase(name="dom0", run=run_dom0, needs=("images", "console"), doc=__doc__ or ""),
-    Phase(name="console", run=run_console, needs=("images",), doc=__doc__ or ""),
+    Phase(name="dom0", run=run_dom0, needs=("images", "console"), uses=USES, doc=__doc__ or ""),
+    Phase(
+        name="console",
+        run=run_console,
+        needs=("images", "console_tty"),
+        uses=(*USES, Wiring.console_bridge),
+        doc=__doc__ or "",
+    ),
 ]

@@ -13,8 +13,9 @@ Applies what must be in place before the engine: the user-data's pid1 keys
 (the kernel command line wins), the hostname, daemon.json (checked by
 pid1.daemon_json; refused whole with the reason, and the last good one used),
 and the files of write_files, kept in the host state and bound into dom0 and
-the console. Publishes `ctx.shared["userdata"]` (an `Applied`) for dockerd,
-the system containers and the runcmd phase, and records `state.userdata`.
+the console. Fills `Wiring.userdata` (an `Applied`) for dockerd, the system
+containers and the runcmd phase, and records `state.userdata`. Uses
+`Wiring.storage` (its mode and scan) and `Wiring.boot2docker_files`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pid1.config import KERNEL, USER_DATA, apply_settings
 from pid1.host_state import MAX_READ, HostState
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
+from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
     from pid1.userdata import MetaData, UserData
@@ -110,7 +112,7 @@ def volumes(scan: Scan) -> list[LabelledDevice]:
 
 async def find_source(ctx: PhaseContext, host_state: HostState) -> tuple[Found | None, list[str]]:
     """The first source that has a user-data, and why the others had none."""
-    scan: Scan | None = ctx.shared.get("block_scan")
+    scan = ctx.wiring.storage.scan
     problems: list[str] = []
     if scan is None:  # storage found the data root mounted already and did not scan
         try:
@@ -227,7 +229,7 @@ def keep_boot2docker_files(ctx: PhaseContext, host_state: HostState) -> list[str
     formatted): its files kept under boot2docker/, its SSH keys returned."""
     from pid1.userdata import ssh_key_problem
 
-    files: dict[str, bytes] = ctx.shared.get("boot2docker_files") or {}
+    files = ctx.wiring.maybe(Wiring.boot2docker_files) or {}
     keys: list[str] = []
     for name, content in files.items():
         try:
@@ -252,8 +254,7 @@ def keep_boot_logs(ctx: PhaseContext, host_state: HostState) -> None:
     """This boot's logs in the host state from now on: pid1's (its ring so far
     first), the daemons' (containerd's from here, dockerd's from its start).
     Written by a thread of their own, never on the loop (pid1.boot_logs);
-    published as ctx.shared["boot_logs"], so the storage watch can end them
-    when the disk goes away."""
+    ended by the storage watch when the disk goes away."""
     from pid1 import boot_logs
 
     try:
@@ -270,7 +271,12 @@ def keep_boot_logs(ctx: PhaseContext, host_state: HostState) -> None:
         pid1_log(f"[{line.time:9.3f}] {line.level}: {line.message}\n")
     for name in names:
         ctx.log.copies[name] = writer.sink(name)
-    ctx.shared["boot_logs"] = writer
+
+    def disk_gone() -> None:
+        ctx.log.copies.clear()  # no more writes of pid1's to the dead disk
+        writer.stop()
+
+    ctx.wiring.storage.when_disk_gone.append(disk_gone)
     ctx.add_stop_hook("boot logs", _stopper(ctx, writer))
 
 
@@ -295,10 +301,10 @@ def keep_copy(host_state: HostState, found: Found) -> None:
 
 
 async def run(ctx: PhaseContext) -> str:
-    persistent = ctx.state.storage.get("mode") == "disk"
+    persistent = ctx.wiring.storage.mode == "disk"
     host_state = HostState.under(ctx.path(ctx.config.docker_root), persistent)
     applied = Applied(host_state=host_state)
-    ctx.shared["userdata"] = applied
+    ctx.wiring.userdata = applied
     record = ctx.state.userdata
     record.update(source=None, instance_id=None, applied=[], warnings=[], errors=[], host_state=host_state.root,
                   persistent=persistent)  # fmt: skip
@@ -312,7 +318,7 @@ async def run(ctx: PhaseContext) -> str:
     boot2docker_keys = keep_boot2docker_files(ctx, host_state)
     if found is None:
         keep_ssh_keys(host_state, boot2docker_keys)
-        if boot2docker_keys or ctx.shared.get("boot2docker_files"):
+        if boot2docker_keys or ctx.wiring.maybe(Wiring.boot2docker_files):
             record.update(source="boot2docker userdata.tar", applied=[f"{len(boot2docker_keys)} ssh keys"])
             ctx.store.changed()
             ctx.log.notice(f"userdata: from boot2docker's userdata.tar: {len(boot2docker_keys)} ssh keys kept")
@@ -359,4 +365,12 @@ async def run(ctx: PhaseContext) -> str:
     return f"{found.source}: {len(done)} applied, {len(warnings)} warnings, {len(errors)} errors"
 
 
-PHASE = Phase(name="userdata", run=run, needs=("storage", "modules"), required=False, doc=__doc__ or "")
+PHASE = Phase(
+    name="userdata",
+    run=run,
+    needs=("storage", "modules"),
+    required=False,
+    fills=(Wiring.userdata,),
+    uses=(Wiring.storage, Wiring.boot2docker_files),
+    doc=__doc__ or "",
+)

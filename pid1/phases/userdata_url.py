@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pid1.config import KERNEL
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
     from pid1.phases.userdata import Applied
@@ -54,7 +55,7 @@ async def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
 
 async def run(ctx: PhaseContext) -> str:
     url = ctx.config.userdata
-    applied: Applied | None = ctx.shared.get("userdata")
+    applied = ctx.wiring.maybe(Wiring.userdata)
     if not url:
         return "no pid1.userdata URL"
     if not url.startswith("http://"):
@@ -122,4 +123,11 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
     return f"url {url}: {'changed' if changed else 'as kept'}, {len(data.warnings)} warnings"
 
 
-PHASE = Phase(name="userdata_url", run=run, needs=("network", "userdata"), required=False, doc=__doc__ or "")
+PHASE = Phase(
+    name="userdata_url",
+    run=run,
+    needs=("network", "userdata"),
+    required=False,
+    uses=(Wiring.userdata,),
+    doc=__doc__ or "",
+)

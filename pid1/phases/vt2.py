@@ -203,7 +203,6 @@ def choose_terminal(ctx: PhaseContext) -> tuple[int, list | None, str, str]:
 async def run(ctx: PhaseContext) -> str:
     fd, saved, path, why = choose_terminal(ctx)
     live = LiveView(log=ctx.log, status_path=os.path.join(ctx.config.state_dir, "status"), tty_fd=fd, tty_path=path)
-    ctx.shared["view"] = live
     ctx.store.listeners.append(live.on_change)
     if fd >= 0:
 

@@ -3,13 +3,20 @@ PYTHONPATH) that stand in for the host phases: in a test namespace pid1 must
 not make device nodes in the host's /dev or mount over /tmp and /run, and
 dockerd needs nothing from them there (the host has /proc, /sys, cgroups and
 the modules loaded). Extra modules override the built-in phases of the same
-name. `storage` says "disk" when the environment asks for it (PID1_TEST_STORAGE).
+name, and declare the slots of the phases they replace. `storage` says "disk"
+when the environment asks for it (PID1_TEST_STORAGE).
 
 `network` is a stand-in too: these tests share the host's network namespace,
 and the real phase's DHCP client (udhcpc's deconfig flushes the link's IPv4
 addresses) would take the host's address away. Only the tests that run pid1
 in a network namespace of their own (test_network.py's start_networked) ask
-for the real phase, with PID1_TEST_REAL_NETWORK=1."""
+for the real phase, with PID1_TEST_REAL_NETWORK=1.
+
+`console_tty` is a stand-in too, which opens nothing: the real phase would
+open the host's /dev/ttyS0 and /dev/tty1 (pid1.console's default) and leave
+them in raw mode when the test kills pid1. The console then runs unbridged.
+A test that gives pid1.console a pty of its own asks for the real phase with
+PID1_TEST_REAL_CONSOLE=1."""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import os
 
 from pid1.blockdev import Scan
 from pid1.phases import Phase, PhaseContext
+from pid1.wiring import StorageResult, Wiring
 
 
 async def noop(ctx: PhaseContext) -> str:
@@ -25,10 +33,13 @@ async def noop(ctx: PhaseContext) -> str:
 
 async def storage(ctx: PhaseContext) -> str:
     mode = os.environ.get("PID1_TEST_STORAGE", "ram")
-    ctx.shared["storage_mode"] = mode
     ctx.state.storage = {"mode": mode, "source": "test"}
-    ctx.shared["block_scan"] = Scan(labelled=[])  # the host's disks are not the test's
+    ctx.wiring.storage = StorageResult(mode=mode, scan=Scan(labelled=[]))  # the host's disks are not the test's
     return f"{mode} (test stand-in)"
+
+
+async def no_console_terminals(ctx: PhaseContext) -> str:
+    return "no console terminals in the docker tests (the host's are not the test's)"
 
 
 async def network(ctx: PhaseContext) -> str:
@@ -40,11 +51,16 @@ PHASES = [
     Phase(name="devices", run=noop),
     Phase(name="mounts", run=noop, needs=("devices",)),
     Phase(name="hostname", run=noop, needs=("mounts",)),
-    Phase(name="modules", run=noop, needs=("mounts",)),
-    Phase(name="storage", run=storage, needs=("modules",)),
+    Phase(name="modules", run=noop, needs=("mounts",), fills=(Wiring.module_index, Wiring.disk_drivers_loaded_at)),
+    Phase(name="storage", run=storage, needs=("modules", "autoformat"), fills=(Wiring.storage,)),
     *(
         []
         if os.environ.get("PID1_TEST_REAL_NETWORK") == "1"
         else [Phase(name="network", run=network, needs=("images",))]
+    ),
+    *(
+        []
+        if os.environ.get("PID1_TEST_REAL_CONSOLE") == "1"
+        else [Phase(name="console_tty", run=no_console_terminals, needs=("mounts",), fills=(Wiring.console_bridge,))]
     ),
 ]

@@ -70,6 +70,7 @@ async def harness(opts: argparse.Namespace) -> None:
     from pid1.log import Log
     from pid1.phases import PhaseContext, console_tty
     from pid1.state import StateStore
+    from pid1.wiring import MountTable, RestartRegistry, Wiring
 
     loop = asyncio.get_running_loop()
     signals_seen = {"SIGINT": 0, "SIGTSTP": 0, "SIGQUIT": 0}
@@ -81,16 +82,26 @@ async def harness(opts: argparse.Namespace) -> None:
 
         loop.add_signal_handler(getattr(signal, name), count)
 
+    def unused(*args: object) -> None:
+        raise AssertionError(f"console_tty called what it does not use: {args!r}")
+
     hooks = []
+    wiring = Wiring()
     ctx = PhaseContext(
         config=Config(console=opts.console),
         log=Log(),
         store=StateStore(opts.state_dir),
         reaper=None,  # type: ignore[arg-type]  # the phase starts no process
+        wiring=wiring.view(console_tty.PHASE),
+        mounts=MountTable(),
+        restart_actions=RestartRegistry(),
+        start_service=unused,
         add_stop_hook=lambda name, hook: hooks.append(hook),
+        add_before_stop=unused,
+        request_stop=unused,
     )
     detail = await console_tty.run(ctx)
-    bridge: ConsoleBridge = ctx.shared["console_bridge"]
+    bridge: ConsoleBridge = wiring.console_bridge
     emit("opened", detail=detail, terminals=[t.path for t in bridge.terminals], tty_nr=controlling_tty_nr())
     if opts.isig_on:  # the negative control: what a cooked (non-raw) host tty would do
         for term in bridge.terminals:

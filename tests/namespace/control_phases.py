@@ -31,9 +31,8 @@ def action(name: str):
 
 
 async def run(ctx: PhaseContext) -> str:
-    actions = ctx.shared.setdefault("restart_actions", {})
     for name in ("console", "dockerd"):
-        actions[name] = action(name)
+        ctx.restart_actions.register(name, action(name))
     return "restart actions for console, dockerd"
 
 

@@ -22,6 +22,7 @@ import os
 
 from pid1.phases import Phase, PhaseContext
 from pid1.phases import dockerd as engine
+from pid1.wiring import Wiring
 
 WANTED = set(filter(None, os.environ.get("PID1_TEST_STOP", "").split(",")))
 
@@ -51,7 +52,7 @@ async def mount_tmpfs(ctx: PhaseContext) -> str:
 
     target = os.environ["PID1_TEST_MOUNT"]
     syscalls.mount("tmpfs", target, "tmpfs", 0, "size=1m")
-    ctx.shared["mounted"].append(target)
+    ctx.mounts.add(target)
     return f"tmpfs on {target}"
 
 
@@ -86,8 +87,11 @@ async def stubborn_engine(ctx: PhaseContext) -> str:
         )
         daemon.spawn()
         await daemon.wait_ready()
-        ctx.shared[name] = daemon
-    ctx.shared["system_containers"] = EndlessStop()
+        if name == "containerd":
+            ctx.wiring.containerd = daemon
+        else:
+            ctx.wiring.dockerd = daemon
+    ctx.wiring.system_containers = EndlessStop()  # type: ignore[assignment]  # only stop_all is called
     ctx.add_stop_hook("dockerd", lambda: engine.stop_engine(ctx))
     return "stubborn dockerd and containerd"
 
@@ -102,4 +106,10 @@ if "crash" in WANTED:
 if "crash_after_reboot" in WANTED:
     PHASES.append(Phase(name="crash", run=crash_after_reboot, needs=("spawner",)))
 if "stubborn_engine" in WANTED:
-    PHASES.append(Phase(name="stubborn_engine", run=stubborn_engine))
+    PHASES.append(
+        Phase(
+            name="stubborn_engine",
+            run=stubborn_engine,
+            fills=(Wiring.containerd, Wiring.dockerd, Wiring.system_containers, Wiring.docker),
+        )
+    )
