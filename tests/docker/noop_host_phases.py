@@ -9,7 +9,13 @@ name. `storage` says "disk" when the environment asks for it (PID1_TEST_STORAGE)
 and the real phase's DHCP client (udhcpc's deconfig flushes the link's IPv4
 addresses) would take the host's address away. Only the tests that run pid1
 in a network namespace of their own (test_network.py's start_networked) ask
-for the real phase, with PID1_TEST_REAL_NETWORK=1."""
+for the real phase, with PID1_TEST_REAL_NETWORK=1.
+
+`ntp` is a stand-in too: the clock is not namespaced, and an ntp container
+with CAP_SYS_TIME would set the host's clock (from pool.ntp.org, which no
+test may reach). test_clock.py asks for the real phase with
+PID1_TEST_REAL_NTP=1, and then the real phase runs only with pid1.ntp=query
+(measure, never set) or off: anything else fails the phase."""
 
 from __future__ import annotations
 
@@ -31,6 +37,18 @@ async def storage(ctx: PhaseContext) -> str:
     return f"{mode} (test stand-in)"
 
 
+async def ntp_stand_in(ctx: PhaseContext) -> str:
+    return "the host's clock is the host's (test stand-in)"
+
+
+async def ntp_query_only(ctx: PhaseContext) -> str:
+    if ctx.config.ntp not in ("query", "off"):
+        raise RuntimeError(f"pid1.ntp={ctx.config.ntp} in a test: it would set the host's clock; use query")
+    from pid1.phases import ntp
+
+    return await ntp.run(ctx)
+
+
 async def network(ctx: PhaseContext) -> str:
     ctx.state.network.update(mode="host", status="up")
     return "the host's network (test stand-in)"
@@ -46,5 +64,11 @@ PHASES = [
         []
         if os.environ.get("PID1_TEST_REAL_NETWORK") == "1"
         else [Phase(name="network", run=network, needs=("images",))]
+    ),
+    Phase(
+        name="ntp",
+        run=ntp_query_only if os.environ.get("PID1_TEST_REAL_NTP") == "1" else ntp_stand_in,
+        needs=("network",),
+        required=False,
     ),
 ]
