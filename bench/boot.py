@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests/vm"))
 
-from vm import VM, BootTimeout  # noqa: E402
+from vm import VM, BootTimeout, nocloud_iso  # noqa: E402
 
 ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
 ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))
@@ -79,17 +79,6 @@ only_docker:
     registry-mirrors: [http://10.0.2.2:5000]
     log-opts: {max-size: 10m}
 """
-
-
-def nocloud_iso(path: Path) -> str:
-    files = path.with_suffix(".d")
-    files.mkdir(parents=True, exist_ok=True)
-    (files / "user-data").write_text(USER_DATA)
-    (files / "meta-data").write_text(f"instance-id: bench-{time.time_ns()}\n")
-    path.unlink(missing_ok=True)
-    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-volid", "cidata", "-joliet", "-rock",
-                    str(files)], check=True)  # fmt: skip
-    return str(path)
 
 
 def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None) -> dict:
@@ -176,7 +165,11 @@ def userdata_boot(mode: str, plain: list[dict]) -> None:
         disk = str(REPO / "build/bench-disk-ud.img")
         Path(disk).unlink(missing_ok=True)
         subprocess.run([str(REPO / "qemu/mkdisk"), disk, "1G"], check=True, stdout=subprocess.DEVNULL)
-    result = boot_pid1(f"{mode}-userdata", disk, [nocloud_iso(REPO / "build/bench-cidata.iso")])
+    result = boot_pid1(
+        f"{mode}-userdata",
+        disk,
+        [nocloud_iso(REPO / "build/bench-cidata.iso", USER_DATA, f"instance-id: bench-{time.time_ns()}\n")],
+    )
     if disk:
         Path(disk).unlink(missing_ok=True)
     with_ud, without = median([result], "CONSOLE_STARTED"), median(plain, "CONSOLE_STARTED")

@@ -38,6 +38,16 @@ def hostname_problem(name: str) -> str | None:
     return None
 
 
+def tcp_address_problem(value: str) -> str | None:
+    """Why `value` is not HOST:PORT for dockerd's TCP listener (None: it is)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "expected HOST:PORT (e.g. 0.0.0.0:2376)"
+    if any(ch.isspace() or ch in "/@" for ch in host):
+        return f"{host!r} is not a host"
+    return None
+
+
 def _key(
     default: Any,
     doc: str,
@@ -117,6 +127,24 @@ class Config:
     )
     userdata: str = _key(
         "", "user-data URL (http), fetched once the network is up; a cidata or config-2 volume wins", empty_ok=True
+    )
+    ntp: str = _key(
+        "on",
+        "the clock: on (the ntp container sets it), query (only measures the offset), off (no ntp container)",
+        ("on", "query", "off"),
+    )
+    ntp_servers: list[str] = _key(
+        [], "NTP servers (comma-separated); empty: the user-data's, else DHCP's, else pool.ntp.org"
+    )
+    runcmd_wait_clock: float = _key(
+        0.0, "seconds runcmd waits for the clock synced milestone before it runs (0: it does not wait)", minimum=0,
+        maximum=3600,
+    )  # fmt: skip
+    docker_tcp: str = _key(
+        "",
+        "HOST:PORT for Docker's TCP API, with TLS only (certificates from the user-data); empty: off",
+        check=tcp_address_problem,
+        empty_ok=True,
     )
     # Not a key: where each key that is not a default came from (the state, VT2).
     origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})

@@ -118,6 +118,7 @@ class State:
     network: dict[str, Any] = field(default_factory=dict)
     dockerd: dict[str, Any] = field(default_factory=dict)
     userdata: dict[str, Any] = field(default_factory=dict)
+    clock: dict[str, Any] = field(default_factory=dict)  # the ntp container's last round (pid1.phases.ntp)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     reaper: dict[str, int] = field(default_factory=dict)
     log: LogRing = field(default_factory=LogRing)

@@ -13,6 +13,7 @@ import fcntl
 import os
 import struct
 import termios
+import time
 from dataclasses import dataclass
 
 # The soname directly: ctypes.util.find_library() runs ldconfig/gcc in
@@ -221,3 +222,21 @@ def release_free_memory() -> None:
     """malloc_trim(0): hand the heap's free pages back to the kernel. Boot-time
     imports and JSON churn leave ~1 MiB free but resident in PID 1 otherwise."""
     _libc.malloc_trim(0)
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+
+def set_realtime(seconds: float) -> None:
+    """Step the wall clock (CLOCK_REALTIME) to `seconds` since the epoch; needs CAP_SYS_TIME."""
+    time.clock_settime(time.CLOCK_REALTIME, seconds)
+
+
+def adjtime(offset: float) -> None:
+    """Slew the wall clock by `offset` seconds (adjtime(3): the kernel speeds
+    it up or slows it down by 0.05 %); needs CAP_SYS_TIME."""
+    whole = int(offset)
+    delta = _Timeval(whole, round((offset - whole) * 1e6))
+    _libc.adjtime.argtypes = [ctypes.POINTER(_Timeval), ctypes.c_void_p]
+    _check(_libc.adjtime(ctypes.byref(delta), None), "adjtime")

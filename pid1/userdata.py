@@ -35,6 +35,8 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_KEYS = 256
 MAX_COMMANDS = 128
 MAX_NTP_SERVERS = 16
+MAX_PEM_BYTES = 64 * 1024  # one certificate chain or key
+TLS_FILES = ("ca", "cert", "key")  # only_docker.docker_tls: Docker's TCP API (pid1.docker_tcp)
 SECTION = "only_docker"
 # Where write_files may write: directories dom0 and the console get from the
 # host. A path elsewhere (the engine's, pid1's, the kernel's) is refused.
@@ -76,6 +78,7 @@ class UserData:
     script: bytes | None = None
     settings: dict[str, str] = field(default_factory=dict)  # pid1 key -> value, as on the command line
     docker: dict[str, Any] | None = None  # dockerd's daemon.json as given, checked by pid1.daemon_json
+    docker_tls: dict[str, bytes] | None = None  # ca, cert, key (PEM) for pid1.docker_tcp
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> list[str]:
@@ -93,6 +96,8 @@ class UserData:
             items.append("pid1 " + ",".join(sorted(self.settings)))
         if self.docker is not None:
             items.append("daemon.json")
+        if self.docker_tls is not None:
+            items.append("docker TLS certificates")
         return items
 
 
@@ -320,7 +325,8 @@ def _runcmd(value: Any, warnings: list[str]) -> list[list[str]]:
 
 
 def _own_section(value: Any, data: UserData) -> None:
-    """`only_docker:` -- pid1 keys by name (with or without `pid1.`) and `docker:`."""
+    """`only_docker:` -- pid1 keys by name (with or without `pid1.`), `docker:`
+    and `docker_tls:`."""
     from pid1.config import known_keys
 
     if not isinstance(value, dict):
@@ -329,7 +335,9 @@ def _own_section(value: Any, data: UserData) -> None:
     known = known_keys()
     for key, setting in value.items():
         name = str(key).removeprefix("pid1.").replace("-", "_")
-        if name == "docker":
+        if name == "docker_tls":
+            data.docker_tls = _docker_tls(setting, data.warnings)
+        elif name == "docker":
             if isinstance(setting, dict):
                 data.docker = setting
             else:
@@ -342,6 +350,28 @@ def _own_section(value: Any, data: UserData) -> None:
                 data.settings[name] = text
         else:
             data.warnings.append(f"{SECTION}.{str(key)[:60]}: not a pid1 key (python -m pid1 keys): ignored")
+
+
+def _docker_tls(value: Any, warnings: list[str]) -> dict[str, bytes] | None:
+    """`docker_tls: {ca, cert, key}`: PEM text each; all three or none."""
+    where = f"{SECTION}.docker_tls"
+    if not isinstance(value, dict):
+        warnings.append(f"{where} is not a mapping (ca, cert, key): ignored")
+        return None
+    for key in value:
+        if key not in TLS_FILES:
+            warnings.append(f"{where}.{str(key)[:40]}: not one of {', '.join(TLS_FILES)}: ignored")
+    found: dict[str, bytes] = {}
+    for name in TLS_FILES:
+        pem = value.get(name)
+        if not isinstance(pem, str) or "-----BEGIN " not in pem:
+            warnings.append(f"{where}.{name} is missing or not PEM text: the TLS certificates are ignored")
+            return None
+        if len(pem.encode()) > MAX_PEM_BYTES:
+            warnings.append(f"{where}.{name} is over {MAX_PEM_BYTES // 1024} KiB: the TLS certificates are ignored")
+            return None
+        found[name] = pem.encode()
+    return found
 
 
 def _setting_text(value: Any) -> str | None:

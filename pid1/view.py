@@ -10,7 +10,7 @@ cells (wide characters count twice; control characters are replaced, so a
 log message cannot move the cursor or change colours).
 
 Layout, top to bottom: a header (uptime and mode, storage, network,
-dockerd), the phase table, the container table, then the log tail filling
+the clock, dockerd), the phase table, the container table, then the log tail filling
 what is left, newest last. When rows are short, finished phases collapse
 into a summary so the log keeps a few lines.
 """
@@ -148,8 +148,45 @@ def header_lines(state: dict[str, Any], now: float, wall: float | None = None) -
         first_line += f": {clean(state['stop_reason'])}"
     wall = time.time() if wall is None else wall
     lines = [first_line, storage_line(state), network_line(state, now, wall), dockerd_line(state, now)]
+    clock = clock_line(state)
+    if clock:
+        lines.insert(3, clock)
     config = config_line(state)
     return [*lines[:2], config, *lines[2:]] if config else lines
+
+
+def seconds_text(value: Any) -> str:
+    s = number(value)
+    return MISSING if s is None else f"{s:+.3f}s"
+
+
+def clock_line(state: dict[str, Any]) -> str | None:
+    """The clock (the ntp container's last round); None without an ntp phase."""
+    clock = section(state, "clock")
+    status = str(clock.get("status") or "")
+    if not status:
+        return None
+    query = clock.get("mode") == "query"
+    if status == "synced":
+        server = clean(clock.get("server") or "?")
+        if clock.get("address") and clock.get("address") != clock.get("server"):
+            server += f" ({clean(clock['address'])})"
+        # query mode first: the part that must not be cut at 80 columns
+        text = f"query only, not set{SEP}{server}" if query else f"synced to {server}"
+        text += f"{SEP}offset {seconds_text(clock.get('offset'))}"
+        if number(clock.get("stratum")) is not None:
+            text += f", stratum {int(clock['stratum'])}"
+        if not query and number(clock.get("last_step")) is not None:
+            text += f"{SEP}stepped {seconds_text(clock['last_step'])}"
+    elif status == "unsynced":
+        text = "not synced" + (f": {clean(clock['error'])}" if clock.get("error") else "")
+    elif status == "starting":
+        servers = clock.get("servers")
+        shown = ",".join(clean(s) for s in servers) if isinstance(servers, list) else MISSING
+        text = f"asking {shown}" + (f" ({clean(clock['source'])})" if clock.get("source") else "")
+    else:
+        text = clean(status)
+    return f"clock:   {text}"
 
 
 def config_line(state: dict[str, Any]) -> str | None:

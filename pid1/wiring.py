@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pid1.phases import Phase
     from pid1.phases.dockerd import Daemon
     from pid1.phases.network import NetworkPhase
+    from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.system_containers import SystemContainers
 
@@ -113,6 +114,7 @@ class Wiring:
     boot2docker_files: Slot[dict[str, bytes]] = Slot("autoformat", "the files of a formatted disk's userdata.tar")
     storage: Slot[StorageResult] = Slot("storage", "the storage mode and the block-device scan")
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")
+    clock: Slot[Clock] = Slot("ntp", "the clock's state: `synced` is set once it is right (milestone clock synced)")
     # --- a phase's own memory across its retries --------------------------------------------
     network_attempt: Slot[NetworkPhase] = Slot("network", "the network phase's latest attempt (lease events go to it)")
 

@@ -36,6 +36,7 @@ BUILTIN_MODULES = (
     "pid1.phases.images",
     "pid1.phases.network",
     "pid1.phases.userdata_url",
+    "pid1.phases.ntp",
     "pid1.phases.system",
     "pid1.phases.vt2",
     "pid1.phases.control",

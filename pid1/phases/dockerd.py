@@ -472,7 +472,31 @@ async def run_containerd(ctx: PhaseContext) -> str:
 
 
 # --- dockerd --------------------------------------------------------------------------------------------
-def dockerd_argv(ctx: PhaseContext, storage_driver: str | None) -> list[str]:
+TLS_FLAGS = ("--tlsverify", "--tlscacert", "--tlscert", "--tlskey")  # what pid1.docker_tcp adds
+
+
+def docker_tcp_args(address: str, tls_dir: str | None) -> tuple[list[str], str | None]:
+    """pid1.docker_tcp's dockerd arguments, or ([], why not). Never plain TCP:
+    without the three certificates nothing listens. --tlsverify: clients
+    need a certificate signed by the user-data's CA."""
+    if not address:
+        return [], None
+    files = {name: os.path.join(tls_dir, f"{name}.pem") for name in ("ca", "cert", "key")} if tls_dir else {}
+    missing = [name for name, path in files.items() if not os.path.isfile(path)] if files else ["ca", "cert", "key"]
+    if missing:
+        return [], (
+            f"pid1.docker_tcp={address}: Docker's TCP API stays off: no TLS {', '.join(missing)} "
+            "(only_docker.docker_tls in the user-data: ca, cert, key); pid1 never listens on plain TCP"
+        )
+    return [
+        f"--host=tcp://{address}", "--tlsverify", f"--tlscacert={files['ca']}", f"--tlscert={files['cert']}",
+        f"--tlskey={files['key']}",
+    ], None  # fmt: skip
+
+
+def dockerd_argv(
+    ctx: PhaseContext, storage_driver: str | None, tcp_args: tuple[str, ...] | list[str] = ()
+) -> list[str]:
     config = ctx.config
     argv = [
         "dockerd",
@@ -481,6 +505,7 @@ def dockerd_argv(ctx: PhaseContext, storage_driver: str | None) -> list[str]:
         f"--exec-root={config.docker_exec_root}",
         f"--pidfile={os.path.join(config.docker_exec_root, 'dockerd.pid')}",
         f"--host=unix://{config.docker_socket}",
+        *tcp_args,
     ]
     if storage_driver:
         argv.append(f"--storage-driver={storage_driver}")
@@ -559,6 +584,18 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         if seeded:
             ctx.log.info(f"dockerd: {seeded}")
             notes.append(seeded)
+        tcp_args, tcp_error = docker_tcp_args(
+            config.docker_tcp, getattr(ctx.wiring.maybe(Wiring.userdata), "tls_dir", None)
+        )
+        if tcp_error:
+            ctx.log.error(f"dockerd: {tcp_error}")
+            # "status": VT2's dockerd line shows it beside containerd's
+            ctx.state.dockerd["tcp"] = {"status": "off (no TLS certificates)", "address": config.docker_tcp,
+                                        "error": tcp_error}  # fmt: skip
+        elif tcp_args:
+            ctx.log.notice(f"dockerd: Docker's TCP API on {config.docker_tcp}, TLS with client certificates only")
+            ctx.state.dockerd["tcp"] = {"status": f"TLS on {config.docker_tcp}", "address": config.docker_tcp,
+                                        "tls": "verify"}  # fmt: skip
         pidfile = os.path.join(config.docker_exec_root, "dockerd.pid")
 
         def clear_pidfile() -> None:
@@ -574,7 +611,7 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         daemon = Daemon(
             name="dockerd",
             ctx=ctx,
-            argv=lambda: dockerd_argv(ctx, driver),
+            argv=lambda: dockerd_argv(ctx, driver, tcp_args),
             env=env,
             probe=lambda: ping(ctx.wiring.docker),
             before_spawn=clear_pidfile,

@@ -244,14 +244,16 @@ class Worker:
 
 
 class LeaseEvents:
-    """The FIFO the udhcpc script writes its events to, read on the loop.
+    """The FIFO the udhcpc script writes its events to, read on the loop
+    (also the ntp container's; `words`: the lines taken, the rest dropped).
 
     Opened read-write and non-blocking: pid1 holding a write end means the
     read end never sees end-of-file (no busy loop when a writer closes), and
     the script's open never blocks while pid1 runs."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, words: tuple[str, ...] = LEASE_EVENTS) -> None:
         ensure_fifo(path)
+        self.words = words
         self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.pending = bytearray()
         self.queue: asyncio.Queue[str] = asyncio.Queue()
@@ -269,7 +271,7 @@ class LeaseEvents:
         self.pending = bytearray(rest if len(rest) <= EVENT_LINE_MAX else b"")
         for line in lines:
             word = line.decode(errors="replace").strip()
-            if word in LEASE_EVENTS:
+            if word in self.words:
                 self.queue.put_nowait(word)
 
     async def events(self) -> AsyncIterator[str]:

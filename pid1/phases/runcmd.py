@@ -1,7 +1,8 @@
 """runcmd: the user-data's runcmd commands, then its script, in dom0, once
 per instance (meta-data's instance-id; without one, per distinct user-data).
 Needs userdata and userdata_url (what to run, the host state) and dom0
-(where it runs).
+(where it runs). With pid1.runcmd_wait_clock=SECONDS it first waits, at most
+that long, for the clock synced milestone (pid1.phases.ntp.wait_for_clock).
 
 Each command runs with `docker exec` in dom0, one after the other, as
 cloud-init runs them in order; its output goes to the log (bounded) and to
@@ -62,6 +63,18 @@ async def exec_in(container, argv: list[str]) -> tuple[int | None, bytes]:
     return inspected.get("ExitCode"), bytes(output)
 
 
+async def wait_clock(ctx: PhaseContext) -> None:
+    """pid1.runcmd_wait_clock: commands that need a right clock (TLS, tokens)
+    wait for it, with that bound; then they run either way."""
+    from pid1.phases.ntp import wait_for_clock
+
+    bound = ctx.config.runcmd_wait_clock
+    if await wait_for_clock(ctx, bound):
+        ctx.log.info("runcmd: the clock is synced")
+    else:
+        ctx.log.warning(f"runcmd: the clock is not synced after {bound:g} s (pid1.runcmd_wait_clock); running anyway")
+
+
 async def run(ctx: PhaseContext) -> str:
     applied = ctx.wiring.maybe(Wiring.userdata)
     if applied is None or applied.host_state is None or not commands(applied):
@@ -69,6 +82,8 @@ async def run(ctx: PhaseContext) -> str:
     mark = f"runcmd/{applied.instance_key}.done"
     if applied.host_state.marked(mark):
         return f"ran already for instance {applied.instance_key}"
+    if ctx.config.runcmd_wait_clock > 0:
+        await wait_clock(ctx)
     container = await wait_for_dom0(ctx)
     log = bytearray()
     failed = 0
@@ -97,8 +112,8 @@ async def run(ctx: PhaseContext) -> str:
 PHASE = Phase(
     name="runcmd",
     run=run,
-    needs=("userdata", "userdata_url", "dom0"),
+    needs=("userdata", "userdata_url", "dom0", "ntp"),
     required=False,
-    uses=(Wiring.userdata, Wiring.docker, Wiring.system_containers),
+    uses=(Wiring.userdata, Wiring.docker, Wiring.system_containers, Wiring.clock),
     doc=__doc__ or "",
 )

@@ -59,6 +59,7 @@ class Applied:
     env: dict[str, str] = field(default_factory=dict)  # proxies, for dockerd, dom0 and the console
     binds: list[str] = field(default_factory=list)  # write_files' files, "host:container"
     instance_key: str | None = None  # the instance-id, else a digest of the user-data
+    tls_dir: str | None = None  # ca.pem, cert.pem, key.pem for pid1.docker_tcp, in the host state
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,10 @@ def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState
         host_state.remove("daemon.json")  # pid1 wrote it for an earlier user-data: not wanted now
         return None
     from pid1.daemon_json import check_daemon_json  # only with a docker section
+    from pid1.phases.dockerd import TLS_FLAGS
 
-    checked = check_daemon_json(data.docker, ctx.config.dockerd_args)
+    flags = ctx.config.dockerd_args + (list(TLS_FLAGS) if ctx.config.docker_tcp else [])
+    checked = check_daemon_json(data.docker, flags)
     if checked.valid:
         applied.env.update(checked.env)
         applied.daemon_json = host_state.write("daemon.json", json.dumps(checked.config, indent=2).encode() + b"\n")
@@ -204,6 +207,21 @@ def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState
     errors.append(f"docker section refused ({'; '.join(checked.errors)}): dockerd starts with {fallback}")
     applied.daemon_json = last_good
     return None
+
+
+def keep_docker_tls(applied: Applied, host_state: HostState) -> str | None:
+    """The user-data's TLS certificates for Docker's TCP API, kept in the
+    host state (mode 0600); removed when the user-data has none."""
+    tls = applied.data.docker_tls if applied.data is not None else None
+    for name in ("ca", "cert", "key"):
+        if tls is None:
+            host_state.remove(f"tls/{name}.pem")
+        else:
+            host_state.write(f"tls/{name}.pem", tls[name])
+    if tls is None:
+        return None
+    applied.tls_dir = host_state.path("tls")
+    return "docker TLS certificates"
 
 
 def apply_files(applied: Applied, host_state: HostState, warnings: list[str]) -> int:
@@ -349,6 +367,8 @@ async def run(ctx: PhaseContext) -> str:
         done.append(daemon)
     if (files := apply_files(applied, host_state, warnings)) > 0:
         done.append(f"{files} file{'s' if files > 1 else ''}")
+    if (tls := keep_docker_tls(applied, host_state)) is not None:
+        done.append(tls)
     keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys)
     if data.ssh_authorized_keys or boot2docker_keys:
         done.append(f"{len(data.ssh_authorized_keys) + len(boot2docker_keys)} ssh keys kept")

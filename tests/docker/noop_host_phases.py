@@ -16,7 +16,13 @@ for the real phase, with PID1_TEST_REAL_NETWORK=1.
 open the host's /dev/ttyS0 and /dev/tty1 (pid1.console's default) and leave
 them in raw mode when the test kills pid1. The console then runs unbridged.
 A test that gives pid1.console a pty of its own asks for the real phase with
-PID1_TEST_REAL_CONSOLE=1."""
+PID1_TEST_REAL_CONSOLE=1.
+
+`ntp` is a stand-in too: the clock is not namespaced, and an ntp container
+with CAP_SYS_TIME would set the host's clock (from pool.ntp.org, which no
+test may reach). test_clock.py asks for the real phase with
+PID1_TEST_REAL_NTP=1, and then the real phase runs only with pid1.ntp=query
+(measure, never set) or off: anything else fails the phase."""
 
 from __future__ import annotations
 
@@ -42,6 +48,21 @@ async def no_console_terminals(ctx: PhaseContext) -> str:
     return "no console terminals in the docker tests (the host's are not the test's)"
 
 
+async def ntp_stand_in(ctx: PhaseContext) -> str:
+    from pid1.phases.ntp import Clock
+
+    ctx.wiring.clock = Clock()  # never synced: the host's clock is the host's
+    return "the host's clock is the host's (test stand-in)"
+
+
+async def ntp_query_only(ctx: PhaseContext) -> str:
+    if ctx.config.ntp not in ("query", "off"):
+        raise RuntimeError(f"pid1.ntp={ctx.config.ntp} in a test: it would set the host's clock; use query")
+    from pid1.phases import ntp
+
+    return await ntp.run(ctx)
+
+
 async def network(ctx: PhaseContext) -> str:
     ctx.state.network.update(mode="host", status="up")
     return "the host's network (test stand-in)"
@@ -62,5 +83,13 @@ PHASES = [
         []
         if os.environ.get("PID1_TEST_REAL_CONSOLE") == "1"
         else [Phase(name="console_tty", run=no_console_terminals, needs=("mounts",), fills=(Wiring.console_bridge,))]
+    ),
+    Phase(
+        name="ntp",
+        run=ntp_query_only if os.environ.get("PID1_TEST_REAL_NTP") == "1" else ntp_stand_in,
+        needs=("network",),
+        required=False,
+        fills=(Wiring.clock,),
+        uses=(Wiring.system_containers, Wiring.userdata),
     ),
 ]

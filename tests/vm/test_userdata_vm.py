@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_boot import STEP, shell_ready
-from vm import REPO
+from vm import REPO, nocloud_iso
 
 pytestmark = pytest.mark.vm
 
@@ -45,14 +45,8 @@ only_docker:
 """
 
 
-def nocloud_iso(path: Path, user_data: str, instance_id: str) -> str:
-    files = path.with_suffix(".d")
-    files.mkdir()
-    (files / "user-data").write_text(user_data)
-    (files / "meta-data").write_text(f"instance-id: {instance_id}\nlocal-hostname: ud-vm\n")
-    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-volid", "cidata", "-joliet", "-rock",
-                    str(files)], check=True, capture_output=True, timeout=60)  # fmt: skip
-    return str(path)
+def meta(instance_id: str) -> str:
+    return f"instance-id: {instance_id}\nlocal-hostname: ud-vm\n"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +63,7 @@ def marks(vm) -> int:
 
 def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, disk, tmp_path) -> None:
     first = boot(
-        "userdata-1", append=ALL_LINES, disk=disk, cdroms=[nocloud_iso(tmp_path / "a.iso", USER_DATA, "iid-vm-1")]
+        "userdata-1", append=ALL_LINES, disk=disk, cdroms=[nocloud_iso(tmp_path / "a.iso", USER_DATA, meta("iid-vm-1"))]
     )
     first.wait_for(r"pid1: userdata: from nocloud /dev/sr\d, instance iid-vm-1", STEP, since_mark=False)
     shell_ready(first)
@@ -86,7 +80,7 @@ def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, d
     first.wait_exit(STEP)
 
     second = boot(
-        "userdata-2", append=ALL_LINES, disk=disk, cdroms=[nocloud_iso(tmp_path / "b.iso", REFUSED, "iid-vm-1")]
+        "userdata-2", append=ALL_LINES, disk=disk, cdroms=[nocloud_iso(tmp_path / "b.iso", REFUSED, meta("iid-vm-1"))]
     )
     shell_ready(second)
     second.wait_for(r"pid1: phase runcmd done", STEP, since_mark=False)

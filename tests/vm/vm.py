@@ -24,7 +24,27 @@ ARTIFACTS = REPO / "artifacts"
 # pid1's milestone lines on the serial console (kernel printk of /dev/kmsg lines)
 PHASE_DONE = re.compile(r"pid1: phase (\S+) done in (\d+) ms \(uptime ([0-9.]+) s\)")
 MILESTONE = re.compile(r"pid1: (dockerd ready|network up|console started)\b(.*?)\(uptime ([0-9.]+) s\)")
+# Before each boot's own words (a later word wins): the ntp container asks the
+# host (qemu's user network: 10.0.2.2 is 127.0.0.1 here), never pool.ntp.org,
+# which no test may reach. Nothing answers there unless a test serves it.
+DEFAULT_APPEND = ("pid1.ntp_servers=10.0.2.2",)
+# The ISO's command line is fixed: an ISO boot with no volume of its test's
+# gets this one, for the same reason.
+ISO_USER_DATA = "#cloud-config\nntp:\n  servers: [10.0.2.2]\n"
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def nocloud_iso(path: Path, user_data: str, meta_data: str = "") -> str:
+    """A NoCloud volume as cloud-localds makes one: ISO 9660 labelled cidata
+    (xorriso's mkisofs) holding user-data and meta-data."""
+    files = path.with_suffix(".d")
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "user-data").write_text(user_data)
+    (files / "meta-data").write_text(meta_data)
+    path.unlink(missing_ok=True)  # xorriso would add to an image already there
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(path), "-volid", "cidata", "-joliet", "-rock",
+                    str(files)], check=True, capture_output=True, timeout=60)  # fmt: skip
+    return str(path)
 
 
 class BootTimeout(AssertionError):
@@ -61,11 +81,15 @@ class VM:
         argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
         argv += ["--accel", self.accel, "--cpu", self.cpu, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
-        argv += [f"--append={a}" for a in self.append]
+        argv += [f"--append={a}" for a in [*([] if self.iso else DEFAULT_APPEND), *self.append]]
         if self.disk:
             argv += ["--disk", self.disk]
         argv += [f"--disk={more}" for more in self.more_disks]
-        argv += [f"--cdrom={cdrom}" for cdrom in self.cdroms]
+        cdroms = self.cdroms
+        if self.iso and not cdroms:
+            run_dir = Path("/run/only-docker")
+            cdroms = [nocloud_iso(run_dir / f"test-{os.getpid()}-ntp.iso", ISO_USER_DATA, "instance-id: test-iso\n")]
+        argv += [f"--cdrom={cdrom}" for cdrom in cdroms]
         self.serial.clear()
         self.lines.clear()
         self._partial = b""
