@@ -185,9 +185,11 @@ def test_crash_looping_console_image_backs_off_then_falls_back(start_system) -> 
     print("wait from each exit to the next start (s):", waits, f"pid1 CPU {cpu:.2f} s over {wall:.2f} s")
     # The kill of the busybox console was the first failure (restarted at
     # once); the crashing image's exits then wait 0.1, 0.2, 0.4, 0.8 s.
+    # Each gap holds the backoff plus a container start, which a loaded
+    # machine makes slow: so the lower bounds (each at least its backoff)
+    # are what shows the growth, not an ordering of the gaps.
     for wait, backoff in zip(waits, (0.1, 0.2, 0.4, 0.8), strict=True):
         assert backoff - 0.01 <= wait < backoff + 2.0, waits
-    assert waits[3] > waits[2] > waits[1] > waits[0], waits
     assert cpu < 0.5 * wall, f"pid1 used {cpu:.2f} s of CPU in {wall:.2f} s: a spin?\n{system.describe()}"
     assert_one_each(system)
 
