@@ -188,8 +188,13 @@ class Scan:
     seen: int = 0
     reading: str | None = None  # what the scan reads now: where it hangs, if it does
     # Every device with a filesystem pid1 can name, by kernel name: the
-    # user-data phase finds its cidata/config-2 volume here (one scan, not two).
+    # user-data volume, the DOCKER disk and any other label are found here
+    # (one scan, not one per phase).
     labelled: list[LabelledDevice] | None = None
+    # Every device node read (path -> device), labelled or not: a blank disk
+    # autoformat makes DOCKER is one of them.
+    nodes: dict[str, BlockDevice] | None = None
+    hung: str | None = None  # set when the scan did not finish: where it stopped, and why
 
     def with_label(self, *labels: str) -> list[LabelledDevice]:
         return [d for d in self.labelled or () if d.label in labels]
@@ -200,28 +205,50 @@ def scan_for_label(label: str, sys_root: str = "/sys", dev_root: str = "/dev", s
     is `label` wins, so the choice does not depend on probing order. Fills
     `scan` when given (the caller can see how far a scan that hangs got)."""
     scan = scan if scan is not None else Scan()
-    scan.duplicates, scan.problems, scan.labelled = [], [], []
+    scan.duplicates, scan.problems, scan.labelled, scan.nodes = [], [], [], {}
     scan.reading = os.path.join(sys_root, "class/block")
     for device in list_block_devices(sys_root):
         scan.seen += 1
         scan.reading = os.path.join(dev_root, device.devname)
         try:
             path = device_node(device, dev_root)
+            scan.nodes[path] = device
             found = read_superblock(path)
         except OSError as exc:
             scan.problems.append(f"{device.name}: {exc}")
             continue
         if found is None:
             continue
-        hit = LabelledDevice(device, path, found.fstype, found.label)
-        scan.labelled.append(hit)
-        if found.label != label:
-            continue
-        if scan.match is None:
-            scan.match = hit
-        else:
-            scan.duplicates.append(hit)
+        scan.labelled.append(LabelledDevice(device, path, found.fstype, found.label))
     scan.reading = None
+    pick_label(scan, label)
+    return scan
+
+
+class ScanHangs(Exception):
+    """A scan did not finish within its bound (the message says where it was)."""
+
+
+async def scan_bounded(label: str, sys_root: str, dev_root: str, timeout: float) -> Scan:
+    """One scan off the loop (reading superblocks can block on a slow or
+    hanging device), bounded: a thread cannot be killed, so one that hangs
+    is left behind and ScanHangs says where it was."""
+    from pid1.threads import bounded
+
+    scan = Scan()
+    try:
+        return await bounded(scan_for_label, label, sys_root, dev_root, scan, timeout=timeout, name="pid1-disks")
+    except TimeoutError:
+        where = scan.reading or "the block devices"
+        raise ScanHangs(f"reading {where} did not finish within {timeout:.0f} s (pid1.io_timeout)") from None
+
+
+def pick_label(scan: Scan, label: str) -> Scan:
+    """Set the scan's match (the first device by name labelled `label`) and
+    duplicates (the others), for a label that may differ from the one the
+    scan was made for (a user-data volume can name it)."""
+    found = scan.with_label(label)
+    scan.match, scan.duplicates = (found[0] if found else None), found[1:]
     return scan
 
 

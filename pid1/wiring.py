@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 if TYPE_CHECKING:
-    from pid1.blockdev import Scan
+    from pid1.blockdev import LabelledDevice, Scan
     from pid1.console import ConsoleBridge
     from pid1.kmod import ModuleIndex
     from pid1.phases import Phase
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pid1.phases.network import NetworkPhase
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
+    from pid1.phases.userdata_volume import VolumeSource
     from pid1.system_containers import SystemContainers
 
 T = TypeVar("T")
@@ -89,9 +90,6 @@ class StorageResult:
     """What the storage phase found and did."""
 
     mode: str  # "disk" or "ram"
-    # The block devices it read (the user-data phase looks for its volume in
-    # them); None when the data root was mounted already and nothing was scanned.
-    scan: Scan | None
     # Called (on the loop) when the mounted DOCKER disk goes away, e.g. to
     # end the boot logs' writes to it.
     when_disk_gone: list[Callable[[], None]] = field(default_factory=list)
@@ -111,6 +109,9 @@ class Wiring:
     # --- published results ----------------------------------------------------------------
     module_index: Slot[ModuleIndex] = Slot("modules", "the modules.* index the modules phase read")
     disk_drivers_loaded_at: Slot[float] = Slot("modules", "time.monotonic() when the disk drivers were loaded")
+    block_scan: Slot[Scan] = Slot("disks", "the one scan of the block devices' superblocks")
+    volume_userdata: Slot[VolumeSource] = Slot("userdata_volume", "the user-data volume's files, read before storage")
+    formatted_disks: Slot[list[LabelledDevice]] = Slot("autoformat", "the blank devices autoformat made DOCKER")
     boot2docker_files: Slot[dict[str, bytes]] = Slot("autoformat", "the files of a formatted disk's userdata.tar")
     storage: Slot[StorageResult] = Slot("storage", "the storage mode and the block-device scan")
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")

@@ -28,6 +28,8 @@ BUILTIN_MODULES = (
     "pid1.phases.mounts",
     "pid1.phases.hostname",
     "pid1.phases.modules",
+    "pid1.phases.disks",
+    "pid1.phases.userdata_volume",
     "pid1.phases.autoformat",
     "pid1.phases.storage",
     "pid1.phases.userdata",

@@ -1,9 +1,11 @@
 """autoformat: blank devices listed in pid1.autoformat become the DOCKER disk
 (pid1.autoformat decides what is blank; anything else is left untouched and
-the log says what it holds). Needs mounts (/dev, /sys) and modules (the disk
-drivers); storage needs it, so the disk it makes is found by the one scan.
-A boot2docker userdata.tar found on a device is published for the userdata
-phase, which keeps its files and SSH keys in the host state.
+the log says what it holds). Needs disks (the devices the scan read) and
+userdata_volume (a user-data volume may list the devices: it is read first).
+Fills Wiring.formatted_disks, the devices it made DOCKER, which storage
+uses at once without scanning again, and Wiring.boot2docker_files: a
+boot2docker userdata.tar found on a device, which the userdata phase keeps
+(its files and SSH keys) in the host state.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import asyncio
 import os
 
 from pid1.autoformat import device_path, examine, mke2fs_argv
+from pid1.blockdev import LabelledDevice, Scan
 from pid1.phases import Phase, PhaseContext
+from pid1.threads import bounded
 from pid1.wiring import Wiring
 
 EXAMINE_TIMEOUT = 10.0  # a device that does not answer a 1 MiB read in this time is skipped
@@ -40,14 +44,29 @@ async def format_device(ctx: PhaseContext, path: str) -> str | None:
     return None if code == 0 else f"mke2fs exited with {code}: {tail(log_path)}"
 
 
+def made_disk(scan: Scan, path: str, label: str) -> LabelledDevice | None:
+    """The formatted device as the scan knows it (by device number: the
+    name the user listed may be another path to the same node)."""
+    try:
+        rdev = os.stat(path).st_rdev
+    except OSError:
+        return None
+    for node, device in (scan.nodes or {}).items():
+        if os.makedev(device.major, device.minor) == rdev:
+            return LabelledDevice(device, node, "ext4", label)
+    return None
+
+
 async def run(ctx: PhaseContext) -> str:
+    ctx.wiring.formatted_disks = formatted = []
     if not ctx.config.autoformat:
         return "no device listed (pid1.autoformat)"
+    scan = ctx.wiring.block_scan
     done = []
     for name in ctx.config.autoformat:
         path = device_path(name, ctx.path("dev"))
         try:
-            verdict = await asyncio.wait_for(asyncio.to_thread(examine, path), EXAMINE_TIMEOUT)
+            verdict = await bounded(examine, path, timeout=EXAMINE_TIMEOUT, name="pid1-autoformat")
         except TimeoutError:
             ctx.log.warning(f"autoformat: {path} did not answer a read within {EXAMINE_TIMEOUT:.0f} s: left as it is")
             continue
@@ -67,6 +86,11 @@ async def run(ctx: PhaseContext) -> str:
                 kept = ctx.wiring.boot2docker_files = {}
             kept.update(verdict.boot2docker_files)
             ctx.log.info(f"autoformat: {path}: kept {len(verdict.boot2docker_files)} files of its userdata.tar")
+        made = made_disk(scan, path, ctx.config.storage_label)
+        if made is None:
+            ctx.log.warning(f"autoformat: {path} is not among the devices the scan read: storage looks for it again")
+        else:
+            formatted.append(made)
         done.append(f"{path} formatted")
     return ", ".join(done)
 
@@ -74,8 +98,9 @@ async def run(ctx: PhaseContext) -> str:
 PHASE = Phase(
     name="autoformat",
     run=run,
-    needs=("mounts", "modules"),
+    needs=("disks", "userdata_volume"),
     required=False,
-    fills=(Wiring.boot2docker_files,),
+    fills=(Wiring.formatted_disks, Wiring.boot2docker_files),
+    uses=(Wiring.block_scan,),
     doc=__doc__ or "",
 )

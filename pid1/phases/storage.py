@@ -1,17 +1,19 @@
-"""storage: the docker data root. Needs mounts (/sys, /proc), modules (ext4)
-and autoformat (a blank disk it made DOCKER is found here).
+"""storage: the docker data root. Needs mounts (/sys, /proc), modules (ext4),
+disks (the scan of the block devices) and autoformat (the blank disks it
+made DOCKER, and through it userdata_volume, which may name the label).
 
-Finds the block device whose filesystem label is pid1.storage_label (DOCKER)
-by reading superblocks (pid1.blockdev) and mounts it on pid1.docker_root
-(/var/lib/docker). With no such disk, or one that fails to mount, a tmpfs goes
-there instead and the log and state say "running from RAM" (and why); so
-does a scan that does not finish within pid1.io_timeout (a device that
-hangs: the boot goes on without it). A docker root that is a mount point
-already is left as it is and only recorded. Nothing is ever formatted.
+Takes the block device whose filesystem label is pid1.storage_label
+(DOCKER), from the disks phase's scan or autoformat's list, the first by
+name, and mounts it on pid1.docker_root (/var/lib/docker). With no such
+disk, or one that fails to mount, a tmpfs goes there instead and the log and
+state say "running from RAM" (and why); so does a scan that did not finish
+within pid1.io_timeout (a device that hangs: the boot goes on without it).
+A docker root that is a mount point already is left as it is and only
+recorded. Nothing is ever formatted here.
 
-Fills `Wiring.storage` (a StorageResult: the mode, the scan of the block
-devices, and the callbacks to call when the mounted disk goes away) and uses
-`Wiring.disk_drivers_loaded_at` (the modules phase's).
+Fills `Wiring.storage` (a StorageResult: the mode, and the callbacks to call
+when the mounted disk goes away) and uses `Wiring.block_scan`,
+`Wiring.formatted_disks` and `Wiring.disk_drivers_loaded_at`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ import asyncio
 import os
 import time
 
-from pid1.blockdev import LabelledDevice, MountEntry, Scan, UeventListener, mount_at, read_superblock, scan_for_label
+from pid1.blockdev import (
+    LabelledDevice,
+    MountEntry,
+    Scan,
+    ScanHangs,
+    UeventListener,
+    mount_at,
+    read_superblock,
+    scan_bounded,
+)
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
@@ -32,8 +43,9 @@ from pid1.wiring import StorageResult, Wiring
 # up to pid1.storage_wait seconds, re-scanning on each block-device uevent
 # from the kernel's netlink socket, the same events udev gets: a late disk is
 # mounted the moment it appears, with no polling. inotify is no alternative:
-# sysfs does not report new entries to it. The socket is opened before the
-# first scan, so a disk added between the scan and the wait is not missed.
+# sysfs does not report new entries to it. The devices are read once more
+# after the socket is open, so a disk added since the disks phase's scan is
+# not missed.
 # Without the socket (e.g. no netlink), the phase re-scans every POLL seconds.
 # The wait counts from when the modules phase loaded the disk drivers, and
 # is short (0.5 s by default): finit_module returns only after the async
@@ -104,52 +116,49 @@ async def readable(fd: int, timeout: float | None) -> None:
         loop.remove_reader(fd)
 
 
-class ScanHangs(Exception):
-    """A scan did not finish within pid1.io_timeout (the message says where it was)."""
+def labelled_disks(scan: Scan, formatted: list[LabelledDevice], label: str) -> list[LabelledDevice]:
+    """The devices carrying `label`, the first by kernel name first, so the
+    choice does not depend on probing order (autoformat's are among them)."""
+    found = {d.path: d for d in scan.with_label(label)}
+    found.update({d.path: d for d in formatted if d.label == label})
+    return sorted(found.values(), key=lambda d: d.device.name)
 
 
-async def scan_bounded(ctx: PhaseContext, label: str, sys_root: str, dev_root: str) -> Scan:
-    """One scan off the loop (reading superblocks can block on a slow or
-    hanging device), bounded by pid1.io_timeout: a thread cannot be killed,
-    so one that hangs is left behind and ScanHangs says where it was."""
-    scan = Scan()
-    timeout = ctx.config.io_timeout
-    try:
-        return await bounded(scan_for_label, label, sys_root, dev_root, scan, timeout=timeout, name="pid1-storage")
-    except TimeoutError:
-        where = scan.reading or "the block devices"
-        raise ScanHangs(f"reading {where} did not finish within {timeout:.0f} s (pid1.io_timeout)") from None
-
-
-async def find_disk(ctx: PhaseContext) -> tuple[Scan, float]:
-    """Scan for the labelled disk, waiting up to storage_wait for it to
-    appear. Returns the last scan and the seconds spent waiting; ScanHangs
+async def find_disk(
+    ctx: PhaseContext, scan: Scan, formatted: list[LabelledDevice]
+) -> tuple[list[LabelledDevice], float]:
+    """The labelled disks, waiting up to storage_wait for one to appear when
+    there is none. Returns them and the seconds spent waiting; ScanHangs
     when a scan does not finish."""
     label, sys_root, dev_root = ctx.config.storage_label, ctx.path("sys"), ctx.path("dev")
-    listener = open_listener(ctx) if ctx.config.storage_wait > 0 else None
+    disks = labelled_disks(scan, formatted, label)
     started = time.monotonic()
+    if disks or ctx.config.storage_wait <= 0:
+        return disks, 0.0
     # A late disk is one still being probed after its driver loaded: the wait
     # counts from when the modules phase loaded the disk drivers (the
     # docker_modules phase runs meanwhile), not from now.
     loaded_at = ctx.wiring.maybe(Wiring.disk_drivers_loaded_at)
     drivers_loaded = started if loaded_at is None else min(loaded_at, started)
     deadline = drivers_loaded + ctx.config.storage_wait
+    listener = open_listener(ctx)
     try:
-        scan = await scan_bounded(ctx, label, sys_root, dev_root)
-        if scan.match is None and (left := deadline - time.monotonic()) > 0:
+        timeout = ctx.config.io_timeout
+        disks = labelled_disks(await scan_bounded(label, sys_root, dev_root, timeout), formatted, label)
+        if not disks and (left := deadline - time.monotonic()) > 0:
             ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {left:.1f} s more for one")
-        while scan.match is None and (left := deadline - time.monotonic()) > 0:
+        while not disks and (left := deadline - time.monotonic()) > 0:
             if listener is None:
                 await asyncio.sleep(min(POLL, left))
             else:
                 await readable(listener.fileno(), left)
                 if not listener.drain():
                     continue  # an event about something else: keep waiting
-            scan = await scan_bounded(ctx, label, sys_root, dev_root)
+            disks = labelled_disks(await scan_bounded(label, sys_root, dev_root, timeout), formatted, label)
     finally:
         if listener is not None:
             listener.close()
-    return scan, time.monotonic() - started
+    return disks, time.monotonic() - started
 
 
 async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str, result: StorageResult) -> None:
@@ -191,7 +200,7 @@ def mount_ram(ctx: PhaseContext, target: str, why: str, error: str | None = None
 
 
 async def run(ctx: PhaseContext) -> str:
-    result = StorageResult(mode="ram", scan=None)
+    result = StorageResult(mode="ram")
     detail = await place_data_root(ctx, result)
     result.mode = ctx.state.storage["mode"]  # what record() said
     ctx.wiring.storage = result
@@ -199,28 +208,25 @@ async def run(ctx: PhaseContext) -> str:
 
 
 async def place_data_root(ctx: PhaseContext, result: StorageResult) -> str:
-    """The labelled disk, else a tmpfs, on the data root (or the mount found
-    there); fills result.scan with what was scanned."""
+    """The labelled disk, else a tmpfs, on the data root (or the mount found there)."""
     target = ctx.path(ctx.config.docker_root)
     label = ctx.config.storage_label
     if is_mountpoint(target):
         return await record_existing(ctx, target)
-
+    scan = ctx.wiring.block_scan
+    if scan.hung:
+        return mount_ram(ctx, target, f"the disk scan hangs: {scan.hung}", error=scan.hung)
     try:
-        scan, waited = await find_disk(ctx)
+        disks, waited = await find_disk(ctx, scan, ctx.wiring.maybe(Wiring.formatted_disks) or [])
     except ScanHangs as exc:
         ctx.log.error(f"storage: {exc}: a device does not answer")
-        result.scan = Scan(labelled=[])  # nothing to look at again: it hung
         return mount_ram(ctx, target, f"the disk scan hangs: {exc}", error=str(exc))
-    result.scan = scan  # the user-data phase looks for its volume in it
-    for problem in scan.problems or ():
-        ctx.log.info(f"storage: cannot read {problem}")
-    if scan.match is None:
+    if not disks:
         why = f"no disk labelled {label} ({scan.seen} block devices checked, waited {waited:.1f} s)"
         return mount_ram(ctx, target, why)
 
-    disk = scan.match
-    for other in scan.duplicates or ():
+    disk, duplicates = disks[0], disks[1:]
+    for other in duplicates:
         ctx.log.warning(f"storage: {other.path} is labelled {label} too: ignored, using {disk.path}")
     spec = MountSpec(disk.path, target, MOUNT_TYPE.get(disk.fstype, disk.fstype), mode=0o711)
     try:
@@ -243,8 +249,8 @@ async def place_data_root(ctx: PhaseContext, result: StorageResult) -> str:
 PHASE = Phase(
     name="storage",
     run=run,
-    needs=("mounts", "modules", "autoformat"),
+    needs=("mounts", "modules", "disks", "autoformat"),
     fills=(Wiring.storage,),
-    uses=(Wiring.disk_drivers_loaded_at,),
+    uses=(Wiring.block_scan, Wiring.formatted_disks, Wiring.disk_drivers_loaded_at),
     doc=__doc__ or "",
 )

@@ -1,13 +1,12 @@
 """userdata: the first-boot configuration, before dockerd starts. Needs
-storage (its scan of the block devices, and the DOCKER disk for the host
-state) and modules (isofs and vfat come with the kernel's request).
+storage (the DOCKER disk, for the host state) and userdata_volume (the
+volume's user-data, read before the disks were used).
 
-Sources, the first found wins: a NoCloud volume (filesystem label cidata or
-CIDATA, ISO 9660 or vfat, with user-data and meta-data), an OpenStack
-config-2 drive (openstack/latest/user_data and meta_data.json), then the copy
-kept in the host state (pid1.host_state) from an earlier boot. A volume's
-user-data that cannot be used (malformed, too big) is an error with the
-reason, and the kept copy applies instead: the machine stays as it was.
+Sources, the first found wins: the NoCloud or config-2 volume
+userdata_volume read, then the copy kept in the host state
+(pid1.host_state) from an earlier boot. A volume's user-data that cannot be
+used (malformed, too big) is an error with the reason, and the kept copy
+applies instead: the machine stays as it was.
 
 Applies what must be in place before the engine: the user-data's pid1 keys
 (the kernel command line wins), the hostname, daemon.json (checked by
@@ -15,7 +14,8 @@ pid1.daemon_json; refused whole with the reason, and the last good one used),
 and the files of write_files, kept in the host state and bound into dom0 and
 the console. Fills `Wiring.userdata` (an `Applied`) for dockerd, the system
 containers and the runcmd phase, and records `state.userdata`. Uses
-`Wiring.storage` (its mode and scan) and `Wiring.boot2docker_files`.
+`Wiring.storage` (its mode), `Wiring.volume_userdata` and
+`Wiring.boot2docker_files`.
 """
 
 from __future__ import annotations
@@ -24,28 +24,22 @@ import asyncio
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pid1 import syscalls
-from pid1.blockdev import LabelledDevice, Scan, scan_for_label
 from pid1.config import KERNEL, USER_DATA, apply_settings
-from pid1.host_state import MAX_READ, HostState
+from pid1.host_state import HostState
 from pid1.phases import Phase, PhaseContext
-from pid1.threads import bounded
+from pid1.phases.userdata_volume import DISK_KEYS, Found, VolumeSource
 from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
     from pid1.userdata import MetaData, UserData
 
-NOCLOUD_LABELS = ("cidata", "CIDATA")
-CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
-READ_TIMEOUT = 10.0  # a volume that does not answer in this time is skipped
-# Keys read before this phase runs: from the user-data they would come too late.
-EARLY_KEYS = frozenset({"phases", "extra_phases", "cgroups", "storage_label", "docker_root", "storage_wait",
-                        "state_dir", "console", "view_tty", "userdata", "autoformat"})  # fmt: skip
+# Keys read before any user-data is: from it they would come too late.
+EARLY_KEYS = frozenset({"phases", "extra_phases", "cgroups", "state_dir", "console", "view_tty", "userdata",
+                        "io_timeout"})  # fmt: skip
 
 
 @dataclass
@@ -62,74 +56,16 @@ class Applied:
     tls_dir: str | None = None  # ca.pem, cert.pem, key.pem for pid1.docker_tcp, in the host state
 
 
-@dataclass(frozen=True)
-class Found:
-    source: str  # "nocloud /dev/sr0", "config-2 /dev/vdb", "kept copy"
-    userdata: bytes
-    metadata: bytes
+def is_volume(source: str) -> bool:
+    return source.startswith(("nocloud ", "config-2 "))
 
 
-# --- finding the source --------------------------------------------------------------------------
-def read_bounded(path: str, limit: int = MAX_READ) -> bytes | None:
-    """A regular file's first `limit` bytes, or None: no symlinks followed, no
-    FIFO opened for reading (it could block for ever), nothing unbounded."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
-
-
-def read_volume(device: LabelledDevice, mountpoint: str) -> Found:
-    """Mount the volume read-only, read its user-data and meta-data, unmount."""
-    os.makedirs(mountpoint, mode=0o700, exist_ok=True)
-    flags = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
-    syscalls.mount(device.path, mountpoint, device.fstype, flags)
-    try:
-        if device.label in CONFIG_DRIVE_LABELS:
-            base = os.path.join(mountpoint, "openstack/latest")
-            userdata = read_bounded(os.path.join(base, "user_data"))
-            metadata = read_bounded(os.path.join(base, "meta_data.json"))
-            kind = "config-2"
-        else:
-            userdata = read_bounded(os.path.join(mountpoint, "user-data"))
-            metadata = read_bounded(os.path.join(mountpoint, "meta-data"))
-            kind = "nocloud"
-    finally:
-        syscalls.umount(mountpoint)
-    if userdata is None:
-        raise FileNotFoundError(f"{kind} volume {device.path} has no user-data file")
-    return Found(f"{kind} {device.path}", userdata, metadata or b"")
-
-
-def volumes(scan: Scan) -> list[LabelledDevice]:
-    return [d for d in scan.with_label(*NOCLOUD_LABELS, *CONFIG_DRIVE_LABELS) if d.fstype in ("iso9660", "vfat")]
-
-
-async def find_source(ctx: PhaseContext, host_state: HostState) -> tuple[Found | None, list[str]]:
-    """The first source that has a user-data, and why the others had none."""
-    scan = ctx.wiring.storage.scan
-    problems: list[str] = []
-    if scan is None:  # storage found the data root mounted already and did not scan
-        try:
-            scan = await bounded(scan_for_label, ctx.config.storage_label, ctx.path("sys"), ctx.path("dev"),
-                                 timeout=ctx.config.io_timeout, name="userdata-scan")  # fmt: skip
-        except TimeoutError:
-            problems.append(f"the disk scan did not finish within {ctx.config.io_timeout:.0f} s")
-            scan = Scan(labelled=[])
-    for device in volumes(scan):
-        try:
-            found = await bounded(read_volume, device, ctx.path("run/only-docker/source"), timeout=READ_TIMEOUT,
-                                  name="userdata-read")  # fmt: skip
-        except (OSError, TimeoutError) as exc:
-            problems.append(f"{device.path} ({device.label}): {exc or f'no answer within {READ_TIMEOUT:.0f} s'}")
-            continue
-        return found, problems
+def find_source(volume: VolumeSource | None, host_state: HostState) -> tuple[Found | None, list[str]]:
+    """The first source that has a user-data (the volume userdata_volume
+    read, else the copy kept from an earlier boot), and why volumes had none."""
+    problems = list(volume.problems) if volume is not None else []
+    if volume is not None and volume.found is not None:
+        return volume.found, problems
     kept = host_state.read("user-data")
     if kept is not None:
         return Found("kept copy", kept, host_state.read("meta-data") or b""), problems
@@ -166,9 +102,11 @@ def instance_key(meta: MetaData, raw: bytes) -> str:
     return "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
 
 
-def apply_keys(ctx: PhaseContext, data: UserData, warnings: list[str]) -> list[str]:
+def apply_keys(ctx: PhaseContext, data: UserData, source: str, warnings: list[str]) -> list[str]:
     """The user-data's pid1 keys on the live config (the kernel command line
-    wins), and its hostname; returns the keys that took."""
+    wins), and its hostname; returns the keys that took. The disks' keys
+    applied already when the source is a volume (userdata_volume); from the
+    kept copy they would come after the disks were used."""
     from pid1.phases import hostname
 
     settings = dict(data.settings)
@@ -177,6 +115,11 @@ def apply_keys(ctx: PhaseContext, data: UserData, warnings: list[str]) -> list[s
     before = ctx.config.hostname
     for name in sorted(EARLY_KEYS & set(settings)):
         warnings.append(f"pid1.{name} is read before the user-data: it applies only on the kernel command line")
+        del settings[name]
+    for name in sorted(DISK_KEYS & set(settings)):
+        if not is_volume(source):
+            warnings.append(f"pid1.{name} decides the disks: it applies from the kernel command line or a "
+                            f"user-data volume, not from the {source}")  # fmt: skip
         del settings[name]
     for name in sorted(settings):
         if ctx.config.origins.get(name) == KERNEL:
@@ -329,7 +272,8 @@ async def run(ctx: PhaseContext) -> str:
     if not persistent:
         ctx.log.info(f"userdata: the host state ({host_state.root}) is in RAM: it is lost at power-off")
     keep_boot_logs(ctx, host_state)
-    found, problems = await find_source(ctx, host_state)
+    volume = ctx.wiring.maybe(Wiring.volume_userdata)
+    found, problems = find_source(volume, host_state)
     for problem in problems:
         ctx.log.warning(f"userdata: {problem}")
         record["warnings"].append(problem)
@@ -362,7 +306,8 @@ async def run(ctx: PhaseContext) -> str:
     applied.data, applied.meta = data, meta
     applied.instance_key = instance_key(meta, found.userdata)
     warnings, errors = list(data.warnings), list(record["errors"])
-    done = [f"pid1.{name}" for name in apply_keys(ctx, data, warnings)]
+    disk_keys = volume.disk_keys if volume is not None and found is volume.found else []
+    done = [f"pid1.{name}" for name in (*disk_keys, *apply_keys(ctx, data, found.source, warnings))]
     if (daemon := apply_daemon_json(ctx, applied, host_state, errors)) is not None:
         done.append(daemon)
     if (files := apply_files(applied, host_state, warnings)) > 0:
@@ -388,9 +333,9 @@ async def run(ctx: PhaseContext) -> str:
 PHASE = Phase(
     name="userdata",
     run=run,
-    needs=("storage", "modules"),
+    needs=("storage", "userdata_volume"),
     required=False,
     fills=(Wiring.userdata,),
-    uses=(Wiring.storage, Wiring.boot2docker_files),
+    uses=(Wiring.storage, Wiring.volume_userdata, Wiring.boot2docker_files),
     doc=__doc__ or "",
 )

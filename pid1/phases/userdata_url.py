@@ -105,8 +105,7 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
 
     from_kernel = ctx.config.origins.get("hostname") == KERNEL
     if data.hostname and not from_kernel and socket.gethostname() != data.hostname:
-        # The machine's name now; dom0 and the console, already running in
-        # UTS namespaces of their own, see it from their next start.
+        # The machine's name now (dom0 and the console share it).
         hostname.rename(ctx, ctx.config.hostname, data.hostname)
         ctx.config.hostname = data.hostname
         done.append(f"hostname {data.hostname}")

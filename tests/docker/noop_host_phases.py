@@ -3,8 +3,9 @@ PYTHONPATH) that stand in for the host phases: in a test namespace pid1 must
 not make device nodes in the host's /dev or mount over /tmp and /run, and
 dockerd needs nothing from them there (the host has /proc, /sys, cgroups and
 the modules loaded). Extra modules override the built-in phases of the same
-name, and declare the slots of the phases they replace. `storage` says "disk"
-when the environment asks for it (PID1_TEST_STORAGE).
+name, and declare the slots of the phases they replace. `disks` reads none of
+the host's block devices, and `storage` says "disk" when the environment
+asks for it (PID1_TEST_STORAGE).
 
 `network` is a stand-in too: these tests share the host's network namespace,
 and the real phase's DHCP client (udhcpc's deconfig flushes the link's IPv4
@@ -40,8 +41,13 @@ async def noop(ctx: PhaseContext) -> str:
 async def storage(ctx: PhaseContext) -> str:
     mode = os.environ.get("PID1_TEST_STORAGE", "ram")
     ctx.state.storage = {"mode": mode, "source": "test"}
-    ctx.wiring.storage = StorageResult(mode=mode, scan=Scan(labelled=[]))  # the host's disks are not the test's
+    ctx.wiring.storage = StorageResult(mode=mode)
     return f"{mode} (test stand-in)"
+
+
+async def no_disks(ctx: PhaseContext) -> str:
+    ctx.wiring.block_scan = Scan(labelled=[], nodes={}, problems=[])  # the host's disks are not the test's
+    return "no disks in the docker tests (the host's are not the test's)"
 
 
 async def no_console_terminals(ctx: PhaseContext) -> str:
@@ -73,7 +79,8 @@ PHASES = [
     Phase(name="mounts", run=noop, needs=("devices",)),
     Phase(name="hostname", run=noop, needs=("mounts",)),
     Phase(name="modules", run=noop, needs=("mounts",), fills=(Wiring.module_index, Wiring.disk_drivers_loaded_at)),
-    Phase(name="storage", run=storage, needs=("modules", "autoformat"), fills=(Wiring.storage,)),
+    Phase(name="disks", run=no_disks, needs=("modules",), fills=(Wiring.block_scan,)),
+    Phase(name="storage", run=storage, needs=("modules", "disks", "autoformat"), fills=(Wiring.storage,)),
     *(
         []
         if os.environ.get("PID1_TEST_REAL_NETWORK") == "1"

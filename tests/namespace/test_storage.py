@@ -258,8 +258,8 @@ def test_disk_attached_while_waiting_is_mounted_at_once(attach, pid1_ns, tmp_pat
 def test_a_disk_scan_that_hangs_falls_back_to_ram_with_the_reason(pid1_ns, tmp_path: Path, hang_at: str) -> None:
     """The root's /sys is a tmpfs with one block device whose sysfs file is a
     FIFO: reading it blocks for ever, as a device that does not answer does.
-    The scan is given up after pid1.io_timeout, the phase runs from RAM and
-    says why, and pid1 goes on (the boot is done)."""
+    The disks phase gives its scan up after pid1.io_timeout, storage runs
+    from RAM and says why, and pid1 goes on (the boot is done)."""
     root = tmp_path / "root"
     (root / "dev").mkdir(parents=True)
     (root / "sys").mkdir()
@@ -281,8 +281,8 @@ def test_a_disk_scan_that_hangs_falls_back_to_ram_with_the_reason(pid1_ns, tmp_p
     why = f"reading {root}/sys/class/block did not finish within {timeout} s (pid1.io_timeout)"
     assert storage["error"] == why, run.describe()
     assert phase["detail"] == f"running from RAM (the disk scan hangs: {why})", run.describe()
-    assert timeout <= phase["duration"] < timeout + 10, run.describe()
-    assert f"storage: {why}: a device does not answer" in run.log(), run.describe()
+    assert timeout <= state["phases"]["disks"]["duration"] < timeout + 10, run.describe()
+    assert f"disks: {why}: a device does not answer" in run.log(), run.describe()
     assert mount_entry(run, f"{root}/var/lib/docker")["fstype"] == "tmpfs", run.describe()
     run.wait_state("boot done", lambda s: s["mode"] == "running")
 

@@ -1,6 +1,8 @@
 """First-boot configuration in the real image under qemu: a NoCloud volume
 made as users make one (an ISO labelled cidata, from xorriso's mkisofs, as
-cloud-localds does) on a second CD-ROM, and a qemu/mkdisk disk. Two boots:
+cloud-localds does) on a second CD-ROM, and a qemu/mkdisk disk. Two boots,
+then a third with an OpenStack config-2 drive whose user-data names a blank
+disk to format (autoformat from the user-data, used in that same boot):
 
   1. the user-data sets the hostname, writes a file with its mode into dom0
      and the console, gives dockerd a registry mirror (docker info shows it)
@@ -102,11 +104,27 @@ def config_drive_iso(path: Path, user_data: str, uuid: str) -> str:
     return str(path)
 
 
-def test_an_openstack_config_drive_is_a_source_too(boot, tmp_path) -> None:
+CONFIG_2_USER_DATA = """#cloud-config
+hostname: cfg2
+only_docker:
+  autoformat: [vda]
+"""
+
+
+def test_an_openstack_config_drive_is_a_source_too_and_formats_the_blank_disk_it_names(boot, tmp_path) -> None:
+    """A cloud's way: no kernel command line to edit, a blank volume attached,
+    and the user-data naming it. It is formatted and used in this same boot
+    (the volume is read before the disks are used)."""
     uuid = "83679162-1378-4288-a2d4-70e13ec132aa"
-    vm = boot(
-        "userdata-config2", cdroms=[config_drive_iso(tmp_path / "c.iso", "#cloud-config\nhostname: cfg2\n", uuid)]
-    )
+    blank = tmp_path / "blank.img"
+    with open(blank, "wb") as f:
+        f.truncate(512 << 20)
+    drive = config_drive_iso(tmp_path / "c.iso", CONFIG_2_USER_DATA, uuid)
+    vm = boot("userdata-config2", disk=str(blank), cdroms=[drive])
+    vm.wait_for(r"pid1: userdata: from config-2 /dev/sr0, for the disks: pid1.autoformat=vda", STEP, since_mark=False)
+    vm.wait_for(r"pid1: autoformat: /dev/vda: .*formatting it ext4, label DOCKER", STEP, since_mark=False)
     vm.wait_for(rf"pid1: userdata: from config-2 /dev/sr0, instance {uuid}", STEP, since_mark=False)
     shell_ready(vm)
     assert vm.shell("hostname", STEP).strip() == "cfg2", vm.tail()
+    status = vm.shell("cat /run/pid1/status", STEP)
+    assert "boot:    disk /dev/vda (ext4, DOCKER)" in status, status
