@@ -22,6 +22,7 @@ nothing at boot.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class Wiring:
     storage: Slot[StorageResult] = Slot("storage", "the storage mode and the block-device scan")
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")
     clock: Slot[Clock] = Slot("ntp", "the clock's state: `synced` is set once it is right (milestone clock synced)")
+    network_up: Slot[asyncio.Event] = Slot("network", "set while the network is up, whenever that comes")
     # --- a phase's own memory across its retries --------------------------------------------
     network_attempt: Slot[NetworkPhase] = Slot("network", "the network phase's latest attempt (lease events go to it)")
 

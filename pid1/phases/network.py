@@ -43,7 +43,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.container_spec import ContainerSpec
@@ -306,6 +306,9 @@ class NetworkPhase:
     dhcp_task: asyncio.Task | None = None
     dhcp_link: str | None = None
     finished: bool = False  # the phase has returned (up or offline)
+    # Set while the network is up (an address and a default route), whenever
+    # that comes: a lease after the phase went on offline sets it too.
+    up: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def network(self) -> dict[str, Any]:
@@ -313,6 +316,8 @@ class NetworkPhase:
 
     def publish(self, **values: Any) -> None:
         self.network.update(values)
+        if "status" in values:
+            (self.up.set if values["status"] == "up" else self.up.clear)()
         self.ctx.store.changed()
 
     def start_dhcp(self, link: str) -> None:
@@ -502,7 +507,10 @@ def lease_values(lease: dict[str, str], event: dict[str, Any]) -> dict[str, Any]
 
 async def run(ctx: PhaseContext) -> str:
     net_dir = os.path.join(ctx.config.state_dir, "network")
-    phase = NetworkPhase(ctx=ctx, mode=configured_mode(ctx), net_dir=net_dir)
+    up = ctx.wiring.maybe(Wiring.network_up)
+    if up is None:  # one for the boot: a retried phase keeps it
+        up = ctx.wiring.network_up = asyncio.Event()
+    phase = NetworkPhase(ctx=ctx, mode=configured_mode(ctx), net_dir=net_dir, up=up)
     try:
         return await phase.run()
     finally:
@@ -513,7 +521,7 @@ PHASE = Phase(
     name="network",
     run=run,
     needs=("images",),
-    fills=(Wiring.network_attempt,),
+    fills=(Wiring.network_attempt, Wiring.network_up),
     uses=(Wiring.system_containers,),
     doc=__doc__ or "",
 )

@@ -1,6 +1,8 @@
 """userdata_url: the user-data from `pid1.userdata=URL` (http), fetched once
-the network is up, bounded in time and size. Needs network and userdata
-(whose volume, when there was one, wins: the URL is then not fetched).
+the network is up, bounded in time and size. Needs network (Wiring.network_up:
+when the network phase went on offline, the fetch waits up to NETWORK_WAIT
+for a lease that comes later) and userdata (whose volume, when there was
+one, wins: the URL is then not fetched).
 
 A URL ending in `/` is a NoCloud seed (`user-data` and `meta-data` under it);
 any other URL is the user-data itself. What it gives is kept in the host
@@ -13,6 +15,7 @@ hostname now (dom0 and the console share the machine's name).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from pid1.phases.userdata import Applied
 
 FETCH_TIMEOUT = 30.0
+NETWORK_WAIT = 120.0  # a lease that comes after the network phase went on offline
 VOLUME_SOURCES = ("nocloud ", "config-2 ")
 
 
@@ -64,8 +68,14 @@ async def run(ctx: PhaseContext) -> str:
     source = (ctx.state.userdata.get("source") or "") if applied else ""
     if source.startswith(VOLUME_SOURCES):
         return f"a volume came first ({source}): {url} not fetched"
-    if ctx.state.network.get("status") != "up":
-        ctx.log.warning(f"userdata: the network is not up: {url} is tried anyway")
+    up = ctx.wiring.maybe(Wiring.network_up)
+    if up is not None and not up.is_set():
+        # The network phase went on offline (pid1.net_timeout): a lease can still come.
+        ctx.log.info(f"userdata: waiting up to {NETWORK_WAIT:.0f} s for the network before fetching {url}")
+        try:
+            await asyncio.wait_for(up.wait(), NETWORK_WAIT)
+        except TimeoutError:
+            ctx.log.warning(f"userdata: the network is not up after {NETWORK_WAIT:.0f} s: {url} is tried anyway")
     try:
         raw = await fetch(url + "user-data" if url.endswith("/") else url)
         meta_raw = (await fetch(url + "meta-data")) if url.endswith("/") else b""
@@ -127,6 +137,6 @@ PHASE = Phase(
     run=run,
     needs=("network", "userdata"),
     required=False,
-    uses=(Wiring.userdata,),
+    uses=(Wiring.userdata, Wiring.network_up),
     doc=__doc__ or "",
 )

@@ -70,7 +70,11 @@ async def ntp_query_only(ctx: PhaseContext) -> str:
 
 
 async def network(ctx: PhaseContext) -> str:
+    import asyncio
+
     ctx.state.network.update(mode="host", status="up")
+    ctx.wiring.network_up = up = asyncio.Event()
+    up.set()
     return "the host's network (test stand-in)"
 
 
@@ -84,7 +88,7 @@ PHASES = [
     *(
         []
         if os.environ.get("PID1_TEST_REAL_NETWORK") == "1"
-        else [Phase(name="network", run=network, needs=("images",))]
+        else [Phase(name="network", run=network, needs=("images",), fills=(Wiring.network_up,))]
     ),
     *(
         []

@@ -4,7 +4,11 @@
 `pid1.autoformat=vda,vdb,vdc` over a zero disk, a disk as docker-machine
 makes it (boot2docker's magic, then its userdata.tar with an SSH key) and a
 disk holding data. The first two become DOCKER, the data disk is
-byte-for-byte unchanged, the URL's hostname and runcmd apply."""
+byte-for-byte unchanged, the URL's hostname and runcmd apply. The same boot
+checks the clock: an SNTP server on 127.0.0.1:123 (10.0.2.2:123 to the
+guest, the harness's pid1.ntp_servers) ten minutes ahead of this machine
+makes the ntp container step the guest's clock by that much: a notice in
+the log, state.clock synced, and the guest's date moved."""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ import hashlib
 import io
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 from harness import serve_files
+from sntp_server import SntpServer
 from test_boot import STEP, shell_ready
 
 from pid1.autoformat import BOOT2DOCKER_MAGIC
@@ -37,6 +43,19 @@ def served():
         yield port
 
 
+AHEAD = 600.0  # seconds the test's SNTP server is ahead of this machine
+
+
+@pytest.fixture
+def ahead_sntp():
+    try:
+        server = SntpServer("127.0.0.1", AHEAD, 123)
+    except OSError as exc:
+        pytest.fail(f"cannot serve SNTP on 127.0.0.1:123 for the guest ({exc}): is an NTP daemon running here?")
+    yield server
+    server.close()
+
+
 def disk(path: Path, head: bytes = b"", at: int = 0, size_mb: int = 512) -> str:
     with open(path, "wb") as f:
         f.seek(at)
@@ -55,7 +74,7 @@ def machine_tar() -> bytes:
     return buffer.getvalue()
 
 
-def test_a_url_user_data_and_blank_disks_on_the_first_boot(boot, served, tmp_path) -> None:
+def test_a_url_user_data_and_blank_disks_on_the_first_boot(boot, served, ahead_sntp, tmp_path) -> None:
     zero = disk(tmp_path / "zero.img")
     machine = disk(tmp_path / "machine.img", machine_tar())
     data = disk(tmp_path / "data.img", b"precious", at=700 * 1024)
@@ -71,6 +90,13 @@ def test_a_url_user_data_and_blank_disks_on_the_first_boot(boot, served, tmp_pat
     # The machine's name, and the console's (started before the URL was fetched: it shares the machine's)
     assert vm.shell("nsenter -t 1 -u hostname; hostname", STEP).split()[-2:] == ["from-url"] * 2, vm.tail()
     assert "url-ran" in vm.shell("docker images --format '{{.Repository}}' url-ran", STEP), vm.tail()
+    # The clock: stepped to the server, ten minutes ahead
+    vm.wait_for(r"pid1: clock: stepped by \+(59\d|60\d)\.\d+ s to 10\.0\.2\.2", STEP, since_mark=False)
+    vm.wait_for(r"pid1: clock synced", STEP, since_mark=False)
+    guest = float(vm.shell("date +%s", STEP).split()[-1])
+    assert abs(guest - time.time() - AHEAD) < 30, (guest, time.time(), vm.tail())
+    assert "clock:   synced to 10.0.2.2" in vm.shell("cat /run/pid1/status", STEP), vm.tail()
+    assert ahead_sntp.requests > 0
     vm.send("echo poweroff > /run/pid1/control\n")
     vm.wait_exit(STEP)
     assert read_superblock(zero) == ("ext4", "DOCKER") and read_superblock(machine) == ("ext4", "DOCKER")
