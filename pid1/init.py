@@ -20,6 +20,7 @@ from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
 from pid1.state import StateStore
 from pid1.supervisor import STOP_SIGNALS, Supervisor
+from pid1.wiring import MountTable
 
 END_ACTIONS = {
     "poweroff": syscalls.RebootCommand.POWER_OFF,
@@ -140,8 +141,8 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
             sup.run_before_stop()  # emergency mode needs the person's attention: every line on the console
         # A stop already asked for is carried out, not forgotten.
         pending = sup.stop_action if sup is not None and sup.stop_requested.is_set() else None
-        mounted = sup.mounts.targets() if sup is not None else []
-        action = run_emergency(loop, config, log, store, reaper, f"supervisor crashed: {exc!r}", pending, mounted)
+        mounts = sup.mounts if sup is not None else MountTable()
+        action = run_emergency(loop, config, log, store, reaper, f"supervisor crashed: {exc!r}", pending, mounts)
     return finish(action, is_pid1, log)
 
 
@@ -153,7 +154,7 @@ def run_emergency(
     reaper: Reaper,
     reason: str,
     pending: str | None,
-    mounted: list[str],
+    mounts: MountTable,
 ) -> str:
     """Emergency mode until a stop signal (at once if a stop was `pending`),
     then the stop without the supervisor: end every process as the orderly
@@ -177,14 +178,14 @@ def run_emergency(
             if not stop.is_set():
                 loop.run_until_complete(emergency.run(config, log, store, reaper, reason, stop))
             log.notice(f"emergency stop: {result['action']}")
-            loop.run_until_complete(emergency_stop(loop, log, config.stop_grace, mounted))
+            loop.run_until_complete(emergency_stop(loop, log, config.stop_grace, mounts))
             return result["action"]
         except BaseException as exc:
             log.error(f"emergency mode failed: {exc!r}; trying again")
             time.sleep(1)
 
 
-async def emergency_stop(loop: asyncio.AbstractEventLoop, log: Log, grace: float, mounted: list[str]) -> None:
+async def emergency_stop(loop: asyncio.AbstractEventLoop, log: Log, grace: float, mounts: MountTable) -> None:
     # Whatever the crashed supervisor left on the loop (and the emergency
     # shells, which would respawn) must not run during the stop.
     others = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
@@ -194,7 +195,7 @@ async def emergency_stop(loop: asyncio.AbstractEventLoop, log: Log, grace: float
         await asyncio.wait(others, timeout=2)
     await shutdown.end_processes(log, grace)
     syscalls.sync()
-    shutdown.unmount_all(log, mounted)
+    shutdown.unmount_all(log, mounts.targets())
     syscalls.sync()
 
 

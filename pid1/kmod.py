@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from functools import partial
 
-from pid1.modprobe import loaded_modules
+from pid1.procfs import loaded_modules
 
 # Module suffixes depmod knows; Debian 12 (6.1) ships plain .ko, newer kernels .ko.xz/.ko.zst.
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")

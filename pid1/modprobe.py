@@ -6,8 +6,10 @@ loaded already. Each ask starts a Python process, and importing pid1.kmod
 (argparse, re, dataclasses, socket) costs more than the interpreter itself
 under emulation (measured in the TCG guest: 1.1 s for the import, 0.4 s for
 `python3 -c pass`), on dockerd's critical path. So this module imports only
-`os` and `time`: a plain request for names the kernel has is answered here;
-anything else (aliases, missing modules, other options) goes to pid1.kmod.
+`os` and `time` (and pid1.procfs, which needs only `os`): a plain request for
+names the kernel has is answered here; anything else (aliases, missing
+modules, other options) goes to pid1.kmod, imported then. pid1.kmod does not
+import this module: the front depends on kmod, never the other way.
 
 The helper the modules phase installs passes a state directory (/run/pid1):
 every request is appended to `modprobe.log` there, so a user can see what the
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import os
 import time
+
+from pid1.procfs import loaded_modules
 
 # Options that change nothing about which modules end up loaded.
 PLAIN_FLAGS = frozenset("qvab")
@@ -48,15 +52,6 @@ def plain_request(argv: list[str]) -> list[str] | None:
     if not names or (len(names) > 1 and not every_argument_a_name):
         return None  # no name, or NAME PARAM=VALUE...
     return names
-
-
-def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
-    """Names in /proc/modules (empty when the kernel has no module support)."""
-    try:
-        with open(proc_modules) as f:
-            return {line.split(" ", 1)[0] for line in f if line.strip()}
-    except OSError:
-        return set()
 
 
 def all_in_kernel(names: list[str], proc_modules: str = "/proc/modules", sys_module: str = "/sys/module") -> bool:

@@ -1,8 +1,9 @@
 """The orderly stop: cancel what still runs, run the stop hooks, end every
 remaining process (SIGTERM, then SIGKILL after a grace), sync, unmount what
-pid1 mounted. Needs the supervisor's tasks, hooks, reaper and mount list.
-`end_processes` and `unmount_all` also serve emergency mode's stop, which
-has no supervisor to lean on.
+pid1 mounted. It gets a StopPlan (the tasks, hooks, mount table and grace,
+which the supervisor hands over), the log, the state and the reaper, and
+knows nothing of the supervisor. `end_processes` and `unmount_all` also
+serve emergency mode's stop, which has no supervisor to lean on.
 
 Crash-only: nothing here is needed for the next boot to be right; it only
 makes the stop quick and clean.
@@ -14,6 +15,8 @@ import asyncio
 import errno
 import os
 import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pid1 import syscalls
@@ -22,9 +25,12 @@ from pid1.state import uptime
 if TYPE_CHECKING:
     from pid1.log import Log
     from pid1.phases import StopHook
-    from pid1.supervisor import Supervisor
+    from pid1.reaper import Reaper
+    from pid1.state import StateStore
+    from pid1.wiring import MountTable
 
 HOOK_TIMEOUT = 30.0
+CANCEL_WAIT = 5.0  # how long the cancelled phases and services get to end
 KILL_WAIT = 5.0
 POLL = 0.02
 
@@ -130,38 +136,61 @@ def unmount_all(log: Log, mounted: list[str]) -> None:
                 log.warning(f"cannot unmount {target}: {exc}")
 
 
-async def run_hook(sup: Supervisor, name: str, hook: StopHook) -> None:
+@dataclass
+class StopPlan:
+    """What the stop needs from the one who ran the boot."""
+
+    action: str  # "poweroff", "reboot" or "halt": said in the log
+    tasks: list[asyncio.Task]  # what still runs (phases, services, the boot): cancelled first
+    # Run last registered first. Read when they run: the live list, as the mounts.
+    hooks: Sequence[tuple[str, StopHook]]
+    # Unmounted last first, read after everything else ended: a mount a
+    # cancelled phase's thread finishes meanwhile is unmounted too.
+    mounts: MountTable
+    grace: float  # seconds between SIGTERM and SIGKILL (pid1.stop_grace)
+
+
+async def cancel(tasks: list[asyncio.Task]) -> None:
+    """Cancel the tasks still running and give them CANCEL_WAIT s to end."""
+    running = [task for task in tasks if not task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running, timeout=CANCEL_WAIT)
+
+
+async def run_hook(log: Log, name: str, hook: StopHook) -> None:
     """One stop hook, bounded by HOOK_TIMEOUT. Whatever it raises, even
     CancelledError or SystemExit, is logged and the stop goes on: a hook must
     not end the stop half-way (the supervisor would crash mid-stop). The hook
     runs in this task, not a task of its own (as asyncio.wait_for would
     make): the loop re-raises a task's SystemExit past every handler."""
-    sup.log.info(f"stop hook: {name}")
+    log.info(f"stop hook: {name}")
     try:
         async with asyncio.timeout(HOOK_TIMEOUT):
             await hook()
     except TimeoutError:
-        sup.log.error(f"stop hook {name} did not end within {HOOK_TIMEOUT:.0f} s: cancelled")
+        log.error(f"stop hook {name} did not end within {HOOK_TIMEOUT:.0f} s: cancelled")
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # the stop itself is being cancelled (emergency mode took over)
-        sup.log.error(f"stop hook {name} failed: {exc!r}")
+        log.error(f"stop hook {name} failed: {exc!r}")
     except BaseException as exc:  # SystemExit too: see the docstring
-        sup.log.error(f"stop hook {name} failed: {exc!r}")
+        log.error(f"stop hook {name} failed: {exc!r}")
 
 
-async def stop(sup: Supervisor, boot: asyncio.Task | None) -> None:
-    state = sup.store.state
+async def stop(plan: StopPlan, log: Log, store: StateStore, reaper: Reaper) -> None:
+    state = store.state
     state.mode = "stopping"
-    sup.log.notice(f"stopping: {state.stop_reason}")
-    await sup.cancel_all(boot)
-    for name, hook in reversed(sup.stop_hooks):
-        await run_hook(sup, name, hook)
-    await end_processes(sup.log, sup.config.stop_grace)
-    sup.reaper.reap()
+    log.notice(f"stopping: {state.stop_reason}")
+    await cancel(plan.tasks)
+    for name, hook in reversed(plan.hooks):
+        await run_hook(log, name, hook)
+    await end_processes(log, plan.grace)
+    reaper.reap()
     syscalls.sync()
-    unmount_all(sup.log, sup.mounts.targets())
+    unmount_all(log, plan.mounts.targets())
     syscalls.sync()
-    sup.log.notice(f"stopped: {sup.stop_action} at {uptime():.2f} s")
-    sup.store.flush()
+    log.notice(f"stopped: {plan.action} at {uptime():.2f} s")
+    store.flush()

@@ -230,14 +230,18 @@ class Supervisor:
         self.store.state.mode = "booting"
         boot = asyncio.get_running_loop().create_task(self.run_phases(), name="boot")
         await self.stop_requested.wait()
-        await shutdown.stop(self, boot)
+        await shutdown.stop(self.stop_plan(boot), self.log, self.store, self.reaper)
         return self.stop_action
 
-    async def cancel_all(self, boot: asyncio.Task | None) -> None:
-        tasks = [t for t in (*self._phase_tasks.values(), *self._service_tasks.values()) if not t.done()]
-        if boot is not None and not boot.done():
+    def stop_plan(self, boot: asyncio.Task | None) -> shutdown.StopPlan:
+        """What the stop needs: what still runs, the hooks, the mounts, the grace."""
+        tasks = [*self._phase_tasks.values(), *self._service_tasks.values()]
+        if boot is not None:
             tasks.append(boot)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        return shutdown.StopPlan(
+            action=self.stop_action,
+            tasks=tasks,
+            hooks=self.stop_hooks,
+            mounts=self.mounts,
+            grace=self.config.stop_grace,
+        )

@@ -18,6 +18,8 @@ import pytest
 from harness import Pid1, wait_for
 from test_control import control, events, send
 
+from pid1.phases.vt2 import MIN_INTERVAL
+
 pytestmark = pytest.mark.namespace
 
 PHASES = "pid1.phases=vt2,control,fake_restarts pid1.extra_phases=tests.namespace.control_phases"
@@ -57,6 +59,20 @@ class Screen:
     def frames_between(self, start: float, end: float) -> int:
         with self.lock:
             return sum(n for t, n in self.chunks if start <= t <= end)
+
+    def quiet_for(self, seconds: float) -> bool:
+        """Nothing has arrived for `seconds` (a pending coalesced frame comes
+        within MIN_INTERVAL of the change that asked for it)."""
+        with self.lock:
+            last = self.chunks[-1][0] if self.chunks else 0.0
+        return time.monotonic() - last >= seconds
+
+    def settled(self, what: str, timeout: float = 10) -> float:
+        """Wait (bounded) until the drawing has stopped: no frame for twice
+        the view's coalescing interval. Returns when the last frame came."""
+        wait_for(what, lambda: self.quiet_for(2 * MIN_INTERVAL), timeout, lambda: self.frames()[-1][:2000])
+        with self.lock:
+            return self.chunks[-1][0]
 
     def close(self) -> None:
         os.close(self.master)
@@ -129,21 +145,23 @@ def test_redraws_are_coalesced_and_stop_when_idle(pid1_ns, tmp_path: Path, scree
     if run.log().count("already in progress; ignored") >= 10:
         # the repeats held back are summed up when the 5 s window ends: a change still to come
         run.wait_log("more repeated control commands ignored", timeout=10)
-    time.sleep(0.6)  # the last coalesced frame
-    ended = time.monotonic()
+    last_message = run.state()["log"][-1]["message"][:40]
+    wait_for("the frame of the last change", lambda: last_message in "".join(screen.frames()[-1:]), 10, run.describe)
+    ended = screen.settled("the last coalesced frame")
     frames = screen.frames_between(started, ended)
     allowed = (ended - started) / 0.25 + 2
     assert 1 <= frames <= allowed, f"{frames} frames in {ended - started:.2f} s (at most {allowed:.0f})"
     # Idle: nothing changes, nothing is drawn (no timer tick).
     quiet_from = time.monotonic()
-    time.sleep(3)
+    time.sleep(3)  # a window, not a wait: the property is that nothing is drawn in it
     assert screen.frames_between(quiet_from, time.monotonic()) == 0, screen.frames()[-1]
     # One change, one frame.
     before = len(screen.frames())
     send(control(run), b"frobnicate\n")
     wait_for("a frame for the change", lambda: len(screen.frames()) > before, 10, run.describe)
-    time.sleep(1)
+    screen.settled("the frames for the change")
     assert len(screen.frames()) - before == 1
+    assert "'frobnicate' ignored" in screen.frames()[-1]
 
 
 def test_no_terminal_still_writes_the_status_file(pid1_ns, tmp_path: Path) -> None:

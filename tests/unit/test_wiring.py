@@ -43,6 +43,26 @@ def test_every_slot_is_filled_by_the_builtin_phase_it_names() -> None:
         assert slot in phases[slot.filled_by].fills, f"{slot.filled_by} does not declare fills={slot.name}"
 
 
+def test_the_docs_table_names_every_slot_its_fillers_and_users() -> None:
+    """docs/phases-and-wiring.md's table, row by row, against the declarations."""
+    table = Path(__file__).resolve().parents[2] / "docs/phases-and-wiring.md"
+    rows: dict[str, tuple[set[str], set[str]]] = {}
+    for line in table.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[0] != "`slot`":
+            users = set() if cells[2].startswith("(") else {name.strip() for name in cells[2].split(",")}
+            rows[cells[0].strip("`")] = ({name.strip() for name in cells[1].split(",")}, users)
+    phases = builtin()
+    declared = {
+        slot.name: (
+            {name for name, phase in phases.items() if slot in phase.fills},
+            {name for name, phase in phases.items() if slot in phase.uses},
+        )
+        for slot in slots()
+    }
+    assert rows == declared
+
+
 def test_selecting_the_console_alone_brings_its_bridge() -> None:
     """The bug the check exists for: pid1.phases=console started the console
     without console_tty (it did not need it), so unbridged."""
