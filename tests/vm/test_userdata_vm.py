@@ -59,8 +59,7 @@ def disk(tmp_path_factory) -> str:
 
 
 def marks(vm) -> int:
-    listing = vm.shell("docker images --format '{{.Repository}}:{{.Tag}}' | grep -c '^ran-once:'", STEP)
-    return int(listing.strip().splitlines()[-1])
+    return int(vm.output("docker images --format '{{.Repository}}:{{.Tag}}' | grep -c '^ran-once:'", STEP)[-1])
 
 
 def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, disk, tmp_path) -> None:
@@ -69,9 +68,9 @@ def test_a_nocloud_volume_configures_the_first_boot_and_runcmd_runs_once(boot, d
     )
     first.wait_for(r"pid1: userdata: from nocloud /dev/sr\d, instance iid-vm-1", STEP, since_mark=False)
     shell_ready(first)
-    assert first.shell("hostname", STEP).strip() == "ud-vm", first.tail()
-    assert first.shell("stat -c %a /etc/ud-vm.conf; cat /etc/ud-vm.conf", STEP).split() == \
-        ["640", "made", "by", "the", "user-data"], first.tail()  # fmt: skip
+    assert first.output("hostname", STEP) == ["ud-vm"], first.tail()
+    assert first.output("stat -c %a /etc/ud-vm.conf; cat /etc/ud-vm.conf", STEP) == \
+        ["640", "made by the user-data"], first.tail()  # fmt: skip
     mirrors = first.shell("docker info --format '{{json .RegistryConfig.Mirrors}}'", STEP)
     assert '["http://10.0.2.2:5000/"]' in mirrors, mirrors
     first.wait_for(r"pid1: phase runcmd done", STEP, since_mark=False)
@@ -125,6 +124,6 @@ def test_an_openstack_config_drive_is_a_source_too_and_formats_the_blank_disk_it
     vm.wait_for(r"pid1: autoformat: /dev/vda: .*formatting it ext4, label DOCKER", STEP, since_mark=False)
     vm.wait_for(rf"pid1: userdata: from config-2 /dev/sr0, instance {uuid}", STEP, since_mark=False)
     shell_ready(vm)
-    assert vm.shell("hostname", STEP).strip() == "cfg2", vm.tail()
+    assert vm.output("hostname", STEP) == ["cfg2"], vm.tail()
     status = vm.shell("cat /run/pid1/status", STEP)
     assert "boot:    disk /dev/vda (ext4, DOCKER)" in status, status

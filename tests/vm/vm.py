@@ -31,6 +31,7 @@ DEFAULT_APPEND = ("pid1.ntp_servers=10.0.2.2",)
 # The ISO's command line is fixed: an ISO boot with no volume of its test's
 # gets this one, for the same reason.
 ISO_USER_DATA = "#cloud-config\nntp:\n  servers: [10.0.2.2]\n"
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")  # a printk line on the serial console
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
@@ -178,6 +179,12 @@ class VM:
         self.send(f"echo BEGIN{token}; {command}; echo END$((0x{token} * 0 + 0)){token}\n")
         found = self.wait_for(rf"(?s)BEGIN{token}\n(.*?)END0{token}", timeout)
         return found.group(1)
+
+    def output(self, command: str, timeout: float = 60.0) -> list[str]:
+        """The command's output lines, without the kernel log lines the serial
+        console interleaves (pid1's own, with pid1.console_log=all): for
+        commands whose output is not itself kernel log (dmesg)."""
+        return [line for line in self.shell(command, timeout).splitlines() if not KERNEL_LINE.match(line)]
 
     def wait_exit(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
