@@ -17,7 +17,7 @@ This phase says how it went, in the log, the state (`state.ssh`) and VT2:
   new one; from RAM it is new at each boot, and the log says so. With
   pid1.console_log=quiet the terminals no longer show pid1's log lines, so
   the fingerprint is written to them through the console bridge too;
-- nothing answers within ANSWER_WAIT: "no SSH in dom0" for a dom0 image of
+- nothing answers within ANSWER_WAIT (OTHER_IMAGE_WAIT): "no SSH in dom0" for a dom0 image of
   the user's own, an error for the bundled one.
 Optional: nothing else waits for it.
 """
@@ -41,6 +41,7 @@ IN_DOM0 = "/var/lib/only-docker/ssh"  # image/dom0-start's $SSH
 HOST_KEY_PUBS = ("dropbear_ed25519_host_key.pub",)
 SEEN = "ssh-host-keys"  # in the host state, not under ssh/: dom0 cannot change what pid1 remembers
 ANSWER_WAIT = 30.0  # dom0 makes its host key first (~1 s under emulation), then dropbear listens
+OTHER_IMAGE_WAIT = 10.0  # a dom0 image of the user's own: its server (if any) gets this long
 RETRY = 0.2  # the port refuses until dropbear listens: one try every RETRY, up to ANSWER_WAIT
 PUB_LIMIT = 16 * 1024
 HOW_TO_ADD = "add ssh_authorized_keys to the user-data (docs/remote-access.md)"
@@ -169,7 +170,7 @@ async def check(ctx: PhaseContext) -> str:
         return "off: no key"
     address, port = probe_address(listen)
     began = time.monotonic()
-    answer = await wait_for_banner(address, port, ANSWER_WAIT)
+    answer = await wait_for_banner(address, port, ANSWER_WAIT if image == DOM0_SSH_IMAGE else OTHER_IMAGE_WAIT)
     if answer is None:
         if image == DOM0_SSH_IMAGE:
             record.update(status="error", reason=f"dom0's SSH server did not answer on {listen} in {ANSWER_WAIT:.0f} s")
