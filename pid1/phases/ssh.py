@@ -190,12 +190,12 @@ async def check(ctx: PhaseContext) -> str:
     for problem in problems:
         ctx.log.warning(f"ssh: host key: {problem}")
     if not state.persistent:
-        when = "the host state is in RAM: a new host key at each boot"
+        when = "new at each boot, the host state being in RAM"
     elif origin == "new":
-        when = "a new host key (first boot on this disk, or the key was replaced)"
+        when = "new, a first boot on this disk or a replaced key"
     else:
-        when = "the host key of the earlier boots"
-    lines = [f"SSH host key fingerprints (dom0, {listen}; {when}):", *(f"  {line}" for line in fingerprints)]
+        when = "kept from the earlier boots"
+    lines = [f"SSH host key fingerprints of dom0 ({listen}), {when}:", *(f"  {line}" for line in fingerprints)]
     for line in lines:
         ctx.log.notice(f"ssh: {line}")
     announce(ctx, lines)
