@@ -249,7 +249,10 @@ def ssh_figures(vm: VM, ssh: SshClient) -> None:
     """dom0's size and memory, and docker version over SSH, at the console and in the guest."""
     size = ssh.ssh("docker", "image", "inspect", "--format", "{{.Size}}", "pid1-dom0:latest").stdout.strip()
     memory = ssh.ssh("docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", "dom0").stdout.strip()
-    rss = ssh.ssh("sh", "-c", "grep VmRSS /proc/$(cat /run/dropbear.pid)/status").stdout.split()
+    # the listener is the oldest dropbear (each session is a child of it); dom0 shares the host's PIDs
+    # (ssh joins its words into one command line for the remote shell)
+    oldest = "$(pidof dropbear | tr ' ' '\\n' | sort -n | head -1)"
+    rss = ssh.ssh(f"grep VmRSS /proc/{oldest}/status").stdout.split()
     print(f"  dom0 image pid1-dom0:latest {int(size or 0) / 1e6:.1f} MB; dom0 memory {memory} (docker stats); "
           f"dropbear RSS {' '.join(rss[1:]) or '?'}")  # fmt: skip
     over_ssh, console = [], []
