@@ -16,6 +16,16 @@ the ratio pid1/anchor (goal for the console: <= 0.8) and both initrd sizes
 a NoCloud user-data (a hostname, a daemon.json, one runcmd) on a second
 CD-ROM, and its console-started time against the plain boots' median (goal:
 at most +5%); `--no-userdata` skips it.
+
+Then (`--ssh-runs N`, default 1; `--no-ssh` skips it, `--ssh-only` runs only
+this) N boots per mode whose user-data gives root a key, with qemu/run
+--ssh-port: beside "console started" (the prompt on the serial line), "SSH
+answers" is the first byte of dom0's SSH banner through the forward, both
+timed from the host from qemu's start (goal: SSH within 1.2x the console).
+On the last of them: dom0's image size and memory (`docker stats`), and
+`docker version` p50 over 20 runs three ways: `docker -H ssh://` from the
+host, typed at the console (the serial round trip included), and in the
+guest itself (`time` in the console: a local call).
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests/vm"))
 
 from vm import VM, BootTimeout, nocloud_iso  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))
+from harness import SshClient, free_port  # noqa: E402
 
 ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
 ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))
@@ -81,20 +94,66 @@ only_docker:
 """
 
 
-def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None) -> dict:
-    vm = VM(name=name, append=["quiet"], disk=disk, cdroms=cdroms or [])
+class BannerWatch:
+    """Knocks on 127.0.0.1:port from qemu's start until the first byte of an
+    SSH banner comes back; `answered` is then seconds since `started`. (qemu's
+    forward accepts at once and hangs up while the guest's port refuses: only
+    a byte of the banner says the server answers.)"""
+
+    def __init__(self, port: int, started: float) -> None:
+        import threading
+
+        self.port, self.started, self.answered = port, started, None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        import socket
+
+        while not self.done.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    sock.settimeout(2)
+                    if sock.recv(1) == b"S":
+                        self.answered = round(time.monotonic() - self.started, 2)
+                        return
+            except OSError:
+                pass
+            self.done.wait(0.1)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+
+def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None, ssh: SshClient | None = None,
+              after: object = None) -> dict:  # fmt: skip
+    """One boot to the console prompt; with `ssh`, the SSH banner's time too, and after(vm, ssh) before the end."""
+    vm = VM(name=name, append=["quiet"], disk=disk, cdroms=cdroms or [], ssh_port=ssh.port if ssh else None)
     vm.start()
+    watch = BannerWatch(ssh.port, vm.started) if ssh else None
     try:
         vm.wait_for(r"/ # ", BOOT_TIMEOUT)
         wall = round(time.monotonic() - vm.started, 2)
         out = vm.shell("cat /run/pid1/state.json", 90)
         state = json.loads(out[out.index("{") : out.rindex("}") + 1])
-        return {"ok": True, "wall_console": wall, "milestones": pid1_milestones(state)}
+        result = {"ok": True, "wall_console": wall, "milestones": pid1_milestones(state)}
+        if watch is not None:
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while watch.answered is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            result["wall_ssh"] = watch.answered
+            if after is not None:
+                after(vm, ssh)
+        return result
     except (BootTimeout, ValueError) as exc:
         log = vm.save_log(f"bench-{name}")
         print(f"  pid1 {name}: FAILED ({str(exc).splitlines()[0]}); serial log {log}")
         return {"ok": False, "milestones": {}}
     finally:
+        if watch is not None:
+            watch.stop()
         vm.kill()
 
 
@@ -181,16 +240,92 @@ def userdata_boot(mode: str, plain: list[dict]) -> None:
     )
 
 
+def p50(seconds: list[float]) -> str:
+    low, high = min(seconds) * 1000, max(seconds) * 1000
+    return f"p50 {statistics.median(seconds) * 1000:6.0f} ms (min {low:.0f}, max {high:.0f})"
+
+
+def ssh_figures(vm: VM, ssh: SshClient) -> None:
+    """dom0's size and memory, and docker version over SSH, at the console and in the guest."""
+    size = ssh.ssh("docker", "image", "inspect", "--format", "{{.Size}}", "pid1-dom0:latest").stdout.strip()
+    memory = ssh.ssh("docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", "dom0").stdout.strip()
+    # the listener is the oldest dropbear (each session is a child of it); dom0 shares the host's PIDs
+    # (ssh joins its words into one command line for the remote shell)
+    oldest = "$(pidof dropbear | tr ' ' '\\n' | sort -n | head -1)"
+    rss = ssh.ssh(f"grep VmRSS /proc/{oldest}/status").stdout.split()
+    print(f"  dom0 image pid1-dom0:latest {int(size or 0) / 1e6:.1f} MB; dom0 memory {memory} (docker stats); "
+          f"dropbear RSS {' '.join(rss[1:]) or '?'}")  # fmt: skip
+    over_ssh, console = [], []
+    for _ in range(20):
+        began = time.monotonic()
+        ran = ssh.docker("version", "--format", "{{.Server.Version}}")
+        over_ssh.append(time.monotonic() - began)
+        if ran.returncode != 0:
+            print(f"  docker -H ssh:// failed: {ran.stderr.strip()[-200:]}")
+            return
+    for _ in range(20):
+        began = time.monotonic()
+        vm.shell("docker version --format {{.Server.Version}} >/dev/null", 90)
+        console.append(time.monotonic() - began)
+    local = vm.shell("for i in $(seq 20); do busybox time -p docker version >/dev/null; done 2>&1", 300)
+    in_guest = [float(line.split()[1]) for line in local.splitlines() if line.startswith("real ")]
+    print(f"  docker version, 20 runs: over ssh:// {p50(over_ssh)}")
+    print(f"                           at the console {p50(console)}")
+    if in_guest:
+        print(f"                           in the guest   {p50(in_guest)} (busybox time: 10 ms steps)")
+
+
+SSH_USER_DATA = "#cloud-config\nssh_authorized_keys:\n  - {key}\n"
+
+
+def ssh_boots(mode: str, runs: int) -> None:
+    client = SshClient(REPO / "build/bench-ssh", free_port())
+    user_data = SSH_USER_DATA.format(key=client.public_key)
+    iso = nocloud_iso(REPO / "build/bench-ssh/cidata.iso", user_data, "instance-id: bench-ssh\n")
+    results = []
+    for i in range(runs):
+        disk = None
+        if mode == "disk":
+            disk = str(REPO / "build/bench-disk-ssh.img")
+            Path(disk).unlink(missing_ok=True)
+            subprocess.run([str(REPO / "qemu/mkdisk"), disk, "1G"], check=True, stdout=subprocess.DEVNULL)
+        client.forget_host()
+        result = boot_pid1(f"{mode}-ssh{i + 1}", disk, [iso], client, ssh_figures if i == runs - 1 else None)
+        results.append(result)
+        print(
+            f"  pid1 {mode} ssh run {i + 1}: prompt {result.get('wall_console')} s, "
+            f"SSH answers {result.get('wall_ssh')} s (host time from qemu's start); guest: {result['milestones']}"
+        )
+        if disk:
+            Path(disk).unlink(missing_ok=True)
+    ok = [r for r in results if r["ok"] and r.get("wall_ssh")]
+    if not ok:
+        print(f"  {mode}: SSH never answered")
+        return
+    console = statistics.median(r["wall_console"] for r in ok)
+    answers = statistics.median(r["wall_ssh"] for r in ok)
+    print(f"{'console started':20} {console:8.2f}\n{'SSH answers':20} {answers:8.2f}  x{answers / console:.2f} "
+          f"of the console (goal <= 1.2; host wall time, median of {len(ok)})")  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--only", choices=["ram", "disk"])
     parser.add_argument("--no-userdata", action="store_true", help="skip the boot with a NoCloud user-data")
+    parser.add_argument("--ssh-runs", type=int, default=1, help="boots per mode with an SSH key (SSH answers)")
+    parser.add_argument("--no-ssh", action="store_true", help="skip the SSH boots")
+    parser.add_argument("--ssh-only", action="store_true", help="only the SSH boots (no anchor, no plain boots)")
     opts = parser.parse_args(argv)
     build(opts.skip_build)
     for mode in ("ram", "disk"):
         if opts.only and opts.only != mode:
+            continue
+        if not opts.no_ssh:
+            print(f"\n== {mode.upper()} boot with an SSH key")
+            ssh_boots(mode, opts.ssh_runs)
+        if opts.ssh_only:
             continue
         # Alternately, one boot each: this machine's speed drifts over minutes,
         # and three of one then three of the other would measure the drift.
@@ -210,7 +345,8 @@ def main(argv: list[str]) -> int:
         table(f"{mode.upper()} boot", pid1_runs, anchor_runs)
         if not opts.no_userdata:
             userdata_boot(mode, pid1_runs)
-    sizes()
+    if not opts.ssh_only:
+        sizes()
     return 0
 
 

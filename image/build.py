@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))  # pid1's own module lists and resolver: the boot'
 
 import cpio  # noqa: E402
 import elf  # noqa: E402
+from bundled_images import find_in_trees  # noqa: E402
 
 from pid1 import kmod, module_sets  # noqa: E402
 from pid1.layout import SYSTEM_PATH  # noqa: E402
@@ -78,6 +79,10 @@ LIBRARY_PACKAGES = [
     "libext2fs2", "libcom-err2", "libblkid1",
 ]  # fmt: skip
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib"]
+# dom0's bundled image (image/bundled_images.py): dropbear and its libraries.
+# dropbear, not openssh-server: one 0.3 MB server with no privilege-separation
+# user, no PAM and no /run/sshd to prepare, that runs from a busybox image (docs/remote-access.md).
+DOM0_PACKAGES = ["dropbear-bin", "libc6", "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g"]
 
 # Binaries that go into the guest, as paths inside the packages.
 ENGINE_BINARIES = [
@@ -272,19 +277,6 @@ def copy_file(src: Path, dst: Path) -> None:
     if dst.is_symlink() or dst.exists():
         dst.unlink()
     shutil.copy2(src, dst, follow_symlinks=True)
-
-
-def find_in_trees(trees: list[Path], relative: str) -> Path | None:
-    # Debian 12 is merged-/usr at install, not in every package: usr/bin/kmod is bin/kmod in kmod's
-    spellings = [relative, f"usr/{relative}"]
-    if relative.startswith("usr/"):
-        spellings.append(relative.removeprefix("usr/"))
-    for tree in trees:
-        for spelling in spellings:
-            candidate = tree / spelling
-            if candidate.exists():
-                return candidate
-    return None
 
 
 def library_dirs() -> list[str]:
@@ -497,7 +489,7 @@ runpy.run_module("pid1", run_name="__main__", alter_sys=True)
 INIT_SCRIPT = INIT_SCRIPT_TEMPLATE.replace("{path}", SYSTEM_PATH)
 
 
-def build_pid1(part: Part, python_stage: Path) -> None:
+def build_pid1(part: Part, python_stage: Path, dom0_trees: list[Path]) -> None:
     import bundled_images
     import docker_seed
     import python_runtime
@@ -513,10 +505,10 @@ def build_pid1(part: Part, python_stage: Path) -> None:
     images = stage / "usr/share/pid1/images"
     images.mkdir(parents=True)
     busybox = busybox_path()
-    built = bundled_images.build(BUILD / "images", busybox=busybox)
+    built = bundled_images.build(BUILD / "images", busybox=busybox, trees=dom0_trees)
     for path in built.values():
         shutil.copy2(path, images / path.name)
-    docker_seed.build_seed(stage / "usr/share/pid1/docker-seed", busybox=busybox)
+    docker_seed.build_seed(stage / "usr/share/pid1/docker-seed", busybox=busybox, trees=dom0_trees)
     part.finish()
 
 
@@ -631,8 +623,9 @@ def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
     check_tools(want_iso, {compress, iso_compress} if want_iso else {compress})
     BUILD.mkdir(exist_ok=True)
     dist.mkdir(parents=True, exist_ok=True)
-    debs = fetch_debs(ENGINE_PACKAGES + LIBRARY_PACKAGES + PYTHON_PACKAGES)
+    debs = fetch_debs(list(dict.fromkeys(ENGINE_PACKAGES + LIBRARY_PACKAGES + PYTHON_PACKAGES + DOM0_PACKAGES)))
     trees = {name: unpack(deb) for name, deb in debs.items()}
+    dom0_trees = [trees[p] for p in DOM0_PACKAGES]
     kroot, kver = kernel_tree()
     engine_trees = [trees[p] for p in ENGINE_PACKAGES]
     lib_trees = [trees[p] for p in LIBRARY_PACKAGES]
@@ -656,13 +649,14 @@ def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
         "pid1",
         fingerprint(
             *me, HERE / "python_runtime.py", HERE / "bundled_images.py", HERE / "docker_seed.py",
+            HERE / "dom0-start", sorted(debs[p].name for p in DOM0_PACKAGES),
             tree_fingerprint(REPO / "pid1", (".py", ".script")), INIT_SCRIPT,
         ),
     )  # fmt: skip
     if not pid1.fresh():
         if not python.stage.exists():
             build_python(python, python_trees, lib_trees, base.stage)
-        build_pid1(pid1, python.stage)
+        build_pid1(pid1, python.stage, dom0_trees)
 
     made = []
     vmlinuz = dist / "vmlinuz"

@@ -1,17 +1,27 @@
 """Builds the bundled images as `docker save` tarballs, without a daemon.
 
-    python3 image/bundled_images.py [OUTPUT_DIR] [--busybox PATH]
+    python3 image/bundled_images.py [OUTPUT_DIR] [--busybox PATH] [--tree DIR ...]
 
-writes OUTPUT_DIR/busybox.tar; OUTPUT_DIR defaults to
-/var/cache/only-docker/images. It holds one image under two tags:
-busybox:latest (the console's and dom0's fallback) and pid1-dhcp:latest (the
-dhcp container's; pid1 binds its udhcpc script in, so a user who retags
-busybox:latest on a persistent disk does not change the DHCP client). The
-image is one layer: Debian's busybox-static as /bin/busybox, a symlink for
-each of its applets (`busybox --list-full`), /etc/passwd, /etc/group and the
-usual empty directories. One tarball and one layer, because every image
-dockerd takes in costs it re-executions of itself (to untar, to apply the
-layer), seconds each under emulation.
+writes OUTPUT_DIR/busybox.tar and OUTPUT_DIR/dom0.tar; OUTPUT_DIR defaults to
+/var/cache/only-docker/images.
+
+- busybox.tar holds one image under two tags: busybox:latest (the console's
+  and dom0's fallback) and pid1-dhcp:latest (the dhcp container's; pid1 binds
+  its udhcpc script in, so a user who retags busybox:latest on a persistent
+  disk does not change the DHCP client). One layer: Debian's busybox-static as
+  /bin/busybox, a symlink for each of its applets (`busybox --list-full`),
+  /etc/passwd, /etc/group and the usual empty directories.
+- dom0.tar is pid1-dom0:latest, dom0's image: the same busybox layer plus
+  Debian's dropbear (dropbear-bin: `dropbear`, `dropbearkey`) with the shared
+  libraries they need and the loader, and image/dom0-start as its command
+  (dropbear on port 22 when root has a key). The programs and libraries come
+  from the trees given (image/build: the unpacked .debs; tests: the host's /,
+  where tests/run installs dropbear-bin). dom0's docker client is not in the
+  image: pid1 binds it in, as for any dom0.
+
+One tarball and one layer per image, because every image dockerd takes in
+costs it re-executions of itself (to untar, to apply the layer), seconds each
+under emulation.
 
 The tarballs are deterministic (fixed mtimes, owners and order): the same
 busybox binary gives byte-identical files, so the image IDs are stable and a
@@ -36,6 +46,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import elf  # noqa: E402
+
 from pid1.layout import SYSTEM_PATH  # noqa: E402
 
 DEFAULT_OUTPUT = Path("/var/cache/only-docker/images")
@@ -56,14 +70,101 @@ DIRECTORIES = {
 }  # fmt: skip
 
 
+MULTIARCH = "lib/x86_64-linux-gnu"
+LOADER = "lib64/ld-linux-x86-64.so.2"  # every Debian amd64 binary's PT_INTERP
+# Where a program's libraries are looked for in a tree (merged /usr or not).
+LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+SSH_LABEL = "org.only-docker.ssh"  # what serves SSH in an image (pid1's status names it)
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     file_name: str
     tags: tuple[str, ...]
     cmd: tuple[str, ...]
+    # ELF programs (paths inside the trees) copied to the same path, with the
+    # shared libraries they need (under /lib/x86_64-linux-gnu) and the loader
+    programs: tuple[str, ...] = ()
+    scripts: tuple[tuple[str, str], ...] = ()  # (path in the image, file in image/), mode 0755
+    files: tuple[tuple[str, str], ...] = ()  # (path in the image, content), mode 0644
+    labels: tuple[tuple[str, str], ...] = ()
 
 
-BUNDLED = [ImageSpec("busybox.tar", ("busybox:latest", "pid1-dhcp:latest"), ("sh",))]
+DOM0_TAG = "pid1-dom0:latest"
+BUNDLED = [
+    ImageSpec("busybox.tar", ("busybox:latest", "pid1-dhcp:latest"), ("sh",)),
+    ImageSpec(
+        "dom0.tar",
+        (DOM0_TAG,),
+        ("/usr/lib/pid1-dom0/start",),
+        programs=("usr/sbin/dropbear", "usr/bin/dropbearkey"),
+        scripts=(("usr/lib/pid1-dom0/start", "dom0-start"),),
+        files=(("etc/shells", "/bin/sh\n/bin/ash\n"),),
+        labels=((SSH_LABEL, "dropbear"),),
+    ),
+]
+
+
+class MissingProgram(RuntimeError):
+    """A program or library an image needs is in none of the trees."""
+
+
+def find_in_trees(trees: list[Path], relative: str) -> Path | None:
+    """The first tree's file at `relative`, in its /usr spelling or not
+    (Debian 12 is merged-/usr at install, not in every package)."""
+    spellings = [relative, f"usr/{relative}"]
+    if relative.startswith("usr/"):
+        spellings.append(relative.removeprefix("usr/"))
+    for tree in trees:
+        for spelling in spellings:
+            candidate = tree / spelling
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def program_files(programs: tuple[str, ...], trees: list[Path]) -> dict[str, tuple[bytes, int]]:
+    """The programs, every library they need (through DT_NEEDED, read
+    without running the host's loader) and the loader, as image files."""
+    files: dict[str, tuple[bytes, int]] = {}
+    queue: list[tuple[str, Path]] = []
+    for program in programs:
+        source = find_in_trees(trees, program)
+        if source is None:
+            raise MissingProgram(f"{program} is in none of {', '.join(map(str, trees))} (dropbear-bin)")
+        files[program] = (source.read_bytes(), 0o755)
+        queue.append((program, source))
+    loader = find_in_trees(trees, f"{MULTIARCH}/ld-linux-x86-64.so.2")
+    if loader is None:
+        raise MissingProgram(f"no ld-linux-x86-64.so.2 in {', '.join(map(str, trees))} (libc6)")
+    files[LOADER] = (loader.read_bytes(), 0o755)
+    while queue:
+        name, source = queue.pop()
+        for soname in elf.needed(source):
+            target = f"{MULTIARCH}/{soname}"
+            if target in files or soname == Path(LOADER).name:  # the loader is at LOADER already
+                continue
+            library = next(filter(None, (find_in_trees(trees, f"{d}/{soname}") for d in LIBRARY_DIRS)), None)
+            if library is None:
+                raise MissingProgram(f"{name} needs {soname}, which none of {', '.join(map(str, trees))} has")
+            files[target] = (library.read_bytes(), 0o644)
+            queue.append((soname, library))
+    return files
+
+
+def spec_files(spec: ImageSpec, trees: list[Path]) -> dict[str, tuple[bytes, int]]:
+    """What an image holds beyond the busybox layer, path -> (content, mode)."""
+    files = program_files(spec.programs, trees) if spec.programs else {}
+    for path, name in spec.scripts:
+        files[path] = ((HERE / name).read_bytes(), 0o755)
+    for path, content in spec.files:
+        files[path] = (content.encode(), 0o644)
+    return files
+
+
+def spec_layer(spec: ImageSpec, busybox: str, trees: list[Path] | None = None) -> bytes:
+    """The layer tar of a bundled image (`trees`: where its programs come from; default the host's /)."""
+    return rootfs_layer(busybox, spec_files(spec, trees or [Path("/")]))
 
 
 def busybox_applets(busybox: str) -> list[str]:
@@ -99,7 +200,7 @@ def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]] | None 
             tar.addfile(_info(name, tarfile.DIRTYPE, directories[name]))
         tar.addfile(_info("bin/busybox", tarfile.REGTYPE, 0o755, len(binary)), io.BytesIO(binary))
         for applet in busybox_applets(busybox):
-            if applet == "bin/busybox" or applet.split("/")[0] not in ("bin", "sbin", "usr"):
+            if applet == "bin/busybox" or applet in files or applet.split("/")[0] not in ("bin", "sbin", "usr"):
                 continue
             tar.addfile(_info(applet, tarfile.SYMTYPE, 0o777, link="/bin/busybox"))
         for name in sorted(files):
@@ -111,7 +212,8 @@ def rootfs_layer(busybox: str, extra_files: dict[str, tuple[bytes, int]] | None 
 def image_config(spec: ImageSpec, layer: bytes, extra_config: dict[str, object] | None = None) -> bytes:
     """The image config (its sha256 is the image ID) of a one-layer image."""
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    image_config = {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": {"org.only-docker.bundled": spec.tags[0]}}
+    labels = {"org.only-docker.bundled": spec.tags[0], **dict(spec.labels)}
+    image_config = {"Cmd": list(spec.cmd), "Env": [PATH_ENV], "Labels": labels}
     config = {
         "architecture": "amd64",
         "os": "linux",
@@ -123,11 +225,13 @@ def image_config(spec: ImageSpec, layer: bytes, extra_config: dict[str, object] 
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
 
 
-def image_tarball(spec: ImageSpec, busybox: str, extra_config: dict[str, object] | None = None) -> bytes:
+def image_tarball(
+    spec: ImageSpec, busybox: str, extra_config: dict[str, object] | None = None, trees: list[Path] | None = None
+) -> bytes:
     """A `docker save` (v1.2 with manifest.json) tarball of a one-layer
     image under every tag of spec.tags (`extra_config`: more image config
     keys, for tests)."""
-    layer = rootfs_layer(busybox)
+    layer = spec_layer(spec, busybox, trees)
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     config_bytes = image_config(spec, layer, extra_config)
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
@@ -168,14 +272,14 @@ def write_if_changed(path: Path, content: bytes) -> bool:
     return True
 
 
-def build(output: Path, busybox: str = "/bin/busybox") -> dict[str, Path]:
+def build(output: Path, busybox: str = "/bin/busybox", trees: list[Path] | None = None) -> dict[str, Path]:
     """Write every bundled image tarball into `output` (and remove tarballs
     an earlier version wrote); returns file name -> path."""
     output.mkdir(parents=True, exist_ok=True)
     built = {}
     for spec in BUNDLED:
         path = output / spec.file_name
-        write_if_changed(path, image_tarball(spec, busybox))
+        write_if_changed(path, image_tarball(spec, busybox, trees=trees))
         built[spec.file_name] = path
     for stale in output.glob("*.tar"):
         if stale.name not in built:
@@ -187,11 +291,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", nargs="?", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--busybox", default="/bin/busybox", help="Debian's busybox-static binary")
+    parser.add_argument("--tree", type=Path, action="append", help="where dropbear comes from (default /)")
     opts = parser.parse_args(argv)
     if not os.path.exists(opts.busybox):
         print(f"bundled_images: {opts.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
         return 1
-    build(opts.output, opts.busybox)
+    try:
+        build(opts.output, opts.busybox, opts.tree)
+    except MissingProgram as exc:
+        print(f"bundled_images: {exc}", file=sys.stderr)
+        return 1
     for spec in BUNDLED:
         path = opts.output / spec.file_name
         print(f"{path}\t{', '.join(spec.tags)}\t{path.stat().st_size} bytes")

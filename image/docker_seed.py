@@ -1,16 +1,16 @@
 """Builds the docker seed: the bundled images already in dockerd's own store.
 
-    python3 image/docker_seed.py OUTPUT_DIR [--busybox PATH]
+    python3 image/docker_seed.py OUTPUT_DIR [--busybox PATH] [--tree DIR ...]
 
 writes OUTPUT_DIR as a fresh data root of dockerd 20.10 with the overlay2
 storage driver would look after `docker load` of image/bundled_images.py's
-tarball: the layer unpacked under overlay2/<cache-id>/diff (with its `link`
+tarballs: the layer unpacked under overlay2/<cache-id>/diff (with its `link`
 and the l/ short link), and image/overlay2/ with the layer's record (diff,
 size, cache-id, tar-split.json.gz), the image config under its ID, and
 repositories.json with every tag. pid1 copies it into an empty data root
 before dockerd starts (pid1/docker_seed.py), so a boot from RAM, or on a new
-disk, has busybox:latest and pid1-dhcp:latest without the images phase's
-import, which costs dockerd a re-execution of itself, seconds under
+disk, has busybox:latest, pid1-dhcp:latest and pid1-dom0:latest without the
+images phase's import, which costs dockerd a re-execution of itself, seconds under
 emulation.
 
 The layout is dockerd's private format, so this file says exactly what
@@ -19,7 +19,8 @@ against a real dockerd: the files a `docker load` of the tarball leaves
 (tar-split byte for byte), the image present at start, `docker save`
 rebuilding the layer to its diff ID, and containers running from it. The
 cache and link ids, random in dockerd, are derived from the layer here, so
-the seed is the same bytes for the same busybox.
+the seed is the same bytes for the same inputs (busybox, the dropbear
+package and its libraries).
 """
 
 from __future__ import annotations
@@ -148,15 +149,16 @@ def unpack_layer(layer: bytes, target: Path) -> int:
     return size
 
 
-def build_seed(output: Path, busybox: str) -> list[str]:
+def build_seed(output: Path, busybox: str, trees: list[Path] | None = None) -> list[str]:
     """Write the seed data root for every bundled image into `output`
-    (replacing what is there); returns the tags it holds."""
+    (replacing what is there); returns the tags it holds. `trees`: where
+    the images' programs come from (bundled_images.spec_layer)."""
     if output.exists():
         shutil.rmtree(output)
     repositories: dict[str, dict[str, str]] = {}
     store = output / "image" / DRIVER
     for spec in bundled_images.BUNDLED:
-        layer = bundled_images.rootfs_layer(busybox)
+        layer = bundled_images.spec_layer(spec, busybox, trees)
         config = bundled_images.image_config(spec, layer)
         image_id = "sha256:" + hashlib.sha256(config).hexdigest()
         diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()  # one layer: its chain ID is its diff ID
@@ -198,11 +200,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path)
     parser.add_argument("--busybox", default="/bin/busybox", help="Debian's busybox-static binary")
+    parser.add_argument("--tree", type=Path, action="append", help="where dropbear comes from (default /)")
     opts = parser.parse_args(argv)
     if not os.path.exists(opts.busybox):
         print(f"docker_seed: {opts.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
         return 1
-    tags = build_seed(opts.output, opts.busybox)
+    tags = build_seed(opts.output, opts.busybox, opts.tree)
     print(f"{opts.output}\t{', '.join(tags)}")
     return 0
 

@@ -48,6 +48,21 @@ def tcp_address_problem(value: str) -> str | None:
     return None
 
 
+def listen_problem(value: str) -> str | None:
+    """Why `value` is not PORT or ADDRESS:PORT (IPv4, or [IPv6]) for dom0's SSH server (None: it is)."""
+    address, _, port = value.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"{port!r} is not a port (1 to 65535)"
+    if address:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(address[1:-1] if address.startswith("[") and address.endswith("]") else address)
+        except ValueError:
+            return f"{address!r} is not an IP address"
+    return None
+
+
 def _key(
     default: Any,
     doc: str,
@@ -107,6 +122,9 @@ class Config:
     console_image: str = _key("console-image:latest", "image tag tried first for the console container")
     dom0_image: str = _key("dom0-image:latest", "image tag tried first for the dom0 container")
     fallback_image: str = _key("busybox:latest", "bundled image used when no tag resolves")
+    ssh_listen: str = _key(
+        "22", "where dom0's SSH server listens (the bundled dom0 image): PORT or ADDRESS:PORT", check=listen_problem
+    )
     restart_stable: float = _key(
         30.0, "seconds a system container must run before its crash-loop backoff resets", minimum=1, maximum=3600
     )

@@ -324,6 +324,16 @@ class ConsoleBridge:
         self._broadcast((lead + waiting_line(reason, columns)).encode(errors="replace"))
         self._waiting_shown = True
 
+    def announce(self, lines: list[str]) -> None:
+        """Lines the person at the console should see now (the SSH host key
+        fingerprints), each `[pid1] ...` on a line of its own, between the
+        console's output as cloud images print theirs; a prompt shown before
+        them is shown again by the next keypress's echo."""
+        if self._closed or not lines:
+            return
+        text = "".join(f"\r\n[pid1] {''.join(ch if ch.isprintable() else '?' for ch in line)}" for line in lines)
+        self._write_all((text + "\r\n").encode(errors="replace"))
+
     async def attach(self, container: DockerContainer, *, start: bool = False) -> None:
         """Bridge the terminals to `container`'s TTY until the container ends.
 

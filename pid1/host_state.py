@@ -1,7 +1,7 @@
 """The host's own small state, kept on the DOCKER disk beside Docker's data:
 what the machine itself must remember across boots (the user-data last
-applied, runcmd's done-marks, daemon.json, the files write_files made, later
-SSH host keys). Docker's data root stays where it is on an existing disk;
+applied, runcmd's done-marks, daemon.json, the files write_files made, the
+SSH keys and host key). Docker's data root stays where it is on an existing disk;
 this is one directory inside it, `only-docker/`, which dockerd ignores.
 From RAM the same layout lives in the tmpfs and is gone at power-off.
 
@@ -10,7 +10,8 @@ From RAM the same layout lives in the tmpfs and is gone at power-off.
         daemon.json                     dockerd's settings from that user-data (when valid)
         files/<path>                    write_files' files, bound into dom0 and the console
         runcmd/<instance>.done          runcmd and the script ran for this instance
-        ssh/                            authorized_keys (and host keys: the remote-access work)
+        ssh/                            authorized_keys and dom0's host key (bound into dom0: pid1.phases.ssh)
+        ssh-host-keys                   the host key fingerprints pid1 saw last (out of dom0's reach)
 
 Plain files; writes are atomic (a crash leaves the old file or the new one).
 """

@@ -119,6 +119,7 @@ class State:
     dockerd: dict[str, Any] = field(default_factory=dict)
     userdata: dict[str, Any] = field(default_factory=dict)
     clock: dict[str, Any] = field(default_factory=dict)  # the ntp container's last round (pid1.phases.ntp)
+    ssh: dict[str, Any] = field(default_factory=dict)  # dom0's SSH server (pid1.phases.ssh)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     reaper: dict[str, int] = field(default_factory=dict)
     log: LogRing = field(default_factory=LogRing)

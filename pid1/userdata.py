@@ -27,6 +27,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.ssh_keys import key_problem as ssh_key_problem
+
 # cloud-init sets no limit; clouds do (EC2 16 KiB, OpenStack 64 KiB). A user-data
 # is read whole into PID 1, so bound it well above what any real one needs.
 MAX_USERDATA_BYTES = 1024 * 1024
@@ -42,10 +44,6 @@ SECTION = "only_docker"
 # host. A path elsewhere (the engine's, pid1's, the kernel's) is refused.
 WRITABLE_PREFIXES = ("/etc/", "/root/", "/home/", "/opt/", "/srv/", "/usr/local/", "/var/lib/only-docker/files/")
 HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-SSH_KEY_TYPES = (
-    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-)  # fmt: skip
 CLOUD_INIT_KEYS = ("hostname", "write_files", "ssh_authorized_keys", "ntp", "runcmd", SECTION)
 
 
@@ -266,25 +264,6 @@ def _ssh_keys(value: Any, warnings: list[str]) -> list[str]:
         else:
             keys.append(line.strip())
     return keys
-
-
-def ssh_key_problem(line: Any) -> str | None:
-    """Why `line` is not an authorized_keys line, or None. Options before the
-    key type (`from="..." ssh-ed25519 AAAA...`) are allowed, as sshd reads them."""
-    if not isinstance(line, str) or "\n" in line.strip() or len(line) > 16384:
-        return "not one line of text"
-    words = line.split()
-    for position, word in enumerate(words[:-1]):
-        if word in SSH_KEY_TYPES:
-            try:
-                blob = base64.b64decode(words[position + 1], validate=True)
-            except (binascii.Error, ValueError):
-                return f"the {word} key is not base64"
-            # The blob starts with the key type again, as a length-prefixed string.
-            if blob[4 : 4 + len(word)] != word.encode():
-                return f"the {word} key's data does not match its type"
-            return None
-    return f"no key type ({', '.join(SSH_KEY_TYPES[:3])}, ...) in {line.strip()[:40]!r}"
 
 
 def _ntp(value: Any, warnings: list[str]) -> list[str]:

@@ -152,7 +152,25 @@ def header_lines(state: dict[str, Any], now: float, wall: float | None = None) -
     if clock:
         lines.insert(3, clock)
     config = config_line(state)
-    return [*lines[:2], config, *lines[2:]] if config else lines
+    lines = [*lines[:2], config, *lines[2:]] if config else lines
+    ssh = ssh_line(state)
+    return [*lines, ssh] if ssh else lines
+
+
+def ssh_line(state: dict[str, Any]) -> str | None:
+    """dom0's SSH server: where it listens and the host key, or why there is none."""
+    ssh = section(state, "ssh")
+    status = ssh.get("status")
+    if not status:
+        return None
+    if status != "running":
+        return f"ssh:     {clean(ssh.get('reason') or status)}"
+    keys = ssh.get("host_keys") or []
+    key = clean(keys[0]) if keys else "host key unknown"
+    origin = "new this boot" if ssh.get("host_key_origin") == "new" else "kept"
+    count = number(ssh.get("keys")) or 0
+    return (f"ssh:     port {clean(ssh.get('listen') or '?')}{SEP}{count:.0f} key{'s' if count != 1 else ''}"
+            f"{SEP}{key} ({origin})")  # fmt: skip
 
 
 def seconds_text(value: Any) -> str:

@@ -226,3 +226,85 @@ def namespace_processes(init_pid: int) -> list[dict[str, str]]:
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
         found.append({"pid": entry, **{k: v.strip() for k, v in fields.items()}})
     return found
+
+
+@dataclass
+class SshClient:
+    """The host's OpenSSH client and docker CLI, aimed at one SSH server on
+    127.0.0.1:port with a key of their own (made with ssh-keygen) and a
+    known_hosts file of their own: nothing of the host's ~/.ssh is read or
+    written. `docker -H ssh://` runs `ssh` from PATH without options, so a
+    wrapper first in PATH adds `-F` this client's config."""
+
+    directory: Path
+    port: int
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.key.exists():
+            self.keygen(self.key)
+        self.config.write_text(
+            f"Host {self.host}\n  Port {self.port}\n  User root\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n"
+            "  ConnectTimeout 20\n  LogLevel ERROR\n"
+        )
+        wrapper = self.directory / "bin" / "ssh"
+        wrapper.parent.mkdir(exist_ok=True)
+        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {self.config} "$@"\n')
+        wrapper.chmod(0o755)
+
+    key = property(lambda self: self.directory / "id_ed25519")
+    config = property(lambda self: self.directory / "config")
+    known_hosts = property(lambda self: self.directory / "known_hosts")
+
+    @staticmethod
+    def keygen(path: Path, comment: str = "only-docker-test") -> str:
+        """A new ed25519 key pair at path (and path.pub); returns the public line."""
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True,
+                       capture_output=True)  # fmt: skip
+        return Path(f"{path}.pub").read_text().strip()
+
+    @property
+    def public_key(self) -> str:
+        return Path(f"{self.key}.pub").read_text().strip()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PATH": f"{self.directory / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+    def ssh(self, *command: str, options: tuple[str, ...] = (), timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", *options, self.host, *command], capture_output=True, text=True,
+                              timeout=timeout, env=self.env())  # fmt: skip
+
+    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "-H", f"ssh://root@{self.host}:{self.port}", *args], capture_output=True,
+                              text=True, timeout=timeout, env=self.env())  # fmt: skip
+
+    def host_key_fingerprints(self) -> list[str]:
+        """The server's host keys as this client recorded them, as `ssh-keygen -l` prints them."""
+        listed = subprocess.run(["ssh-keygen", "-l", "-f", str(self.known_hosts)], capture_output=True, text=True)
+        return sorted(line.split()[1] for line in listed.stdout.splitlines() if line.strip())
+
+    def forget_host(self) -> None:
+        self.known_hosts.unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ssh_banner(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> bytes:
+    """The first line an SSH server sends, b"" when none comes in time (refused, reset, silent)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(256).split(b"\n")[0]
+    except OSError:
+        return b""

@@ -11,8 +11,11 @@ Both are privileged, `--net host`, `--pid host` (so `kill -TERM 1` from them
 reaches pid1), `--uts host` (the machine's name, live), labelled `pid1.role=dom0|console`, with the docker
 socket, /lib/modules (ro), pid1's state dir (as /run/pid1), the docker client
 and /etc/resolv.conf mounted in. The image is resolved at every start:
-`pid1.console_image` / `pid1.dom0_image`, else `debian:latest` when storage is
-a disk and the image is there, else the bundled busybox.
+for the console `pid1.console_image`, else `debian:latest` when storage is a
+disk and the image is there; for dom0 `pid1.dom0_image`, else the bundled
+pid1-dom0:latest (busybox and dropbear: SSH into dom0, pid1.phases.ssh, which
+also gives dom0 the host state's ssh/ directory and pid1.ssh_listen); else
+the bundled busybox.
 
 The console runs with a TTY and open stdin (the console bridge,
 `Wiring.console_bridge`, carries it to the VM's terminals; without one, as
@@ -30,7 +33,7 @@ from __future__ import annotations
 import os
 
 from pid1.container_spec import ContainerSpec
-from pid1.phases import Phase, PhaseContext
+from pid1.phases import Phase, PhaseContext, ssh
 from pid1.wiring import Wiring
 
 DISK_IMAGE = "debian:latest"
@@ -85,10 +88,10 @@ def console_spec(ctx: PhaseContext) -> ContainerSpec:
 def dom0_spec(ctx: PhaseContext) -> ContainerSpec:
     return ContainerSpec(
         role="dom0",
-        images=candidates(ctx, ctx.config.dom0_image),
+        images=(ctx.config.dom0_image, ssh.DOM0_SSH_IMAGE),
         fallback_image=ctx.config.fallback_image,
-        binds=system_binds(ctx),
-        env=system_env(ctx),
+        binds=system_binds(ctx) + ssh.dom0_binds(ctx),
+        env=system_env(ctx) + ssh.dom0_env(ctx),
         tty=True,
         open_stdin=True,
         stop_timeout=DOM0_STOP_TIMEOUT,

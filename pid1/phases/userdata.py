@@ -185,10 +185,11 @@ def apply_files(applied: Applied, host_state: HostState, warnings: list[str]) ->
     return written
 
 
-def keep_boot2docker_files(ctx: PhaseContext, host_state: HostState) -> list[str]:
+def keep_boot2docker_files(ctx: PhaseContext, host_state: HostState, warnings: list[str]) -> list[str]:
     """docker-machine's userdata.tar (found by autoformat on the disk it
-    formatted): its files kept under boot2docker/, its SSH keys returned."""
-    from pid1.userdata import ssh_key_problem
+    formatted): its files kept under boot2docker/, its SSH keys returned
+    (a line that is not a key is a warning, and skipped)."""
+    from pid1.ssh_keys import authorized_keys
 
     files = ctx.wiring.maybe(Wiring.boot2docker_files) or {}
     keys: list[str] = []
@@ -198,17 +199,32 @@ def keep_boot2docker_files(ctx: PhaseContext, host_state: HostState) -> list[str
         except OSError as exc:
             ctx.log.warning(f"userdata: boot2docker {name}: {exc.strerror or exc}")
         if name in (".ssh/authorized_keys", ".ssh/authorized_keys2"):
-            lines = content.decode(errors="replace").splitlines()
-            keys += [line.strip() for line in lines if line.strip() and ssh_key_problem(line) is None]
+            found, problems = authorized_keys(content.decode(errors="replace"))
+            keys += found
+            warnings += [f"boot2docker {name} {problem}" for problem in problems]
     return keys
 
 
-def keep_ssh_keys(host_state: HostState, keys: list[str]) -> None:
-    """Stored now; the SSH server in dom0 reads them (ssh/authorized_keys)."""
-    if keys:
-        host_state.write("ssh/authorized_keys", "".join(f"{key}\n" for key in dict.fromkeys(keys)).encode())
-    else:
-        host_state.remove("ssh/authorized_keys")
+def keep_ssh_keys(host_state: HostState, keys: list[str], warnings: list[str]) -> int:
+    """root's keys for dom0's SSH server, in ssh/authorized_keys (bound into
+    dom0 with the rest of ssh/: pid1.phases.ssh); none: no file, and no SSH
+    server. Returns how many were kept (duplicates once, at most MAX_KEYS)."""
+    from pid1.userdata import MAX_KEYS
+
+    unique = list(dict.fromkeys(keys))
+    if len(unique) > MAX_KEYS:
+        warnings.append(f"{len(unique)} ssh keys: only the first {MAX_KEYS} are kept")
+        unique = unique[:MAX_KEYS]
+    try:
+        os.makedirs(host_state.path("ssh"), mode=0o700, exist_ok=True)
+        if unique:
+            host_state.write("ssh/authorized_keys", "".join(f"{key}\n" for key in unique).encode())
+        else:
+            host_state.remove("ssh/authorized_keys")
+    except OSError as exc:  # ssh/ is dom0's to write too: whatever it left there
+        warnings.append(f"ssh keys not kept in {host_state.path('ssh')}: {exc.strerror or exc}")
+        return 0
+    return len(unique)
 
 
 def keep_boot_logs(ctx: PhaseContext, host_state: HostState) -> None:
@@ -277,14 +293,18 @@ async def run(ctx: PhaseContext) -> str:
     for problem in problems:
         ctx.log.warning(f"userdata: {problem}")
         record["warnings"].append(problem)
-    boot2docker_keys = keep_boot2docker_files(ctx, host_state)
+    tar_warnings: list[str] = []
+    boot2docker_keys = keep_boot2docker_files(ctx, host_state, tar_warnings)
     if found is None:
-        keep_ssh_keys(host_state, boot2docker_keys)
+        kept = keep_ssh_keys(host_state, boot2docker_keys, tar_warnings)
+        for warning in tar_warnings:
+            ctx.log.warning(f"userdata: {warning}")
+        record["warnings"] += tar_warnings
         if boot2docker_keys or ctx.wiring.maybe(Wiring.boot2docker_files):
-            record.update(source="boot2docker userdata.tar", applied=[f"{len(boot2docker_keys)} ssh keys"])
+            record.update(source="boot2docker userdata.tar", applied=[f"{kept} ssh keys"])
             ctx.store.changed()
-            ctx.log.notice(f"userdata: from boot2docker's userdata.tar: {len(boot2docker_keys)} ssh keys kept")
-            return f"boot2docker userdata.tar: {len(boot2docker_keys)} ssh keys"
+            ctx.log.notice(f"userdata: from boot2docker's userdata.tar: {kept} ssh keys kept")
+            return f"boot2docker userdata.tar: {kept} ssh keys"
         ctx.store.changed()
         return "no user-data"
     from pid1.userdata import MetaData, UserDataError, parse_meta_data
@@ -314,9 +334,9 @@ async def run(ctx: PhaseContext) -> str:
         done.append(f"{files} file{'s' if files > 1 else ''}")
     if (tls := keep_docker_tls(applied, host_state)) is not None:
         done.append(tls)
-    keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys)
-    if data.ssh_authorized_keys or boot2docker_keys:
-        done.append(f"{len(data.ssh_authorized_keys) + len(boot2docker_keys)} ssh keys kept")
+    warnings += tar_warnings
+    if kept := keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys, warnings):
+        done.append(f"{kept} ssh key{'s' if kept > 1 else ''} kept")
     keep_copy(host_state, found)
     for warning in warnings:
         ctx.log.warning(f"userdata: {warning}")

@@ -48,6 +48,8 @@ def docker_available() -> str | None:
             return f"{tool} is missing (docker.io, containerd, runc)"
     if not os.path.exists("/bin/busybox"):
         return "busybox-static is missing"
+    if not os.path.exists("/usr/sbin/dropbear"):
+        return "dropbear-bin is missing (the dom0 image's SSH server; tests/run installs it)"
     return None
 
 
@@ -59,7 +61,8 @@ def skip_without_docker() -> None:
 
 @pytest.fixture(scope="session")
 def bundled_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """busybox.tar (busybox:latest and pid1-dhcp:latest), built without a daemon."""
+    """busybox.tar (busybox:latest and pid1-dhcp:latest) and dom0.tar (pid1-dom0:latest, with the
+    host's dropbear), built without a daemon."""
     skip_without_docker()
     output = tmp_path_factory.mktemp("images")
     load_bundled_images_module().build(output)

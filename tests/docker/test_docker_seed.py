@@ -30,32 +30,34 @@ def tree(root: Path) -> dict[str, tuple[int, int, str]]:
     return found
 
 
-def layer_record(data_root: Path) -> tuple[Path, Path]:
-    """(layerdb record, overlay2 layer directory) of the one layer in the store."""
-    records = list((data_root / STORE / "layerdb/sha256").iterdir())
-    assert len(records) == 1, records
-    cache_id = (records[0] / "cache-id").read_text()
-    return records[0], data_root / "overlay2" / cache_id
+def layer_records(data_root: Path) -> dict[str, tuple[Path, Path]]:
+    """diff ID -> (layerdb record, overlay2 layer directory) of each layer in the store (one per image)."""
+    found = {}
+    for record in (data_root / STORE / "layerdb/sha256").iterdir():
+        found[record.name] = (record, data_root / "overlay2" / (record / "cache-id").read_text())
+    return found
 
 
 def test_the_seed_is_what_dockerd_writes_for_docker_load(start_system, bundled_images_dir: Path, docker_seed_dir: Path):
     system = start_system(phases="dockerd")
     system.run.wait_phase("dockerd", timeout=BOOT_TIMEOUT)
-    system.docker("load", "-i", str(bundled_images_dir / "busybox.tar"))
+    for tarball in ("busybox.tar", "dom0.tar"):
+        system.docker("load", "-i", str(bundled_images_dir / tarball))
     data = system.workdir / "data"
-    loaded, loaded_layer = layer_record(data)
-    seeded, seeded_layer = layer_record(docker_seed_dir)
-    assert loaded.name == seeded.name, "the same diff ID"
-    for name in ("diff", "size"):
-        assert (seeded / name).read_text() == (loaded / name).read_text(), name
-    tar_split = gzip.decompress((seeded / "tar-split.json.gz").read_bytes())
-    assert tar_split == gzip.decompress((loaded / "tar-split.json.gz").read_bytes())
+    loaded_records, seeded_records = layer_records(data), layer_records(docker_seed_dir)
+    assert sorted(loaded_records) == sorted(seeded_records) and len(seeded_records) == 2, "the same diff IDs"
+    for diff_id, (seeded, seeded_layer) in seeded_records.items():
+        loaded, loaded_layer = loaded_records[diff_id]
+        for name in ("diff", "size"):
+            assert (seeded / name).read_text() == (loaded / name).read_text(), name
+        tar_split = gzip.decompress((seeded / "tar-split.json.gz").read_bytes())
+        assert tar_split == gzip.decompress((loaded / "tar-split.json.gz").read_bytes())
+        assert tree(seeded_layer / "diff") == tree(loaded_layer / "diff")
+        assert len((seeded_layer / "link").read_text()) == len((loaded_layer / "link").read_text()) == 26
     repositories = STORE / "repositories.json"
     assert (docker_seed_dir / repositories).read_text() == (data / repositories).read_text()
     content = "imagedb/content/sha256"
     assert sorted(os.listdir(docker_seed_dir / STORE / content)) == sorted(os.listdir(data / STORE / content))
-    assert tree(seeded_layer / "diff") == tree(loaded_layer / "diff")
-    assert len((seeded_layer / "link").read_text()) == len((loaded_layer / "link").read_text()) == 26
 
 
 def test_a_seeded_boot_has_the_images_and_they_work(start_system, docker_seed_dir: Path, tmp_path: Path):
@@ -64,7 +66,7 @@ def test_a_seeded_boot_has_the_images_and_they_work(start_system, docker_seed_di
     state = system.run.state()
     assert f"data root seeded from {docker_seed_dir}" in state["phases"]["dockerd"]["detail"], system.describe()
     images = state["phases"]["images"]["detail"]
-    assert images == "present busybox:latest, pid1-dhcp:latest", system.describe()
+    assert images == "present busybox:latest, pid1-dhcp:latest, pid1-dom0:latest", system.describe()
     system.wait_running("console")
     assert system.docker("run", "--rm", "busybox:latest", "cat", "/etc/group").startswith("root:x:0:")
     saved = tmp_path / "saved.tar"
@@ -80,7 +82,8 @@ def test_a_seeded_boot_has_the_images_and_they_work(start_system, docker_seed_di
     again.run.wait_phase("console", timeout=BOOT_TIMEOUT)
     state = again.run.state()
     assert "seeded" not in state["phases"]["dockerd"]["detail"], again.describe()
-    assert state["phases"]["images"]["detail"] == "loaded pid1-dhcp:latest; present busybox:latest", again.describe()
+    images = state["phases"]["images"]["detail"]
+    assert images == "loaded pid1-dhcp:latest; present busybox:latest, pid1-dom0:latest", again.describe()
     assert again.docker("image", "inspect", "--format", "{{.Id}}", "busybox:latest").strip() == busybox
 
 

@@ -73,19 +73,21 @@ def test_boot_runs_dockerd_images_dom0_and_console(start_system) -> None:
     assert state["dockerd"]["dockerd"]["status"] == "running", system.describe()
     assert state["dockerd"]["containerd"]["status"] == "running", system.describe()
     assert "loaded busybox:latest, pid1-dhcp:latest" in state["phases"]["images"]["detail"], system.describe()
-    bundled = image_id(system, "busybox:latest")
+    # the console runs the bundled busybox, dom0 the bundled dom0 image (busybox and an SSH server)
+    tags = {"console": "busybox:latest", "dom0": "pid1-dom0:latest"}
+    bundled = {role: image_id(system, tag) for role, tag in tags.items()}
     for role in ("console", "dom0"):
         info = system.inspect(role)
         assert info["Config"]["Labels"]["pid1.role"] == role
-        assert info["Image"] == bundled, system.describe()
+        assert info["Image"] == bundled[role], system.describe()
         assert info["HostConfig"]["NetworkMode"] == "host" and info["HostConfig"]["PidMode"] == "host"
         assert info["Config"]["Tty"] and info["Config"]["OpenStdin"], system.describe()
         binds = info["HostConfig"]["Binds"]
         assert f"{system.socket}:/var/run/docker.sock" in binds, binds
         assert f"{system.run.state_dir}:/run/pid1" in binds, binds
         recorded = system.container_state(role)
-        assert recorded["status"] == "running" and recorded["image"] == "busybox:latest", recorded
-        assert recorded["image_id"] == bundled and recorded["container_id"] == info["Id"], recorded
+        assert recorded["status"] == "running" and recorded["image"] == tags[role], recorded
+        assert recorded["image_id"] == bundled[role] and recorded["container_id"] == info["Id"], recorded
         assert "console-image:latest missing" in recorded["image_reason"] or role == "dom0", recorded
     # pid1's state dir is the container's /run/pid1; the docker client talks to pid1's dockerd.
     shown = system.docker("exec", "console", "cat", "/run/pid1/state.json")

@@ -23,7 +23,9 @@ from pid1.userdata import (
 )
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHyXlQ7L0k0pZ3bW1m8Xr2tO6D9mJb8+6b3fXoWkE0aH user@laptop"
-RSA_OPTIONS = 'from="10.0.2.2" ' + "ssh-rsa " + base64.b64encode(b"\x00\x00\x00\x07ssh-rsa" + b"\x01" * 40).decode()
+# an RSA blob as SSH writes it: type, exponent (65537), a 2048-bit modulus
+RSA_BLOB = b"\x00\x00\x00\x07ssh-rsa" + b"\x00\x00\x00\x03\x01\x00\x01" + b"\x00\x00\x01\x01\x00" + b"\xc5" * 256
+RSA_OPTIONS = 'from="10.0.2.2" ' + "ssh-rsa " + base64.b64encode(RSA_BLOB).decode()
 
 GZIPPED = base64.b64encode(gzip.compress(b"gzipped" + bytes([10]))).decode()
 

@@ -70,7 +70,7 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL)
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT)
     -> a VM whose serial output matched `until` (default: the console is up).
     A boot that does not get there is killed and started once more; the retry
     is printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
@@ -88,9 +88,10 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         disks: list[str] | None = None,
         no_reboot: bool = True,
         cpu: str = "max",
+        ssh_port: int | None = None,
     ) -> VM:
         """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu.
-        disks: several disks (vda, vdb, ...) instead of `disk`."""
+        disks: several disks (vda, vdb, ...) instead of `disk`; ssh_port: 127.0.0.1:PORT forwarded to the guest's 22."""
         if disks:
             disk, more = disks[0], disks[1:]
         else:
@@ -100,7 +101,7 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
                 earlier.kill()
         for attempt in (1, 2):
             vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu,
-                    cdroms=cdroms or [], more_disks=more)  # fmt: skip
+                    cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port)  # fmt: skip
             started.append(vm)
             vm.start()
             try:

@@ -124,7 +124,8 @@ def test_state_json_parses(ram_vm: VM):
     assert all(p["status"] in ("done", "failed") for p in state["phases"].values()), state["phases"]
     # the initrd's docker seed: the bundled images are in dockerd's store before it starts
     assert "data root seeded from /usr/share/pid1/docker-seed" in state["phases"]["dockerd"]["detail"]
-    assert state["phases"]["images"]["detail"] == "present busybox:latest, pid1-dhcp:latest", state["phases"]
+    images = state["phases"]["images"]["detail"]
+    assert images == "present busybox:latest, pid1-dhcp:latest, pid1-dom0:latest", state["phases"]
 
 
 def test_guest_has_qemu_dhcp_address(ram_vm: VM):

@@ -59,6 +59,7 @@ class VM:
     disk: str | None = None
     more_disks: list[str] = field(default_factory=list)  # after `disk`: vdb, vdc, ...
     cdroms: list[str] = field(default_factory=list)  # ISOs attached as CD-ROMs (a cidata volume)
+    ssh_port: int | None = None  # qemu/run --ssh-port: 127.0.0.1:PORT on the host is the guest's port 22
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
     dist: Path = REPO / "dist"
@@ -91,6 +92,7 @@ class VM:
             run_dir = Path("/run/only-docker")
             cdroms = [nocloud_iso(run_dir / f"test-{os.getpid()}-ntp.iso", ISO_USER_DATA, "instance-id: test-iso\n")]
         argv += [f"--cdrom={cdrom}" for cdrom in cdroms]
+        argv += [f"--ssh-port={self.ssh_port}"] if self.ssh_port else []
         self.serial.clear()
         self.lines.clear()
         self._partial = b""
