@@ -301,9 +301,13 @@ def test_control_flood_leaves_pid1_responsive_and_the_stop_works(start_system) -
     log = system.run.log()
     errors = log.count("pid1: error: control:")
     assert errors <= 10 * (wall / 5 + 2), f"{errors} error lines: not rate-limited\n{system.describe()}"
-    # The stop still works, from a writer after the flood.
-    fd = os.open(control, os.O_WRONLY | os.O_NONBLOCK)
-    os.write(fd, b"poweroff\n")
+    # The stop still works, from a writer after the flood: a blocking write,
+    # bounded by the wait below (the FIFO may still hold the flood's tail).
+    fd = os.open(control, os.O_WRONLY)
+    writer = threading.Thread(target=os.write, args=(fd, b"poweroff\n"), daemon=True)
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive(), f"the poweroff write blocked 30 s: the FIFO is not read\n{system.describe()}"
     os.close(fd)
     code = system.run.wait_exit(90)
     assert code == -signal.SIGINT, f"unshare ended with {code}\n{system.describe()}"
