@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from pid1 import syscalls
+from pid1.uevent import UeventSocket
 
 SECTOR = 512
 
@@ -306,9 +306,6 @@ def mount_at(target: str, mountinfo: str) -> MountEntry | None:
 
 # --- waiting for disks that are still being probed -----------------------------------
 
-NETLINK_KOBJECT_UEVENT = 15
-UEVENT_KERNEL_GROUP = 1
-
 
 def is_block_uevent(message: bytes) -> bool:
     """A kernel uevent ("ACTION@DEVPATH\\0KEY=VALUE\\0...") that adds or
@@ -330,56 +327,27 @@ def removed_block_device(message: bytes) -> str | None:
 
 
 class UeventListener:
-    """The kernel's device events, as udev receives them. Open it before the
-    first scan so no device added between the scan and the wait is missed."""
+    """The kernel's device events (pid1.uevent), read for block devices. Open
+    it before the first scan so no device added between the scan and the
+    wait is missed."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT
-        )
-        try:
-            self.sock.bind((0, UEVENT_KERNEL_GROUP))
-        except OSError:
-            self.sock.close()
-            raise
+        self.events = UeventSocket.open()
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.events.fileno()
 
     def drain(self) -> bool:
         """Read every queued event; True if one of them concerns a block device
-        (or events were lost, which might have hidden one)."""
-        relevant = False
-        while True:
-            try:
-                message = self.sock.recv(65536)
-            except BlockingIOError:
-                return relevant
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    relevant = True  # the queue overflowed: assume a disk came
-                    continue
-                raise
-            relevant = relevant or is_block_uevent(message)
+        (or events were lost, which might have hidden one: assume a disk came)."""
+        messages, lost = self.events.pending()
+        return lost or any(is_block_uevent(message) for message in messages)
 
     def removed(self) -> tuple[set[str], bool]:
         """Read every queued event: the block devices removed, and whether
         events were lost (one of them might have been a removal)."""
-        gone: set[str] = set()
-        lost = False
-        while True:
-            try:
-                message = self.sock.recv(65536)
-            except BlockingIOError:
-                return gone, lost
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    lost = True
-                    continue
-                raise
-            name = removed_block_device(message)
-            if name:
-                gone.add(name)
+        messages, lost = self.events.pending()
+        return {name for name in map(removed_block_device, messages) if name}, lost
 
     def close(self) -> None:
-        self.sock.close()
+        self.events.close()

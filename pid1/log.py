@@ -10,11 +10,8 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pid1.kmsg import record
 from pid1.state import LogLine, StateStore, cut_line, uptime
-
-# syslog levels as /dev/kmsg takes them ("<N>message")
-LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
-KMSG_MAX = 900  # the kernel truncates a record at ~1 KiB
 
 
 def _stderr_is_console() -> bool:
@@ -66,7 +63,7 @@ class Log:
             line = cut_line(line)
             if self._kmsg >= 0:
                 try:
-                    os.write(self._kmsg, f"<{LEVELS[level]}>pid1: {line[:KMSG_MAX]}".encode(errors="replace"))
+                    os.write(self._kmsg, record(level, "pid1", line))
                 except OSError:
                     pass  # kmsg rate limiting or a full buffer must never stop pid1
             if self._to_stderr:

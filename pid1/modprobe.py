@@ -110,7 +110,7 @@ def main(argv: list[str], state_dir: str | None = None) -> int:
     elif names is not None and not_found_path and set(names) <= known_not_found(not_found_path):
         status, how = 1, "not found earlier"
     else:
-        from pid1.kmod import modprobe_main
+        from pid1.kmod.cli import modprobe_main
 
         not_found: set[str] = set()
         status, how = modprobe_main(argv, not_found), "resolved by pid1.kmod"

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pid1
 from pid1 import kmod
 from pid1.layout import SYSTEM_PATH
 from pid1.module_sets import ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
@@ -209,7 +210,7 @@ def helper_script(python: str = sys.executable, state_dir: str = "/" + HELPER_ST
     and not-found names in `state_dir`. -I -S as in the image's /init: no
     environment, no `site` (the guest's trimmed standard library may not
     have it)."""
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(kmod.__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pid1.__file__)))
     return (
         f"#!{python} -IS\n"
         "# written by pid1's modules phase: the kernel's and dockerd's modprobe (pid1.modprobe)\n"

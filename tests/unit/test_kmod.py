@@ -296,8 +296,8 @@ def test_compressed_module_is_decompressed_for_finit_module(index: kmod.ModuleIn
     assert plain.suffix == ".ko"
     packed = tmp_path / "overlay.ko.xz"
     packed.write_bytes(lzma.compress(plain.read_bytes(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32))
-    assert kmod._decompressed(str(packed)) == plain.read_bytes()
-    assert kmod._decompressed(str(plain)) is None
+    assert kmod.load._decompressed(str(packed)) == plain.read_bytes()
+    assert kmod.load._decompressed(str(plain)) is None
     assert kmod.module_name_of(str(packed)) == "overlay"
 
 
