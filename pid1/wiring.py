@@ -114,7 +114,7 @@ class Wiring:
     volume_userdata: Slot[VolumeSource] = Slot("userdata_volume", "the user-data volume's files, read before storage")
     formatted_disks: Slot[list[LabelledDevice]] = Slot("autoformat", "the blank devices autoformat made DOCKER")
     boot2docker_files: Slot[dict[str, bytes]] = Slot("autoformat", "the files of a formatted disk's userdata.tar")
-    storage: Slot[StorageResult] = Slot("storage", "the storage mode and the block-device scan")
+    storage: Slot[StorageResult] = Slot("storage", "the storage mode, and what to call when the disk goes away")
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")
     clock: Slot[Clock] = Slot("ntp", "the clock's state: `synced` is set once it is right (milestone clock synced)")
     network_up: Slot[asyncio.Event] = Slot("network", "set while the network is up, whenever that comes")
