@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pid1.backoff import Backoff
 from pid1.container_spec import ROLE_LABEL, ContainerSpec
 from pid1.state import ContainerState, uptime
 
@@ -114,11 +115,8 @@ def container_names(role: str) -> list[str]:
     return [role, f"{role}-pid1", *(f"{role}-pid1-{n}" for n in range(2, NAME_TRIES))]
 
 
-def backoff_delay(failures_in_row: int) -> float:
-    """No wait after the first failure; then 100 ms doubling, capped."""
-    if failures_in_row <= 1:
-        return 0.0
-    return min(BACKOFF_FIRST * 2 ** (failures_in_row - 2), BACKOFF_CAP)
+# No wait after the first failure in a row; then 100 ms doubling, capped.
+RESTART_BACKOFF = Backoff(BACKOFF_FIRST, BACKOFF_CAP, immediate=True)
 
 
 @dataclass
@@ -257,7 +255,7 @@ class SystemContainers:
     # --- the event loop -------------------------------------------------------------------------
     async def watch_events(self) -> None:
         """The service: subscribe, reconcile, handle die events; again when the stream ends."""
-        delay = 0.0
+        backoff = Backoff(RESUBSCRIBE_FIRST, RESUBSCRIBE_CAP)
         while not self.stopping:
             await self.dockerd_up.wait()
             began = uptime()
@@ -270,7 +268,11 @@ class SystemContainers:
             if self.stopping:
                 return
             # A stream that ends at once again and again (dockerd half up) backs off.
-            delay = 0.0 if uptime() - began > 10 else min(max(delay * 2, RESUBSCRIBE_FIRST), RESUBSCRIBE_CAP)
+            if uptime() - began > 10:
+                backoff.reset()
+                delay = 0.0
+            else:
+                delay = backoff.next()
             self.log.info(f"system containers: event stream ended; subscribing again in {delay * 1000:.0f} ms")
             await asyncio.sleep(delay)
 
@@ -416,7 +418,7 @@ class SystemContainers:
         state = keeper.state
         try:
             while not self.stopping:
-                delay = backoff_delay(state.failures_in_row)
+                delay = RESTART_BACKOFF.delay(state.failures_in_row)
                 if delay > 0:
                     state.status = "backoff"
                     state.next_retry = round(uptime() + delay, 3)

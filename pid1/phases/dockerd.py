@@ -44,10 +44,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pid1.backoff import Backoff
 from pid1.docker_seed import seed_data_root
 from pid1.layout import SYSTEM_PATH
-from pid1.log import _stderr_is_console
+from pid1.log import stderr_is_console
 from pid1.phases import Phase, PhaseContext
+from pid1.rate_limit import RateLimit
 from pid1.rootfs import root_is_initramfs_mount
 from pid1.state import uptime
 from pid1.threads import bounded
@@ -140,12 +142,10 @@ class DaemonLog:
     path: str
     log: Any  # pid1.log.Log
     fd: int = -1
-    echo: bool = field(default_factory=lambda: not _stderr_is_console())
+    echo: bool = field(default_factory=lambda: not stderr_is_console())
     _partial: bytes = b""
     _file: int = -1
-    _window_start: float = 0.0
-    _window_count: int = 0
-    _held_back: int = 0
+    _loud: RateLimit | None = None
 
     def open_pipe(self) -> int:
         """A pipe for the daemon's stdout+stderr; returns the write end (the
@@ -187,16 +187,12 @@ class DaemonLog:
                 pass
 
     def _may_forward(self) -> bool:
-        now = uptime()
-        if now - self._window_start >= LOUD_WINDOW:
-            if self._held_back:
-                self.log.info(f"{self.name}: {self._held_back} more warnings and errors in {self.path}")
-            self._window_start, self._window_count, self._held_back = now, 0, 0
-        self._window_count += 1
-        if self._window_count <= LOUD_BURST:
-            return True
-        self._held_back += 1
-        return False
+        if self._loud is None:
+            self._loud = RateLimit(LOUD_BURST, LOUD_WINDOW, self._report_held_back)
+        return self._loud.allow()
+
+    def _report_held_back(self, count: int) -> None:
+        self.log.info(f"{self.name}: {count} more warnings and errors in {self.path}")
 
     def _to_file(self, text: str) -> None:
         try:
@@ -255,14 +251,13 @@ async def wait_until(probe: Callable[[], Awaitable[bool]], timeout: float, alive
     """Call probe with a fast bounded backoff until it says yes; False on
     timeout or as soon as `alive()` says the daemon died."""
     deadline = uptime() + timeout
-    delay = READY_FIRST_DELAY
+    backoff = Backoff(READY_FIRST_DELAY, READY_MAX_DELAY)
     while True:
         if await probe():
             return True
         if not alive() or uptime() >= deadline:
             return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, READY_MAX_DELAY)
+        await asyncio.sleep(backoff.next())
 
 
 @dataclass
@@ -320,7 +315,7 @@ class Daemon:
 
     async def keep_alive(self) -> None:
         """The service: wait for the daemon to exit, spawn it again with backoff."""
-        delay = 0.0
+        backoff = Backoff(RESTART_FIRST, RESTART_CAP)
         while not self.stopping:
             assert self.child is not None
             code = await self.child.wait()
@@ -328,7 +323,11 @@ class Daemon:
             if self.stopping:
                 return
             ran = uptime() - self.spawned_at
-            delay = 0.0 if ran >= STABLE_RUN else (RESTART_FIRST if delay == 0 else min(delay * 2, RESTART_CAP))
+            if ran >= STABLE_RUN:
+                backoff.reset()
+                delay = 0.0
+            else:
+                delay = backoff.next()
             self.restarts += 1
             self.ctx.log.error(f"{self.name} exited with status {code} after {ran:.1f} s; restarting in {delay:.1f} s")
             self.record(status="restarting", last_exit=code, restarts=self.restarts, up_since=None)
@@ -340,7 +339,7 @@ class Daemon:
                     self.spawn()
                     break
                 except OSError as exc:
-                    delay = min(max(delay * 2, RESTART_FIRST), RESTART_CAP)
+                    delay = backoff.next()
                     self.ctx.log.error(f"{self.name} cannot be started: {exc}; trying again in {delay:.1f} s")
                     self.record(status="failed", error=str(exc))
             try:
