@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.engine.status import ContainerStatus
+
 LOG_RING_SIZE = 300  # lines
 LOG_RING_BYTES = 64 * 1024  # of messages (UTF-8): 300 lines of 1 KiB would be 300 KiB per state write
 LOG_LINE_MAX = 1024  # bytes of one message kept in the ring; the rest is cut (the kernel keeps ~1 KiB too)
@@ -95,7 +97,7 @@ class ContainerState:
     image_id: str | None = None
     image_reason: str | None = None
     container_id: str | None = None
-    status: str = "pending"  # pending, starting, running, exited, backoff, stopped
+    status: ContainerStatus = ContainerStatus.PENDING  # its keeper's state machine (pid1/engine/keeper.py)
     up_since: float | None = None
     restarts: int = 0
     failures_in_row: int = 0

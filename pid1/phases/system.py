@@ -81,6 +81,9 @@ def console_spec(ctx: PhaseContext) -> ContainerSpec:
         tty=True,
         open_stdin=True,
         stop_timeout=CONSOLE_STOP_TIMEOUT,
+        stop_signal="SIGHUP",  # a shell on a terminal ignores SIGTERM; a hang-up ends its session
+        stop_rank=0,
+        milestone="console started",
         bridge=ctx.wiring.maybe(Wiring.console_bridge),
     )
 
@@ -95,6 +98,7 @@ def dom0_spec(ctx: PhaseContext) -> ContainerSpec:
         tty=True,
         open_stdin=True,
         stop_timeout=DOM0_STOP_TIMEOUT,
+        stop_rank=1,
     )
 
 
