@@ -1,15 +1,15 @@
 """What dockerd gets to create a system container: the create payload built
 from a ContainerSpec, and the names a role's container may take.
 
-Owns `create_config`, `privileged_host_config`, `missing_capabilities` and
-`container_names`. Every system container is labelled `pid1.role=ROLE` and
-`pid1.instance=<this boot>`, never restarted by dockerd (pid1 restarts it)
-and created, never `run` (which would try to pull). A TTY container that
-runs a shell (the spec's `stop_signal`, or the bundled fallback on a TTY)
-stops on SIGHUP: a shell ignores SIGTERM, and a hang-up is how a terminal
-session ends.
+Owns `create_config`, `privileged_host_config` and `container_names`. Every
+system container is labelled `pid1.role=ROLE` and `pid1.instance=<this
+boot>`, never restarted by dockerd (pid1 restarts it) and created, never
+`run` (which would try to pull). A TTY container that runs a shell (the
+spec's `stop_signal`, or the bundled fallback on a TTY) stops on SIGHUP: a
+shell ignores SIGTERM, and a hang-up is how a terminal session ends.
 
-May use: the standard library and pid1.container_spec.
+May use: the standard library and pid1.container_spec (what is missing of
+the capability bounding set comes from pid1.linux.procfs, by the caller).
 """
 
 from __future__ import annotations
@@ -21,33 +21,6 @@ from pid1.container_spec import ROLE_LABEL, ContainerSpec
 INSTANCE_LABEL = "pid1.instance"
 NAME_TRIES = 5
 HANGUP = "SIGHUP"
-
-# Capability numbers -> names (linux/capability.h), for the bounding-set check.
-CAPABILITIES = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
-    "CHECKPOINT_RESTORE",
-)  # fmt: skip
-
-
-def missing_capabilities(status: str = "/proc/self/status") -> list[str]:
-    """Capabilities the kernel knows but this process's bounding set lacks.
-
-    --privileged asks runc for every capability the kernel knows, and runc
-    fails ("unable to apply caps") when dockerd's bounding set lacks one; that
-    happens only in a restricted sandbox (a container or CI runner), never on
-    the VM, where PID 1 has them all."""
-    try:
-        with open(status) as f:
-            bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
-    except (OSError, StopIteration, ValueError):
-        return []
-    return [CAPABILITIES[n] if n < len(CAPABILITIES) else str(n) for n in range(last + 1) if not bounding >> n & 1]
 
 
 def privileged_host_config(missing: list[str]) -> dict[str, Any]:

@@ -6,9 +6,9 @@ arguments (`docker_tcp_args`: TLS with client certificates, never plain
 TCP), the daemon.json dockerd refused (`refused_daemon_json`) and the argv
 itself (`dockerd_argv`).
 
-May use: the standard library, pid1.rootfs (is `/` still the initramfs?),
-pid1.config (read only). The mountinfo reading here is the engine's own
-(the filesystem under `/` and under the data root).
+May use: the standard library, pid1.linux.mountinfo (the filesystem under
+`/` and under the data root, is `/` still the initramfs?), pid1.linux.procfs
+(the kernel's filesystems), pid1.config (read only).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pid1.rootfs import root_is_initramfs_mount
+from pid1.linux.mountinfo import filesystem_type_of, mount_at, read_mountinfo, root_is_initramfs
+from pid1.linux.procfs import kernel_filesystems
 
 if TYPE_CHECKING:
     from pid1.config import Config
@@ -29,47 +30,11 @@ LOG_TAIL = 16384  # bytes of dockerd.log read for CONFIG_REFUSED
 
 
 # --- facts about the machine ------------------------------------------------------------------
-def root_filesystem_type(mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The filesystem type of the last mount on `/` (the one that is visible)."""
-    found = None
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 7 and fields[4] == "/":
-                    found = fields[fields.index("-") + 1]
-    except OSError:
-        return None
-    return found
-
-
-def filesystem_type_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The filesystem type of the mount that holds `path` (longest mount point prefix)."""
-    path = os.path.realpath(path)
-    best, found = -1, None
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                fields = line.split()
-                target = fields[4].replace("\\040", " ")
-                inside = path == target or path.startswith(target.rstrip("/") + "/")
-                if inside and len(target) >= best:
-                    best, found = len(target), fields[fields.index("-") + 1]
-    except OSError:
-        return None
-    return found
-
-
 def choose_storage_driver(docker_root: str, extra_args: list[str]) -> tuple[str | None, str]:
     """overlay2 unless it cannot work here; (None, why) when the user chose one."""
     if any(a.startswith(("--storage-driver", "-s")) for a in extra_args):
         return None, "set by pid1.dockerd_args"
-    try:
-        with open("/proc/filesystems") as f:
-            has_overlay = any(line.split()[-1] == "overlay" for line in f if line.strip())
-    except OSError:
-        has_overlay = False
-    if not has_overlay:
+    if "overlay" not in kernel_filesystems():
         return "vfs", "the kernel has no overlay filesystem (module not loaded?)"
     fstype = filesystem_type_of(docker_root)
     if fstype in ("overlay", "aufs"):
@@ -82,9 +47,10 @@ def ramdisk_env() -> tuple[dict[str, str], str | None]:
     the kernel's initramfs mount: runc cannot pivot_root out of it. After
     pid1.rootfs.move_root() `/` is still a ramfs/tmpfs but no longer that
     mount, so runc can pivot_root: then nothing is set."""
-    root_fs = root_filesystem_type()
-    if root_fs in RAM_FILESYSTEMS and root_is_initramfs_mount():
-        return {"DOCKER_RAMDISK": "true"}, f"/ is {root_fs}: DOCKER_RAMDISK=true"
+    table = read_mountinfo()
+    root = mount_at("/", table)
+    if root is not None and root.fstype in RAM_FILESYSTEMS and root_is_initramfs(table):
+        return {"DOCKER_RAMDISK": "true"}, f"/ is {root.fstype}: DOCKER_RAMDISK=true"
     return {}, None
 
 

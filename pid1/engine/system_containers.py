@@ -22,7 +22,8 @@ alive, and pid1/engine/starter.py makes and starts it.
   dom0, then the others), each with its stop timeout; no start after it.
 
 May use: pid1.engine.client, .keeper, .starter, .container_config, .status,
-pid1.container_spec, pid1.state; the log and state store it is given.
+pid1.container_spec, pid1.state, pid1.linux.procfs (the capability bounding
+set); the log and state store it is given.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from pid1.backoff import Backoff
 from pid1.container_spec import ROLE_LABEL, ContainerSpec
-from pid1.engine.container_config import INSTANCE_LABEL, missing_capabilities
+from pid1.engine.container_config import INSTANCE_LABEL
 from pid1.engine.keeper import Keeper
 from pid1.engine.starter import Starter
 from pid1.engine.status import ContainerStatus
+from pid1.linux.procfs import missing_capabilities
 from pid1.state import ContainerState, uptime
 
 if TYPE_CHECKING:

@@ -42,8 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pid1 import syscalls  # noqa: E402
-from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, raw_mode, waiting_line  # noqa: E402
+from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, waiting_line  # noqa: E402
+from pid1.linux import syscalls  # noqa: E402
+from pid1.linux.terminal import raw_mode  # noqa: E402
 
 PROMPT = "ctest# "
 IMAGE = "busybox:latest"
