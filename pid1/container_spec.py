@@ -6,6 +6,9 @@ system-container supervisor (the slot `Wiring.system_containers`,
 pid1/engine/system_containers.py). What sets one role apart (the console's
 bridge, stop signal, stop rank, milestone) is a field here, never a test of
 the role's name in the engine. Standard library only.
+
+Owns: ContainerSpec and the role label. May use: nothing of pid1 at run
+time (the console bridge's type only for annotations).
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ bounded time per loop iteration.
 At stop the FIFO is replaced by an empty directory: a late `echo poweroff >
 control` then fails at once (`Is a directory`) instead of blocking on a
 FIFO nobody reads or leaving a regular file nobody reads.
+
+Owns: the ControlChannel (commands, restarts, the stop requests). May use:
+pid1.linux.fifo (the FIFO and its line reader), pid1.rate_limit, pid1.log.
 """
 
 from __future__ import annotations

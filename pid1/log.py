@@ -1,6 +1,10 @@
 """pid1's log: every line to /dev/kmsg (dmesg and the serial console) with a
 syslog level, into the state's ring buffer, and to stderr when stderr is not
 the console already (development and tests).
+
+Owns: Log and `stderr_is_console` (whether fd 2 is the console: the engine's
+log pump echoes daemon lines to stderr only when it is not). May use:
+pid1.kmsg (the record format), pid1.state (the ring and uptime).
 """
 
 from __future__ import annotations

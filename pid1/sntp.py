@@ -20,6 +20,9 @@ both as hostile (a container wrote them). Rounds repeat every POLL_FIRST
 seconds doubling to POLL_MAX while synced, every RETRY_FIRST doubling to
 RETRY_MAX while not (pid1.backoff). Standard library and pid1.backoff only:
 this runs in a container, with the pid1 package bound in.
+
+Owns: the SNTP client (request, reply checks, the rounds, the status file).
+May use: the standard library, pid1.backoff and pid1.linux.syscalls.
 """
 
 from __future__ import annotations

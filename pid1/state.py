@@ -4,6 +4,9 @@ The state is a tree of dataclasses serialised atomically (write + rename) to
 `<state_dir>/state.json`. Writes are coalesced to one per loop iteration, and
 listeners (the VT2 view, the status file) are told after each write. The
 supervisor owns the only instance; phases change it through their context.
+
+Owns: the State tree, the StateStore and the atomic write. May use: the
+standard library and pid1.engine.status (the container status enum).
 """
 
 from __future__ import annotations

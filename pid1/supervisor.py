@@ -7,6 +7,10 @@ are retried with capped backoff (the error is in the state meanwhile);
 optional ones are logged and their dependents go on. Services (long-running
 watchers a phase starts, e.g. "keep dockerd alive") are restarted with backoff
 if they raise, and cancelled at stop.
+
+Owns: Supervisor (the DAG run, services, signals, the stop plan). May use:
+pid1.backoff, pid1.config, pid1.log, pid1.phases, pid1.reaper, pid1.shutdown,
+pid1.state, pid1.wiring, pid1.linux.syscalls.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ failed to provide.
 
 Stdlib only, and the slot types under TYPE_CHECKING: importing this costs
 nothing at boot.
+
+Owns: Slot, Wiring, the mount table and the restart registry. May use: the
+standard library (the slots' types are imported for annotations only).
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ containerd fills `Wiring.containerd` (its Daemon); dockerd fills
 loop resubscribes and reconciles each time dockerd answers again). They
 register the restart actions "containerd" and "dockerd". The stop hook is
 pid1/engine/stop.py's: the system containers, dockerd, containerd.
+
+Owns: the two phases, the dockerd phase's view of daemon.json and the TCP
+API (state.dockerd.tcp), and the stop hook's reading of the slots.
+May use: pid1.engine (its modules), pid1.docker_seed, pid1.threads, the
+phase API and the wiring.
 """
 
 from __future__ import annotations

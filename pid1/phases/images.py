@@ -22,6 +22,10 @@ creation time; its content and config are the tarball's.
 A broken tarball (unreadable, a manifest.json or config of the wrong
 shape, a tag dockerd refuses) is reported in the log and the phase's detail,
 with why, and skipped: the other images still load.
+
+Owns: the tarball reading (manifest, config, import changes) and the
+phase. May use: the Docker client (`Wiring.docker`, pid1/engine/client.py),
+the phase API and the wiring; tarfile and json.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ the host state's `runcmd/<instance>.log`. A command that fails is an error in
 the log and the next one still runs. The done-mark is written once all have
 run, so a machine that crashes midway runs them again at the next boot;
 a reboot with the same instance-id on a disk does not.
+
+Owns: the runcmd phase and its done-marks. May use: the Docker client and
+the system containers (dom0's container), pid1.phases.ntp (the clock wait),
+the phase API and the wiring.
 """
 
 from __future__ import annotations

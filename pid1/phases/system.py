@@ -26,6 +26,10 @@ the lease comes. dom0 gets a TTY and open stdin too, so the bundled busybox `sh`
 does, and `docker exec -it dom0 sh` feels like a host shell.
 
 Registers restart actions "console" and "dom0" for the control channel.
+
+Owns: the dom0 and console ContainerSpecs and their two phases. May use:
+pid1.container_spec, pid1.phases.ssh (dom0's binds and env), the phase API
+and the wiring (the system containers, storage, user-data, the bridge).
 """
 
 from __future__ import annotations
