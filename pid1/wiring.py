@@ -18,6 +18,9 @@ failed to provide.
 
 Stdlib only, and the slot types under TYPE_CHECKING: importing this costs
 nothing at boot.
+
+Owns: Slot, Wiring, the mount table and the restart registry. May use: the
+standard library (the slots' types are imported for annotations only).
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 if TYPE_CHECKING:
     from pid1.blockdev import LabelledDevice, Scan
     from pid1.console import ConsoleBridge
+    from pid1.engine.client import DockerClient
+    from pid1.engine.daemon import Daemon
+    from pid1.engine.system_containers import SystemContainers
     from pid1.kmod import ModuleIndex
     from pid1.phases import Phase
-    from pid1.phases.dockerd import Daemon
     from pid1.phases.network import NetworkPhase
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.phases.userdata_volume import VolumeSource
-    from pid1.system_containers import SystemContainers
 
 T = TypeVar("T")
 
@@ -103,7 +107,7 @@ class Wiring:
     # --- the engine -------------------------------------------------------------------
     containerd: Slot[Daemon] = Slot("containerd", "the containerd Daemon pid1 keeps running")
     dockerd: Slot[Daemon] = Slot("dockerd", "the dockerd Daemon (`.up` is set while it answers)")
-    docker: Slot[Any] = Slot("dockerd", "the aiodocker.Docker client on pid1.docker_socket")
+    docker: Slot[DockerClient] = Slot("dockerd", "the Docker API client on pid1.docker_socket")
     system_containers: Slot[SystemContainers] = Slot("dockerd", "the system-container supervisor (ensure a spec)")
     # --- the console ----------------------------------------------------------------
     console_bridge: Slot[ConsoleBridge] = Slot("console_tty", "the console terminals' bridge to the console container")

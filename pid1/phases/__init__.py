@@ -3,7 +3,7 @@
 A phase is a coroutine function `run(ctx)` with a name, the names of the
 phases it needs, and the wiring slots it fills and uses (pid1/wiring.py). The
 supervisor runs every phase whose needs are done, concurrently. Each phase
-module defines `PHASE` (or `PHASES`) and imports what is heavy (aiodocker,
+module defines `PHASE` (or `PHASES`) and imports what is heavy (the Docker client,
 pyroute2) inside `run`, so that importing this package costs nothing at boot.
 """
 
