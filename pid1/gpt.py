@@ -13,6 +13,9 @@ Growth is refused unless the table is exactly the image's as built: the
 entry array's CRC32 equals the `pid1.grow` word the image build wrote on the
 kernel command line, so a table a user changed by hand (or one grown
 already) is never rewritten.
+
+Owns: the GPT's layout, its checks and the growth plan. May use: the
+standard library only.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ with DOCKER its last partition (pid1/gpt.py decides); then the kernel is
 told the partition's new size and the mounted ext4 grows online. An ext4
 smaller than a partition that fills the disk already (a growth a power cut
 interrupted) grows too. Anything else is left as it is, and the log says why.
+
+Owns: the grow phase (what it reads, writes and says). May use: pid1.gpt
+(the decision and the writes), pid1.blockdev (sysfs, nodes, the ext4
+superblock), pid1.linux.syscalls (the resize ioctls), pid1.threads.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pid1 import syscalls
 from pid1.blockdev import LabelledDevice, device_node, partition_of, read_ext_blocks
 from pid1.gpt import Plan, Verdict, plan_growth
+from pid1.linux import procfs, syscalls
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 from pid1.wiring import Wiring
@@ -67,8 +71,9 @@ def fill_partition(disk: LabelledDevice, target: str, part_bytes: int) -> tuple[
     raised: the partition is grown, and the next boot tries the filesystem again."""
     try:
         fs = grow_ext4(disk.path, target, part_bytes)
-    except OSError as exc:  # EPERM without CAP_SYS_RESOURCE; the kernel logs its other reasons
-        return f"its ext4 did not grow: {exc.strerror or exc}", "warning"
+    except OSError as exc:  # the kernel logs its reasons, but not a missing capability
+        lacking = " (no CAP_SYS_RESOURCE)" if "SYS_RESOURCE" in procfs.missing_capabilities() else ""
+        return f"its ext4 did not grow: {exc.strerror or exc}{lacking}", "warning"
     if fs is None:
         return "", "info"
     return f"its ext4 grew from {mib(fs[0])} to {mib(fs[1])} MiB", "notice"

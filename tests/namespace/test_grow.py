@@ -25,6 +25,7 @@ from harness import GPT_TYPES, MIB, Pid1, make_disk_image, sfdisk, tmpfs_dev_wra
 
 from pid1.blockdev import read_ext_blocks
 from pid1.gpt import Verdict, plan_growth
+from pid1.linux import procfs
 
 pytestmark = pytest.mark.namespace
 
@@ -35,13 +36,11 @@ GPT_SECTORS = 34  # the protective MBR, the header and 32 sectors of entries
 
 
 def can_resize_ext4() -> bool:
-    """Whether this process (and so pid1 under unshare) has CAP_SYS_RESOURCE,
-    which EXT4_IOC_RESIZE_FS needs. Some CI containers drop it from the
-    bounding set: there the table and the kernel's partition still grow, the
+    """Whether pid1 under unshare gets CAP_SYS_RESOURCE, which
+    EXT4_IOC_RESIZE_FS needs. Some CI containers drop it from the bounding
+    set: there the table and the kernel's partition still grow, the
     filesystem cannot, and the phase must say so (the VM tests grow it)."""
-    with open("/proc/self/status") as f:
-        effective = next(line.split()[1] for line in f if line.startswith("CapEff:"))
-    return bool(int(effective, 16) >> 24 & 1)  # CAP_SYS_RESOURCE is 24
+    return "SYS_RESOURCE" not in procfs.missing_capabilities()
 
 
 def unique_label() -> str:
@@ -145,7 +144,9 @@ def test_the_image_grows_at_first_boot_and_not_at_the_second(attach, pid1_ns, tm
         assert fs_bytes == grown_mib * MIB
         assert df_kib > (grown_mib - 40) * 1024  # what the filesystem offers, less its metadata
     else:
-        assert detail == f"{grew}; its ext4 did not grow: Operation not permitted", first.describe()
+        assert detail == f"{grew}; its ext4 did not grow: Operation not permitted (no CAP_SYS_RESOURCE)", (
+            first.describe()
+        )
         assert fs_bytes == DOCKER_MIB * MIB and df_kib < DOCKER_MIB * 1024
         print("no CAP_SYS_RESOURCE here: the filesystem's growth was not checked (the VM tests check it)")
     first.stop()
