@@ -95,6 +95,10 @@ class StorageResult:
     """What the storage phase found and did."""
 
     mode: str  # "disk" or "ram"
+    # The disk pid1 mounted, and where (None when it mounted a tmpfs, or
+    # found the data root mounted already).
+    device: LabelledDevice | None = None
+    target: str | None = None
     # Called (on the loop) when the mounted DOCKER disk goes away, e.g. to
     # end the boot logs' writes to it.
     when_disk_gone: list[Callable[[], None]] = field(default_factory=list)
@@ -118,7 +122,9 @@ class Wiring:
     volume_userdata: Slot[VolumeSource] = Slot("userdata_volume", "the user-data volume's files, read before storage")
     formatted_disks: Slot[list[LabelledDevice]] = Slot("autoformat", "the blank devices autoformat made DOCKER")
     boot2docker_files: Slot[dict[str, bytes]] = Slot("autoformat", "the files of a formatted disk's userdata.tar")
-    storage: Slot[StorageResult] = Slot("storage", "the storage mode, and what to call when the disk goes away")
+    storage: Slot[StorageResult] = Slot(
+        "storage", "the storage mode, the disk mounted, and what to call when the disk goes away"
+    )
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")
     clock: Slot[Clock] = Slot("ntp", "the clock's state: `synced` is set once it is right (milestone clock synced)")
     network_up: Slot[asyncio.Event] = Slot("network", "set while the network is up, whenever that comes")

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "pid1.phases.userdata_volume",
     "pid1.phases.autoformat",
     "pid1.phases.storage",
+    "pid1.phases.grow",
     "pid1.phases.userdata",
     "pid1.phases.runcmd",
     "pid1.phases.dockerd",
