@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pid1.container_spec import ROLE_LABEL, ContainerSpec
-from pid1.state import ContainerState, uptime
+from pid1.state import uptime
+from pid1.state_schema import ContainerState, ContainerStatus
 
 if TYPE_CHECKING:
     from pid1.phases import PhaseContext
@@ -220,7 +221,7 @@ class SystemContainers:
         state = keeper.state
         state.failures_in_row = keeper.quick_failures = 0
         keeper.bad_image_id = state.fallback_reason = None
-        state.status = "exited"
+        state.status = ContainerStatus.EXITED
         keeper.running.clear()
         done = asyncio.Event()
         keeper.task = asyncio.get_running_loop().create_task(self._keep_started(keeper, "restart requested", done))
@@ -246,7 +247,7 @@ class SystemContainers:
                 await self.docker.containers.container(keeper.container_id).stop(t=keeper.spec.stop_timeout)
             except Exception as exc:
                 self.log.warning(f"{role}: stop failed: {exc}")
-            keeper.state.status = "stopped"
+            keeper.state.status = ContainerStatus.STOPPED
             keeper.running.clear()
             keeper.state.up_since = None
             self.ctx.store.changed()
@@ -281,7 +282,7 @@ class SystemContainers:
         since = f"{time.time() - EVENTS_SINCE_MARGIN:.6f}"
         runner = asyncio.get_running_loop().create_task(events.run(filters=filters, since=since))
         self.subscriptions += 1
-        self.ctx.state.dockerd["event_subscriptions"] = self.subscriptions
+        self.ctx.state.dockerd.event_subscriptions = self.subscriptions
         try:
             await self.reconcile()
             self.first_reconcile.set()
@@ -323,7 +324,7 @@ class SystemContainers:
     async def reconcile(self) -> None:
         """Make the world match the specs: one container per role, running."""
         self.reconciles += 1
-        self.ctx.state.dockerd["reconciles"] = self.reconciles
+        self.ctx.state.dockerd.reconciles = self.reconciles
         listed = await self.docker.containers.list(all=True, filters=json.dumps({"label": [ROLE_LABEL]}))
         current: dict[str, dict[str, Any]] = {}
         for container in listed:
@@ -350,7 +351,7 @@ class SystemContainers:
                 continue
             info = current.get(role)
             if info is not None and info.get("State") == "running":
-                if keeper.state.status != "running":
+                if keeper.state.status != ContainerStatus.RUNNING:
                     self._mark_running(keeper)
                 continue
             if not keeper.exit_handled:  # it ended while nobody listened (dockerd restart)
@@ -381,7 +382,7 @@ class SystemContainers:
         if code != SIGKILL_EXIT:
             keeper.quick_failures += 1
         state.last_exit = code
-        state.status = "exited"
+        state.status = ContainerStatus.EXITED
         keeper.running.clear()
         state.up_since = None
         if code is not None:
@@ -418,7 +419,7 @@ class SystemContainers:
             while not self.stopping:
                 delay = backoff_delay(state.failures_in_row)
                 if delay > 0:
-                    state.status = "backoff"
+                    state.status = ContainerStatus.BACKOFF
                     state.next_retry = round(uptime() + delay, 3)
                     self.ctx.store.changed()
                     self.log.info(f"{keeper.spec.role}: {why}; next start in {delay:.1f} s")
@@ -452,7 +453,7 @@ class SystemContainers:
             keeper.tried_image_id = image_id
             resolved = uptime()
             state.image, state.image_id, state.image_reason = image, image_id, reason
-            state.status = "starting"
+            state.status = ContainerStatus.STARTING
             keeper.running.clear()
             self.ctx.store.changed()
             container = None
@@ -494,9 +495,9 @@ class SystemContainers:
 
     def _mark_running(self, keeper: Keeper) -> None:
         state = keeper.state
-        if state.up_since is None and state.status != "pending" and keeper.first_attempt.is_set():
+        if state.up_since is None and state.status != ContainerStatus.PENDING and keeper.first_attempt.is_set():
             state.restarts += 1
-        state.status = "running"
+        state.status = ContainerStatus.RUNNING
         keeper.running.set()
         state.up_since = round(uptime(), 3)
         state.next_retry = None

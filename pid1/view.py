@@ -268,7 +268,7 @@ def lease_left(net: dict[str, Any], lease: float, now: float, wall: float) -> fl
 
 def network_line(state: dict[str, Any], now: float, wall: float) -> str:
     net = section(state, "network")
-    if not net:
+    if not net.get("mode") and not net.get("status"):
         return f"net:     {MISSING}"
     parts = []
     mode = first(net, "mode")

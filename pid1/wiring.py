@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.phases.userdata_volume import VolumeSource
+    from pid1.state_schema import StorageMode
     from pid1.system_containers import SystemContainers
 
 T = TypeVar("T")
@@ -90,7 +91,7 @@ class Slot(Generic[T]):
 class StorageResult:
     """What the storage phase found and did."""
 
-    mode: str  # "disk" or "ram"
+    mode: StorageMode
     # Called (on the loop) when the mounted DOCKER disk goes away, e.g. to
     # end the boot logs' writes to it.
     when_disk_gone: list[Callable[[], None]] = field(default_factory=list)

@@ -50,6 +50,7 @@ from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
 from pid1.rootfs import root_is_initramfs_mount
 from pid1.state import uptime
+from pid1.state_schema import DaemonStatus, TcpState
 from pid1.threads import bounded
 from pid1.wiring import Wiring
 
@@ -285,8 +286,7 @@ class Daemon:
     ready_after: float | None = None
 
     def record(self, **changes: Any) -> None:
-        entry = self.ctx.state.dockerd.setdefault(self.name, {})
-        entry.update(changes)
+        self.ctx.state.dockerd.daemon(self.name).update(**changes)
         self.ctx.store.changed()
 
     def alive(self) -> bool:
@@ -306,16 +306,16 @@ class Daemon:
             os.close(write_end)
         self.spawned_at = uptime()
         self.ctx.log.info(f"{self.name} started (pid {self.child.pid}): {' '.join(argv)}")
-        self.record(pid=self.child.pid, status="starting", argv=argv, restarts=self.restarts)
+        self.record(pid=self.child.pid, status=DaemonStatus.STARTING, argv=argv, restarts=self.restarts)
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         if not await wait_until(self.probe, timeout, self.alive):
             code = self.child.returncode if self.child else None
             why = f"exited with status {code}" if code is not None else f"did not answer within {timeout:.0f} s"
-            self.record(status="failed", error=why)
+            self.record(status=DaemonStatus.FAILED, error=why)
             raise RuntimeError(f"{self.name} {why} (see {self.ctx.config.state_dir}/{self.name}.log)")
         self.ready_after = round(uptime() - self.spawned_at, 3)
-        self.record(status="running", up_since=round(uptime(), 3), ready_after=self.ready_after, error=None)
+        self.record(status=DaemonStatus.RUNNING, up_since=round(uptime(), 3), ready_after=self.ready_after, error=None)
         self.up.set()
 
     async def keep_alive(self) -> None:
@@ -331,7 +331,7 @@ class Daemon:
             delay = 0.0 if ran >= STABLE_RUN else (RESTART_FIRST if delay == 0 else min(delay * 2, RESTART_CAP))
             self.restarts += 1
             self.ctx.log.error(f"{self.name} exited with status {code} after {ran:.1f} s; restarting in {delay:.1f} s")
-            self.record(status="restarting", last_exit=code, restarts=self.restarts, up_since=None)
+            self.record(status=DaemonStatus.RESTARTING, last_exit=code, restarts=self.restarts, up_since=None)
             while True:  # until a spawn works (a missing binary must not end the service)
                 await asyncio.sleep(delay)
                 if self.stopping:
@@ -342,7 +342,7 @@ class Daemon:
                 except OSError as exc:
                     delay = min(max(delay * 2, RESTART_FIRST), RESTART_CAP)
                     self.ctx.log.error(f"{self.name} cannot be started: {exc}; trying again in {delay:.1f} s")
-                    self.record(status="failed", error=str(exc))
+                    self.record(status=DaemonStatus.FAILED, error=str(exc))
             try:
                 await self.wait_ready()
                 self.ctx.log.notice(f"{self.name} is back after {self.ready_after * 1000:.0f} ms")
@@ -382,7 +382,7 @@ class Daemon:
                 self.ctx.log.error(f"{self.name} survived SIGKILL for {KILLED_EXIT_TIMEOUT:.0f} s; going on")
                 return
         self.ctx.log.info(f"{self.name} stopped in {(uptime() - began) * 1000:.0f} ms")
-        self.record(status="stopped", stopped_in=round(uptime() - began, 3))
+        self.record(status=DaemonStatus.STOPPED, stopped_in=round(uptime() - began, 3))
 
 
 # --- containerd ----------------------------------------------------------------------------------------
@@ -538,7 +538,7 @@ def config_file(ctx: PhaseContext) -> str | None:
         reason = tail.rpartition(CONFIG_REFUSED)[2].split(b"\n", 1)[0].decode(errors="replace").strip(" :")
         error = f"dockerd refused {path}: {reason[:300]}; starting it without the user-data's settings"
         ctx.log.error(f"userdata: {error}")
-        ctx.state.userdata.setdefault("errors", []).append(error)
+        ctx.state.userdata.errors.append(error)
         applied.daemon_json = None
         ctx.store.changed()
         return None
@@ -590,12 +590,12 @@ async def run_dockerd(ctx: PhaseContext) -> str:
         if tcp_error:
             ctx.log.error(f"dockerd: {tcp_error}")
             # "status": VT2's dockerd line shows it beside containerd's
-            ctx.state.dockerd["tcp"] = {"status": "off (no TLS certificates)", "address": config.docker_tcp,
-                                        "error": tcp_error}  # fmt: skip
+            ctx.state.dockerd.tcp = TcpState(status="off (no TLS certificates)", address=config.docker_tcp,
+                                             error=tcp_error)  # fmt: skip
         elif tcp_args:
             ctx.log.notice(f"dockerd: Docker's TCP API on {config.docker_tcp}, TLS with client certificates only")
-            ctx.state.dockerd["tcp"] = {"status": f"TLS on {config.docker_tcp}", "address": config.docker_tcp,
-                                        "tls": "verify"}  # fmt: skip
+            ctx.state.dockerd.tcp = TcpState(status=f"TLS on {config.docker_tcp}", address=config.docker_tcp,
+                                             tls="verify")  # fmt: skip
         pidfile = os.path.join(config.docker_exec_root, "dockerd.pid")
 
         def clear_pidfile() -> None:

@@ -31,6 +31,7 @@ import os
 
 from pid1.blockdev import Scan
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import NetworkStatus, StorageMode
 from pid1.wiring import StorageResult, Wiring
 
 
@@ -39,8 +40,8 @@ async def noop(ctx: PhaseContext) -> str:
 
 
 async def storage(ctx: PhaseContext) -> str:
-    mode = os.environ.get("PID1_TEST_STORAGE", "ram")
-    ctx.state.storage = {"mode": mode, "source": "test"}
+    mode = StorageMode(os.environ.get("PID1_TEST_STORAGE", "ram"))
+    ctx.state.storage.mode = mode
     ctx.wiring.storage = StorageResult(mode=mode)
     return f"{mode} (test stand-in)"
 
@@ -72,7 +73,7 @@ async def ntp_query_only(ctx: PhaseContext) -> str:
 async def network(ctx: PhaseContext) -> str:
     import asyncio
 
-    ctx.state.network.update(mode="host", status="up")
+    ctx.state.network.update(mode="host", status=NetworkStatus.UP)
     ctx.wiring.network_up = up = asyncio.Event()
     up.set()
     return "the host's network (test stand-in)"

@@ -262,9 +262,9 @@ def test_a_state_write_that_changes_nothing_draws_nothing(tmp_path: Path) -> Non
     state.log.append(LogLine(time=1.0, level="info", message="something happened"))
     live.redraw(state)
     state.containers.clear()
-    state.dockerd["dockerd"] = {"pid": 5}
+    state.dockerd.daemon("dockerd").pid = 5
     live.redraw(state)
-    state.dockerd["dockerd"]["pid"] = 6  # nested change, same dict object
+    state.dockerd.daemon("dockerd").pid = 6  # nested change, same record
     live.redraw(state)
     assert (live.status_writes, live.unchanged) == (4, 1)
     assert "something happened" in (tmp_path / "status").read_text()
