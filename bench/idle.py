@@ -98,17 +98,17 @@ def render_cost(rounds: int = 300) -> float:
     sys.path.insert(0, str(REPO))
     import sample_states
 
-    from pid1 import view
     from pid1.state import LogLine
+    from pid1.view.render import render, render_long
 
     state = sample_states._state(None)  # every phase done
     for i in range(300):  # a full log ring
         state.log.append(LogLine(time=float(i), level="info", message=f"a log line of a usual length, number {i}"))
     started = time.perf_counter()
     for _ in range(rounds):
-        data = state.to_json()  # what the vt2 phase renders from
-        view.render(data, 25, 80, 300.0)
-        view.render_long(data, 80, 300.0)
+        state.to_json()  # what the vt2 phase fingerprints
+        render(state, 25, 80, 300.0)
+        render_long(state, 80, 300.0)
     return (time.perf_counter() - started) / rounds
 
 

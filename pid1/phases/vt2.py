@@ -20,11 +20,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pid1 import syscalls, view
+from pid1 import syscalls
 from pid1.console import terminal_path
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext
 from pid1.state import State, uptime, write_atomically
+from pid1.view.render import render, render_long
+from pid1.view.text import ASCII_GLYPHS
 
 MIN_INTERVAL = 0.25  # at most 4 frames a second
 DEFAULT_SIZE = (25, 80)  # what a VT is; also used when a terminal reports 0x0
@@ -40,7 +42,7 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 def frame(lines: list[str], first: bool) -> bytes:
     body = (CLEAR_EOL + "\r\n").join(lines) + CLEAR_EOL + CLEAR_BELOW
     prefix = (HIDE_CURSOR + CLEAR_ALL if first else "") + HOME
-    return (prefix + body).translate(view.ASCII_GLYPHS).encode("utf-8", errors="replace")
+    return (prefix + body).translate(ASCII_GLYPHS).encode("utf-8", errors="replace")
 
 
 def open_view_terminal(path: str) -> tuple[int, list | None]:
@@ -122,27 +124,27 @@ class LiveView:
             self._drawn = mark
             self._last = time.monotonic()
             now = uptime()
-            self.write_status(data, now)
+            self.write_status(state, now)
             if self.tty_fd >= 0:
-                self.write_terminal(data, now)
+                self.write_terminal(state, now)
         except Exception as exc:
             self.fail_once("render", f"view: cannot render the state: {exc!r}")
 
-    def write_status(self, data: dict, now: float) -> None:
-        text = "\n".join(view.render_long(data, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
+    def write_status(self, state: State, now: float) -> None:
+        text = "\n".join(render_long(state, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
         try:
             write_atomically(self.status_path, text)
             self.status_writes += 1
         except OSError as exc:
             self.fail_once("status", f"view: cannot write {self.status_path}: {exc}")
 
-    def write_terminal(self, data: dict, now: float) -> None:
+    def write_terminal(self, state: State, now: float) -> None:
         try:
             rows, cols = syscalls.get_window_size(self.tty_fd)
         except OSError:
             rows, cols = 0, 0
         rows, cols = (rows, cols) if rows and cols else DEFAULT_SIZE
-        payload = frame(view.render(data, rows, cols, now), first=self.frames == 0)
+        payload = frame(render(state, rows, cols, now), first=self.frames == 0)
         try:
             written = os.write(self.tty_fd, payload)
         except BlockingIOError:

@@ -20,7 +20,9 @@ from pid1.config import listen_problem
 from pid1.host_state import HostState
 from pid1.phases.ssh import probe_address, read_host_keys, remember
 from pid1.ssh_keys import KeyLineError, authorized_keys, key_problem, parse_key
-from pid1.view import ssh_line
+from pid1.state_schema import SshState
+from pid1.view.header import ssh_line
+from pid1.view.statefile import decode
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -121,11 +123,13 @@ def test_host_key_read_is_bounded_and_remembered(tmp_path: Path) -> None:
 
 
 def test_vt2_ssh_line() -> None:
-    assert ssh_line({}) is None
-    off = ssh_line({"ssh": {"status": "off", "reason": "no SSH key: add ssh_authorized_keys to the user-data"}})
+    assert ssh_line(SshState()) is None
+    off = ssh_line(
+        decode(SshState, {"status": "off", "reason": "no SSH key: add ssh_authorized_keys to the user-data"})
+    )
     assert off == "ssh:     no SSH key: add ssh_authorized_keys to the user-data"
-    running = ssh_line({"ssh": {"status": "running", "listen": "22", "keys": 2, "host_key_origin": "kept",
-                                "host_keys": ["256 SHA256:abc root@dom0 (ED25519)"]}})  # fmt: skip
+    running = ssh_line(decode(SshState, {"status": "running", "listen": "22", "keys": 2, "host_key_origin": "kept",
+                                         "host_keys": ["256 SHA256:abc root@dom0 (ED25519)"]}))  # fmt: skip
     assert running == "ssh:     port 22 · 2 keys · 256 SHA256:abc root@dom0 (ED25519) (kept)"
 
 
