@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import System, load_bundled_images_module, run_key
-from harness import namespace_processes
+from conftest import System, run_key
 
+from devtools.harness import namespace_processes
+from image import bundled_images
 from pid1.state import State
 from pid1.view.render import render
 from pid1.view.statefile import decode
@@ -106,7 +107,7 @@ def test_a_console_image_dockerd_cannot_create_falls_back_to_busybox(start_syste
     system = start_system()
     booted(system)
     before = system.wait_running("console")
-    layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {})
+    layer = bundled_images.rootfs_layer("/bin/busybox", {})
     system.docker("import", "-", "nocmd:1", input=layer)
     nocmd = system.docker("image", "inspect", "--format", "{{.Id}}", "nocmd:1").strip()
     system.docker("tag", "nocmd:1", "console-image:latest")

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sntp_server import reply
-
+from devtools.sntp_server import reply
 from pid1 import sntp
 from pid1.phases import ntp
 from pid1.phases.dockerd import docker_tcp_args

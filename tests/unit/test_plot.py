@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import sample_states
 
+from devtools import sample_states
 from pid1 import plot
 from pid1.state import State
 from pid1.view.statefile import decode

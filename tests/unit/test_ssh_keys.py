@@ -10,12 +10,12 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from image import bundled_images
 from pid1.config import listen_problem
 from pid1.host_state import HostState
 from pid1.phases.ssh import probe_address, read_host_keys, remember
@@ -25,9 +25,6 @@ from pid1.view.header import ssh_line
 from pid1.view.statefile import decode
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness import load_image_module  # noqa: E402
 
 needs_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen (openssh-client) missing")
 
@@ -135,7 +132,7 @@ def test_vt2_ssh_line() -> None:
 
 @pytest.mark.skipif(not Path("/usr/sbin/dropbear").exists(), reason="dropbear-bin missing (tests/run installs it)")
 def test_dom0_image_is_reproducible_and_holds_dropbear_and_its_libraries(tmp_path: Path) -> None:
-    module = load_image_module("bundled_images")
+    module = bundled_images
     first = module.build(tmp_path / "a")
     second = module.build(tmp_path / "b")
     assert first["dom0.tar"].read_bytes() == second["dom0.tar"].read_bytes()  # same inputs, same image ID

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import sample_states
-from sample_states import NOW_RUNNING, WALL_RUNNING
 
+from devtools import sample_states
+from devtools.sample_states import NOW_RUNNING, WALL_RUNNING
 from pid1.phases.vt2 import frame
 from pid1.state import State
 from pid1.state_schema import NetworkState

@@ -1,5 +1,6 @@
 """Typical supervisor states, built with pid1's own State dataclasses and
-serialised the way state.json is, for the view and plot tests."""
+serialised the way state.json is: for the view and plot tests, and the
+frame cost bench/idle.py measures."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ DISK = StorageState(mode=StorageMode.DISK, device="/dev/vda", fstype="ext4", lab
 WALL_RUNNING = 1_800_000_000.0  # the wall clock at NOW_RUNNING (the DHCP lease is stamped with it)
 
 
-def _state(upto: float | None) -> State:
+def boot_state(upto: float | None) -> State:
     """The boot as it stood at uptime `upto` (None: finished)."""
     state = State(pid=1, booted_at=4.1)
     for name, needs, start, took in BOOT:
@@ -62,7 +63,7 @@ def _state(upto: float | None) -> State:
 
 
 def booting() -> dict[str, Any]:
-    state = _state(upto=7.0)
+    state = boot_state(upto=7.0)
     state.mode = Mode.BOOTING
     state.storage = DISK
     state.dockerd = EngineState(
@@ -73,7 +74,7 @@ def booting() -> dict[str, Any]:
 
 
 def running_state() -> State:
-    state = _state(upto=None)
+    state = boot_state(upto=None)
     state.mode = Mode.RUNNING
     state.storage = DISK
     # what the network phase records (the lease stamps are `date +%s` in the dhcp container)

@@ -1,5 +1,5 @@
-"""Test-only phases (pid1.extra_phases=noop_host_phases, with tests/docker on
-PYTHONPATH) that stand in for the host phases: in a test namespace pid1 must
+"""Test-only phases (pid1.extra_phases=devtools.noop_host_phases, as
+devtools.engine's command line says) that stand in for the host phases: in a test namespace pid1 must
 not make device nodes in the host's /dev or mount over /tmp and /run, and
 dockerd needs nothing from them there (the host has /proc, /sys, cgroups and
 the modules loaded). Extra modules override the built-in phases of the same
