@@ -16,8 +16,8 @@ import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pid1 import syscalls
-from pid1.uevent import UeventSocket
+from pid1.linux import syscalls
+from pid1.linux.uevent import UeventSocket
 
 SECTOR = 512
 
@@ -257,53 +257,6 @@ def find_labelled_device(label: str, sys_root: str = "/sys", dev_root: str = "/d
     return scan_for_label(label, sys_root, dev_root).match
 
 
-# --- mount table -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    target: str
-    source: str
-    fstype: str
-    major: int
-    minor: int
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields or len(fields) < 10:
-            continue
-        sep = fields.index("-")
-        major, minor = (int(x) for x in fields[2].split(":"))
-        entries.append(MountEntry(_unescape(fields[4]), _unescape(fields[sep + 2]), fields[sep + 1], major, minor))
-    return entries
-
-
-def mount_at(target: str, mountinfo: str) -> MountEntry | None:
-    """The mount visible at `target` (the last one mounted there wins)."""
-    found = None
-    for entry in parse_mountinfo(mountinfo):
-        if entry.target == target:
-            found = entry
-    return found
-
-
 # --- waiting for disks that are still being probed -----------------------------------
 
 
@@ -327,7 +280,7 @@ def removed_block_device(message: bytes) -> str | None:
 
 
 class UeventListener:
-    """The kernel's device events (pid1.uevent), read for block devices. Open
+    """The kernel's device events (pid1.linux.uevent), read for block devices. Open
     it before the first scan so no device added between the scan and the
     wait is missed."""
 

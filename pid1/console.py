@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pid1 import syscalls
 from pid1.cursor import CursorTracker
+from pid1.linux.terminal import TerminalMode, Tty, open_tty
 
 if TYPE_CHECKING:
     from aiodocker.containers import DockerContainer
@@ -70,32 +68,6 @@ WAITING_PREFIX = "[pid1] console restarting: "
 HELD_OUTPUT_SECONDS = 0.05
 
 
-def raw_mode(attrs: list[Any]) -> list[Any]:
-    """cfmakeraw(3) of tcgetattr() attributes: no echo, no line editing, no
-    signal characters (ISIG off), no output post-processing, 8-bit bytes,
-    reads return as soon as one byte is there."""
-    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs
-    iflag &= ~(
-        termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
-        | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON
-    )  # fmt: skip
-    oflag &= ~termios.OPOST
-    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
-    cflag &= ~(termios.CSIZE | termios.PARENB)
-    cflag |= termios.CS8
-    cc = list(cc)
-    cc[termios.VMIN] = 1
-    cc[termios.VTIME] = 0
-    return [iflag, oflag, cflag, lflag, ispeed, ospeed, cc]
-
-
-def terminal_path(name: str, root: str = "/") -> str:
-    """`ttyS0` -> <root>/dev/ttyS0; a full path (`/dev/pts/3`) is taken as it is."""
-    if name.startswith("/"):
-        return name
-    return root.rstrip("/") + "/dev/" + name
-
-
 def waiting_line(reason: str, columns: int) -> str:
     """The one line shown while no console runs: printable characters only,
     cut to fit the terminal so rewriting it in place never wraps."""
@@ -110,9 +82,7 @@ class Terminal:
     """One open console terminal: its fd, the attributes to restore, and the
     output it has not taken yet."""
 
-    path: str
-    fd: int
-    saved_attrs: list[Any]
+    tty: Tty
     pending: bytearray = field(default_factory=bytearray)
     alive: bool = True
     stalled: bool = False
@@ -121,12 +91,17 @@ class Terminal:
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
     _writer_registered: bool = False
 
+    @property
+    def path(self) -> str:
+        return self.tty.path
+
+    @property
+    def fd(self) -> int:
+        return self.tty.fd
+
     def window_size(self) -> tuple[int, int]:
         """(rows, columns); (0, 0) when the terminal does not know (serial)."""
-        try:
-            return syscalls.get_window_size(self.fd)
-        except OSError:
-            return (0, 0)
+        return self.tty.size()
 
     def write(self, data: bytes) -> None:
         """Queue `data` and write what the terminal takes now; the rest goes
@@ -183,8 +158,7 @@ class Terminal:
 
     def restore(self) -> None:
         """Put back the attributes the terminal had before pid1 opened it."""
-        with contextlib.suppress(OSError, termios.error):
-            termios.tcsetattr(self.fd, termios.TCSANOW, self.saved_attrs)
+        self.tty.restore()
 
     def close(self) -> None:
         self.alive = False
@@ -194,28 +168,13 @@ class Terminal:
             loop.remove_reader(self.fd)
             loop.remove_writer(self.fd)
         self._writer_registered = False
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        self.tty.close()
 
 
 def open_terminal(path: str) -> Terminal:
-    """Open a console terminal for the bridge: O_NOCTTY (never pid1's
-    controlling terminal), non-blocking, close-on-exec, raw mode with ISIG
-    off. Raises OSError if it cannot be opened or is not a terminal."""
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not os.isatty(fd):
-            raise OSError(errno.ENOTTY, f"{path} is not a terminal")
-        try:
-            saved = termios.tcgetattr(fd)
-            termios.tcsetattr(fd, termios.TCSANOW, raw_mode(saved))
-        except termios.error as exc:
-            code, message = exc.args if len(exc.args) == 2 else (errno.EIO, str(exc))
-            raise OSError(code, f"{path}: {message}") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return Terminal(path=path, fd=fd, saved_attrs=saved)
+    """Open a console terminal for the bridge in raw mode (pid1.linux.terminal).
+    Raises OSError if it cannot be opened or is not a terminal."""
+    return Terminal(open_tty(path, TerminalMode.RAW))
 
 
 class ConsoleBridge:

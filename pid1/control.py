@@ -35,17 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.linux.fifo import CHUNK, MAX_LINE, READS_PER_WAKE, LineReader, ensure_fifo, open_fifo_reader, retire_fifo
 from pid1.log import Log
 
-MAX_LINE = 4096
-CHUNK = 4096
-READS_PER_WAKE = 16  # 64 KiB per loop iteration at most
 ERRORS_PER_WINDOW = 10
 ERROR_WINDOW = 5.0
 KNOWN_TARGETS = ("console", "dom0", "dockerd")
@@ -87,49 +84,6 @@ class RateLimited:
         if self._suppressed:
             getattr(self.log, self.level)(f"control: {self._suppressed} more {self.what} (messages rate-limited)")
             self._suppressed = 0
-
-
-@dataclass
-class LineReader:
-    """Splits a byte stream into lines of at most max_line bytes; longer
-    lines are dropped (reported once each) without being kept in memory."""
-
-    max_line: int = MAX_LINE
-    buffer: bytearray = field(default_factory=bytearray)
-    discarding: bool = False
-    dropped_bytes: int = 0
-
-    def end(self) -> tuple[list[bytes], int]:
-        """The writers closed: an unterminated line ends here (as feed())."""
-        return self.feed(b"\n") if self.buffer or self.discarding else ([], 0)
-
-    def feed(self, data: bytes) -> tuple[list[bytes], int]:
-        """The complete lines in `data` and how many over-long lines ended in it."""
-        lines: list[bytes] = []
-        overlong = 0
-        start = 0
-        while start < len(data):
-            newline = data.find(b"\n", start)
-            end = len(data) if newline < 0 else newline
-            piece = data[start:end]
-            if self.discarding:
-                self.dropped_bytes += len(piece)
-            elif len(self.buffer) + len(piece) > self.max_line:
-                self.discarding = True
-                self.dropped_bytes = len(self.buffer) + len(piece)
-                self.buffer.clear()
-            else:
-                self.buffer += piece
-            if newline < 0:
-                break
-            if self.discarding:
-                overlong += 1
-                self.discarding = False
-            else:
-                lines.append(bytes(self.buffer))
-                self.buffer.clear()
-            start = newline + 1
-        return lines, overlong
 
 
 @dataclass
@@ -287,60 +241,3 @@ class ControlChannel:
             raise
         except Exception as exc:
             self.log.error(f"control: restart {target} failed: {exc!r}")
-
-
-def ensure_fifo(path: str) -> None:
-    """A FIFO (mode 0600) at path: a stale file or socket there is replaced,
-    and so is the empty directory close() leaves (a directory with anything
-    in it is not pid1's: that is an error)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        os.rmdir(path)  # fails (ENOTEMPTY) on a directory pid1 did not leave
-        st = None
-    elif st is not None and not stat.S_ISFIFO(st.st_mode):
-        os.unlink(path)
-        st = None
-    if st is None:
-        os.mkfifo(path, 0o600)  # (the umask can only take bits away)
-    elif stat.S_IMODE(st.st_mode) != 0o600:
-        os.close(open_fifo_reader(path))  # its mode is set through an fd: a path can be swapped for a symlink
-
-
-def open_fifo_reader(path: str) -> int:
-    """The FIFO's read end (non-blocking, not following a symlink planted at
-    path), made root's with mode 0600 through the fd, not the path."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISFIFO(st.st_mode):
-            raise OSError(f"{path} is not a FIFO (replaced while it was made?)")
-        if st.st_uid != 0 and os.geteuid() == 0:
-            os.fchown(fd, 0, 0)
-        os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def retire_fifo(path: str) -> str | None:
-    """Replace the FIFO at path by an empty directory, where a writer's open
-    fails at once (EISDIR). Returns what went wrong, if anything."""
-    try:
-        if stat.S_ISFIFO(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        return f"cannot remove {path}: {exc.strerror or exc}"
-    try:
-        os.mkdir(path, 0o500)
-    except FileExistsError:
-        return f"{path} was made again (a late writer?) before the stop placeholder: left as it is"
-    except OSError as exc:
-        return f"cannot make the stop placeholder {path}: {exc.strerror or exc}"
-    return None

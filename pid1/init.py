@@ -13,8 +13,9 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from pid1 import emergency, rootfs, shutdown, syscalls
+from pid1 import emergency, rootfs, shutdown
 from pid1.config import Config, parse_cmdline, quoting_hints
+from pid1.linux import procfs, syscalls
 from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
@@ -95,7 +96,7 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
     if is_pid1 and root == "/":
         # before anything else: a root runc can pivot_root from, and /proc for the command line
         root_notes = rootfs.prepare()
-        cmdline = cmdline or rootfs.read_cmdline()
+        cmdline = cmdline or procfs.read_cmdline()
     mark_fds_close_on_exec()
     config, warnings = parse_cmdline(cmdline)
     store = StateStore(config.state_dir)

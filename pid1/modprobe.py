@@ -6,7 +6,7 @@ loaded already. Each ask starts a Python process, and importing pid1.kmod
 (argparse, re, dataclasses, socket) costs more than the interpreter itself
 under emulation (measured in the TCG guest: 1.1 s for the import, 0.4 s for
 `python3 -c pass`), on dockerd's critical path. So this module imports only
-`os` and `time` (and pid1.procfs, which needs only `os`): a plain request for
+`os` and `time` (and pid1.linux.procfs, which needs only `os`): a plain request for
 names the kernel has is answered here; anything else (aliases, missing
 modules, other options) goes to pid1.kmod, imported then. pid1.kmod does not
 import this module: the front depends on kmod, never the other way.
@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 
-from pid1.procfs import loaded_modules
+from pid1.linux.procfs import loaded_modules
 
 # Options that change nothing about which modules end up loaded.
 PLAIN_FLAGS = frozenset("qvab")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 
 # statfs(2) f_type of the filesystems an initramfs root can be
 RAMFS_MAGIC = 0x858458F6
@@ -79,27 +79,3 @@ def prepare() -> list[str]:
     except OSError as exc:
         notes.append(f"root: cannot mount /proc: {exc}")
     return notes
-
-
-def read_cmdline() -> str:
-    try:
-        with open("/proc/cmdline") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def root_is_initramfs_mount(mountinfo: str = "/proc/self/mountinfo") -> bool:
-    """True when the visible `/` is still the kernel's rootfs mount itself
-    (its own parent), i.e. pivot_root would fail and runc needs
-    DOCKER_RAMDISK; False once move_root() ran (its parent is hidden)."""
-    try:
-        with open(mountinfo) as f:
-            lines = [line.split() for line in f]
-    except OSError:
-        return False
-    for fields in reversed(lines):
-        if len(fields) > 7 and fields[4] == "/":
-            fstype = fields[fields.index("-") + 1]
-            return fstype in ("rootfs", "ramfs", "tmpfs") and fields[0] == fields[1]
-    return False

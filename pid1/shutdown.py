@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 from pid1.state import uptime
 from pid1.state_schema import Mode
 

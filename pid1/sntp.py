@@ -184,7 +184,7 @@ class Status:
 
 def adjust(offset: float) -> float | None:
     """Correct the clock by `offset`; the step taken, or None for a slew."""
-    from pid1 import syscalls
+    from pid1.linux import syscalls
 
     if abs(offset) > STEP_THRESHOLD:
         syscalls.set_realtime(time.time() + offset)

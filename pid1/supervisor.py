@@ -17,8 +17,9 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pid1 import shutdown, syscalls
+from pid1 import shutdown
 from pid1.config import Config
+from pid1.linux import syscalls
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext, StopHook
 from pid1.reaper import Reaper

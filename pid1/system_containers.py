@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pid1.container_spec import ROLE_LABEL, ContainerSpec
+from pid1.linux.procfs import missing_capabilities
 from pid1.state import uptime
 from pid1.state_schema import ContainerState, ContainerStatus
 
@@ -64,34 +65,6 @@ ATTACH_START_TIMEOUT = 30.0
 FIRST_RECONCILE_WAIT = 10.0
 NAME_TRIES = 5
 STOP_ORDER = ("console", "dom0")  # then every other role, in the order they were ensured
-
-
-# Capability numbers -> names (linux/capability.h), for the bounding-set check.
-CAPABILITIES = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
-    "CHECKPOINT_RESTORE",
-)  # fmt: skip
-
-
-def missing_capabilities(status: str = "/proc/self/status") -> list[str]:
-    """Capabilities the kernel knows but this process's bounding set lacks.
-
-    --privileged asks runc for every capability the kernel knows, and runc
-    fails ("unable to apply caps") when dockerd's bounding set lacks one; that
-    happens only in a restricted sandbox (a container or CI runner), never on
-    the VM, where PID 1 has them all."""
-    try:
-        with open(status) as f:
-            bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
-    except (OSError, StopIteration, ValueError):
-        return []
-    return [CAPABILITIES[n] if n < len(CAPABILITIES) else str(n) for n in range(last + 1) if not bounding >> n & 1]
 
 
 def privileged_host_config(missing: list[str]) -> dict[str, Any]:

@@ -3,7 +3,7 @@ coldplug walk), and ModaliasWatch, the modaliases of devices added later,
 read from the kernel's uevents.
 
 Owns: read_modalias, scan_modaliases, uevent_modalias, ModaliasWatch.
-May use: pid1.uevent (the one uevent socket); reads sysfs only.
+May use: pid1.linux.uevent (the one uevent socket); reads sysfs only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pid1.uevent import UeventSocket
+from pid1.linux.uevent import UeventSocket
 
 if TYPE_CHECKING:
     import socket

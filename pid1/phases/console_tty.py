@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 
-from pid1.console import ConsoleBridge, Terminal, open_terminal, terminal_path
+from pid1.console import ConsoleBridge, Terminal, open_terminal
+from pid1.linux.terminal import terminal_path
 from pid1.phases import Phase, PhaseContext
 from pid1.wiring import Wiring
 

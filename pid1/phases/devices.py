@@ -7,9 +7,9 @@ user's terminal works), tmpfs /dev/shm, mqueue, and the /dev/fd and
 
 from __future__ import annotations
 
+from pid1.linux.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from pid1.mounting import MountSpec, ensure_mounted, ensure_symlink
 from pid1.phases import Phase, PhaseContext
-from pid1.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID
 
 
 def device_mounts(root: str) -> list[MountSpec]:

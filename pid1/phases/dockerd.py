@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 from pid1.docker_seed import seed_data_root
 from pid1.layout import SYSTEM_PATH
+from pid1.linux.mountinfo import filesystem_type_of, mount_at, read_mountinfo, root_is_initramfs
+from pid1.linux.procfs import kernel_filesystems
 from pid1.log import _stderr_is_console
 from pid1.phases import Phase, PhaseContext
-from pid1.rootfs import root_is_initramfs_mount
 from pid1.state import uptime
 from pid1.state_schema import DaemonStatus, TcpState
 from pid1.threads import bounded
@@ -84,47 +85,11 @@ LOUD_WINDOW = 10.0
 
 
 # --- facts about the machine ------------------------------------------------------------------
-def root_filesystem_type(mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The filesystem type of the last mount on `/` (the one that is visible)."""
-    found = None
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 7 and fields[4] == "/":
-                    found = fields[fields.index("-") + 1]
-    except OSError:
-        return None
-    return found
-
-
-def filesystem_type_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The filesystem type of the mount that holds `path` (longest mount point prefix)."""
-    path = os.path.realpath(path)
-    best, found = -1, None
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                fields = line.split()
-                target = fields[4].replace("\\040", " ")
-                inside = path == target or path.startswith(target.rstrip("/") + "/")
-                if inside and len(target) >= best:
-                    best, found = len(target), fields[fields.index("-") + 1]
-    except OSError:
-        return None
-    return found
-
-
 def choose_storage_driver(docker_root: str, extra_args: list[str]) -> tuple[str | None, str]:
     """overlay2 unless it cannot work here; (None, why) when the user chose one."""
     if any(a.startswith(("--storage-driver", "-s")) for a in extra_args):
         return None, "set by pid1.dockerd_args"
-    try:
-        with open("/proc/filesystems") as f:
-            has_overlay = any(line.split()[-1] == "overlay" for line in f if line.strip())
-    except OSError:
-        has_overlay = False
-    if not has_overlay:
+    if "overlay" not in kernel_filesystems():
         return "vfs", "the kernel has no overlay filesystem (module not loaded?)"
     fstype = filesystem_type_of(docker_root)
     if fstype in ("overlay", "aufs"):
@@ -568,10 +533,12 @@ async def run_dockerd(ctx: PhaseContext) -> str:
     if daemon is None or not daemon.alive():  # not a retry that finds it still starting
         env = daemon_env()
         env.update(getattr(ctx.wiring.maybe(Wiring.userdata), "env", {}))  # proxies for pulls
-        root_fs = root_filesystem_type()
+        table = read_mountinfo()
+        root = mount_at("/", table)
+        root_fs = root.fstype if root else None
         # After rootfs.move_root() `/` is still a ramfs/tmpfs, but no longer
         # the rootfs mount itself, so runc can pivot_root: keep it that way.
-        if root_fs in RAM_FILESYSTEMS and root_is_initramfs_mount():
+        if root_fs in RAM_FILESYSTEMS and root_is_initramfs(table):
             env["DOCKER_RAMDISK"] = "true"  # runc cannot pivot_root out of a ramfs/tmpfs root
             notes.append(f"/ is {root_fs}: DOCKER_RAMDISK=true")
         driver, why = choose_storage_driver(config.docker_root, config.dockerd_args)

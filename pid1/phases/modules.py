@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import pid1
 from pid1 import kmod
 from pid1.layout import SYSTEM_PATH
+from pid1.linux import procfs
 from pid1.module_sets import ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
@@ -256,14 +257,6 @@ def point_kernel_at(sysctl: str, helper: str) -> bool:
     return True
 
 
-def read_text(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 async def load_bounded(
     ctx: PhaseContext, index: kmod.ModuleIndex, requests: Sequence[str | Sequence[str]], loaded: set[str], tally: Tally
 ) -> list[kmod.LoadResult]:
@@ -353,7 +346,7 @@ async def run(ctx: PhaseContext) -> str:
         ctx.log.info(f"modules: no modules.dep in {moddir}: nothing to load")
         return f"no modules for {release}: nothing to do"
     config = await asyncio.to_thread(kmod.read_config, ctx.root)
-    config.add_kernel_cmdline(read_text(ctx.path("proc/cmdline")))
+    config.add_kernel_cmdline(procfs.read_cmdline(ctx.path("proc/cmdline")))
     index = await asyncio.to_thread(kmod.ModuleIndex.load, moddir, config)
     ctx.wiring.module_index = index
     modprobe_note = await setup_modprobe(ctx)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
+from pid1.linux.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
-from pid1.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME
 
 BASIC = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME
 

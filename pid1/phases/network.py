@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.container_spec import ContainerSpec
-from pid1.control import ensure_fifo
+from pid1.linux.fifo import EventFifo, ensure_fifo
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 from pid1.state_schema import NetworkState, NetworkStatus
@@ -69,7 +69,6 @@ WORKER_GRACE = 15.0
 WORKER_STOP_TIMEOUT = 2.0
 LEASE_SERVICE = "network-lease"
 LEASE_MAX = 16384  # a lease is a few hundred bytes
-EVENT_LINE_MAX = 256  # the script writes one word per line; anything longer is dropped
 LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak")
 
 
@@ -244,47 +243,6 @@ class Worker:
                 return None
 
 
-class LeaseEvents:
-    """The FIFO the udhcpc script writes its events to, read on the loop
-    (also the ntp container's; `words`: the lines taken, the rest dropped).
-
-    Opened read-write and non-blocking: pid1 holding a write end means the
-    read end never sees end-of-file (no busy loop when a writer closes), and
-    the script's open never blocks while pid1 runs."""
-
-    def __init__(self, path: str, words: tuple[str, ...] = LEASE_EVENTS) -> None:
-        ensure_fifo(path)
-        self.words = words
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.pending = bytearray()
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-
-    def _readable(self) -> None:
-        for _ in range(16):  # bounded work per wake-up
-            try:
-                chunk = os.read(self.fd, 4096)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self.pending += chunk
-        *lines, rest = self.pending.split(b"\n")
-        self.pending = bytearray(rest if len(rest) <= EVENT_LINE_MAX else b"")
-        for line in lines:
-            word = line.decode(errors="replace").strip()
-            if word in self.words:
-                self.queue.put_nowait(word)
-
-    async def events(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.fd, self._readable)
-        try:
-            while True:
-                yield await self.queue.get()
-        finally:
-            loop.remove_reader(self.fd)
-
-
 def worker_args(mode: NetMode, deadline: float) -> list[str]:
     if mode.kind == "none":
         return ["--only-lo"]
@@ -353,13 +311,13 @@ class NetworkPhase:
         ensure_fifo(path)  # now: the dhcp container's script may write to it soon
 
         async def service() -> None:
-            fifo = LeaseEvents(path)
+            fifo = EventFifo(path, LEASE_EVENTS)
             try:
                 async with contextlib.aclosing(fifo.events()) as events:
                     async for word in events:
                         self.ctx.wiring.network_attempt.on_lease_event(word)
             finally:
-                os.close(fifo.fd)
+                fifo.close()
 
         self.ctx.start_service(LEASE_SERVICE, service)
 

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.container_spec import ContainerSpec
+from pid1.linux.fifo import EventFifo
 from pid1.phases import Phase, PhaseContext
-from pid1.phases.network import LeaseEvents, read_lease
+from pid1.phases.network import read_lease
 from pid1.state import uptime
 from pid1.state_schema import ClockStatus
 from pid1.untrusted import read_untrusted
@@ -268,7 +269,7 @@ def watch_status(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
     if clock.watch is not None:
         return
     watch = clock.watch = ClockWatch(ctx, os.path.join(status_dir, "status"), clock)
-    fifo = LeaseEvents(os.path.join(status_dir, "events"), EVENT_WORDS)  # now: the client may write soon
+    fifo = EventFifo(os.path.join(status_dir, "events"), EVENT_WORDS)  # now: the client may write soon
 
     async def service() -> None:
         try:
@@ -276,7 +277,7 @@ def watch_status(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
                 async for _word in events:
                     watch.update()
         finally:
-            os.close(fifo.fd)
+            fifo.close()
 
     ctx.start_service(SERVICE, service)
 

@@ -24,14 +24,13 @@ import time
 
 from pid1.blockdev import (
     LabelledDevice,
-    MountEntry,
     Scan,
     ScanHangs,
     UeventListener,
-    mount_at,
     read_superblock,
     scan_bounded,
 )
+from pid1.linux.mountinfo import MountEntry, mount_at, read_mountinfo
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
 from pid1.state_schema import StorageMode, StorageStatus
@@ -74,18 +73,9 @@ def record(
     ctx.store.changed()
 
 
-def read_mountinfo(ctx: PhaseContext) -> str:
-    for path in (ctx.path("proc/self/mountinfo"), "/proc/self/mountinfo"):
-        try:
-            with open(path) as f:
-                return f.read()
-        except OSError:
-            continue
-    return ""
-
-
 async def record_existing(ctx: PhaseContext, target: str) -> str:
-    entry = mount_at(os.path.realpath(target), read_mountinfo(ctx)) or MountEntry(target, "?", "?", 0, 0)
+    table = read_mountinfo(ctx.path("proc/self/mountinfo"), "/proc/self/mountinfo")
+    entry = mount_at(os.path.realpath(target), table) or MountEntry(target, "?", "?", 0, 0)
     label = None
     if entry.source.startswith("/"):
         try:

@@ -38,8 +38,9 @@ from pathlib import Path
 import pytest
 
 from devtools.pty import Terminal
-from pid1 import syscalls
-from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, raw_mode, waiting_line
+from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, waiting_line
+from pid1.linux import syscalls
+from pid1.linux.terminal import raw_mode
 
 REPO = Path(__file__).resolve().parents[2]
 

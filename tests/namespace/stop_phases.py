@@ -48,7 +48,7 @@ async def raising_hooks(ctx: PhaseContext) -> str:
 
 
 async def mount_tmpfs(ctx: PhaseContext) -> str:
-    from pid1 import syscalls
+    from pid1.linux import syscalls
 
     target = os.environ["PID1_TEST_MOUNT"]
     syscalls.mount("tmpfs", target, "tmpfs", 0, "size=1m")

@@ -233,18 +233,6 @@ def test_uevent_listener_hears_a_loop_device_attach(tmp_path: Path) -> None:
 # --- parsing ---------------------------------------------------------------------------
 
 
-def test_mountinfo_parsing_and_the_last_mount_wins() -> None:
-    text = (
-        "22 1 0:21 / /var/lib/docker rw,relatime shared:1 - tmpfs tmpfs rw\n"
-        "23 22 254:16 / /var/lib/docker rw,relatime - ext4 /dev/vdb rw\n"
-        "24 1 0:30 / /mnt/with\\040space rw - tmpfs none\\011tab rw\n"
-    )
-    entry = blockdev.mount_at("/var/lib/docker", text)
-    assert entry == blockdev.MountEntry("/var/lib/docker", "/dev/vdb", "ext4", 254, 16)
-    assert blockdev.mount_at("/mnt/with space", text).source == "none\ttab"
-    assert blockdev.mount_at("/nowhere", text) is None
-
-
 def test_uevent_classification() -> None:
     add = b"add@/devices/virtual/block/loop3\0ACTION=add\0DEVPATH=/devices/virtual/block/loop3\0SUBSYSTEM=block\0"
     assert blockdev.is_block_uevent(add)
