@@ -46,17 +46,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.kernel_tree import KernelTreeError, ensure_kernel_tree
+from image import cpio, elf
+from image.bundled_images import find_in_trees
+from pid1 import kmod, module_sets  # pid1's own module lists and resolver: the boot's, not a copy
+from pid1.layout import SYSTEM_PATH
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))  # pid1's own module lists and resolver: the boot's, not a copy
-
-import cpio  # noqa: E402
-import elf  # noqa: E402
-from bundled_images import find_in_trees  # noqa: E402
-
-from pid1 import kmod, module_sets  # noqa: E402
-from pid1.layout import SYSTEM_PATH  # noqa: E402
 
 CACHE = Path(os.environ.get("ONLY_DOCKER_CACHE", "/var/cache/only-docker"))
 DEBS = CACHE / "debs"
@@ -205,11 +202,11 @@ def unpack(deb: Path) -> Path:
 
 
 def kernel_tree() -> tuple[Path, str]:
-    """tests/kernel-tree.sh's unpacked linux-image (depmod run): (root, version)."""
-    out = run(
-        ["bash", "-c", f". {REPO}/tests/kernel-tree.sh && ensure_kernel_tree"], capture_output=True, text=True
-    ).stdout.strip()
-    root = Path(out.splitlines()[-1])
+    """devtools.kernel_tree's unpacked linux-image (depmod run): (root, version)."""
+    try:
+        root = ensure_kernel_tree()
+    except KernelTreeError as exc:
+        raise BuildError(str(exc)) from None
     versions = sorted(p.name for p in (root / "lib/modules").iterdir())
     if not versions:
         raise BuildError(f"no kernel version under {root}/lib/modules")
@@ -429,7 +426,7 @@ def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroo
 
 # --- the python part ---------------------------------------------------------------------------
 def build_python(part: Part, python_trees: list[Path], lib_trees: list[Path], base_stage: Path) -> dict:
-    import python_runtime
+    from image import python_runtime
 
     stage = part.begin()
     report = python_runtime.build(
@@ -490,9 +487,7 @@ INIT_SCRIPT = INIT_SCRIPT_TEMPLATE.replace("{path}", SYSTEM_PATH)
 
 
 def build_pid1(part: Part, python_stage: Path, dom0_trees: list[Path]) -> None:
-    import bundled_images
-    import docker_seed
-    import python_runtime
+    from image import bundled_images, docker_seed, python_runtime
 
     stage = part.begin()
     site = stage / python_runtime.SITE
@@ -617,7 +612,7 @@ def build_iso(dist: Path, initrd: Path, key: str) -> bool:
 
 # --- main ----------------------------------------------------------------------------------------
 def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
-    import python_runtime
+    from image import python_runtime
 
     began = time.monotonic()
     check_tools(want_iso, {compress, iso_compress} if want_iso else {compress})

@@ -1,6 +1,6 @@
 """Builds the bundled images as `docker save` tarballs, without a daemon.
 
-    python3 image/bundled_images.py [OUTPUT_DIR] [--busybox PATH] [--tree DIR ...]
+    python -m image.bundled_images [OUTPUT_DIR] [--busybox PATH] [--tree DIR ...]
 
 writes OUTPUT_DIR/busybox.tar and OUTPUT_DIR/dom0.tar; OUTPUT_DIR defaults to
 /var/cache/only-docker/images.
@@ -44,13 +44,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from image import elf
+from pid1.layout import SYSTEM_PATH
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import elf  # noqa: E402
-
-from pid1.layout import SYSTEM_PATH  # noqa: E402
 
 DEFAULT_OUTPUT = Path("/var/cache/only-docker/images")
 # Any fixed instant works; this one is the Debian 12 release day.

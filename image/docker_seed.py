@@ -1,6 +1,6 @@
 """Builds the docker seed: the bundled images already in dockerd's own store.
 
-    python3 image/docker_seed.py OUTPUT_DIR [--busybox PATH] [--tree DIR ...]
+    python -m image.docker_seed OUTPUT_DIR [--busybox PATH] [--tree DIR ...]
 
 writes OUTPUT_DIR as a fresh data root of dockerd 20.10 with the overlay2
 storage driver would look after `docker load` of image/bundled_images.py's
@@ -37,10 +37,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import bundled_images  # noqa: E402
+from image import bundled_images
 
 DRIVER = "overlay2"
 

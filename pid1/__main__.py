@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
             print(f"| `{key}` | `{default}` | {doc} |")
         return 0
     if args.command == "status":
-        from pid1.view import status_main
+        from pid1.view.cli import status_main
 
         return status_main(args.state, args.rows, args.cols, args.long)
     if args.command == "plot":

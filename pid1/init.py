@@ -20,6 +20,7 @@ from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
 from pid1.state import StateStore
+from pid1.state_schema import Mode, ReaperState
 from pid1.supervisor import STOP_SIGNALS, Supervisor
 from pid1.wiring import MountTable
 
@@ -70,11 +71,11 @@ class ReaperCounters:
 
     def publish(self) -> None:
         self.pending = False
-        self.store.state.reaper = {
-            "orphans_reaped": self.reaper.orphans_reaped,
-            "children_reaped": self.reaper.children_reaped,
-            "children_running": len(self.reaper.children),
-        }
+        self.store.state.reaper = ReaperState(
+            orphans_reaped=self.reaper.orphans_reaped,
+            children_reaped=self.reaper.children_reaped,
+            children_running=len(self.reaper.children),
+        )
         self.store.changed()
 
 
@@ -170,7 +171,7 @@ def run_emergency(
 
     reaper.on_signal = on_signal
     if pending is not None:
-        store.state.mode, store.state.emergency_reason = "emergency", reason
+        store.state.mode, store.state.emergency_reason = Mode.EMERGENCY, reason
         store.changed()
         log.error(f"{reason}; carrying out the {pending} already requested")
         stop.set()

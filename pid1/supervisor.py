@@ -28,7 +28,8 @@ from pid1.linux import syscalls
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext, StopHook
 from pid1.reaper import Reaper
-from pid1.state import PhaseState, StateStore, uptime
+from pid1.state import StateStore, uptime
+from pid1.state_schema import Mode, PhaseState, PhaseStatus
 from pid1.wiring import MountTable, RestartRegistry, Wiring
 
 RETRY_FIRST = 0.5
@@ -156,7 +157,7 @@ class Supervisor:
             self._phase_tasks[phase.name] = task
         await asyncio.gather(*self._phase_tasks.values(), return_exceptions=True)
         if not self.stop_requested.is_set():
-            state.mode = "running"
+            state.mode = Mode.RUNNING
             self.log.notice(f"boot done at {uptime():.2f} s")
             syscalls.release_free_memory()
 
@@ -169,7 +170,7 @@ class Supervisor:
             backoff = Backoff(self.retry_first, RETRY_CAP)
             while True:
                 record.attempts += 1
-                record.status = "running"
+                record.status = PhaseStatus.RUNNING
                 record.started = round(uptime(), 3)
                 record.ended = record.duration = None
                 self.store.changed()
@@ -182,12 +183,12 @@ class Supervisor:
                     record.ended = round(uptime(), 3)
                     record.duration = round(record.ended - record.started, 3)
                     if not phase.required:
-                        record.status = "failed"
+                        record.status = PhaseStatus.FAILED
                         self.log.warning(f"phase {phase.name} failed (optional, going on): {record.error}")
                         self.log.debug(traceback.format_exc())
                         return
                     delay = backoff.next()
-                    record.status = "retrying"
+                    record.status = PhaseStatus.RETRYING
                     self.store.changed()
                     self.log.error(
                         f"phase {phase.name} failed: {record.error}; retry {record.attempts} in {delay:.1f} s"
@@ -195,7 +196,7 @@ class Supervisor:
                     self.log.debug(traceback.format_exc())
                     await asyncio.sleep(delay)
                     continue
-                record.status = "done"
+                record.status = PhaseStatus.DONE
                 record.error = None
                 record.detail = str(detail) if detail is not None else None
                 record.ended = round(uptime(), 3)
@@ -206,8 +207,8 @@ class Supervisor:
                 )
                 return
         except asyncio.CancelledError:
-            if record.status not in ("done", "failed"):
-                record.status = "cancelled"
+            if record.status not in (PhaseStatus.DONE, PhaseStatus.FAILED):
+                record.status = PhaseStatus.CANCELLED
             raise
         finally:
             self._done[phase.name].set()
@@ -217,7 +218,7 @@ class Supervisor:
     async def run(self) -> str:
         """Boot, supervise until a stop is requested, stop in order.
         Returns the stop action: "poweroff", "reboot" or "halt"."""
-        self.store.state.mode = "booting"
+        self.store.state.mode = Mode.BOOTING
         boot = asyncio.get_running_loop().create_task(self.run_phases(), name="boot")
         await self.stop_requested.wait()
         await shutdown.stop(self.stop_plan(boot), self.log, self.store, self.reaper)

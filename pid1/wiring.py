@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.phases.userdata_volume import VolumeSource
+    from pid1.state_schema import StorageMode
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class Slot(Generic[T]):
 class StorageResult:
     """What the storage phase found and did."""
 
-    mode: str  # "disk" or "ram"
+    mode: StorageMode
     # The disk pid1 mounted, and where (None when it mounted a tmpfs, or
     # found the data root mounted already).
     device: LabelledDevice | None = None

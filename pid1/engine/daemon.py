@@ -101,8 +101,7 @@ class Daemon:
         return os.path.join(self.log_dir, f"{self.name}.log")
 
     def record(self, **changes: Any) -> None:
-        entry = self.store.state.dockerd.setdefault(self.name, {})
-        entry.update(changes)
+        self.store.state.dockerd.daemon(self.name).update(**changes)
         self.store.changed()
 
     def alive(self) -> bool:

@@ -187,7 +187,7 @@ class SystemContainers:
         filters = {"type": ["container"], "event": ["die"], "label": [ROLE_LABEL]}
         async with self.client.events(filters, since=time.time() - EVENTS_SINCE_MARGIN) as events:
             self.subscriptions += 1
-            self.store.state.dockerd["event_subscriptions"] = self.subscriptions
+            self.store.state.dockerd.event_subscriptions = self.subscriptions
             await self.reconcile()
             self.first_reconcile.set()
             while (event := await events.next()) is not None:
@@ -212,7 +212,7 @@ class SystemContainers:
     async def reconcile(self) -> None:
         """Make the world match the specs: one container per role, running."""
         self.reconciles += 1
-        self.store.state.dockerd["reconciles"] = self.reconciles
+        self.store.state.dockerd.reconciles = self.reconciles
         current = {}
         for listed in await self.client.list_containers(ROLE_LABEL):
             role = listed.labels.get(ROLE_LABEL, "")

@@ -38,6 +38,7 @@ from pid1.engine import dockerd_args
 from pid1.engine.daemon import Daemon, daemon_env, socket_answers
 from pid1.engine.stop import stop_engine as stop_the_engine
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import TcpState
 from pid1.threads import bounded
 from pid1.wiring import Wiring
 
@@ -105,7 +106,7 @@ def config_file(ctx: PhaseContext) -> str | None:
         return path
     error = f"dockerd refused {path}: {reason}; starting it without the user-data's settings"
     ctx.log.error(f"userdata: {error}")
-    ctx.state.userdata.setdefault("errors", []).append(error)
+    ctx.state.userdata.errors.append(error)
     applied.daemon_json = None
     ctx.store.changed()
     return None
@@ -120,12 +121,12 @@ def tcp_args(ctx: PhaseContext) -> list[str]:
     if error:
         ctx.log.error(f"dockerd: {error}")
         # "status": VT2's dockerd line shows it beside containerd's
-        ctx.state.dockerd["tcp"] = {"status": "off (no TLS certificates)", "address": config.docker_tcp,
-                                    "error": error}  # fmt: skip
+        ctx.state.dockerd.tcp = TcpState(status="off (no TLS certificates)", address=config.docker_tcp,
+                                         error=error)  # fmt: skip
     elif args:
         ctx.log.notice(f"dockerd: Docker's TCP API on {config.docker_tcp}, TLS with client certificates only")
-        ctx.state.dockerd["tcp"] = {"status": f"TLS on {config.docker_tcp}", "address": config.docker_tcp,
-                                    "tls": "verify"}  # fmt: skip
+        ctx.state.dockerd.tcp = TcpState(status=f"TLS on {config.docker_tcp}", address=config.docker_tcp,
+                                         tls="verify")  # fmt: skip
     return args
 
 

@@ -55,14 +55,14 @@ async def run(ctx: PhaseContext) -> str:
     done = [spec.target for spec in base_mounts(ctx.root) if ensure_mounted(spec, ctx.mounts)]
     cgroup_root = ctx.path("sys/fs/cgroup")
     if is_mountpoint(cgroup_root):
-        ctx.state.storage.setdefault("cgroups", "already mounted")
+        ctx.state.storage.cgroups = ctx.state.storage.cgroups or "already mounted"
     else:
         with open(ctx.path("proc/cgroups")) as f:
             table = f.read()
         for spec in cgroup_mounts(ctx.root, ctx.config.cgroups, table):
             if ensure_mounted(spec, ctx.mounts):
                 done.append(spec.target)
-        ctx.state.storage["cgroups"] = ctx.config.cgroups
+        ctx.state.storage.cgroups = ctx.config.cgroups
     os.makedirs(ctx.path("run/pid1"), exist_ok=True)
     return f"mounted {', '.join(done)}" if done else "already in place"
 

@@ -50,6 +50,7 @@ from pid1.container_spec import ContainerSpec
 from pid1.linux.fifo import EventFifo, ensure_fifo
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
+from pid1.state_schema import NetworkState, NetworkStatus
 from pid1.untrusted import read_untrusted
 from pid1.wiring import Wiring
 
@@ -269,13 +270,13 @@ class NetworkPhase:
     up: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
-    def network(self) -> dict[str, Any]:
+    def network(self) -> NetworkState:
         return self.ctx.state.network
 
     def publish(self, **values: Any) -> None:
-        self.network.update(values)
+        self.network.update(**values)
         if "status" in values:
-            (self.up.set if values["status"] == "up" else self.up.clear)()
+            (self.up.set if values["status"] == NetworkStatus.UP else self.up.clear)()
         self.ctx.store.changed()
 
     def start_dhcp(self, link: str) -> None:
@@ -290,7 +291,7 @@ class NetworkPhase:
         ensure_file(ctx.path("etc/resolv.conf"))
         os.makedirs(self.net_dir, exist_ok=True)
         self.watch_lease_events()
-        self.publish(link=link, status="waiting for a lease")
+        self.publish(link=link, status=NetworkStatus.WAITING)
         ctx.log.info(f"network: DHCP on {link} (udhcpc in the dhcp container)")
 
         def done(task: asyncio.Task) -> None:
@@ -331,8 +332,8 @@ class NetworkPhase:
             values.update(address=lease["ip"], gateway=lease.get("router") or None)
             if lease.get("prefixlen", "").isdigit():
                 values["prefixlen"] = int(lease["prefixlen"])
-            if network.get("status") == "up":
-                changed = network.get("address") != lease["ip"]
+            if network.status == NetworkStatus.UP:
+                changed = network.address != lease["ip"]
                 self.publish(**values)
                 if changed:
                     log.notice(f"network up {lease['ip']} (a new address)")
@@ -341,17 +342,17 @@ class NetworkPhase:
             elif self.finished:
                 # The phase went on offline, or the lease was lost: the script
                 # has applied this lease (address, route, DNS) before writing the event.
-                self.publish(status="up", lease_event=word, **values)
+                self.publish(status=NetworkStatus.UP, lease_event=word, **values)
                 self.ctx.state.milestones.setdefault("network up", round(uptime(), 3))
                 log.notice(f"network up {lease['ip']}")
             else:
                 self.publish(lease_event=word, **values)  # the phase decides "up" on the netlink event
         elif word == "deconfig":
-            if network.get("status") == "up":
-                log.warning(f"network: lease on {network.get('link')} lost (udhcpc deconfigured it)")
-                self.publish(status="waiting for a lease", address=None, gateway=None, lease_event=word)
-        elif network.get("lease_event") != word:
-            log.info(f"network: DHCP {word} on {network.get('link')}")  # once per streak, not every retry
+            if network.status == NetworkStatus.UP:
+                log.warning(f"network: lease on {network.link} lost (udhcpc deconfigured it)")
+                self.publish(status=NetworkStatus.WAITING, address=None, gateway=None, lease_event=word)
+        elif network.lease_event != word:
+            log.info(f"network: DHCP {word} on {network.link}")  # once per streak, not every retry
             self.publish(lease_event=word)
 
     def on_links(self, event: dict[str, Any]) -> None:
@@ -368,7 +369,7 @@ class NetworkPhase:
     def on_ready(self, event: dict[str, Any]) -> str:
         address = event["address"]
         values: dict[str, Any] = {
-            "status": "up",
+            "status": NetworkStatus.UP,
             "link": event["link"],
             "address": address,
             "prefixlen": event["prefixlen"],
@@ -385,7 +386,7 @@ class NetworkPhase:
         return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} via {event.get('gateway')}{lease}"
 
     def offline(self, why: str) -> str:
-        self.publish(status="offline", offline_reason=why, waited=round(uptime() - self.started, 3))
+        self.publish(status=NetworkStatus.OFFLINE, offline_reason=why, waited=round(uptime() - self.started, 3))
         later = " (the DHCP client keeps trying)" if self.dhcp_task is not None else ""
         self.ctx.log.warning(f"network: {why}; going on offline{later}")
         return f"offline: {why}"
@@ -412,7 +413,7 @@ class NetworkPhase:
     async def run(self) -> str:
         ctx, mode = self.ctx, self.mode
         self.started = uptime()
-        ctx.state.network = {"mode": mode.kind, "status": "configuring"}
+        ctx.state.network = NetworkState(mode=mode.kind, status=NetworkStatus.CONFIGURING)
         ctx.store.changed()
         if mode.kind == "static" and mode.dns:
             write_in_place(ctx.path("etc/resolv.conf"), resolv_conf_text(mode.dns))
@@ -434,11 +435,11 @@ class NetworkPhase:
         if result is not None:
             return result
         if mode.kind == "none":
-            self.publish(status="none")
+            self.publish(status=NetworkStatus.NONE)
             return "none: lo only"
         if mode.kind == "static" and not mode.gateway and status == 0:
             interface = ipaddress.IPv4Interface(mode.address or "")
-            self.publish(status="up", address=str(interface.ip), prefixlen=interface.network.prefixlen)
+            self.publish(status=NetworkStatus.UP, address=str(interface.ip), prefixlen=interface.network.prefixlen)
             ctx.log.milestone("network up", str(interface.ip))
             return f"static: {mode.address} (no gateway)"
         return self.offline(f"the netlink worker ended with status {status}")

@@ -23,6 +23,7 @@ import base64
 from typing import TYPE_CHECKING
 
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import RuncmdState
 from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ async def run(ctx: PhaseContext) -> str:
         failed += code != 0
     applied.host_state.write(f"runcmd/{applied.instance_key}.log", bytes(log))
     applied.host_state.write(mark, b"")
-    ctx.state.userdata["runcmd"] = {"instance": applied.instance_key, "ran": len(planned), "failed": failed}
+    ctx.state.userdata.runcmd = RuncmdState(instance=applied.instance_key, ran=len(planned), failed=failed)
     ctx.store.changed()
     return f"ran {len(planned)} for instance {applied.instance_key}, {failed} failed"
 

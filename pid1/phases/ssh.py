@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from pid1.host_state import HostState
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import SshState, SshStatus
 from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -157,14 +158,12 @@ def announce(ctx: PhaseContext, lines: list[str]) -> None:
 async def check(ctx: PhaseContext) -> str:
     """Look at dom0's SSH server as it is now; record and say it."""
     state = host_state(ctx)
-    record = ctx.state.ssh
     dom0 = ctx.state.containers.get("dom0")
     image = dom0.image if dom0 is not None else None
     listen = ctx.config.ssh_listen
-    record.clear()
-    record.update(listen=listen, image=image, keys=key_count(state), persistent=state.persistent)
-    if record["keys"] == 0:
-        record.update(status="off", reason=f"no SSH key: {HOW_TO_ADD}")
+    record = ctx.state.ssh = SshState(listen=listen, image=image, keys=key_count(state), persistent=state.persistent)
+    if record.keys == 0:
+        record.update(status=SshStatus.OFF, reason=f"no SSH key: {HOW_TO_ADD}")
         ctx.store.changed()
         ctx.log.notice(f"ssh: no SSH server: no key for root; {HOW_TO_ADD}")
         return "off: no key"
@@ -173,18 +172,20 @@ async def check(ctx: PhaseContext) -> str:
     answer = await wait_for_banner(address, port, ANSWER_WAIT if image == DOM0_SSH_IMAGE else OTHER_IMAGE_WAIT)
     if answer is None:
         if image == DOM0_SSH_IMAGE:
-            record.update(status="error", reason=f"dom0's SSH server did not answer on {listen} in {ANSWER_WAIT:.0f} s")
-            ctx.log.error(f"ssh: {record['reason']}")
+            record.update(status=SshStatus.ERROR,
+                          reason=f"dom0's SSH server did not answer on {listen} in {ANSWER_WAIT:.0f} s")  # fmt: skip
+            ctx.log.error(f"ssh: {record.reason}")
         else:
-            record.update(status="none", reason=f"no SSH in dom0: {image or 'its image'} has no SSH server on {listen}")
-            ctx.log.notice(f"ssh: {record['reason']} (the bundled {DOM0_SSH_IMAGE} has one)")
+            record.update(status=SshStatus.NONE,
+                          reason=f"no SSH in dom0: {image or 'its image'} has no SSH server on {listen}")  # fmt: skip
+            ctx.log.notice(f"ssh: {record.reason} (the bundled {DOM0_SSH_IMAGE} has one)")
         ctx.store.changed()
-        return record["reason"]
+        return record.reason
     ctx.log.milestone("ssh answers", f"{answer} on {listen}")
     keys, problems = read_host_keys(state)
     fingerprints = [key.fingerprint() for key in keys]
     origin = remember(state, fingerprints) if keys else "unknown"
-    record.update(status="running", banner=answer, host_keys=fingerprints, host_key_origin=origin,
+    record.update(status=SshStatus.RUNNING, banner=answer, host_keys=fingerprints, host_key_origin=origin,
                   answered_in=round(time.monotonic() - began, 3), problems=problems)  # fmt: skip
     ctx.store.changed()
     for problem in problems:

@@ -292,14 +292,14 @@ async def run(ctx: PhaseContext) -> str:
     found, problems = find_source(volume, host_state)
     for problem in problems:
         ctx.log.warning(f"userdata: {problem}")
-        record["warnings"].append(problem)
+        record.warnings.append(problem)
     tar_warnings: list[str] = []
     boot2docker_keys = keep_boot2docker_files(ctx, host_state, tar_warnings)
     if found is None:
         kept = keep_ssh_keys(host_state, boot2docker_keys, tar_warnings)
         for warning in tar_warnings:
             ctx.log.warning(f"userdata: {warning}")
-        record["warnings"] += tar_warnings
+        record.warnings += tar_warnings
         if boot2docker_keys or ctx.wiring.maybe(Wiring.boot2docker_files):
             record.update(source="boot2docker userdata.tar", applied=[f"{kept} ssh keys"])
             ctx.store.changed()
@@ -312,7 +312,7 @@ async def run(ctx: PhaseContext) -> str:
     data, found, parse_errors = parse_found(found, host_state)
     for error in parse_errors:
         ctx.log.error(f"userdata: {error}")
-        record["errors"].append(error)
+        record.errors.append(error)
     if data is None:
         ctx.store.changed()
         return f"error: {parse_errors[0]}"
@@ -321,11 +321,11 @@ async def run(ctx: PhaseContext) -> str:
     try:
         meta = parse_meta_data(found.metadata)
     except UserDataError as exc:
-        record["warnings"].append(f"meta-data: {exc}; no instance-id")
+        record.warnings.append(f"meta-data: {exc}; no instance-id")
         meta = MetaData()
     applied.data, applied.meta = data, meta
     applied.instance_key = instance_key(meta, found.userdata)
-    warnings, errors = list(data.warnings), list(record["errors"])
+    warnings, errors = list(data.warnings), list(record.errors)
     disk_keys = volume.disk_keys if volume is not None and found is volume.found else []
     done = [f"pid1.{name}" for name in (*disk_keys, *apply_keys(ctx, data, found.source, warnings))]
     if (daemon := apply_daemon_json(ctx, applied, host_state, errors)) is not None:
@@ -340,10 +340,10 @@ async def run(ctx: PhaseContext) -> str:
     keep_copy(host_state, found)
     for warning in warnings:
         ctx.log.warning(f"userdata: {warning}")
-    for error in errors[len(record["errors"]) :]:
+    for error in errors[len(record.errors) :]:
         ctx.log.error(f"userdata: {error}")
     record.update(source=found.source, instance_id=meta.instance_id, kind=data.kind.value, applied=done,
-                  warnings=record["warnings"] + warnings, errors=errors)  # fmt: skip
+                  warnings=record.warnings + warnings, errors=errors)  # fmt: skip
     ctx.store.changed()
     ctx.log.notice(f"userdata: from {found.source}" + (f", instance {meta.instance_id}" if meta.instance_id else "")
                    + f": {', '.join(done) or 'nothing to apply before dockerd'}")  # fmt: skip

@@ -65,7 +65,7 @@ async def run(ctx: PhaseContext) -> str:
     if not url.startswith("http://"):
         ctx.log.warning(f"userdata: pid1.userdata={url!r} is not an http:// URL: ignored")
         return "not an http URL"
-    source = (ctx.state.userdata.get("source") or "") if applied else ""
+    source = (ctx.state.userdata.source or "") if applied else ""
     if source.startswith(VOLUME_SOURCES):
         return f"a volume came first ({source}): {url} not fetched"
     up = ctx.wiring.maybe(Wiring.network_up)
@@ -81,7 +81,7 @@ async def run(ctx: PhaseContext) -> str:
         meta_raw = (await fetch(url + "meta-data")) if url.endswith("/") else b""
     except FetchError as exc:
         ctx.log.warning(f"userdata: {exc}; the boot goes on without it")
-        ctx.state.userdata.setdefault("warnings", []).append(str(exc))
+        ctx.state.userdata.warnings.append(str(exc))
         ctx.store.changed()
         return f"not fetched: {exc}"
     from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
@@ -92,7 +92,7 @@ async def run(ctx: PhaseContext) -> str:
     except UserDataError as exc:
         error = f"user-data from {url}: {exc}; none of it applies"
         ctx.log.error(f"userdata: {error}")
-        ctx.state.userdata.setdefault("errors", []).append(error)
+        ctx.state.userdata.errors.append(error)
         ctx.store.changed()
         return f"error: {exc}"
     return apply_late(ctx, applied, url, raw, meta_raw, data, meta)
@@ -126,7 +126,7 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
         ctx.log.warning(f"userdata: {warning}")
     ctx.state.userdata.update(source=f"url {url}", instance_id=meta.instance_id, kind=data.kind.value,
                               applied=done + (["runcmd"] if data.runcmd or data.script else []))  # fmt: skip
-    ctx.state.userdata.setdefault("warnings", []).extend(data.warnings)
+    ctx.state.userdata.warnings.extend(data.warnings)
     ctx.store.changed()
     ctx.log.notice(f"userdata: from url {url}: {', '.join(done) or 'kept for the next boot'}")
     return f"url {url}: {'changed' if changed else 'as kept'}, {len(data.warnings)} warnings"

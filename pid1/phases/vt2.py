@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pid1 import view
 from pid1.linux.terminal import TerminalMode, Tty, open_tty, terminal_path
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext
 from pid1.state import State, uptime, write_atomically
+from pid1.view.render import render, render_long
+from pid1.view.text import ASCII_GLYPHS
 
 MIN_INTERVAL = 0.25  # at most 4 frames a second
 DEFAULT_SIZE = (25, 80)  # what a VT is; also used when a terminal reports 0x0
@@ -40,7 +41,7 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 def frame(lines: list[str], first: bool) -> bytes:
     body = (CLEAR_EOL + "\r\n").join(lines) + CLEAR_EOL + CLEAR_BELOW
     prefix = (HIDE_CURSOR + CLEAR_ALL if first else "") + HOME
-    return (prefix + body).translate(view.ASCII_GLYPHS).encode("utf-8", errors="replace")
+    return (prefix + body).translate(ASCII_GLYPHS).encode("utf-8", errors="replace")
 
 
 def fingerprint(data: dict[str, Any]) -> str:
@@ -98,24 +99,24 @@ class LiveView:
             self._drawn = mark
             self._last = time.monotonic()
             now = uptime()
-            self.write_status(data, now)
+            self.write_status(state, now)
             if self.tty is not None:
-                self.write_terminal(self.tty, data, now)
+                self.write_terminal(self.tty, state, now)
         except Exception as exc:
             self.fail_once("render", f"view: cannot render the state: {exc!r}")
 
-    def write_status(self, data: dict, now: float) -> None:
-        text = "\n".join(view.render_long(data, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
+    def write_status(self, state: State, now: float) -> None:
+        text = "\n".join(render_long(state, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
         try:
             write_atomically(self.status_path, text)
             self.status_writes += 1
         except OSError as exc:
             self.fail_once("status", f"view: cannot write {self.status_path}: {exc}")
 
-    def write_terminal(self, tty: Tty, data: dict, now: float) -> None:
+    def write_terminal(self, tty: Tty, state: State, now: float) -> None:
         rows, cols = tty.size()
         rows, cols = (rows, cols) if rows and cols else DEFAULT_SIZE
-        payload = frame(view.render(data, rows, cols, now), first=self.frames == 0)
+        payload = frame(render(state, rows, cols, now), first=self.frames == 0)
         try:
             written = os.write(tty.fd, payload)
         except BlockingIOError:

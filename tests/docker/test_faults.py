@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 from conftest import System, run_key
-from harness import namespace_processes
 from test_system_containers import assert_one_each, booted, cpu_seconds, import_image
+
+from devtools.harness import namespace_processes
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 

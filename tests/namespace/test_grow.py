@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import GPT_TYPES, MIB, Pid1, make_disk_image, sfdisk, tmpfs_dev_wrapper, wait_for
 
+from devtools.harness import GPT_TYPES, MIB, Pid1, make_disk_image, sfdisk, tmpfs_dev_wrapper, wait_for
 from pid1.blockdev import read_ext_blocks
 from pid1.gpt import Verdict, plan_growth
 from pid1.linux import procfs

@@ -36,7 +36,7 @@ def kernel_moddir() -> Path | None:
 
 MODDIR = kernel_moddir()
 needs_tree = pytest.mark.skipif(
-    MODDIR is None, reason=f"no Debian kernel tree under {MODULES_ROOT} (tests/kernel-tree.sh makes it)"
+    MODDIR is None, reason=f"no Debian kernel tree under {MODULES_ROOT} (devtools/kernel_tree.py makes it)"
 )
 
 

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harness import GPT_TYPES, MIB, grow_word, make_disk_image, sfdisk
 
+from devtools.harness import GPT_TYPES, MIB, grow_word, make_disk_image, sfdisk
 from pid1.config import parse_cmdline
 from pid1.gpt import Plan, Verdict, plan_growth, read_table
 

@@ -19,7 +19,8 @@ import time
 
 import pytest
 from test_boot import STEP, shell_ready, wait_running
-from vm import REPO, VM, BootTimeout
+
+from devtools.vm import REPO, VM, BootTimeout
 
 pytestmark = pytest.mark.vm
 

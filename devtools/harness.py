@@ -1,13 +1,16 @@
 """Runs pid1 as PID 1 of a new PID + mount (+ UTS, IPC) namespace, and waits
 for conditions on it with bounded timeouts. Every failure message carries what
 was seen: pid1's log and its state.json.
+
+Also the small helpers the tests and benchmarks share: an HTTP server for a
+user-data seed, the processes of a namespace, an SSH client of its own.
+Uses the standard library and the host's tools (unshare, nsenter, ssh).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
 import json
 import os
 import signal
@@ -30,20 +33,6 @@ def tmpfs_dev_wrapper(root: Path, shell_first: str = "") -> list[str]:
     shell_first: shell commands run before (e.g. `umask 0;`)."""
     (root / "dev").mkdir(parents=True, exist_ok=True)
     return ["sh", "-c", shell_first + 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
-
-
-def load_image_module(name: str) -> Any:
-    """image/NAME.py as a module (image/ is scripts, not a package; its
-    modules import each other by name)."""
-    if str(REPO / "image") not in sys.path:
-        sys.path.insert(0, str(REPO / "image"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "image" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 @contextlib.contextmanager
