@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 if TYPE_CHECKING:
     from pid1.blockdev import LabelledDevice, Scan
-    from pid1.console import ConsoleBridge
+    from pid1.console.bridge import ConsoleBridge
     from pid1.kmod import ModuleIndex
     from pid1.phases import Phase
     from pid1.phases.dockerd import Daemon
