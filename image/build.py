@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,9 +283,13 @@ def library_dirs() -> list[str]:
     return [MULTIARCH, "lib/x86_64-linux-gnu", "usr/lib", "lib"]
 
 
-def copy_library_closure(stage: Path, trees: list[Path], elves: list[Path]) -> list[str]:
-    """Copy every shared library the ELF files need (from the unpacked
-    packages) into the stage's /usr/lib/x86_64-linux-gnu; returns the sonames."""
+def copy_library_closure(
+    stage: Path, trees: list[Path], elves: list[Path], provided: Callable[[str], bool] = lambda soname: False
+) -> list[str]:
+    """Copy every shared library the ELF files need, and those the copies
+    need, from the unpacked packages into the stage's /usr/lib/x86_64-linux-gnu;
+    a soname the stage has there, or that `provided` says is there already
+    (another part has it), is skipped. Returns the sonames copied."""
     wanted: list[str] = []
     queue = list(elves)
     seen: set[str] = set()
@@ -295,13 +299,9 @@ def copy_library_closure(stage: Path, trees: list[Path], elves: list[Path]) -> l
             if soname in seen:
                 continue
             seen.add(soname)
-            if (stage / MULTIARCH / soname).exists():
+            if (stage / MULTIARCH / soname).exists() or provided(soname):
                 continue
-            source = None
-            for directory in library_dirs():
-                source = find_in_trees(trees, f"{directory}/{soname}")
-                if source:
-                    break
+            source = next(filter(None, (find_in_trees(trees, f"{d}/{soname}") for d in library_dirs())), None)
             if source is None:
                 raise BuildError(f"{path.name} needs {soname}, which no package in the build provides (add it)")
             copy_file(source, stage / MULTIARCH / soname)
@@ -439,39 +439,16 @@ def build_python(part: Part, python_trees: list[Path], lib_trees: list[Path], ba
         pid1_source=REPO / "pid1",
         wheel_cache=CACHE / "wheels",
     )
+
     # libraries the interpreter and the extension modules need that base lacks
+    def provided(soname: str) -> bool:  # by base, or vendored by an extension (RPATH $ORIGIN)
+        return (base_stage / MULTIARCH / soname).exists() or any(True for _ in stage.rglob(soname))
+
     elves = [stage / "usr/bin/python3.11", *sorted(stage.rglob("*.so"))]
-    for soname in list_needed_missing(elves, stage, base_stage):
-        source = None
-        for directory in library_dirs():
-            source = find_in_trees(lib_trees + python_trees, f"{directory}/{soname}")
-            if source:
-                break
-        if source is None:
-            raise BuildError(f"python needs {soname}, which no package in the build provides (add it)")
-        copy_file(source, stage / MULTIARCH / soname)
+    copy_library_closure(stage, lib_trees + python_trees, elves, provided)
     part.finish()
     (BUILD / "python-modules.txt").write_text("\n".join(report["modules"]) + "\n")
     return report
-
-
-def list_needed_missing(elves: list[Path], stage: Path, base_stage: Path) -> list[str]:
-    missing: list[str] = []
-    seen: set[str] = set()
-    queue = list(elves)
-    while queue:
-        path = queue.pop()
-        for soname in elf.needed(path):
-            if soname in seen:
-                continue
-            seen.add(soname)
-            if (base_stage / MULTIARCH / soname).exists():
-                continue
-            # an extension's own vendored library (RPATH $ORIGIN)
-            if any(True for _ in stage.rglob(soname)):
-                continue
-            missing.append(soname)
-    return missing
 
 
 # --- the pid1 part -------------------------------------------------------------------------------

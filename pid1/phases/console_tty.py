@@ -58,6 +58,4 @@ async def run(ctx: PhaseContext) -> str:
     return "raw mode on " + ", ".join(described)
 
 
-PHASE = Phase(
-    name="console_tty", run=run, needs=("mounts",), required=False, fills=(Wiring.console_bridge,), doc=__doc__ or ""
-)
+PHASE = Phase(name="console_tty", run=run, needs=("mounts",), required=False, fills=(Wiring.console_bridge,))

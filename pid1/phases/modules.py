@@ -160,7 +160,6 @@ PHASES = [
         needs=("mounts",),
         required=False,
         fills=(Wiring.module_index, Wiring.disk_drivers_loaded_at),
-        doc=__doc__ or "",
     ),
     Phase(
         name="docker_modules",
@@ -168,6 +167,5 @@ PHASES = [
         needs=("modules",),
         required=False,
         uses=(Wiring.module_index,),
-        doc=__doc__ or "",
     ),
 ]

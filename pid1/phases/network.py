@@ -275,5 +275,4 @@ PHASE = Phase(
     needs=("images",),
     fills=(Wiring.network_attempt, Wiring.network_up),
     uses=(Wiring.system_containers,),
-    doc=__doc__ or "",
 )

@@ -311,5 +311,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.clock,),
     uses=(Wiring.system_containers, Wiring.userdata),
-    doc=__doc__ or "",
 )

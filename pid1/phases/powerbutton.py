@@ -140,4 +140,4 @@ async def run(ctx: PhaseContext) -> str:
     return "watching " + ", ".join(opened)
 
 
-PHASE = Phase(name="powerbutton", run=run, needs=("modules", "devices"), required=False, doc=__doc__ or "")
+PHASE = Phase(name="powerbutton", run=run, needs=("modules", "devices"), required=False)

@@ -223,4 +223,4 @@ async def run(ctx: PhaseContext) -> str:
 
 
 PHASE = Phase(name="ssh", run=run, needs=("dom0",), required=False,
-              uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge), doc=__doc__ or "")  # fmt: skip
+              uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge))  # fmt: skip
