@@ -23,12 +23,11 @@ turn), one per part, each rebuilt only when what went into it changed:
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 
 dist/initrd.img (for `qemu/run --kernel`) is a plain cpio and the ISO's is
-zstd-compressed, because the two loaders differ (measured under TCG, 2 vCPUs):
-qemu hands a -initrd file to the guest at no cost, and the kernel unpacks a
-plain cpio (~54 MB/s) faster than it decompresses zstd (~21 MB/s): /init
-starts ~10 s earlier plain. isolinux reads the ISO through the BIOS at ~9 MB/s,
-so there the 62 MB zstd initrd reaches the console prompt ~9 s sooner (wall
-clock) than the 249 MB plain one.
+zstd-compressed, because the two loaders differ: qemu hands a -initrd file to
+the guest at no cost, and the kernel unpacks a plain cpio faster than it
+decompresses zstd; isolinux reads the ISO through the BIOS slowly, so there
+the smaller zstd initrd reaches the console prompt sooner (the figures:
+docs/benchmarks.md, "The two initrd encodings").
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ LIBRARY_PACKAGES = [
 ]  # fmt: skip
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib"]
 # dom0's bundled image (image/bundled_images.py): dropbear and its libraries.
-# dropbear, not openssh-server: one 0.3 MB server with no privilege-separation
+# dropbear, not openssh-server: one small server with no privilege-separation
 # user, no PAM and no /run/sshd to prepare, that runs from a busybox image (docs/remote-access.md).
 DOM0_PACKAGES = ["dropbear-bin", "libc6", "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g"]
 
@@ -92,9 +91,10 @@ ENGINE_BINARIES = [
     "usr/bin/containerd-shim-runc-v2",
     "usr/sbin/runc",
     "usr/sbin/xtables-legacy-multi",
-    # kmod's modprobe, for the kernel's request_module and dockerd: it answers
-    # in milliseconds, pid1's Python one in 0.1-0.4 s under emulation (pid1's
-    # own phases load modules in-process, with pid1.kmod)
+    # kmod's modprobe, for the kernel's request_module and dockerd: a C
+    # program answers far sooner than pid1's Python one under emulation
+    # (docs/benchmarks.md, "Kernel modules"; pid1's own phases load modules
+    # in-process, with pid1.kmod)
     "usr/bin/kmod",
     # pid1.autoformat formats a blank disk ext4 (busybox's mke2fs makes only ext2)
     "usr/sbin/mke2fs",

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pid1.net.mode import NetMode
     from pid1.reaper import Reaper
 
-# The worker imports pyroute2 (seconds of CPU under emulation) while the
+# The worker imports pyroute2 (costly under emulation) while the
 # console container starts, which the user waits for: it yields the CPU.
 WORKER_NICE = 10
 # The worker's own deadline is the phase's; this is extra slack for its start
