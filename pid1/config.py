@@ -65,6 +65,13 @@ def listen_problem(value: str) -> str | None:
     return None
 
 
+def grow_word_problem(value: str) -> str | None:
+    """Why `value` is not a pid1.grow word: the CRC32 of the image's GPT entries, 8 lowercase hex digits."""
+    if len(value) != 8 or any(c not in "0123456789abcdef" for c in value):
+        return "expected the image's GPT entry CRC, 8 lowercase hex digits (e.g. 1a2b3c4d): DOCKER is not grown"
+    return None
+
+
 def _key(
     default: Any,
     doc: str,
@@ -106,6 +113,13 @@ class Config:
     )
     storage_wait: float = _key(
         0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded", minimum=0, maximum=300
+    )
+    grow: str = _key(
+        "",
+        "the disk image's GPT entry CRC (8 hex digits, set by the image build): while the table is the image's, "
+        "its DOCKER partition grows to fill the disk; empty: never",
+        check=grow_word_problem,
+        empty_ok=True,
     )
     io_timeout: float = _key(
         30.0,

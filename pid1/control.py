@@ -29,19 +29,22 @@ bounded time per loop iteration.
 At stop the FIFO is replaced by an empty directory: a late `echo poweroff >
 control` then fails at once (`Is a directory`) instead of blocking on a
 FIFO nobody reads or leaving a regular file nobody reads.
+
+Owns: the ControlChannel (commands, restarts, the stop requests). May use:
+pid1.linux.fifo (the FIFO and its line reader), pid1.rate_limit, pid1.log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.linux.fifo import CHUNK, MAX_LINE, READS_PER_WAKE, LineReader, ensure_fifo, open_fifo_reader, retire_fifo
 from pid1.log import Log
+from pid1.rate_limit import RateLimit
 
 ERRORS_PER_WINDOW = 10
 ERROR_WINDOW = 5.0
@@ -50,40 +53,19 @@ KNOWN_TARGETS = ("console", "dom0", "dockerd")
 RestartAction = Callable[[], Awaitable[Any]]
 
 
-@dataclass
-class RateLimited:
-    """At most `limit` log lines per `window` seconds; the number held back
-    is reported once the window ends (one timer, only while suppressing)."""
+def limited_log(log: Log, level: str, what: str) -> Callable[[str], None]:
+    """A writer of `level` log lines that passes at most ERRORS_PER_WINDOW per
+    ERROR_WINDOW seconds; the number held back is logged once the window ends."""
+    write = getattr(log, level)  # a Log method: "error", "info"
+    limit = RateLimit(
+        ERRORS_PER_WINDOW, ERROR_WINDOW, lambda count: write(f"control: {count} more {what} (messages rate-limited)")
+    )
 
-    log: Log
-    level: str  # a Log method: "error", "info"
-    what: str  # names the lines held back in the summary
-    limit: int = ERRORS_PER_WINDOW
-    window: float = ERROR_WINDOW
-    _window_start: float = 0.0
-    _count: int = 0
-    _suppressed: int = 0
-    _report_scheduled: bool = False
+    def limited(message: str) -> None:
+        if limit.allow():
+            write(message)
 
-    def write(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= self.window:
-            self._window_start, self._count = now, 0
-        if self._count < self.limit:
-            self._count += 1
-            getattr(self.log, self.level)(message)
-            return
-        self._suppressed += 1
-        if not self._report_scheduled:
-            self._report_scheduled = True
-            delay = self._window_start + self.window - now
-            asyncio.get_running_loop().call_later(max(delay, 0.0), self.report)
-
-    def report(self) -> None:
-        self._report_scheduled = False
-        if self._suppressed:
-            getattr(self.log, self.level)(f"control: {self._suppressed} more {self.what} (messages rate-limited)")
-            self._suppressed = 0
+    return limited
 
 
 @dataclass
@@ -101,16 +83,16 @@ class ControlChannel:
     commands: int = 0
     rejected: int = 0
     stop_requested: str | None = None
-    _errors: RateLimited | None = None
-    _repeats: RateLimited | None = None
+    _errors: Callable[[str], None] | None = None
+    _repeats: Callable[[str], None] | None = None
     _restarting: dict[str, asyncio.Task] = field(default_factory=dict)
 
     def open(self) -> None:
         """Make the FIFO (replacing a stale file or pid1's stop placeholder) and start reading it."""
         ensure_fifo(self.path)
         self.read_fd = open_fifo_reader(self.path)
-        self._errors = RateLimited(self.log, "error", "bad control lines ignored")
-        self._repeats = RateLimited(self.log, "info", "repeated control commands ignored")
+        self._errors = limited_log(self.log, "error", "bad control lines ignored")
+        self._repeats = limited_log(self.log, "info", "repeated control commands ignored")
         asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
 
     def close(self) -> None:
@@ -184,13 +166,13 @@ class ControlChannel:
     def reject(self, message: str) -> None:
         self.rejected += 1
         assert self._errors is not None
-        self._errors.write(message)
+        self._errors(message)
 
     def repeat(self, message: str) -> None:
         """A command that is already being carried out: a flood of them must
         not flood the log either."""
         assert self._repeats is not None
-        self._repeats.write(message)
+        self._repeats(message)
 
     def handle(self, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").strip()

@@ -4,6 +4,9 @@ The state is a tree of dataclasses serialised atomically (write + rename) to
 `<state_dir>/state.json`. Writes are coalesced to one per loop iteration, and
 listeners (the VT2 view, the status file) are told after each write. The
 supervisor owns the only instance; phases change it through their context.
+
+Owns: the State tree, the StateStore and the atomic write. May use: the
+standard library and pid1.engine.status (the container status enum).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pid1.engine.status import ContainerStatus
 
 LOG_RING_SIZE = 300  # lines
 LOG_RING_BYTES = 64 * 1024  # of messages (UTF-8): 300 lines of 1 KiB would be 300 KiB per state write
@@ -95,7 +100,7 @@ class ContainerState:
     image_id: str | None = None
     image_reason: str | None = None
     container_id: str | None = None
-    status: str = "pending"  # pending, starting, running, exited, backoff, stopped
+    status: ContainerStatus = ContainerStatus.PENDING  # its keeper's state machine (pid1/engine/keeper.py)
     up_since: float | None = None
     restarts: int = 0
     failures_in_row: int = 0

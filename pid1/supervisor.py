@@ -7,6 +7,10 @@ are retried with capped backoff (the error is in the state meanwhile);
 optional ones are logged and their dependents go on. Services (long-running
 watchers a phase starts, e.g. "keep dockerd alive") are restarted with backoff
 if they raise, and cancelled at stop.
+
+Owns: Supervisor (the DAG run, services, signals, the stop plan). May use:
+pid1.backoff, pid1.config, pid1.log, pid1.phases, pid1.reaper, pid1.shutdown,
+pid1.state, pid1.wiring, pid1.linux.syscalls.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pid1 import shutdown
+from pid1.backoff import Backoff
 from pid1.config import Config
 from pid1.linux import syscalls
 from pid1.log import Log
@@ -41,22 +46,6 @@ STOP_SIGNALS = {
     signal.SIGUSR1: "halt",  # busybox `halt`
 }
 DUMP_SIGNAL = signal.SIGHUP  # logs a one-line state summary
-
-
-@dataclass
-class Backoff:
-    """Doubling delay, capped; `reset()` after a stable run."""
-
-    first: float = RETRY_FIRST
-    cap: float = RETRY_CAP
-    current: float = 0.0
-
-    def next(self) -> float:
-        self.current = self.first if self.current == 0 else min(self.current * 2, self.cap)
-        return self.current
-
-    def reset(self) -> None:
-        self.current = 0.0
 
 
 @dataclass
@@ -137,7 +126,7 @@ class Supervisor:
         self._service_tasks[name] = asyncio.get_running_loop().create_task(self._keep_service(name, factory))
 
     async def _keep_service(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        backoff = Backoff()
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while True:
             started = uptime()
             try:
@@ -177,7 +166,7 @@ class Supervisor:
             for need in phase.needs:
                 if need in self._done:
                     await self._done[need].wait()
-            backoff = Backoff(first=self.retry_first)
+            backoff = Backoff(self.retry_first, RETRY_CAP)
             while True:
                 record.attempts += 1
                 record.status = "running"

@@ -35,8 +35,7 @@ from pid1.console.terminal import OUTPUT_HIGH_WATER, OUTPUT_STALL_SECONDS, Termi
 from pid1.cursor import CursorTracker
 
 if TYPE_CHECKING:
-    from aiodocker.containers import DockerContainer
-
+    from pid1.engine.client import Container
     from pid1.log import Log
 
 # A serial console reports 0x0: the container's TTY gets this size then.
@@ -188,7 +187,7 @@ class ConsoleBridge:
         text = "".join(f"\r\n[pid1] {''.join(ch if ch.isprintable() else '?' for ch in line)}" for line in lines)
         self._write_all((text + "\r\n").encode(errors="replace"))
 
-    async def attach(self, container: DockerContainer, *, start: bool = False) -> None:
+    async def attach(self, container: Container, *, start: bool = False) -> None:
         """Bridge the terminals to `container`'s TTY until the container ends.
 
         With start=True the stream is opened before the container starts, so
@@ -196,7 +195,7 @@ class ConsoleBridge:
         as the container runs. A stream that ends while the container still
         runs (a detach sequence, a dockerd hiccup) is opened again. Returns
         when the container is gone or stopped, or dockerd went away; raises
-        (DockerError, aiohttp's errors) only if the first attach, or the start
+        (EngineError, aiohttp's errors) only if the first attach, or the start
         asked for, fails.
         """
         quiet_reattaches = 0
@@ -228,9 +227,7 @@ class ConsoleBridge:
         self.terminals.clear()
 
     # --- one attach stream ------------------------------------------------------------
-    async def _session(
-        self, container: DockerContainer, queue: asyncio.Queue[bytes], *, start: bool, first: bool
-    ) -> bool:
+    async def _session(self, container: Container, queue: asyncio.Queue[bytes], *, start: bool, first: bool) -> bool:
         """One attach stream, pumped both ways until it ends. Returns whether
         any output came through."""
         stream = container.attach(stdin=True, stdout=True, stderr=True, logs=False, detach_keys=DETACH_KEYS)
@@ -291,7 +288,7 @@ class ConsoleBridge:
                 self.log.debug(f"console input stopped: {exc!r}")
                 return
 
-    async def _resize(self, container: DockerContainer) -> None:
+    async def _resize(self, container: Container) -> None:
         rows, columns = self.window_size()
         self.cursor.resize(rows, columns)
         try:
@@ -299,7 +296,7 @@ class ConsoleBridge:
         except Exception as exc:  # it may have exited already; the stream tells
             self.log.warning(f"console {container.id[:12]}: cannot set its TTY to {rows}x{columns}: {exc}")
 
-    async def _still_running(self, container: DockerContainer) -> bool:
+    async def _still_running(self, container: Container) -> bool:
         """Whether the container runs on after its stream ended. The stream
         ends a moment before dockerd marks the container exited, so ask with
         a wait that returns when it stops (an inspect here would race)."""

@@ -1,7 +1,8 @@
 """The platform layer: what pid1 asks of Linux, one implementation each.
 
 - `syscalls`: every ctypes call and raw syscall (mount, reboot, signalfd,
-  posix_spawn, finit_module, the clock, window-size ioctls);
+  posix_spawn, finit_module, the clock, window-size ioctls, the partition
+  and ext4 resize ioctls);
 - `mountinfo`: the one parser of /proc/self/mountinfo;
 - `uevent`: the one socket of the kernel's device events;
 - `terminal`: a terminal opened in raw or view mode, its size, its restore;

@@ -240,3 +240,41 @@ def adjtime(offset: float) -> None:
     delta = _Timeval(whole, round((offset - whole) * 1e6))
     _libc.adjtime.argtypes = [ctypes.POINTER(_Timeval), ctypes.c_void_p]
     _check(_libc.adjtime(ctypes.byref(delta), None), "adjtime")
+
+
+# --- growing a partition and its filesystem ------------------------------------
+BLKPG = 0x1269  # _IO(0x12, 105)
+BLKPG_RESIZE_PARTITION = 3
+EXT4_IOC_RESIZE_FS = 0x40086610  # _IOW('f', 16, __u64)
+
+
+class _BlkpgPartition(ctypes.Structure):
+    _fields_ = [
+        ("start", ctypes.c_longlong),  # bytes
+        ("length", ctypes.c_longlong),
+        ("pno", ctypes.c_int),
+        ("devname", ctypes.c_char * 64),
+        ("volname", ctypes.c_char * 64),
+    ]
+
+
+class _BlkpgIoctlArg(ctypes.Structure):
+    _fields_ = [("op", ctypes.c_int), ("flags", ctypes.c_int), ("datalen", ctypes.c_int), ("data", ctypes.c_void_p)]
+
+
+def resize_partition(disk_fd: int, number: int, start: int, length: int) -> None:
+    """BLKPG_RESIZE_PARTITION: tell the kernel partition `number` of the disk
+    open on disk_fd now spans `length` bytes from `start` (which must be
+    where it starts). Works while the partition is mounted, unlike
+    BLKRRPART, which refuses a disk in use. Needs CAP_SYS_ADMIN."""
+    part = _BlkpgPartition(start=start, length=length, pno=number)
+    arg = _BlkpgIoctlArg(op=BLKPG_RESIZE_PARTITION, datalen=ctypes.sizeof(part), data=ctypes.addressof(part))
+    _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+    _check(_libc.ioctl(disk_fd, BLKPG, ctypes.byref(arg)), f"BLKPG_RESIZE_PARTITION {number}")
+
+
+def resize_ext4(fd: int, blocks: int) -> None:
+    """EXT4_IOC_RESIZE_FS: grow the mounted ext4 filesystem that fd (any file
+    or directory on it) belongs to, to `blocks` blocks, online (what
+    resize2fs does for a mounted filesystem). Needs CAP_SYS_RESOURCE."""
+    fcntl.ioctl(fd, EXT4_IOC_RESIZE_FS, struct.pack("Q", blocks))

@@ -11,8 +11,8 @@ within pid1.io_timeout (a device that hangs: the boot goes on without it).
 A docker root that is a mount point already is left as it is and only
 recorded. Nothing is ever formatted here.
 
-Fills `Wiring.storage` (a StorageResult: the mode, and the callbacks to call
-when the mounted disk goes away) and uses `Wiring.block_scan`,
+Fills `Wiring.storage` (a StorageResult: the mode, the disk mounted and
+where, and the callbacks to call when the mounted disk goes away) and uses `Wiring.block_scan`,
 `Wiring.formatted_disks` and `Wiring.disk_drivers_loaded_at`.
 """
 
@@ -231,6 +231,7 @@ async def place_data_root(ctx: PhaseContext, result: StorageResult) -> str:
         ctx.log.error(f"storage: {error}")
         return mount_ram(ctx, target, f"the disk labelled {label} failed to mount: {reason}", error=error)
     record(ctx, "disk", device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
+    result.device, result.target = disk, target
     ctx.log.notice(f"storage: {disk.path} ({disk.fstype}, label {label}) mounted on {target}")
     ctx.start_service("storage watch", lambda: watch_disk(ctx, disk, target, result))
     return f"{disk.path} ({disk.fstype}) on {target}"

@@ -143,7 +143,7 @@ def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState
         host_state.remove("daemon.json")  # pid1 wrote it for an earlier user-data: not wanted now
         return None
     from pid1.daemon_json import check_daemon_json  # only with a docker section
-    from pid1.phases.dockerd import TLS_FLAGS
+    from pid1.engine.dockerd_args import TLS_FLAGS
 
     flags = ctx.config.dockerd_args + (list(TLS_FLAGS) if ctx.config.docker_tcp else [])
     checked = check_daemon_json(data.docker, flags)

@@ -194,8 +194,12 @@ def start_system(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Sy
         return system
 
     yield start
+    bugs = []
     for system in started:
         if system.run is not None:
             system.run.stop()  # SIGKILL to the namespace's PID 1 ends every process in it
+            # a system container's keeper moved against its state machine (pid1/engine/keeper.py)
+            bugs += [line for line in system.run.log().splitlines() if "unexpected status change" in line]
     for workdir in {system.workdir for system in started}:
         shutil.rmtree(workdir, ignore_errors=True)
+    assert not bugs, "\n".join(bugs)

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sntp_server import reply
 
 from pid1 import sntp
+from pid1.engine.dockerd_args import docker_tcp_args
 from pid1.phases import ntp
-from pid1.phases.dockerd import docker_tcp_args
 from pid1.untrusted import read_untrusted
 from pid1.userdata import parse_userdata
 from pid1.view import clock_line

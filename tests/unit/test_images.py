@@ -139,7 +139,7 @@ def test_a_malformed_manifest_or_config_is_a_value_error_saying_why(
 
 
 def test_a_failure_in_the_progress_stream_is_raised() -> None:
-    from pid1.phases.images import progress_messages, raise_progress_error
+    from pid1.engine.client import progress_messages, raise_progress_error
 
     fine = b'{"status":"sha256:abc"}\n\n'
     raise_progress_error(progress_messages(fine))
