@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.net.mode import net_mode_problem
+
 PREFIX = "pid1."
 KERNEL_SPACE = " \t\n\v\f\r"  # C isspace(), as the kernel splits
 HOSTNAME_MAX = 64  # bytes, the kernel's limit for sethostname(2)
@@ -148,7 +150,7 @@ class Config:
         "after the console's first start: quiet (only errors and the stop reach the terminals) or all",
         ("quiet", "all"),
     )
-    net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
+    net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]", check=net_mode_problem)
     net_timeout: float = _key(
         15.0, "seconds the network phase waits for a lease before going on offline", minimum=0, maximum=600
     )
@@ -281,10 +283,6 @@ def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple
             warnings.append(f"kernel command line key {PREFIX}{key} has no value: keeping {getattr(config, name)!r}")
             continue
         _apply(config, fields[name], raw, KERNEL, warnings)
-    if config.net != "dhcp" and config.net != "none" and not config.net.startswith("static:"):
-        warnings.append(f"bad value for {PREFIX}net: {config.net!r}; keeping default 'dhcp'")
-        config.net = "dhcp"
-        config.origins.pop("net", None)
     return config, warnings
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pid1.console import ConsoleBridge
+    from pid1.console.bridge import ConsoleBridge
 
 ROLE_LABEL = "pid1.role"
 

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.linux.fds import close_watched
 from pid1.linux.fifo import CHUNK, MAX_LINE, READS_PER_WAKE, LineReader, ensure_fifo, open_fifo_reader, retire_fifo
 from pid1.log import Log
 from pid1.rate_limit import RateLimit
@@ -97,15 +98,10 @@ class ControlChannel:
 
     def close(self) -> None:
         """Stop reading and put the stop placeholder in the FIFO's place."""
-        if self.read_fd >= 0:
-            try:
-                asyncio.get_running_loop().remove_reader(self.read_fd)
-            except RuntimeError:
-                pass
         for task in self._restarting.values():
             task.cancel()  # a restart still running must not outlive the stop's hooks
         if self.read_fd >= 0:
-            os.close(self.read_fd)
+            close_watched(self.read_fd)
         self.read_fd = -1
         problem = retire_fifo(self.path)
         if problem:

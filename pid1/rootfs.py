@@ -9,7 +9,8 @@ container's root escape with a chroot of its own).
 
 Done in-process rather than by exec'ing python again in the new root: the
 interpreter and the modules it has loaded are the same files either way, and a
-second interpreter start costs ~0.1-0.2 s of guest time under emulation. It
+second interpreter start costs guest time under emulation (docs/benchmarks.md,
+"Start-up costs inside pid1"). It
 must run before anything is mounted (a non-recursive bind would hide later
 mounts) and before any file pid1 keeps open matters (there are none yet).
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 if TYPE_CHECKING:
     from pid1.blockdev import LabelledDevice, Scan
-    from pid1.console import ConsoleBridge
+    from pid1.console.bridge import ConsoleBridge
     from pid1.engine.client import DockerClient
     from pid1.engine.daemon import Daemon
     from pid1.engine.system_containers import SystemContainers

@@ -19,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from pid1.linux.fds import close_watched
 from pid1.log import Log, stderr_is_console
 from pid1.rate_limit import RateLimit
 from pid1.state import uptime
@@ -109,11 +110,7 @@ class DaemonLog:
     def close(self) -> None:
         """Stop reading the pipe and close it and the log file."""
         if self.fd >= 0:
-            try:
-                asyncio.get_running_loop().remove_reader(self.fd)
-            except RuntimeError:
-                pass
-            os.close(self.fd)
+            close_watched(self.fd)
             self.fd = -1
         if self._partial:
             self._line(self._partial.decode(errors="replace"))

@@ -9,6 +9,8 @@ module:
 - `coldplug`: the devices' modaliases, from sysfs and from uevents;
 - `load`: decompression and finit_module (through pid1.linux.syscalls), LoadResult;
 - `cli`: `python -m pid1 modprobe`, for the kernel and dockerd.
+- `batch`: many requests loaded at once, with a tally (the modules phase's);
+- `helper`: pid1's modprobe installed for the kernel and dockerd.
 
 The fast front the kernel runs (pid1.modprobe) stays outside this package: it
 answers most requests without importing it, and imports `cli` otherwise.

@@ -73,7 +73,7 @@ class ModaliasWatch:
     """The kernel's uevents, read for the modaliases of devices added while
     modules load (a driver adds devices: virtio_pci the virtio devices, an
     ATA driver the SCSI devices behind it), so that finding their drivers
-    needs no second walk of /sys (slow under emulation: ~0.5 s a walk).
+    needs no second walk of /sys (slow under emulation: docs/benchmarks.md).
     `take()` returns None when events may have been lost (the queue
     overflowed): walk /sys again then."""
 

@@ -8,6 +8,7 @@
 - `terminal`: a terminal opened in raw or view mode, its size, its restore;
 - `fifo`: FIFOs pid1 reads (made safely, retired at the stop) and the
   bounded line splitter their readers share;
+- `fds`: closing an fd the event loop reads;
 - `procfs`: /proc readers (the command line, capabilities, loaded modules).
 
 May use: the standard library only; nothing here imports the rest of pid1.

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 # The soname directly: ctypes.util.find_library() runs ldconfig/gcc in
-# subprocesses, which cost 0.6 s of a boot in the guest.
+# subprocesses, a cost a boot notices (docs/benchmarks.md, "Start-up costs").
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # mount(2) flags
@@ -220,7 +220,7 @@ def spawn(program: str, argv: list[str], env: dict[str, str], actions: list[File
 
 def release_free_memory() -> None:
     """malloc_trim(0): hand the heap's free pages back to the kernel. Boot-time
-    imports and JSON churn leave ~1 MiB free but resident in PID 1 otherwise."""
+    imports and JSON churn leave free pages resident in PID 1 otherwise."""
     _libc.malloc_trim(0)
 
 

@@ -58,7 +58,6 @@ class Phase:
     # required: failures are retried with backoff until it succeeds (the boot
     # waits for it); optional: a failure is logged and dependents go on.
     required: bool = True
-    doc: str = ""
     # The wiring slots this phase fills, and those it reads (each filled by a
     # phase among its needs: select_phases checks it).
     fills: tuple[Slot[Any], ...] = ()

@@ -39,4 +39,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"made {', '.join(done)}" if done else "already in place"
 
 
-PHASE = Phase(name="devices", run=run, needs=(), doc=__doc__ or "")
+PHASE = Phase(name="devices", run=run, needs=())

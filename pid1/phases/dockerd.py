@@ -221,13 +221,12 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 
 PHASES = [
-    Phase(name="containerd", run=run_containerd, needs=("mounts",), fills=(Wiring.containerd,), doc=__doc__ or ""),
+    Phase(name="containerd", run=run_containerd, needs=("mounts",), fills=(Wiring.containerd,)),
     Phase(
         name="dockerd",
         run=run_dockerd,
         needs=("containerd", "storage", "modules", "userdata"),
         fills=(Wiring.docker, Wiring.dockerd, Wiring.system_containers),
         uses=(Wiring.containerd, Wiring.userdata),
-        doc=__doc__ or "",
     ),
 ]

@@ -142,4 +142,4 @@ async def run(ctx: PhaseContext) -> str:
     return outcome.detail
 
 
-PHASE = Phase(name="grow", run=run, needs=("storage",), uses=(Wiring.storage,), required=False, doc=__doc__ or "")
+PHASE = Phase(name="grow", run=run, needs=("storage",), uses=(Wiring.storage,), required=False)

@@ -60,4 +60,4 @@ def rename(ctx: PhaseContext, old: str, new: str) -> None:
                 f.write(text)
 
 
-PHASE = Phase(name="hostname", run=run, needs=("mounts",), doc=__doc__ or "")
+PHASE = Phase(name="hostname", run=run, needs=("mounts",))

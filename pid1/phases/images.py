@@ -236,4 +236,4 @@ async def run(ctx: PhaseContext) -> str:
     return "; ".join(p for p in parts if p) or f"no tarballs in {directory}"
 
 
-PHASE = Phase(name="images", run=run, needs=("dockerd",), uses=(Wiring.docker,), doc=__doc__ or "")
+PHASE = Phase(name="images", run=run, needs=("dockerd",), uses=(Wiring.docker,))

@@ -67,4 +67,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"mounted {', '.join(done)}" if done else "already in place"
 
 
-PHASE = Phase(name="mounts", run=run, needs=("devices",), doc=__doc__ or "")
+PHASE = Phase(name="mounts", run=run, needs=("devices",))

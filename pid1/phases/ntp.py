@@ -40,8 +40,8 @@ from typing import Any
 
 from pid1.container_spec import ContainerSpec
 from pid1.linux.fifo import EventFifo
+from pid1.net.dhcp import read_lease
 from pid1.phases import Phase, PhaseContext
-from pid1.phases.network import read_lease
 from pid1.state import uptime
 from pid1.state_schema import ClockStatus
 from pid1.untrusted import read_untrusted
@@ -312,5 +312,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.clock,),
     uses=(Wiring.system_containers, Wiring.userdata),
-    doc=__doc__ or "",
 )

@@ -109,5 +109,4 @@ PHASE = Phase(
     needs=("userdata", "userdata_url", "dom0", "ntp"),
     required=False,
     uses=(Wiring.userdata, Wiring.docker, Wiring.system_containers, Wiring.clock),
-    doc=__doc__ or "",
 )

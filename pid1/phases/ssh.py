@@ -41,7 +41,7 @@ DOM0_SSH_IMAGE = "pid1-dom0:latest"  # image/bundled_images.py's DOM0_TAG
 IN_DOM0 = "/var/lib/only-docker/ssh"  # image/dom0-start's $SSH
 HOST_KEY_PUBS = ("dropbear_ed25519_host_key.pub",)
 SEEN = "ssh-host-keys"  # in the host state, not under ssh/: dom0 cannot change what pid1 remembers
-ANSWER_WAIT = 30.0  # dom0 makes its host key first (~1 s under emulation), then dropbear listens
+ANSWER_WAIT = 30.0  # dom0 makes its host key first (docs/benchmarks.md), then dropbear listens
 OTHER_IMAGE_WAIT = 10.0  # a dom0 image of the user's own: its server (if any) gets this long
 RETRY = 0.2  # the port refuses until dropbear listens: one try every RETRY, up to ANSWER_WAIT
 PUB_LIMIT = 16 * 1024
@@ -224,4 +224,4 @@ async def run(ctx: PhaseContext) -> str:
 
 
 PHASE = Phase(name="ssh", run=run, needs=("dom0",), required=False,
-              uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge), doc=__doc__ or "")  # fmt: skip
+              uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge))  # fmt: skip

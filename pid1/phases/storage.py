@@ -247,5 +247,4 @@ PHASE = Phase(
     needs=("mounts", "modules", "disks", "autoformat"),
     fills=(Wiring.storage,),
     uses=(Wiring.block_scan, Wiring.formatted_disks, Wiring.disk_drivers_loaded_at),
-    doc=__doc__ or "",
 )

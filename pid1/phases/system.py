@@ -137,12 +137,11 @@ async def run_console(ctx: PhaseContext) -> str:
 
 USES = (Wiring.system_containers, Wiring.storage, Wiring.userdata)
 PHASES = [
-    Phase(name="dom0", run=run_dom0, needs=("images", "console"), uses=USES, doc=__doc__ or ""),
+    Phase(name="dom0", run=run_dom0, needs=("images", "console"), uses=USES),
     Phase(
         name="console",
         run=run_console,
         needs=("images", "console_tty"),
         uses=(*USES, Wiring.console_bridge),
-        doc=__doc__ or "",
     ),
 ]

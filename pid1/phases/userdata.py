@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,12 @@ class Applied:
     binds: list[str] = field(default_factory=list)  # write_files' files, "host:container"
     instance_key: str | None = None  # the instance-id, else a digest of the user-data
     tls_dir: str | None = None  # ca.pem, cert.pem, key.pem for pid1.docker_tcp, in the host state
+
+    def take(self, data: UserData, meta: MetaData, raw: bytes) -> None:
+        """The user-data this boot applies (`raw`: its bytes, which key the
+        instance when the meta-data names none)."""
+        self.data, self.meta = data, meta
+        self.instance_key = instance_key(meta, raw)
 
 
 def is_volume(source: str) -> bool:
@@ -269,12 +275,28 @@ def _stopper(ctx: PhaseContext, writer) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-def keep_copy(host_state: HostState, found: Found) -> None:
-    if found.source == "kept copy":
-        return
-    host_state.write("user-data", found.userdata)
-    host_state.write("meta-data", found.metadata)
-    host_state.write("source", found.source.encode() + b"\n")
+def keep_copy(host_state: HostState, userdata: bytes, metadata: bytes, source: str) -> None:
+    """Keep the user-data in the host state: the next boot falls back on it."""
+    host_state.write("user-data", userdata)
+    host_state.write("meta-data", metadata)
+    host_state.write("source", source.encode() + b"\n")
+
+
+def record_outcome(
+    ctx: PhaseContext, source: str, data: UserData, meta: MetaData, done: list[str], warnings: list[str],
+    errors: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """What a user-data did, in the log (each warning and error) and in
+    state.userdata (added to what is there already)."""
+    for warning in warnings:
+        ctx.log.warning(f"userdata: {warning}")
+    for error in errors:
+        ctx.log.error(f"userdata: {error}")
+    record = ctx.state.userdata
+    record.update(source=source, instance_id=meta.instance_id, kind=data.kind.value, applied=done)
+    record.warnings.extend(warnings)
+    record.errors.extend(errors)
+    ctx.store.changed()
 
 
 async def run(ctx: PhaseContext) -> str:
@@ -323,8 +345,7 @@ async def run(ctx: PhaseContext) -> str:
     except UserDataError as exc:
         record.warnings.append(f"meta-data: {exc}; no instance-id")
         meta = MetaData()
-    applied.data, applied.meta = data, meta
-    applied.instance_key = instance_key(meta, found.userdata)
+    applied.take(data, meta, found.userdata)
     warnings, errors = list(data.warnings), list(record.errors)
     disk_keys = volume.disk_keys if volume is not None and found is volume.found else []
     done = [f"pid1.{name}" for name in (*disk_keys, *apply_keys(ctx, data, found.source, warnings))]
@@ -337,14 +358,9 @@ async def run(ctx: PhaseContext) -> str:
     warnings += tar_warnings
     if kept := keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys, warnings):
         done.append(f"{kept} ssh key{'s' if kept > 1 else ''} kept")
-    keep_copy(host_state, found)
-    for warning in warnings:
-        ctx.log.warning(f"userdata: {warning}")
-    for error in errors[len(record.errors) :]:
-        ctx.log.error(f"userdata: {error}")
-    record.update(source=found.source, instance_id=meta.instance_id, kind=data.kind.value, applied=done,
-                  warnings=record.warnings + warnings, errors=errors)  # fmt: skip
-    ctx.store.changed()
+    if found.source != "kept copy":
+        keep_copy(host_state, found.userdata, found.metadata, found.source)
+    record_outcome(ctx, found.source, data, meta, done, warnings, errors[len(record.errors) :])
     ctx.log.notice(f"userdata: from {found.source}" + (f", instance {meta.instance_id}" if meta.instance_id else "")
                    + f": {', '.join(done) or 'nothing to apply before dockerd'}")  # fmt: skip
     return f"{found.source}: {len(done)} applied, {len(warnings)} warnings, {len(errors)} errors"
@@ -357,5 +373,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.userdata,),
     uses=(Wiring.storage, Wiring.volume_userdata, Wiring.boot2docker_files),
-    doc=__doc__ or "",
 )

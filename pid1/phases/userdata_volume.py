@@ -150,5 +150,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.volume_userdata,),
     uses=(Wiring.block_scan,),
-    doc=__doc__ or "",
 )

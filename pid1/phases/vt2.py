@@ -183,4 +183,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"{why}; status in {live.status_path}"
 
 
-PHASE = Phase(name="vt2", run=run, needs=("mounts",), required=False, doc=__doc__ or "")
+PHASE = Phase(name="vt2", run=run, needs=("mounts",), required=False)

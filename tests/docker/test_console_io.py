@@ -1,4 +1,4 @@
-"""The console on the VM's console: pid1's real console bridge (pid1/console.py,
+"""The console on the VM's console: pid1's real console bridge (pid1/console/,
 opened by the console_tty phase) between a pty that stands in for the VM's
 terminal and a busybox `sh` container with a TTY on a real dockerd.
 
@@ -37,12 +37,12 @@ from pathlib import Path
 
 import pytest
 
+from devtools.harness import REPO
 from devtools.pty import Terminal
-from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, waiting_line
+from pid1.console.bridge import WAITING_PREFIX, ConsoleBridge, waiting_line
+from pid1.console.terminal import open_terminal
 from pid1.linux import syscalls
 from pid1.linux.terminal import raw_mode
-
-REPO = Path(__file__).resolve().parents[2]
 
 PROMPT = "ctest# "
 IMAGE = "busybox:latest"
@@ -529,7 +529,7 @@ def test_bridge_starts_the_container_sizes_it_and_survives_a_vanishing_terminal(
 
         # The bridge's own detach sequence, typed: dockerd ends the stream while
         # the container runs; the bridge attaches again and the shell answers.
-        from pid1.console import DETACH_KEYS
+        from pid1.console.bridge import DETACH_KEYS
 
         codes = {"@": 0, "^": 0x1E, "_": 0x1F}
         for key in DETACH_KEYS.split(","):
@@ -821,7 +821,7 @@ os.setsid()
 if sys.argv[1] == "plain":
     fd = os.open({path!r}, os.O_RDWR)
 else:
-    from pid1.console import open_terminal
+    from pid1.console.terminal import open_terminal
     term = open_terminal({path!r})
 with open("/proc/self/stat") as f:
     print(int(f.read().rsplit(")", 1)[1].split()[4]))

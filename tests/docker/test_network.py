@@ -2,10 +2,10 @@
 namespaces the test makes, busybox `udhcpd` on the server side, and pid1 as
 PID 1 on the client side (`nsenter --net=/run/netns/CLIENT unshare ...`) with its own
 containerd + dockerd, the bundled pid1-dhcp image and the dhcp system
-container running busybox `udhcpc` with pid1/udhcpc.script bound in.
+container running busybox `udhcpc` with pid1/net/udhcpc.script bound in.
 
 Also, without docker: the udhcpc script itself against udhcpd, and the
-netlink worker (`python -m pid1.netlink`) in a namespace.
+netlink worker (`python -m pid1.net.netlink`) in a namespace.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from devtools.netns import LEASE_SECONDS, NetPair, sh
 
 pytestmark = [pytest.mark.namespace]
 
-SCRIPT = REPO / "pid1" / "udhcpc.script"
+SCRIPT = REPO / "pid1" / "net" / "udhcpc.script"
 _names = itertools.count()
 
 
@@ -53,7 +53,7 @@ def netpair(tmp_path: Path) -> Iterator[NetPair]:
 
 def worker(pair: NetPair, *args: str, timeout: float = 30) -> list[dict]:
     done = subprocess.run(
-        ["ip", "netns", "exec", pair.client, sys.executable, "-m", "pid1.netlink", *args],
+        ["ip", "netns", "exec", pair.client, sys.executable, "-m", "pid1.net.netlink", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     return [json.loads(line) for line in done.stdout.splitlines()] + [{"status": done.returncode, "err": done.stderr}]
