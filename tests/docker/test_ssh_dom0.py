@@ -85,6 +85,9 @@ def test_ssh_and_docker_over_ssh_into_dom0(start_system, tmp_path: Path) -> None
     reported = [line.split()[1] for line in record["host_keys"]]
     assert client.host_key_fingerprints() == reported, (client.host_key_fingerprints(), record)
     assert record["host_key_origin"] == "new"
+    status = system.run.state_dir / "status"  # what VT2 shows: the fingerprint whole within its 80 columns
+    shown = f"         256 {reported[0]} (ED25519)"
+    wait_for("the fingerprint on VT2", lambda: status.exists() and shown in status.read_text(), 10, system.describe)
 
     ran = client.docker("run", "--rm", "busybox:latest", "echo", "ok")
     assert (ran.returncode, ran.stdout) == (0, "ok\n"), (ran.stderr, system.describe())

@@ -67,6 +67,8 @@ def test_the_fingerprint_is_on_the_serial_console_and_ssh_docker_ps_lists_the_sy
     assert client.host_key_fingerprints() == [found.group(2).split()[1]], (client.host_key_fingerprints(), found)
     record = state(client)["ssh"]
     assert record["status"] == "running" and record["keys"] == 1, record
+    status = client.ssh("cat", "/run/pid1/status").stdout  # what VT2 shows, the fingerprint whole
+    assert "host key new this boot" in status and f" 256 {found.group(2).split()[1]} (ED25519)" in status, status
 
 
 def test_the_malformed_key_line_is_skipped_with_a_warning(machine) -> None:
