@@ -10,7 +10,9 @@ which serves this machine's time plus an offset (10 minutes, or a right
   container asks it, the milestone comes, and runcmd, waiting for it
   (pid1.runcmd_wait_clock), runs after it;
 - a lease without option 42: the fallback pool.ntp.org, which resolves to
-  nothing in these namespaces: unsynced, and runcmd runs after its bound.
+  nothing in these namespaces: unsynced, and runcmd runs after its bound;
+- a lease with option 42 that comes after the network phase went on offline:
+  the ntp container is restarted with its server.
 
 The clock is not namespaced: a container with CAP_SYS_TIME here would set
 the host's clock. So these run pid1.ntp=query (the client measures, never
@@ -82,23 +84,24 @@ def sntp_server(netpair: NetPair) -> Iterator[Callable[[], subprocess.Popen]]:  
 
 @pytest.fixture
 def start_clocked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Pid1]]:
-    """start_clocked(pair, phases, extra, dhcp, user_data) -> pid1 in
-    pair.client with a static address (or DHCP from pair's udhcpd), the real
-    network and ntp phases, pid1.ntp=query, and user_data as the kept copy."""
+    """start_clocked(pair, phases, extra, dhcp, user_data, net_timeout) -> pid1
+    in pair.client with a static address (or DHCP from pair's udhcpd), the
+    real network and ntp phases, pid1.ntp=query, and user_data as the kept copy."""
     why = docker_available()
     if why:
         pytest.skip(why)
     runs: list[Pid1] = []
 
     def start(pair: NetPair, phases: str = "ntp,vt2", extra: str = "", dhcp: bool = False,
-              user_data: str | None = None) -> Pid1:  # fmt: skip
+              user_data: str | None = None, net_timeout: float = 30) -> Pid1:  # fmt: skip
         workdir = Path(subprocess.check_output(["mktemp", "-d", "/var/tmp/p1t-XXXXXX"], text=True).strip())
         root = workdir / "root"
         (root / "etc").mkdir(parents=True)
         if user_data is not None:  # where pid1 looks: the host state under --root (ctx.path)
             put_user_data(root / str(workdir).lstrip("/"), user_data)
         (root / "etc" / "resolv.conf").write_text("# no DNS in this test\n")
-        net = "pid1.net=dhcp pid1.net_timeout=30" if dhcp else f"pid1.net=static:{pair.subnet}.7/24,{pair.server_ip}"
+        static = f"pid1.net=static:{pair.subnet}.7/24,{pair.server_ip}"
+        net = f"pid1.net=dhcp pid1.net_timeout={net_timeout:g}" if dhcp else static
         extra = f"{net} pid1.ntp=query pid1.view_tty=none {extra}"
         cmdline = engine_cmdline(phases, workdir, bundled_images_dir, extra)
         run = pid1_ns(
@@ -239,3 +242,32 @@ def test_no_server_reachable_says_unsynced_and_the_boot_goes_on(
     # The view is rendered again after each change: wait for the one after the round
     wait_for("'not synced' in the status file",
              lambda: status.exists() and "clock:   not synced" in status.read_text(), 10, run.describe)  # fmt: skip
+
+
+def test_a_lease_after_the_network_phase_went_offline_still_gives_its_ntp_servers(
+    netpair: NetPair,  # noqa: F811
+    sntp_server,
+    start_clocked,
+    host_clock: HostClock,
+) -> None:
+    """No DHCP server within pid1.net_timeout: the network phase goes on
+    offline and the ntp container starts with pool.ntp.org. The lease that
+    comes later names the test's server (option 42): ntp restarts with it."""
+    ip = netpair.server_ip
+    sntp_server(RIGHT_OFFSET)
+    run = start_clocked(netpair, dhcp=True, net_timeout=2)
+    state = run.wait_phase("ntp", timeout=120)
+    seen = f"{run.describe()}\n{netpair.describe()}"
+    assert state["network"]["status"] == "offline", seen
+    assert state["clock"]["servers"] == ["pool.ntp.org"] and state["clock"]["source"] == "default", seen
+    first = inspect(run, "ntp")["Id"]
+    netpair.start_udhcpd(options=(f"ntpsrv {ip}",))
+    state = run.wait_state("synced to the lease's server",
+                           lambda s: s["clock"].get("status") == "synced" and s["clock"].get("server") == ip and s,
+                           90)  # fmt: skip
+    clock = state["clock"]
+    seen = f"{run.describe()}\n--- clock ---\n{json.dumps(clock, indent=1)}\n{netpair.describe()}"
+    assert clock["servers"] == [ip] and clock["source"] == "DHCP option 42", seen
+    assert abs(clock["offset"] - RIGHT_OFFSET) < 0.1 and "clock synced" in state["milestones"], seen
+    run.wait_log(f"ntp: the lease came after the ntp phase: {ip} (DHCP option 42); restarting ntp", timeout=5)
+    assert inspect(run, "ntp")["Id"] != first, seen
