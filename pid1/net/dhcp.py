@@ -6,8 +6,9 @@ bind-mount it: a bind pins the inode, a rename would break it).
 Owns: dhcp_spec, the link it runs on when sysfs tells it at once
 (sysfs_dhcp_link), read_lease (bounded: the container is not trusted),
 lease_values, resolv.conf text and writes.
-May use: pid1.container_spec, pid1.untrusted; the phase's context only for
-its config and root.
+May use: pid1.container_spec, pid1.untrusted, pid1.net.netlink (which links
+are the machine's; it imports pyroute2 only inside the worker's functions);
+the phase's context only for its config and root.
 """
 
 from __future__ import annotations
