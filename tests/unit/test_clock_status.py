@@ -119,29 +119,12 @@ def test_servers_by_precedence() -> None:
 
 @pytest.mark.parametrize("mode", ["on", "query"])
 def test_the_ntp_container_gets_only_cap_sys_time_and_none_when_it_only_measures(mode: str) -> None:
+    from devtools.phase_context import phase_context
     from pid1.config import Config
-    from pid1.phases import PhaseContext
-    from pid1.wiring import MountTable, RestartRegistry, Wiring
-
-    def unused(*args: object) -> None:
-        raise AssertionError(f"ntp_spec called what it does not use: {args!r}")
 
     config = Config()
     config.ntp = mode
-    ctx = PhaseContext(
-        config=config,
-        log=None,  # type: ignore[arg-type]  # ntp_spec reads only the config and the root
-        store=None,  # type: ignore[arg-type]
-        reaper=None,  # type: ignore[arg-type]
-        wiring=Wiring().view(ntp.PHASE),
-        mounts=MountTable(),
-        restart_actions=RestartRegistry(),
-        start_service=unused,
-        add_stop_hook=unused,
-        add_before_stop=unused,
-        request_stop=unused,
-        root="/tmp/r",
-    )
+    ctx = phase_context(ntp.PHASE, config=config, root="/tmp/r")  # ntp_spec reads only the config and the root
     spec = ntp.ntp_spec(ctx, ["10.0.2.2", "pool.example"], "/run/pid1/ntp")
     assert spec.role == "ntp" and spec.net_host and not spec.pid_host and not spec.privileged
     assert spec.cap_add == (("SYS_TIME",) if mode == "on" else ())

@@ -188,29 +188,11 @@ def test_worker_args() -> None:
 
 
 def test_dhcp_spec_runs_udhcpc_in_the_foreground_unprivileged_on_the_host_network() -> None:
-    from pid1.config import Config
+    from devtools.phase_context import phase_context
     from pid1.net.dhcp import dhcp_spec
-    from pid1.phases import PhaseContext
     from pid1.phases.network import PHASE
-    from pid1.wiring import MountTable, RestartRegistry, Wiring
 
-    def unused(*args: object) -> None:
-        raise AssertionError(f"dhcp_spec called what it does not use: {args!r}")
-
-    ctx = PhaseContext(
-        config=Config(),
-        log=None,  # type: ignore[arg-type]  # dhcp_spec reads only the config and the root
-        store=None,  # type: ignore[arg-type]
-        reaper=None,  # type: ignore[arg-type]
-        wiring=Wiring().view(PHASE),
-        mounts=MountTable(),
-        restart_actions=RestartRegistry(),
-        start_service=unused,
-        add_stop_hook=unused,
-        add_before_stop=unused,
-        request_stop=unused,
-        root="/tmp/r",
-    )
+    ctx = phase_context(PHASE, root="/tmp/r")  # dhcp_spec reads only the config and the root
     spec = dhcp_spec(ctx, "eth0", "/run/pid1/network")
     assert isinstance(spec, ContainerSpec) and spec.role == "dhcp"
     assert spec.cmd[:4] == ("udhcpc", "-f", "-i", "eth0")
