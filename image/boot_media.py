@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import gpt
+from image import gpt
 
 MIB = 1 << 20
 SECTOR = 512

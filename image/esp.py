@@ -32,10 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import boot_media
-import gpt
+from image import boot_media, gpt
 
 RELEASES = "/only-docker"
 LINUX_LINE = re.compile(r"^linux (/only-docker/([^/\s]+))/vmlinuz\b", re.MULTILINE)

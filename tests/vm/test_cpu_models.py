@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 from test_boot import STEP, shell_ready
-from vm import VM
+
+from devtools.vm import VM
 
 pytestmark = pytest.mark.vm
 
