@@ -22,11 +22,14 @@ Then (`--ssh-runs N`, default 1; `--no-ssh` skips it, `--ssh-only` runs only
 this) N boots per mode whose user-data gives root a key, with qemu/run
 --ssh-port: beside "console started" (the prompt on the serial line), "SSH
 answers" is the first byte of dom0's SSH banner through the forward, both
-timed from the host from qemu's start (goal: SSH within 1.2x the console).
-On the last of them: dom0's image size and memory (`docker stats`), and
-`docker version` p50 over 20 runs three ways: `docker -H ssh://` from the
-host, typed at the console (the serial round trip included), and in the
-guest itself (`time` in the console: a local call).
+timed from the host from qemu's start (goal: SSH within 1.2x the console),
+and the guest's own times of the milestones around them (dom0 running, `ssh
+answers`, the DHCP lease). On the last of them: dom0's image size, and its
+memory idle, read at the console (`docker stats`, and each of dom0's
+processes' VmRSS); then `docker version` p50 over 20 rounds of three, taken
+in turn: `docker -H ssh://` from the host, typed at the console (the serial
+round trip included), and in the guest itself (busybox `time` around that
+console command: a local call; goal: over SSH within 2x of it).
 
 Then (`--media-runs N`, default 1; `--no-media` skips it, `--media-only`
 runs only this) the boot media beside `-kernel`, in one run, each boot
@@ -85,6 +88,8 @@ def pid1_milestones(state: dict) -> dict[str, float]:
         "IMAGE_LOADED": ended("images"),
         "DHCP_DONE": marks.get("network up") or ended("network"),
         "CONSOLE_STARTED": marks.get("console started") or console or ended("console"),
+        "DOM0_STARTED": (state.get("containers", {}).get("dom0") or {}).get("up_since"),
+        "SSH_ANSWERS": marks.get("ssh answers"),
     }
     return {k: round(v, 2) for k, v in found.items() if v is not None}
 
@@ -152,6 +157,9 @@ def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None, ssh:
             while watch.answered is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             result["wall_ssh"] = watch.answered
+            out = vm.shell("cat /run/pid1/state.json", 90)  # again: dom0 and ssh come after the prompt
+            state = json.loads(out[out.index("{") : out.rindex("}") + 1])
+            result["milestones"] = pid1_milestones(state)
             if after is not None:
                 after(vm, ssh)
         return result
@@ -253,34 +261,50 @@ def p50(seconds: list[float]) -> str:
     return f"p50 {statistics.median(seconds) * 1000:6.0f} ms (min {low:.0f}, max {high:.0f})"
 
 
+# Each of dom0's processes and its VmRSS: those whose cgroup names dom0's container (the console shares the PIDs).
+DOM0_RSS = ("id=$(docker inspect -f '{{.Id}}' dom0); for d in /proc/[0-9]*; do grep -q $id $d/cgroup 2>/dev/null && "
+            "echo \"rss ${d#/proc/} $(cat $d/comm) $(grep VmRSS $d/status | tr -s ' \\t' ' ')\"; done")  # fmt: skip
+
+
+def dom0_memory(vm: VM) -> None:
+    """dom0 idle, read at the console (no SSH session in dom0 meanwhile): its
+    image's size, its cgroup's memory (docker stats) and each process's RSS."""
+    size = vm.output("docker image inspect --format '{{.Size}}' pid1-dom0:latest", 90)
+    stats = vm.output("docker stats --no-stream --format '{{.MemUsage}}' dom0", 90)
+    processes = [line.split(maxsplit=1)[1] for line in vm.output(DOM0_RSS, 90) if line.startswith("rss ")]
+    megabytes = int(size[0]) / 1e6 if size and size[0].strip().isdigit() else 0.0
+    print(f"  dom0 image pid1-dom0:latest {megabytes:.2f} MB; dom0 idle: {' '.join(stats)} (docker stats); "
+          f"processes: {'; '.join(processes) or '?'}")  # fmt: skip
+
+
+VERSION = ("version", "--format", "{{.Server.Version}}")
+
+
 def ssh_figures(vm: VM, ssh: SshClient) -> None:
-    """dom0's size and memory, and docker version over SSH, at the console and in the guest."""
-    size = ssh.ssh("docker", "image", "inspect", "--format", "{{.Size}}", "pid1-dom0:latest").stdout.strip()
-    memory = ssh.ssh("docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", "dom0").stdout.strip()
-    # the listener is the oldest dropbear (each session is a child of it); dom0 shares the host's PIDs
-    # (ssh joins its words into one command line for the remote shell)
-    oldest = "$(pidof dropbear | tr ' ' '\\n' | sort -n | head -1)"
-    rss = ssh.ssh(f"grep VmRSS /proc/{oldest}/status").stdout.split()
-    print(f"  dom0 image pid1-dom0:latest {int(size or 0) / 1e6:.1f} MB; dom0 memory {memory} (docker stats); "
-          f"dropbear RSS {' '.join(rss[1:]) or '?'}")  # fmt: skip
-    over_ssh, console = [], []
+    """dom0's size and memory; `docker version` 20 times three ways, taken in
+    turn so that the host's load drifting over the minutes falls on all three:
+    over SSH from the host, typed at the console (its round trip seen from
+    the host, the serial line included), and in the guest (busybox time
+    around the same console command: a local call)."""
+    dom0_memory(vm)
+    over_ssh, console, in_guest = [], [], []
     for _ in range(20):
         began = time.monotonic()
-        ran = ssh.docker("version", "--format", "{{.Server.Version}}")
+        ran = ssh.docker(*VERSION)
         over_ssh.append(time.monotonic() - began)
         if ran.returncode != 0:
             print(f"  docker -H ssh:// failed: {ran.stderr.strip()[-200:]}")
             return
-    for _ in range(20):
         began = time.monotonic()
-        vm.shell("docker version --format {{.Server.Version}} >/dev/null", 90)
+        out = vm.shell(f"busybox time -p docker {' '.join(VERSION)} 2>&1 >/dev/null", 90)
         console.append(time.monotonic() - began)
-    local = vm.shell("for i in $(seq 20); do busybox time -p docker version >/dev/null; done 2>&1", 300)
-    in_guest = [float(line.split()[1]) for line in local.splitlines() if line.startswith("real ")]
+        in_guest += [float(line.split()[1]) for line in out.splitlines() if line.startswith("real ")]
     print(f"  docker version, 20 runs: over ssh:// {p50(over_ssh)}")
     print(f"                           at the console {p50(console)}")
     if in_guest:
         print(f"                           in the guest   {p50(in_guest)} (busybox time: 10 ms steps)")
+        ratio = statistics.median(over_ssh) / statistics.median(in_guest)
+        print(f"  over ssh:// against the local call: x{ratio:.2f} (goal <= 2)")
 
 
 SSH_USER_DATA = "#cloud-config\nssh_authorized_keys:\n  - {key}\n"

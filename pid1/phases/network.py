@@ -7,7 +7,9 @@ for an IPv4 address and a default route) runs in a short-lived child,
 `python -m pid1.net.netlink` (see that module for why it is not a thread), whose
 JSON-line events this phase reads from a pipe.
 
-- `pid1.net=dhcp` (default): when the child reports the links, the DHCP
+- `pid1.net=dhcp` (default): as soon as the machine's first physical
+  ethernet link is known (from sysfs at the phase's start, else when the
+  child reports the links, which under emulation takes 10-15 s), the DHCP
   client is handed to the system-container supervisor as the `dhcp` container
   (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
   not privileged), so the lease renews for as long as the machine runs and a
@@ -45,6 +47,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +60,7 @@ from pid1.net.dhcp import (
     lease_values,
     read_lease,
     resolv_conf_text,
+    sysfs_dhcp_link,
     write_in_place,
 )
 from pid1.net.mode import NetMode, parse_net_mode
@@ -232,6 +236,10 @@ class NetworkPhase:
             write_in_place(ctx.path("etc/resolv.conf"), resolv_conf_text(mode.dns))
         deadline = time.monotonic() + ctx.config.net_timeout
         worker = Worker(ctx.reaper, worker_args(mode, deadline))
+        if mode.kind == "dhcp":
+            link = sysfs_dhcp_link(ctx.path("sys/class/net"), socket.if_nameindex())
+            if link is not None:
+                self.start_dhcp(link)  # the worker's links event, later, finds it started
         result: str | None = None
         status: int | None = None
         try:
