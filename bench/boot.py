@@ -2,6 +2,7 @@
 """Boot to a console prompt: pid1's image beside the shell-init anchor, in one run.
 
     .venv/bin/python bench/boot.py [--runs 3] [--skip-build] [--only ram|disk]
+                                   [--media-runs 1] [--no-media | --media-only]
 
 Builds both (image/build; the anchor's build.sh with OUT=/var/tmp/...), then
 boots each RUNS times from RAM and RUNS times with a fresh disk labelled
@@ -29,6 +30,16 @@ processes' VmRSS); then `docker version` p50 over 20 rounds of three, taken
 in turn: `docker -H ssh://` from the host, typed at the console (the serial
 round trip included), and in the guest itself (busybox `time` around that
 console command: a local call; goal: over SSH within 2x of it).
+
+Then (`--media-runs N`, default 1; `--no-media` skips it, `--media-only`
+runs only this) the boot media beside `-kernel`, in one run, each boot
+alternately: `-kernel` from RAM and with a fresh DOCKER disk, the ISO under
+BIOS and UEFI, the disk image (a fresh copy) under BIOS and UEFI, and the
+ISO with Secure Boot; every boot with the same command line (the media's)
+and the same NoCloud volume. Wall clock from qemu's start to the console
+prompt on the serial line, and each one's ratio to `-kernel` (the ISO's to
+RAM, the image's to the disk: it runs Docker from its DOCKER partition;
+goal: within 1.5x), then the size of each artefact.
 """
 
 from __future__ import annotations
@@ -128,9 +139,11 @@ class BannerWatch:
 
 
 def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None, ssh: SshClient | None = None,
-              after: object = None) -> dict:  # fmt: skip
-    """One boot to the console prompt; with `ssh`, the SSH banner's time too, and after(vm, ssh) before the end."""
-    vm = VM(name=name, append=["quiet"], disk=disk, cdroms=cdroms or [], ssh_port=ssh.port if ssh else None)
+              after: object = None, append: tuple[str, ...] = ("quiet",), **medium) -> dict:  # fmt: skip
+    """One boot to the console prompt; with `ssh`, the SSH banner's time too, and after(vm, ssh) before the end.
+    medium: VM's iso, image and firmware (a medium's command line is its own: append must be empty)."""
+    vm = VM(name=name, append=list(append), disk=disk, cdroms=cdroms or [], ssh_port=ssh.port if ssh else None,
+            **medium)  # fmt: skip
     vm.start()
     watch = BannerWatch(ssh.port, vm.started) if ssh else None
     try:
@@ -327,6 +340,71 @@ def ssh_boots(mode: str, runs: int) -> None:
           f"of the console (goal <= 1.2; host wall time, median of {len(ok)})")  # fmt: skip
 
 
+# (label, what -kernel boot it is measured against, VM keyword arguments; "IMAGE" is a fresh copy)
+MEDIA = [
+    ("-kernel, RAM", None, {}),
+    ("-kernel, disk", None, {"disk": "DISK"}),
+    ("ISO, BIOS", "-kernel, RAM", {"iso": True}),
+    ("ISO, UEFI", "-kernel, RAM", {"iso": True, "firmware": "uefi"}),
+    ("image, BIOS", "-kernel, disk", {"image": "IMAGE"}),
+    ("image, UEFI", "-kernel, disk", {"image": "IMAGE", "firmware": "uefi"}),
+    ("ISO, Secure Boot", "-kernel, RAM", {"iso": True, "firmware": "secure-boot"}),
+]
+MEDIA_WORDS = ("console=tty1", "console=ttyS0", "printk.devkmsg=on")  # what the media's grub.cfg gives the kernel
+
+
+def media_boots(runs: int, skip_build: bool) -> None:
+    if not skip_build:
+        print("building the boot media (image/build)")
+        subprocess.run([str(REPO / "image/build")], check=True, stdout=subprocess.DEVNULL)
+    cidata = nocloud_iso(REPO / "build/bench-media-cidata.iso", "#cloud-config\nntp:\n  servers: [10.0.2.2]\n",
+                         "instance-id: bench-media\n")  # fmt: skip
+    walls: dict[str, list[float]] = {label: [] for label, _, _ in MEDIA}
+    for i in range(runs):
+        for label, _, medium in MEDIA:
+            medium = dict(medium)
+            scratch = REPO / "build/bench-media.img"
+            scratch.unlink(missing_ok=True)
+            if medium.get("image") == "IMAGE":
+                subprocess.run(["cp", "--sparse=always", str(REPO / "dist/only-docker.img"), str(scratch)], check=True)
+                medium["image"] = str(scratch)
+            disk = None
+            if medium.pop("disk", None) == "DISK":
+                subprocess.run([str(REPO / "qemu/mkdisk"), str(scratch), "1G"], check=True, stdout=subprocess.DEVNULL)
+                disk = str(scratch)
+            # -kernel gets the media's words; qemu/run adds them itself, so nothing more is appended
+            result = boot_pid1(f"media-{i + 1}-{label.replace(', ', '-').replace(' ', '_')}", disk, [cidata],
+                               append=(), **medium)  # fmt: skip
+            scratch.unlink(missing_ok=True)
+            print(f"  run {i + 1} {label:18} prompt {result.get('wall_console')} s (wall, from qemu's start)")
+            if result["ok"]:
+                walls[label].append(result["wall_console"])
+    print(f"\n== the boot media: console prompt, wall clock from qemu's start (median of {runs})")
+    print(f"{'boot':18} {'wall s':>8} {'ratio':>7}  against")
+    for label, against, _ in MEDIA:
+        if not walls[label]:
+            print(f"{label:18} {'—':>8}")
+            continue
+        wall = statistics.median(walls[label])
+        base = statistics.median(walls[against]) if against and walls[against] else None
+        ratio = f"{wall / base:7.2f}  {against} (goal <= 1.5)" if base else ""
+        print(f"{label:18} {wall:8.2f} {ratio}")
+    media_sizes()
+
+
+def media_sizes() -> None:
+    dist = REPO / "dist"
+    built = json.loads((dist / "sizes.json").read_text())
+    print("\n== artefact sizes")
+    for name in ("vmlinuz", "initrd.img", "only-docker.iso", "only-docker.img", "only-docker.qcow2"):
+        path = dist / name
+        if path.exists():
+            written = path.stat().st_blocks * 512
+            print(f"{name:18} {path.stat().st_size / 1e6:8.1f} MB ({written / 1e6:.1f} MB written)")
+    if built.get("iso_initrd"):
+        print(f"{'the media initrd':18} {built['iso_initrd'] / 1e6:8.1f} MB ({built['iso_compress']})")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -336,7 +414,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ssh-runs", type=int, default=1, help="boots per mode with an SSH key (SSH answers)")
     parser.add_argument("--no-ssh", action="store_true", help="skip the SSH boots")
     parser.add_argument("--ssh-only", action="store_true", help="only the SSH boots (no anchor, no plain boots)")
+    parser.add_argument("--media-runs", type=int, default=1, help="rounds of the boot media beside -kernel")
+    parser.add_argument("--no-media", action="store_true", help="skip the boot media")
+    parser.add_argument("--media-only", action="store_true", help="only the boot media")
     opts = parser.parse_args(argv)
+    if opts.media_only:
+        media_boots(opts.media_runs, opts.skip_build)
+        return 0
     build(opts.skip_build)
     for mode in ("ram", "disk"):
         if opts.only and opts.only != mode:
@@ -366,6 +450,8 @@ def main(argv: list[str]) -> int:
             userdata_boot(mode, pid1_runs)
     if not opts.ssh_only:
         sizes()
+    if not (opts.ssh_only or opts.no_media):
+        media_boots(opts.media_runs, opts.skip_build)
     return 0
 
 
