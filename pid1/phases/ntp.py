@@ -340,11 +340,5 @@ async def run(ctx: PhaseContext) -> str:
     return f"{ctx.config.ntp}: {', '.join(servers)} ({source}); {ctx.state.containers['ntp'].status}"
 
 
-PHASE = Phase(
-    name="ntp",
-    run=run,
-    needs=("network",),
-    required=False,
-    fills=(Wiring.clock,),
-    uses=(Wiring.system_containers, Wiring.userdata, Wiring.network_up),
-)
+PHASE = Phase(name="ntp", run=run, needs=("network",), required=False,
+              fills=(Wiring.clock,), uses=(Wiring.system_containers, Wiring.userdata, Wiring.network_up))  # fmt: skip
