@@ -64,7 +64,7 @@ class VM:
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
     dist: Path = REPO / "dist"
-    iso: bool = False  # boot dist/only-docker.iso through GRUB (its command line is fixed: no append)
+    iso: bool = False  # boot dist/only-docker.iso (isolinux or shim + GRUB; its command line is fixed: no append)
     image: str | None = None  # boot this disk image (qemu/run --image; fixed command line: no append)
     firmware: str = "bios"  # bios, uefi or secure-boot (qemu/run --uefi, --secure-boot)
     no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
