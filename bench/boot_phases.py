@@ -62,6 +62,6 @@ async def count_writes(ctx: PhaseContext) -> str:
 
 
 PHASES = [
-    Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True, doc="simulated boot phase")
+    Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True)
     for name, needs, seconds, lines in BOOT
-] + [Phase(name="bench-count", run=count_writes, required=False, doc="counts state writes during the boot")]
+] + [Phase(name="bench-count", run=count_writes, required=False)]
