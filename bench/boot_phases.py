@@ -62,6 +62,5 @@ async def count_writes(ctx: PhaseContext) -> str:
 
 
 PHASES = [
-    Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True)
-    for name, needs, seconds, lines in BOOT
+    Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True) for name, needs, seconds, lines in BOOT
 ] + [Phase(name="bench-count", run=count_writes, required=False)]
