@@ -3,7 +3,7 @@ with pid1's script (udhcpc.script, bound in), the lease file the script
 writes, and /etc/resolv.conf, which is always rewritten in place (containers
 bind-mount it: a bind pins the inode, a rename would break it).
 
-Owns: dhcp_spec, the link it runs on when sysfs tells it at once
+Owns: dhcp_spec, where its files live (network_dir, lease_file), the link it runs on when sysfs tells it at once
 (sysfs_dhcp_link), read_lease (bounded: the container is not trusted),
 lease_values, resolv.conf text and writes.
 May use: pid1.container_spec, pid1.untrusted, pid1.net.netlink (which links
@@ -48,6 +48,18 @@ def ensure_file(path: str) -> None:
     """A bind source must exist, or dockerd makes an empty directory there."""
     if not os.path.exists(path):
         write_in_place(path, "")
+
+
+def network_dir(state_dir: str) -> str:
+    """Where the network phase keeps the dhcp container's files (the lease,
+    the events FIFO), under pid1's state directory."""
+    return os.path.join(state_dir, "network")
+
+
+def lease_file(net_dir: str) -> str:
+    """The lease the udhcpc script writes in `net_dir` (network_dir): the
+    network phase and the ntp phase (option 42) read it."""
+    return os.path.join(net_dir, "lease")
 
 
 def read_lease(path: str, log: Any = None) -> dict[str, str]:

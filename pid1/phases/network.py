@@ -57,7 +57,9 @@ from pid1.net.dhcp import (
     LEASE_EVENTS,
     dhcp_spec,
     ensure_file,
+    lease_file,
     lease_values,
+    network_dir,
     read_lease,
     resolv_conf_text,
     sysfs_dhcp_link,
@@ -142,7 +144,7 @@ class NetworkPhase:
         """A udhcpc event, after the script has applied it."""
         network, log = self.network, self.ctx.log
         if word in ("bound", "renew"):
-            lease = read_lease(os.path.join(self.net_dir, "lease"), self.ctx.log)
+            lease = read_lease(lease_file(self.net_dir), self.ctx.log)
             if not lease.get("ip"):
                 return
             values = lease_values(lease, {"address": lease["ip"], "valid_lft": None})
@@ -196,7 +198,7 @@ class NetworkPhase:
         if self.mode.kind == "static":
             values["dns"] = list(self.mode.dns)
         else:
-            values.update(lease_values(read_lease(os.path.join(self.net_dir, "lease"), self.ctx.log), event))
+            values.update(lease_values(read_lease(lease_file(self.net_dir), self.ctx.log), event))
         self.publish(**values)
         self.ctx.log.milestone("network up", str(address))
         lease = f", lease {values['lease_seconds']} s" if values.get("lease_seconds") else ""
@@ -267,7 +269,7 @@ class NetworkPhase:
 
 
 async def run(ctx: PhaseContext) -> str:
-    net_dir = os.path.join(ctx.config.state_dir, "network")
+    net_dir = network_dir(ctx.config.state_dir)
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is None:  # one for the boot: a retried phase keeps it
         up = ctx.wiring.network_up = asyncio.Event()

@@ -42,7 +42,7 @@ from typing import Any
 
 from pid1.container_spec import ContainerSpec
 from pid1.linux.fifo import EventFifo
-from pid1.net.dhcp import read_lease
+from pid1.net.dhcp import lease_file, network_dir, read_lease
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 from pid1.state_schema import ClockStatus
@@ -286,10 +286,6 @@ def watch_status(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
     ctx.start_service(SERVICE, service)
 
 
-def lease_path(ctx: PhaseContext) -> str:
-    return os.path.join(ctx.config.state_dir, "network", "lease")
-
-
 def follow_late_lease(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
     """Start the ntp-late-lease service (once): when the network comes up, a
     lease with option 42 replaces pool.ntp.org, and the container restarts
@@ -302,7 +298,7 @@ def follow_late_lease(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
 
     async def service() -> None:
         await up.wait()
-        servers, source = choose_servers([], [], read_lease(lease_path(ctx), ctx.log))
+        servers, source = choose_servers([], [], read_lease(lease_file(network_dir(ctx.config.state_dir)), ctx.log))
         if source == "default" or servers == ctx.state.clock.servers:
             return
         ctx.log.info(f"ntp: the lease came after the ntp phase: {', '.join(servers)} ({source}); restarting ntp")
@@ -327,7 +323,9 @@ async def run(ctx: PhaseContext) -> str:
     userdata_servers = applied.data.ntp_servers if applied is not None and applied.data is not None else []
     up = ctx.wiring.maybe(Wiring.network_up)
     offline = up is not None and not up.is_set()  # before the lease is read: one that comes between is followed
-    servers, source = choose_servers(ctx.config.ntp_servers, userdata_servers, read_lease(lease_path(ctx), ctx.log))
+    servers, source = choose_servers(
+        ctx.config.ntp_servers, userdata_servers, read_lease(lease_file(network_dir(ctx.config.state_dir)), ctx.log)
+    )
     status_dir = os.path.join(ctx.config.state_dir, "ntp")
     os.makedirs(status_dir, exist_ok=True)
     ctx.state.clock.update(status=ClockStatus.STARTING, mode="query" if ctx.config.ntp == "query" else "set",
