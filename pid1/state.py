@@ -29,6 +29,7 @@ from pid1.state_schema import (
     Record,
     SshState,
     StorageState,
+    SwarmState,
     UserdataState,
 )
 
@@ -106,6 +107,7 @@ class State:
     userdata: UserdataState = field(default_factory=UserdataState)
     clock: ClockState = field(default_factory=ClockState)
     ssh: SshState = field(default_factory=SshState)
+    swarm: SwarmState = field(default_factory=SwarmState)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     reaper: ReaperState = field(default_factory=ReaperState)
     log: LogRing = field(default_factory=LogRing)

@@ -70,6 +70,18 @@ class SshStatus(StrEnum):
     RUNNING = "running"
 
 
+class SwarmStatus(StrEnum):
+    NONE = "none"  # no swarm section in the user-data
+    INVALID = "invalid"  # the section was refused (its error says why)
+    WAITING = "waiting"  # for dockerd, the network or the clock
+    JOINING = "joining"  # init or join asked of dockerd
+    RETRYING = "retrying"  # the managers did not answer: the next try after a backoff
+    REFUSED = "refused"  # dockerd or the managers said no for good (a wrong token): not retried
+    PENDING = "pending"  # dockerd says pending (reconnecting to the managers)
+    ACTIVE = "active"
+    ERROR = "error"  # dockerd's own LocalNodeState error or locked
+
+
 class Record:
     """A dataclass record of the state: `update(**changes)` sets fields by
     name and refuses a name that is not one of them."""
@@ -263,6 +275,25 @@ class SshState(Record):
     host_key_origin: str | None = None  # "new", "kept", "unknown"
     answered_in: float | None = None
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SwarmState(Record):
+    """The node's place in Docker's swarm (pid1.phases.swarm)."""
+
+    status: SwarmStatus | None = None
+    wanted: str | None = None  # "init" or "join"
+    node_id: str | None = None
+    role: str | None = None  # "manager" or "worker"
+    local_state: str | None = None  # dockerd's LocalNodeState: inactive, pending, active, error, locked
+    node_addr: str | None = None
+    managers: str | None = None  # reachability: a manager's own ("reachable", leader), a worker's known managers
+    nodes: int | None = None  # in the cluster, as a manager sees it
+    labels: str | None = None  # "applied", or why not
+    attempts: int = 0  # init/join requests since the last success
+    next_retry: float | None = None  # uptime of the next try
+    error: str | None = None  # the last one, dockerd's words
+    updated: float | None = None
 
 
 @dataclass

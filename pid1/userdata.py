@@ -3,9 +3,9 @@ checked into a `UserData` before anything of it is applied.
 
 Two kinds, as cloud-init reads them:
 - `#cloud-config` YAML, the subset that fits a host made of containers:
-  `hostname`, `write_files`, `ssh_authorized_keys`, `ntp`, `runcmd`, and this
-  project's own section, `only_docker:` (any `pid1.*` key by name, and
-  `docker:`, dockerd's daemon.json, checked by pid1.daemon_json);
+  `hostname`, `write_files`, `ssh_authorized_keys`, `ntp`, `runcmd`, `swarm`
+  (Docker Swarm mode, checked by pid1.swarm_config), and this project's own
+  section, `only_docker:` (any `pid1.*` key by name, and `docker:`, dockerd's daemon.json, checked by pid1.daemon_json);
 - a script (`#!...`), run once per instance in dom0.
 
 Everything else is a warning that names it, and the rest applies: a user-data
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pid1.ssh_keys import key_problem as ssh_key_problem
+from pid1.swarm_config import SwarmConfig, SwarmConfigError, parse_swarm
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ SECTION = "only_docker"
 # host. A path elsewhere (the engine's, pid1's, the kernel's) is refused.
 WRITABLE_PREFIXES = ("/etc/", "/root/", "/home/", "/opt/", "/srv/", "/usr/local/", "/var/lib/only-docker/files/")
 HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-CLOUD_INIT_KEYS = ("hostname", "write_files", "ssh_authorized_keys", "ntp", "runcmd", SECTION)
+CLOUD_INIT_KEYS = ("hostname", "write_files", "ssh_authorized_keys", "ntp", "runcmd", "swarm", SECTION)
 
 
 class Kind(enum.Enum):
@@ -80,6 +81,8 @@ class UserData:
     settings: dict[str, str] = field(default_factory=dict)  # pid1 key -> value, as on the command line
     docker: dict[str, Any] | None = None  # dockerd's daemon.json as given, checked by pid1.daemon_json
     docker_tls: dict[str, bytes] | None = None  # ca, cert, key (PEM) for pid1.docker_tcp
+    swarm: SwarmConfig | None = None  # pid1.swarm_config; the swarm phase applies it
+    swarm_error: str | None = None  # why the swarm section was refused (the swarm phase's state says it too)
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> list[str]:
@@ -99,6 +102,8 @@ class UserData:
             items.append("daemon.json")
         if self.docker_tls is not None:
             items.append("docker TLS certificates")
+        if self.swarm is not None:
+            items.append(self.swarm.summary())
         return items
 
 
@@ -173,6 +178,12 @@ def _cloud_config(document: dict[Any, Any]) -> UserData:
         data.ntp_servers = _ntp(document["ntp"], data.warnings)
     if "runcmd" in document:
         data.runcmd = _runcmd(document["runcmd"], data.warnings)
+    if "swarm" in document:
+        try:
+            data.swarm = parse_swarm(document["swarm"])
+        except SwarmConfigError as exc:
+            data.swarm_error = str(exc)
+            data.warnings.append(f"{exc}: the swarm section is ignored")
     if SECTION in document:
         _own_section(document[SECTION], data)
     return data

@@ -4,7 +4,7 @@ imports aiodocker (and so aiohttp).
 Owns `DockerClient` (one per boot, on pid1.docker_socket: the slot
 `Wiring.docker`), `Container` (one container by id: what the system
 containers start, stop and remove, the console bridge attaches to and
-runcmd execs in), `Events` (one subscription to the event stream),
+runcmd execs in), the swarm calls (the swarm phase's), `Events` (one subscription to the event stream),
 `ListedContainer` (a line of `docker ps -a`) and `EngineError` (dockerd said
 no: its HTTP status and its own words). Every aiodocker error leaves this
 module as an EngineError, so the callers need not know aiodocker's
@@ -287,6 +287,40 @@ class DockerClient:
             if exc.status == 404:
                 return None
             raise
+
+    # --- swarm ---------------------------------------------------------------------------
+    async def info(self) -> dict[str, Any]:
+        """/info: the engine's name (its host name) and `Swarm` (LocalNodeState, NodeID...)."""
+        with dockerd_errors():
+            return dict(await self._docker.system.info())
+
+    async def swarm_init(self, advertise_addr: str | None) -> str:
+        """A new swarm with this node its manager; the node's id."""
+        with dockerd_errors():
+            return await self._docker.swarm.init(advertise_addr=advertise_addr)
+
+    async def swarm_join(self, managers: Iterable[str], token: str, advertise_addr: str | None) -> None:
+        with dockerd_errors():
+            await self._docker.swarm.join(remote_addrs=managers, join_token=token, advertise_addr=advertise_addr)
+
+    async def swarm_leave(self) -> None:
+        """Leave (forced: also a manager, also a join still pending)."""
+        with dockerd_errors():
+            await self._docker.swarm.leave(force=True)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every node of the swarm (a manager only)."""
+        with dockerd_errors():
+            return list(await self._docker.nodes.list())
+
+    async def node(self, node_id: str) -> dict[str, Any]:
+        with dockerd_errors():
+            return dict(await self._docker.nodes.inspect(node_id=node_id))
+
+    async def update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
+        """A new spec for a node (a manager only); `version` is the one it was read at."""
+        with dockerd_errors():
+            await self._docker.nodes.update(node_id=node_id, version=version, spec=spec)
 
     def events(self, filters: dict[str, list[str]], since: float) -> Events:
         """A subscription to the events that match `filters`, replayed from

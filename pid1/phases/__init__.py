@@ -40,6 +40,7 @@ BUILTIN_MODULES = (
     "pid1.phases.network",
     "pid1.phases.userdata_url",
     "pid1.phases.ntp",
+    "pid1.phases.swarm",
     "pid1.phases.system",
     "pid1.phases.ssh",
     "pid1.phases.vt2",

@@ -2,9 +2,10 @@
 
 Owns the lines for the machine (uptime, mode and why), the boot's storage,
 the user-data, the network and its DHCP lease, the clock, the engine
-(dockerd, containerd, Docker's TCP API) and dom0's SSH server. A section
+(dockerd, containerd, Docker's TCP API), the node in Docker's swarm and
+dom0's SSH server. A section
 nothing has filled in yet shows "—", or no line at all for the optional
-ones (config, clock, ssh). Reads the state's dataclasses only; uses
+ones (config, clock, swarm, ssh). Reads the state's dataclasses only; uses
 pid1.view.text.
 """
 
@@ -25,6 +26,8 @@ from pid1.state_schema import (
     SshState,
     SshStatus,
     StorageMode,
+    SwarmState,
+    SwarmStatus,
     UserdataState,
 )
 from pid1.view.text import MISSING, SEP, clean, duration, seconds_text
@@ -43,7 +46,7 @@ def header_lines(state: State, now: float, wall: float | None = None) -> list[st
     wall = time.time() if wall is None else wall
     optional = (config_line(state.userdata), clock_line(state.clock))
     lines = [first_line, storage_line(state), optional[0], network_line(state.network, now, wall), optional[1]]
-    lines += [dockerd_line(state.dockerd, now)]
+    lines += [dockerd_line(state.dockerd, now), swarm_line(state.swarm)]
     return [line for line in lines if line is not None] + ssh_lines(state.ssh)
 
 
@@ -182,6 +185,26 @@ def dockerd_line(engine: EngineState, now: float) -> str:
     if engine.tcp is not None:
         text += f"{SEP}tcp {clean(engine.tcp.status)}"
     return f"dockerd: {text}"
+
+
+def swarm_line(swarm: SwarmState) -> str | None:
+    """The node in Docker's swarm: role, id, managers, or why not; None without a swarm section."""
+    if swarm.status in (None, SwarmStatus.NONE):
+        return None
+    if swarm.status in (SwarmStatus.ACTIVE, SwarmStatus.PENDING):
+        text = f"{clean(swarm.role or '?')} {clean((swarm.node_id or '?')[:12])}"
+        if swarm.status == SwarmStatus.PENDING:
+            text += " (pending)"
+        if swarm.nodes is not None:
+            text += f"{SEP}{swarm.nodes} nodes"
+        text += f"{SEP}managers {clean(swarm.managers or '?')}"
+    elif swarm.status == SwarmStatus.RETRYING:
+        text = f"{clean(swarm.wanted or '?')}: retrying (try {swarm.attempts})"
+    else:
+        text = f"{clean(swarm.wanted or '')} {clean(swarm.status)}".strip()
+    if swarm.error:
+        text += f"{SEP}error: {clean(swarm.error)}"
+    return f"swarm:   {text}"
 
 
 MAX_HOST_KEYS_SHOWN = 4
