@@ -290,6 +290,7 @@ class SwarmState(Record):
     managers: str | None = None  # reachability: a manager's own ("reachable", leader), a worker's known managers
     nodes: int | None = None  # in the cluster, as a manager sees it
     labels: str | None = None  # "applied", or why not
+    replaced: int = 0  # down nodes of the same host name this node (the leader) removed
     attempts: int = 0  # init/join requests since the last success
     next_retry: float | None = None  # uptime of the next try
     error: str | None = None  # the last one, dockerd's words

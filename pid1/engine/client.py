@@ -317,6 +317,11 @@ class DockerClient:
         with dockerd_errors():
             return dict(await self._docker.nodes.inspect(node_id=node_id))
 
+    async def remove_node(self, node_id: str) -> None:
+        """Remove a node that is down from the swarm (a manager only)."""
+        with dockerd_errors():
+            await self._docker.nodes.remove(node_id=node_id)
+
     async def update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
         """A new spec for a node (a manager only); `version` is the one it was read at."""
         with dockerd_errors():

@@ -134,6 +134,8 @@ class SwarmKeeper:
         )  # fmt: skip
         if active and node.node_id and self.labelled != node.node_id:
             await self.label(node)
+        if active and (record.managers or "").endswith("leader"):
+            await self.remove_replaced()
         return REFRESH
 
     async def reachability(self, node: NodeView) -> str:
@@ -145,6 +147,26 @@ class SwarmKeeper:
         except Exception as exc:
             return f"unknown ({str(exc)[:80]})"
         return str(status.get("Reachability") or "unknown") + (", leader" if status.get("Leader") else "")
+
+    async def remove_replaced(self) -> None:
+        """The leader's part: a node that is down while a newer node of the
+        same host name is ready was that machine before it came back from
+        RAM with a new id; its entry is removed (a machine that does come
+        back under the old id finds itself out of the swarm and joins again)."""
+        try:
+            nodes = await self.client.nodes()
+        except Exception as exc:
+            self.ctx.log.warning(f"swarm: listing the nodes failed: {str(exc)[:200]}")
+            return
+        for old_id, hostname, newer in replaced_nodes(nodes):
+            try:
+                await self.client.remove_node(old_id)
+            except Exception as exc:  # the next look tries again
+                self.ctx.log.warning(f"swarm: removing the replaced node {old_id[:12]} failed: {str(exc)[:200]}")
+                continue
+            self.ctx.state.swarm.replaced += 1
+            self.ctx.log.notice(f"swarm: removed node {old_id[:12]} ({hostname}, down): replaced by {newer[:12]}")
+        self.ctx.store.changed()
 
     async def apply(self) -> float:
         config, ctx, record = self.config, self.ctx, self.ctx.state.swarm
@@ -198,6 +220,31 @@ class SwarmKeeper:
             return
         self.labelled = node.node_id
         self.publish(labels=f"applied: {', '.join(f'{k}={v}' for k, v in sorted(wanted.items()))}"[:ERROR_MAX])
+
+
+def replaced_nodes(nodes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(old id, host name, newer id) of each down node whose host name a
+    node created after it has, and that one ready."""
+
+    def hostname(node: dict[str, Any]) -> str:
+        return str((node.get("Description") or {}).get("Hostname") or "")
+
+    def state(node: dict[str, Any]) -> str:
+        return str((node.get("Status") or {}).get("State") or "")
+
+    def created(node: dict[str, Any]) -> str:  # RFC 3339 in UTC, its fraction cut of trailing zeros by Go
+        base, _, fraction = str(node.get("CreatedAt") or "").rstrip("Z").partition(".")
+        return f"{base}.{fraction.ljust(9, '0')}"
+
+    found = []
+    for old in nodes:
+        if state(old) != "down" or not hostname(old) or old.get("ManagerStatus"):
+            continue  # a manager's entry is the managers' own business (demote it first)
+        newer = [n for n in nodes if n is not old and hostname(n) == hostname(old) and state(n) == "ready"
+                 and created(n) > created(old)]  # fmt: skip
+        if newer:
+            found.append((str(old.get("ID")), hostname(old), str(newer[0].get("ID"))))
+    return found
 
 
 async def wait_for_network(ctx: PhaseContext, config: SwarmConfig) -> str | None:

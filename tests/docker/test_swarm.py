@@ -267,6 +267,41 @@ def test_a_killed_worker_dockerd_comes_back_in_the_swarm(cluster: tuple[Lab, lis
     wait_for("the service 6/6 again", lambda: spread(manager), 120, lab.describe)
 
 
+def node_entries(manager: Node) -> list[tuple[str, str, str]]:
+    out = manager.docker("node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}}", check=False)
+    return sorted(tuple(line.split()[:3]) for line in out.splitlines() if len(line.split()) >= 3)
+
+
+def test_a_worker_back_from_ram_replaces_its_old_entry(cluster: tuple[Lab, list[Node]]) -> None:
+    """node2 powered off (its PID 1 killed) and booted again with an empty
+    data root, as a machine running from RAM comes back: it joins as a new
+    node, and the manager removes the old entry once it is down."""
+    lab, nodes = cluster
+    manager, worker = nodes[0], nodes[1]
+    old_id = worker.swarm()["node_id"]
+    old = worker.run
+    old.stop()
+    for tree in ("data", "exec"):  # the data root and exec root: RAM, gone at power-off
+        shutil.rmtree(worker.workdir / tree, ignore_errors=True)
+    assert not (worker.workdir / "data" / "swarm").exists()
+    worker.run = Pid1(workdir=worker.workdir / "pid1-again", cmdline=old.cmdline, root=old.root, env=old.env,
+                      prefix=old.prefix, wrapper=old.wrapper)  # fmt: skip
+    worker.run.workdir.mkdir()
+    worker.run.start()
+    record = wait_swarm(worker, "joined again", lambda s: s.get("status") == "active", lab, 90)
+    assert record["node_id"] != old_id, record
+
+    def replaced() -> list[tuple[str, str, str]] | None:
+        entries = node_entries(manager)
+        names = [(name, status) for _, name, status in entries]
+        return entries if sorted(names) == [("node1", "Ready"), ("node2", "Ready"), ("node3", "Ready")] else None
+
+    entries = wait_for("the old node2 removed, the new one Ready", replaced, 90, lab.describe)
+    assert old_id not in [node_id for node_id, _, _ in entries], entries
+    assert manager.swarm()["replaced"] == 1 and f"removed node {old_id[:12]}" in manager.run.log(), manager.swarm()
+    wait_for("the service 6/6 again", lambda: spread(manager), 120, lab.describe)
+
+
 def test_bad_swarm_sections_leave_the_machine_usable(cluster: tuple[Lab, list[Node]]) -> None:
     lab, nodes = cluster
     token = nodes[0].docker("swarm", "join-token", "-q", "worker").strip()
