@@ -167,6 +167,8 @@ def cluster(bundled_images_dir: Path) -> Iterator[tuple[Lab, list[Node]]]:
     try:
         manager = lab.boot("node1", 11, init_user_data())
         wait_swarm(manager, "the swarm inited", lambda s: s.get("status") == "active", lab, 90)
+        # Swarm's own heartbeat, 5 s by default: a node is seen down 3 periods after its last one
+        manager.docker("swarm", "update", "--dispatcher-heartbeat", "1s")
         token = manager.docker("swarm", "join-token", "-q", "worker").strip()
         managers = [f"{manager.address}:{MANAGER_PORT}"]
         workers = [lab.boot(f"node{i}", 10 + i, join_user_data(managers, token)) for i in (2, 3)]
@@ -319,7 +321,7 @@ def test_bad_swarm_sections_leave_the_machine_usable(cluster: tuple[Lab, list[No
     record = wait_swarm(foreign, "the other cluster's token refused", lambda s: s.get("status") == "refused", lab, 90)
     assert "fingerprint" in record["error"], record
     attempts = record["attempts"]
-    time.sleep(12)  # two of the service's looks: a refusal is not tried again
+    time.sleep(2 * 5 + 1)  # two of the service's looks (pid1.phases.swarm.REFRESH): a refusal is not tried again
     assert foreign.swarm()["attempts"] == attempts and foreign.swarm()["status"] == "refused", foreign.swarm()
 
     record = wait_swarm(silent, "retrying with backoff", lambda s: s.get("status") == "retrying", lab, 90)
