@@ -44,9 +44,17 @@ FIREWALL_MODULES = (
     "xt_mark", "xt_comment", "iptable_mangle", "ip6_tables", "ip6table_filter", "ip6table_nat", "ipt_REJECT",
     "nf_reject_ipv4", "xfrm_algo",
 )  # fmt: skip
+# Docker's Swarm mode (docs/swarm.md): overlay networks are vxlan links; a
+# service's virtual IP and the ingress routing mesh are IPVS (dockerd runs
+# modprobe ip_vs itself, and its ingress rules match with xt_ipvs); the
+# schedulers are IPVS's round robin (dockerd's), weighted and source hash;
+# xt_u32 matches the encrypted overlay's ESP packets.
+SWARM_MODULES = ("vxlan", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "xt_ipvs", "xt_u32")
 
 LOADED_AT_BOOT = (*STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
-ON_DEMAND = (*DRIVER_MODULES, *CLOUD_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES)
+ON_DEMAND = (
+    *DRIVER_MODULES, *CLOUD_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES, *SWARM_MODULES,
+)  # fmt: skip
 # Everything the initrd carries (with what each needs). xfs and btrfs (more
 # initrd to unpack: docs/benchmarks.md, "Image sizes") are left out: the storage phase then
 # reports their disks as failing to mount and runs from RAM.

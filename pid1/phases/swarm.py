@@ -13,8 +13,8 @@ data root) is left as it is; only an inactive node is asked to init or
 join. Managers that do not answer are tried again by pid1/backoff.py (a join
 that timed out is left first: dockerd would otherwise go on trying in the
 background with the same request); a refusal (a token of another cluster:
-"remote CA does not match fingerprint") is not retried until dockerd
-restarts, and its reason stays in state.swarm.error. On a manager, the
+"remote CA does not match fingerprint") is not retried in this boot, and
+its reason stays in state.swarm.error. On a manager, the
 section's labels and `only-docker.hostname` (the engine's host name) are put
 on the node's spec: a node re-created from RAM comes back with a new id, and
 the label matches it to its old entry (docs/swarm.md). A worker cannot
