@@ -18,8 +18,10 @@ its reason stays in state.swarm.error. On a manager, the
 section's labels and `only-docker.hostname` (the engine's host name) are put
 on the node's spec: a node re-created from RAM comes back with a new id, and
 the label matches it to its old entry (docs/swarm.md). A worker cannot
-change its own spec: its labels are a manager's to set, and the state says
-so.
+change its own spec: the leader puts the host-name label on every node, and
+removes a down node's entry once a newer node of its host name is ready;
+the section's other labels of a worker are a manager's to set, and the
+state says so.
 
 Owns: the phase, the `swarm` service and state.swarm. May use: the Docker
 client (pid1/engine/client.py's swarm calls), pid1.backoff,
@@ -135,7 +137,7 @@ class SwarmKeeper:
         if active and node.node_id and self.labelled != node.node_id:
             await self.label(node)
         if active and (record.managers or "").endswith("leader"):
-            await self.remove_replaced()
+            await self.lead()
         return REFRESH
 
     async def reachability(self, node: NodeView) -> str:
@@ -148,16 +150,24 @@ class SwarmKeeper:
             return f"unknown ({str(exc)[:80]})"
         return str(status.get("Reachability") or "unknown") + (", leader" if status.get("Leader") else "")
 
-    async def remove_replaced(self) -> None:
-        """The leader's part: a node that is down while a newer node of the
-        same host name is ready was that machine before it came back from
-        RAM with a new id; its entry is removed (a machine that does come
-        back under the old id finds itself out of the swarm and joins again)."""
+    async def lead(self) -> None:
+        """The leader's part, for every node: the host-name label on a ready
+        node that lacks it (a worker cannot set its own), and the entry of a
+        down node that a newer node of the same host name replaced removed
+        (that machine came back from RAM with a new id; were it to come back
+        under the old one, it would find itself out of the swarm)."""
         try:
             nodes = await self.client.nodes()
         except Exception as exc:
             self.ctx.log.warning(f"swarm: listing the nodes failed: {str(exc)[:200]}")
             return
+        for node in unlabelled_nodes(nodes):
+            spec = dict(node.get("Spec") or {})
+            spec["Labels"] = {**(spec.get("Labels") or {}), HOSTNAME_LABEL: node["Description"]["Hostname"]}
+            try:
+                await self.client.update_node(str(node.get("ID")), int(node["Version"]["Index"]), spec)
+            except Exception as exc:  # a version race: the next look tries again
+                self.ctx.log.warning(f"swarm: labelling node {str(node.get('ID'))[:12]} failed: {str(exc)[:200]}")
         for old_id, hostname, newer in replaced_nodes(nodes):
             try:
                 await self.client.remove_node(old_id)
@@ -206,7 +216,10 @@ class SwarmKeeper:
         wanted = {**self.config.labels, **({HOSTNAME_LABEL: node.hostname} if node.hostname else {})}
         if not node.manager:
             self.labelled = node.node_id
-            self.publish(labels="a worker's labels are set by a manager (docker node update --label-add)")
+            self.publish(
+                labels="a worker's own labels are a manager's to set (docker node update --label-add); "
+                f"the leader sets {HOSTNAME_LABEL}"
+            )
             return
         try:
             inspected = await self.client.node(node.node_id or "")
@@ -220,6 +233,17 @@ class SwarmKeeper:
             return
         self.labelled = node.node_id
         self.publish(labels=f"applied: {', '.join(f'{k}={v}' for k, v in sorted(wanted.items()))}"[:ERROR_MAX])
+
+
+def unlabelled_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ready nodes whose spec lacks the host-name label (or has another)."""
+    found = []
+    for node in nodes:
+        hostname = (node.get("Description") or {}).get("Hostname")
+        labels = (node.get("Spec") or {}).get("Labels") or {}
+        if hostname and (node.get("Status") or {}).get("State") == "ready" and labels.get(HOSTNAME_LABEL) != hostname:
+            found.append(node)
+    return found
 
 
 def replaced_nodes(nodes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

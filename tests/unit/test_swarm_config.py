@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pid1.phases.swarm import NodeView, refusal, replaced_nodes
+from pid1.phases.swarm import NodeView, refusal, replaced_nodes, unlabelled_nodes
 from pid1.state_schema import SwarmState
 from pid1.swarm_config import SwarmConfigError, is_interface, parse_swarm
 from pid1.userdata import parse_userdata
@@ -91,6 +91,13 @@ def test_a_down_node_a_newer_ready_one_replaced_is_the_one_removed() -> None:
     assert replaced_nodes(nodes) == []  # .45 is before .5: "new" is older, so it replaced nothing
     nodes[1]["CreatedAt"] = "2026-12-01T10:00:00.51Z"
     assert replaced_nodes(nodes) == [("old", "web", "new")]
+
+
+def test_the_leader_labels_the_ready_nodes_without_the_host_name_label() -> None:
+    labelled = {**node("a", "web", "ready", ""), "Spec": {"Labels": {"only-docker.hostname": "web"}}}
+    wrong = {**node("b", "db", "ready", ""), "Spec": {"Labels": {"only-docker.hostname": "web", "zone": "a"}}}
+    bare, down = node("c", "cache", "ready", ""), node("d", "old", "down", "")
+    assert [n["ID"] for n in unlabelled_nodes([labelled, wrong, bare, down])] == ["b", "c"]
 
 
 def test_the_node_view_and_the_vt2_line() -> None:
