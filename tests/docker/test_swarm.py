@@ -122,7 +122,9 @@ class Lab:
             workdir=workdir / "pid1",
             cmdline=engine_cmdline(phases, workdir, self.images_dir, extra),
             root=str(root),
-            env={"PID1_TEST_REAL_NETWORK": "1"},
+            # dockerd's own knob: a task's image that is here is used, not pulled first (these
+            # namespaces have no registry, and each pull would wait for DNS to time out)
+            env={"PID1_TEST_REAL_NETWORK": "1", "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"},
             # nsenter switches only the network namespace (ip netns exec would mount another /sys)
             prefix=["nsenter", f"--net=/run/netns/{netns}", "--"],
             wrapper=["sh", "-c", 'hostname "$0" && exec "$@"', name],  # its own UTS namespace: node ls tells them apart
