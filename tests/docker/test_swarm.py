@@ -13,17 +13,20 @@ with the worker token it gives.
 - SIGKILL to a worker's dockerd: pid1 spawns it again, the swarm phase finds
   the node still in the swarm (not joined again: the same node id), the
   node is Ready and the service 6/6 again;
-- bad input, three more machines at once: managers that never answer (the
+- bad input, four more machines at once: managers that never answer (the
   node retries with backoff, the console runs, the stop is not held up), a
-  malformed token (refused with the reason, nothing asked of dockerd), and
-  a well-formed token of another cluster (a wrong CA hash: refused by the
-  manager with the reason, not retried).
+  malformed token (refused with the reason, nothing asked of dockerd), a
+  well-formed token of another cluster (a wrong CA hash: refused by the
+  manager with the reason, not retried), an advertise interface the
+  machine does not have (named in the error).
 
 This kernel has vxlan but no ip_vs: the service runs `--endpoint-mode
 dnsrr` and publishes no port (a VIP and the ingress routing mesh need
 ip_vs; the VM tier is where they can run). dockerd runs as the docker tier's
 always does (no bridge, no iptables): the overlay's vxlan and the embedded
-DNS work without them. Nothing here touches the host's network: every
+DNS work without them. Each dockerd gets DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1:
+there is no registry here, and a task's pull would wait ~30 s for DNS
+before the local image is used (docs/swarm.md). Nothing here touches the host's network: every
 address is in a namespace this module makes and deletes.
 """
 
@@ -326,6 +329,11 @@ def test_bad_swarm_sections_leave_the_machine_usable(cluster: tuple[Lab, list[No
     silent = lab.boot("silent", 21, join_user_data([f"{SUBNET}.99:{MANAGER_PORT}"], token), phases="swarm,console")
     malformed = lab.boot("malformed", 22, join_user_data([f"{nodes[0].address}"], "SWMTKN-1-nope"))
     foreign = lab.boot("foreign", 23, join_user_data([f"{nodes[0].address}:{MANAGER_PORT}"], other_cluster))
+    no_such = lab.boot("noiface", 24, "#cloud-config\nswarm:\n  init: {advertise_addr: eth9}\n")
+
+    record = wait_swarm(no_such, "the missing interface named", lambda s: s.get("status") == "invalid", lab)
+    assert record["error"] == "advertise_addr 'eth9': no such interface", record
+    assert json.loads(no_such.docker("info", "--format", "{{json .Swarm.LocalNodeState}}")) == "inactive"
 
     record = wait_swarm(malformed, "the malformed token refused", lambda s: s.get("status") == "invalid", lab)
     assert "is not a join token" in record["error"] and "SWMTKN-1-nop" in record["error"], record
@@ -348,3 +356,4 @@ def test_bad_swarm_sections_leave_the_machine_usable(cluster: tuple[Lab, list[No
     took = time.monotonic() - started
     print(f"the stop with a join in flight took {took:.1f} s")
     assert code == -signal.SIGHUP and took < 30, (code, took, silent.describe())
+    assert "dockerd stopped in" in silent.run.log() and "containerd stopped in" in silent.run.log(), silent.describe()
