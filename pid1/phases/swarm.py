@@ -50,6 +50,7 @@ REFRESH = 5.0  # seconds between two looks at /info
 CLOCK_WAIT = 60.0  # at most, for `clock synced` before the first init or join
 NETWORK_WAIT = 60.0  # at most, for the network before the first try (then the tries' backoff)
 RETRY_FIRST, RETRY_CAP = 2.0, 60.0  # seconds: the backoff while the managers do not answer
+CALL_TIMEOUT = 60.0  # seconds: a dockerd that hangs is given up on (its own join timeout is 20 s)
 HOSTNAME_LABEL = "only-docker.hostname"
 ERROR_MAX = 500
 # dockerd's words for a request that no retry can fix (a token of another swarm, a bad secret)
@@ -114,7 +115,7 @@ class SwarmKeeper:
     async def step(self) -> float:
         """One look and what it calls for; the seconds until the next look."""
         try:
-            node = NodeView.from_info(await self.client.info())
+            node = NodeView.from_info(await asyncio.wait_for(self.client.info(), CALL_TIMEOUT))
         except Exception as exc:  # dockerd restarting (pid1 brings it back) or not up yet
             self.publish(status=SwarmStatus.WAITING, error=f"dockerd does not answer: {str(exc)[:200]}")
             return REFRESH
@@ -184,11 +185,14 @@ class SwarmKeeper:
         self.publish(status=SwarmStatus.JOINING, local_state="inactive", attempts=attempt, next_retry=None)
         try:
             if config.role == "init":
-                node_id = await self.client.swarm_init(config.advertise_addr)
+                node_id = await asyncio.wait_for(self.client.swarm_init(config.advertise_addr), CALL_TIMEOUT)
                 ctx.log.milestone("swarm active", f"initialised a new swarm: node {str(node_id)[:25]}, manager")
             else:
-                await self.client.swarm_join(config.managers, config.token or "", config.advertise_addr)
+                join = self.client.swarm_join(config.managers, config.token or "", config.advertise_addr)
+                await asyncio.wait_for(join, CALL_TIMEOUT)
                 ctx.log.milestone("swarm active", f"joined through {', '.join(config.managers)}")
+        except TimeoutError:
+            return await self.failed(f"{TIMEOUT}: dockerd did not answer within {CALL_TIMEOUT:g} s", attempt)
         except Exception as exc:
             return await self.failed(str(getattr(exc, "message", None) or exc)[:ERROR_MAX], attempt)
         return 0.0  # look at once: the state fills in from /info
