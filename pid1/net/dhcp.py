@@ -3,7 +3,8 @@ with pid1's script (udhcpc.script, bound in), the lease file the script
 writes, and /etc/resolv.conf, which is always rewritten in place (containers
 bind-mount it: a bind pins the inode, a rename would break it).
 
-Owns: dhcp_spec, where its files live (network_dir, lease_file), the link it runs on when sysfs tells it at once
+Owns: dhcp_spec, dhcp_role, where its files live (network_dir, lease_file), the link it
+runs on when sysfs tells it at once
 (sysfs_dhcp_link), read_lease (bounded: the container is not trusted),
 lease_values, resolv.conf text and writes.
 May use: pid1.container_spec, pid1.untrusted, pid1.net.netlink (which links
@@ -77,9 +78,18 @@ def read_lease(path: str, log: Any = None) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
+def dhcp_role(link: str, default_route: bool) -> str:
+    """The dhcp container of the interface that owns the default route is
+    `dhcp`; another DHCP interface's is `dhcp-LINK`."""
+    return "dhcp" if default_route else f"dhcp-{link}"
+
+
+def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str, default_route: bool = True) -> ContainerSpec:
+    """`net_dir`: where its script writes the lease (network_dir for the
+    default route's interface; a directory of its own for another, whose
+    script leaves the default route and /etc/resolv.conf alone)."""
     return ContainerSpec(
-        role="dhcp",
+        role=dhcp_role(link, default_route),
         images=(DHCP_IMAGE,),
         fallback_image=DHCP_IMAGE,
         # -f: foreground (the container lives as long as the lease is kept);
@@ -88,7 +98,7 @@ def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
             *("udhcpc", "-f", "-i", link, "-s", DHCP_SCRIPT),
             *("-T", "1", "-t", "3", "-A", "3", "-x", f"hostname:{ctx.config.hostname}"),
         ),
-        env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",),
+        env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}", f"PID1_DEFAULT_ROUTE={'yes' if default_route else 'no'}"),
         binds=(
             f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf",
             f"{net_dir}:{NET_DIR_IN_CONTAINER}",
