@@ -30,7 +30,8 @@ DHCP_SCRIPT = "/etc/udhcpc/default.script"
 DHCP_SCRIPT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udhcpc.script")
 NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
 LEASE_MAX = 16384  # a lease is a few hundred bytes
-LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak")
+# "interface": another DHCP interface's lease changed (its script says no more).
+LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak", "interface")
 
 
 def resolv_conf_text(dns: tuple[str, ...], domain: str = "") -> str:
@@ -57,10 +58,15 @@ def network_dir(state_dir: str) -> str:
     return os.path.join(state_dir, "network")
 
 
-def lease_file(net_dir: str) -> str:
+def lease_file(net_dir: str, link: str | None = None) -> str:
     """The lease the udhcpc script writes in `net_dir` (network_dir): the
-    network phase and the ntp phase (option 42) read it."""
-    return os.path.join(net_dir, "lease")
+    network phase and the ntp phase (option 42) read it. With `link`: the
+    lease of a DHCP interface that does not own the default route."""
+    return os.path.join(net_dir, lease_name(link))
+
+
+def lease_name(link: str | None) -> str:
+    return "lease" if link is None else f"lease.{link}"
 
 
 def read_lease(path: str, log: Any = None) -> dict[str, str]:
@@ -85,9 +91,9 @@ def dhcp_role(link: str, default_route: bool) -> str:
 
 
 def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str, default_route: bool = True) -> ContainerSpec:
-    """`net_dir`: where its script writes the lease (network_dir for the
-    default route's interface; a directory of its own for another, whose
-    script leaves the default route and /etc/resolv.conf alone)."""
+    """Another DHCP interface's (not `default_route`) script leaves the
+    default route and /etc/resolv.conf alone, writes its lease as
+    lease.LINK, and says only "interface" on the events FIFO."""
     return ContainerSpec(
         role=dhcp_role(link, default_route),
         images=(DHCP_IMAGE,),
@@ -98,7 +104,11 @@ def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str, default_route: bool = 
             *("udhcpc", "-f", "-i", link, "-s", DHCP_SCRIPT),
             *("-T", "1", "-t", "3", "-A", "3", "-x", f"hostname:{ctx.config.hostname}"),
         ),
-        env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}", f"PID1_DEFAULT_ROUTE={'yes' if default_route else 'no'}"),
+        env=(
+            f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",
+            f"PID1_DEFAULT_ROUTE={'yes' if default_route else 'no'}",
+            f"PID1_LEASE_NAME={lease_name(None if default_route else link)}",
+        ),
         binds=(
             f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf",
             f"{net_dir}:{NET_DIR_IN_CONTAINER}",

@@ -164,10 +164,12 @@ class NetworkPhase:
         if supervisor is None:
             self.ctx.log.error(f"network: no system-container supervisor: no DHCP client on {link}")
             return
-        net_dir = os.path.join(self.net_dir, link)
-        os.makedirs(net_dir, exist_ok=True)
+        ensure_file(self.ctx.path("etc/resolv.conf"))
+        os.makedirs(self.net_dir, exist_ok=True)
+        self.watch_lease_events()
         self.ctx.log.info(f"network: DHCP on {link} ({dhcp_role(link, False)} container, no default route)")
-        task = asyncio.get_running_loop().create_task(supervisor.ensure(dhcp_spec(self.ctx, link, net_dir, False)))
+        spec = dhcp_spec(self.ctx, link, self.net_dir, default_route=False)
+        task = asyncio.get_running_loop().create_task(supervisor.ensure(spec))
         self.extra_tasks.append(task)
 
     def start_dhcp(self, link: str) -> None:
@@ -212,10 +214,29 @@ class NetworkPhase:
 
         self.ctx.start_service(LEASE_SERVICE, service)
 
+    def on_extra_lease(self) -> None:
+        """Another DHCP interface's lease changed: each one's state from its lease file."""
+        for name, interface in self.network.interfaces.items():
+            if interface.method != Method.DHCP or interface.default_route:
+                continue
+            lease = read_lease(lease_file(self.net_dir, name), self.ctx.log)
+            prefix = lease.get("prefixlen", "")
+            addresses = [f"{lease['ip']}/{prefix}"] if lease.get("ip") and prefix.isdigit() else []
+            if addresses != interface.addresses:
+                self.ctx.log.info(
+                    f"network: {name}: {addresses[0] if addresses else 'lease lost'} (DHCP, no default route)"
+                )
+                interface.update(
+                    addresses=addresses, status=InterfaceStatus.UP if addresses else InterfaceStatus.WAITING
+                )
+        self.ctx.store.changed()
+
     def on_lease_event(self, word: str) -> None:
         """A udhcpc event, after the script has applied it."""
         network, log = self.network, self.ctx.log
-        if word in ("bound", "renew"):
+        if word == "interface":
+            self.on_extra_lease()
+        elif word in ("bound", "renew"):
             lease = read_lease(lease_file(self.net_dir), self.ctx.log)
             if not lease.get("ip"):
                 return

@@ -375,6 +375,69 @@ def test_two_interfaces_with_mtus_and_an_absent_one_by_pid1(netpair: NetPair, st
     assert f"eth0 static {eth0}/24 mtu 1400 (default route)" in shown and "eth7 absent" in shown, shown
 
 
+@pytest.fixture
+def second_udhcpd(netpair: NetPair) -> Iterator[Callable[[str], str]]:
+    """second_udhcpd(subnet) -> eth1/srv1 on SUBNET with busybox udhcpd on
+    srv1 offering a lease with a router (which must not become the machine's
+    default route); returns the server's address."""
+    procs: list[subprocess.Popen] = []
+
+    def start(subnet: str) -> str:
+        server = add_second_link(netpair, subnet)
+        conf, leases = netpair.workdir / "udhcpd-srv1.conf", netpair.workdir / "udhcpd-srv1.leases"
+        leases.write_text("")
+        conf.write_text(
+            f"start {subnet}.10\nend {subnet}.20\ninterface srv1\nlease_file {leases}\nmin_lease 10\n"
+            f"option subnet 255.255.255.0\noption router {server}\noption dns {server}\noption lease 600\n"
+        )
+        log = open(netpair.workdir / "udhcpd-srv1.log", "wb")
+        argv = ["ip", "netns", "exec", netpair.server, "busybox", "udhcpd", "-f", str(conf)]
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+        return server
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.mark.docker
+def test_a_second_dhcp_interface_gets_its_lease_but_not_the_default_route(
+    netpair: NetPair, second_udhcpd, start_networked
+) -> None:
+    """eth0 and eth1 both DHCP, both servers offer a router: eth0 (the first)
+    owns the default route and DNS, eth1 gets its address from its own dhcp
+    container (dhcp-eth1) and the state follows it, and the route stays eth0's."""
+    netpair.start_udhcpd()
+    other = second_subnet(netpair)
+    eth1_server = second_udhcpd(other)
+    run = start_networked(netpair, "pid1.net=eth0:dhcp+eth1:dhcp pid1.net_timeout=30")
+    state = run.wait_phase("network", timeout=90)
+
+    def seen() -> str:
+        network = json.dumps((run.state() or {}).get("network"), indent=1)
+        return f"{run.describe()}\n--- network ---\n{network}\n{netpair.describe()}\n{client_links(netpair)}"
+
+    assert (state["network"]["status"], state["network"]["link"]) == ("up", "eth0"), seen()
+    after = run.wait_state(
+        "eth1's lease in the state",
+        lambda s: s["network"]["interfaces"].get("eth1", {}).get("addresses") and s,
+        30,
+    )
+    [eth1_address] = after["network"]["interfaces"]["eth1"]["addresses"]
+    assert eth1_address.startswith(f"{other}.") and eth1_address.endswith("/24"), seen()
+    assert after["network"]["interfaces"]["eth1"]["default_route"] is False, seen()
+    assert after["containers"]["dhcp-eth1"]["status"] == "running", seen()
+    kernel = [a["local"] for a in client_links(netpair)["eth1"]["addr_info"] if a["family"] == "inet"]
+    assert kernel == [eth1_address.split("/")[0]], seen()
+    # One default route, eth0's, and eth0's DNS: eth1's lease did not steal them.
+    assert default_routes(netpair) == [(netpair.server_ip, "eth0")], seen()
+    resolv = Path(run.root, "etc", "resolv.conf").read_text()
+    assert f"nameserver {netpair.server_ip}" in resolv and eth1_server not in resolv, seen()
+    run.wait_log("network: eth1: ")
+
+
 @pytest.mark.docker
 def test_none_brings_only_lo_up(netpair: NetPair, start_networked) -> None:
     run = start_networked(netpair, "pid1.net=none")
