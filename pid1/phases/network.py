@@ -36,8 +36,8 @@ JSON-line events this phase reads from a pipe.
   alone. A named interface that is not there within the child's link wait
   is a warning in the state (`network.warnings`, its status `absent`), and
   the boot goes on. `state.network.interfaces` holds each one's settings and
-  addresses (`NetworkState.addresses_of(name)`, for a phase that needs an
-  interface's address).
+  addresses; a phase that needs an interface's address uses the slot
+  `Wiring.interface_addresses` (`of(name)`, or a bounded `wait(name, timeout)`).
 
 The phase is done when netlink reports an IPv4 address and a default route on
 a link (an event, not a poll), or after `pid1.net_timeout` seconds: then the
@@ -47,7 +47,8 @@ the dhcp container (and by the system phase into dom0 and the console) and
 always rewritten in place: a bind pins the inode, a rename would break it.
 
 Owns: NetworkPhase (the attempt, the state's `network` section, the
-`network-lease` service), the slots network_up and network_attempt.
+`network-lease` service), InterfaceAddresses, the slots network_up,
+network_attempt and interface_addresses.
 May use: pid1.net (mode, worker, dhcp), pid1.linux.fifo (the events FIFO),
 the system-container supervisor through its slot.
 """
@@ -60,6 +61,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +89,37 @@ from pid1.wiring import Wiring
 LEASE_SERVICE = "network-lease"
 
 
+class InterfaceAddresses:
+    """What the network phase provides a phase that needs an interface's
+    address (Wiring.interface_addresses; e.g. Swarm's advertise interface):
+    `of(name)` now, or `wait(name, timeout)` until it has one. One for the
+    boot (a retried phase keeps it); it reads the state's current
+    `network.interfaces`, which the phase changes and then calls `changed()`."""
+
+    def __init__(self, network: Callable[[], NetworkState]) -> None:
+        self.network = network
+        self.event = asyncio.Event()
+
+    def of(self, name: str) -> list[str]:
+        """Interface `name`'s IPv4 addresses ("ADDR/PREFIX"); [] while it has none, or is absent."""
+        return self.network().addresses_of(name)
+
+    def changed(self) -> None:
+        event, self.event = self.event, asyncio.Event()
+        event.set()  # wakes every waiter; the next wait waits for the next change
+
+    async def wait(self, name: str, timeout: float) -> list[str]:
+        """`of(name)` once it is not empty, or [] after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.of(name)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.event.wait(), remaining)
+        return found
+
+
 @dataclass
 class NetworkPhase:
     ctx: PhaseContext
@@ -109,9 +142,15 @@ class NetworkPhase:
         self.network.update(**values)
         if "address" in values:
             self.follow_primary()
+        self.interfaces_changed()
         if "status" in values:
             (self.up.set if values["status"] == NetworkStatus.UP else self.up.clear)()
         self.ctx.store.changed()
+
+    def interfaces_changed(self) -> None:
+        addresses = self.ctx.wiring.maybe(Wiring.interface_addresses)
+        if addresses is not None:
+            addresses.changed()
 
     def follow_primary(self) -> None:
         """The default route's interface in `interfaces` follows the lease."""
@@ -147,6 +186,7 @@ class NetworkPhase:
         elif event.get("default_route"):
             self.publish(link=link)
         else:
+            self.interfaces_changed()
             self.ctx.store.changed()
 
     def on_absent(self, event: dict[str, Any]) -> None:
@@ -155,6 +195,7 @@ class NetworkPhase:
         self.network.interfaces[name] = InterfaceState(name=name, status=InterfaceStatus.ABSENT, warning=warning)
         self.network.warnings.append(warning)
         self.ctx.log.warning(f"network: {warning}")
+        self.interfaces_changed()
         self.ctx.store.changed()
 
     def start_extra_dhcp(self, link: str) -> None:
@@ -229,6 +270,7 @@ class NetworkPhase:
                 interface.update(
                     addresses=addresses, status=InterfaceStatus.UP if addresses else InterfaceStatus.WAITING
                 )
+        self.interfaces_changed()
         self.ctx.store.changed()
 
     def on_lease_event(self, word: str) -> None:
@@ -369,6 +411,8 @@ async def run(ctx: PhaseContext) -> str:
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is None:  # one for the boot: a retried phase keeps it
         up = ctx.wiring.network_up = asyncio.Event()
+    if ctx.wiring.maybe(Wiring.interface_addresses) is None:
+        ctx.wiring.interface_addresses = InterfaceAddresses(lambda: ctx.state.network)
     phase = NetworkPhase(ctx=ctx, mode=parse_net_mode(ctx.config.net), net_dir=net_dir, up=up)
     try:
         return await phase.run()
@@ -380,6 +424,6 @@ PHASE = Phase(
     name="network",
     run=run,
     needs=("images",),
-    fills=(Wiring.network_attempt, Wiring.network_up),
+    fills=(Wiring.network_attempt, Wiring.network_up, Wiring.interface_addresses),
     uses=(Wiring.system_containers,),
 )

@@ -291,3 +291,34 @@ def test_the_dhcp_link_from_sysfs_is_the_first_physical_ethernet_link(tmp_path: 
     only_virtual = fake_sysfs(tmp_path / "b", {"lo": (1, 772, False, False), "eth0": (2, 1, False, False)})
     assert sysfs_dhcp_link(str(tmp_path / "b"), only_virtual) is None
     assert sysfs_dhcp_link(str(tmp_path / "missing"), [(1, "lo")]) is None
+
+
+def test_interface_addresses_answers_now_or_after_a_bounded_wait() -> None:
+    """What the network phase gives a phase that needs an interface's address
+    (Wiring.interface_addresses): the state's addresses, now or once they come."""
+    import asyncio
+
+    from pid1.phases.network import InterfaceAddresses
+    from pid1.state_schema import InterfaceState, NetworkState
+
+    network = NetworkState(interfaces={"eth1": InterfaceState("eth1", "dhcp")})
+    addresses = InterfaceAddresses(lambda: network)
+
+    async def scenario() -> tuple[list[str], list[str], list[str], float]:
+        assert addresses.of("eth1") == [] and addresses.of("eth9") == []
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        nothing = await addresses.wait("eth9", 0.2)  # bounded: absent stays absent
+        waited = loop.time() - began
+        waiter = asyncio.ensure_future(addresses.wait("eth1", 5))
+        await asyncio.sleep(0)
+        addresses.changed()  # a change that does not give eth1 an address: it keeps waiting
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        network.interfaces["eth1"].addresses = ["10.0.0.9/24"]
+        addresses.changed()
+        return nothing, await asyncio.wait_for(waiter, 1), addresses.of("eth1"), waited
+
+    nothing, came, now, waited = asyncio.run(scenario())
+    assert nothing == [] and 0.2 <= waited < 1
+    assert came == now == ["10.0.0.9/24"]
