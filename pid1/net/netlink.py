@@ -326,7 +326,7 @@ async def watch(request: Request) -> int:
                         await ipr.link("set", index=link.index, state="up")
                         managed.append(link)
                         emit("links", managed=[asdict(x) for x in managed], skipped=[])
-                    if new:
+                    if plan.unresolved():  # a new link, or one renamed (udev) to a name we wait for
                         await resolve()
         finally:
             reader.cancel()

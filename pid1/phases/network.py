@@ -211,6 +211,12 @@ class NetworkPhase:
         self.ctx.log.info(f"network: DHCP on {link} ({dhcp_role(link, False)} container, no default route)")
         spec = dhcp_spec(self.ctx, link, self.net_dir, default_route=False)
         task = asyncio.get_running_loop().create_task(supervisor.ensure(spec))
+
+        def done(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                self.ctx.log.error(f"network: the {spec.role} container could not be started: {task.exception()!r}")
+
+        task.add_done_callback(done)
         self.extra_tasks.append(task)
 
     def start_dhcp(self, link: str) -> None:
