@@ -350,6 +350,16 @@ class NetworkPhase:
         return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} {via}{lease}{more}"
 
     def offline(self, why: str) -> str:
+        network = self.network
+        if network.address and network.lease_event in ("bound", "renew"):
+            # The lease came and its script applied it (address, route, DNS),
+            # but the netlink child did not say so in time (a slow machine):
+            # the lease is the answer, or the state would stay offline until
+            # the next renewal.
+            self.publish(status=NetworkStatus.UP, waited=round(uptime() - self.started, 3))
+            self.ctx.log.milestone("network up", str(network.address))
+            self.ctx.log.info(f"network: up from the lease on {network.link} ({why})")
+            return f"dhcp: {network.address} on {network.link} (the lease; {why})"
         self.publish(status=NetworkStatus.OFFLINE, offline_reason=why, waited=round(uptime() - self.started, 3))
         later = " (the DHCP client keeps trying)" if self.dhcp_task is not None else ""
         self.ctx.log.warning(f"network: {why}; going on offline{later}")

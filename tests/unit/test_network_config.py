@@ -322,3 +322,27 @@ def test_interface_addresses_answers_now_or_after_a_bounded_wait() -> None:
     nothing, came, now, waited = asyncio.run(scenario())
     assert nothing == [] and 0.2 <= waited < 1
     assert came == now == ["10.0.0.9/24"]
+
+
+def test_a_lease_before_the_netlink_child_answers_is_up_not_offline(tmp_path) -> None:
+    """Under emulation the child's pyroute2 import can outlast the phase's
+    deadline while the dhcp container already has the lease: the phase goes
+    up on the lease (applied by the script), not offline until a renewal."""
+    from devtools.phase_context import phase_context
+    from pid1.log import Log
+    from pid1.phases.network import PHASE, NetworkPhase
+    from pid1.state import StateStore
+    from pid1.state_schema import NetworkState, NetworkStatus
+
+    store = StateStore(str(tmp_path))
+    log = Log(store=store, kmsg_path=str(tmp_path / "kmsg"))
+    ctx = phase_context(PHASE, root=str(tmp_path), log=log, store=store)
+    phase = NetworkPhase(ctx=ctx, mode=parse_net_mode("dhcp"), net_dir=str(tmp_path / "network"))
+    store.state.network = NetworkState(mode="dhcp", status=NetworkStatus.WAITING, link="eth0")
+    # Negative control first: no lease yet, so it is offline.
+    assert phase.offline("netlink worker: late").startswith("offline: ")
+    assert store.state.network.status == NetworkStatus.OFFLINE and not phase.up.is_set()
+    store.state.network.update(address="10.0.2.15", prefixlen=24, lease_event="bound")
+    assert phase.offline("netlink worker: late") == "dhcp: 10.0.2.15 on eth0 (the lease; netlink worker: late)"
+    assert store.state.network.status == NetworkStatus.UP and phase.up.is_set()
+    assert "network up" in store.state.milestones
