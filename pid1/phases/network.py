@@ -397,10 +397,16 @@ class NetworkPhase:
         deadline = time.monotonic() + ctx.config.net_timeout
         worker = Worker(ctx.reaper, worker_args(mode, deadline))
         primary = mode.primary
-        if primary is not None and primary.method == Method.DHCP and primary.name is None:
-            link = sysfs_dhcp_link(ctx.path("sys/class/net"), socket.if_nameindex())
+        if primary is not None and primary.method == Method.DHCP:
+            # udhcpc needs only the name: a named link that is there now, or
+            # the first physical one sysfs shows; else the worker's event decides.
+            present = socket.if_nameindex()
+            if primary.name is not None:
+                link = primary.name if primary.name in (name for _, name in present) else None
+            else:
+                link = sysfs_dhcp_link(ctx.path("sys/class/net"), present)
             if link is not None:
-                self.start_dhcp(link)  # the worker's links event, later, finds it started
+                self.start_dhcp(link)  # the worker's interface event, later, finds it started
         result: str | None = None
         status: int | None = None
         try:
