@@ -70,9 +70,13 @@ async def ntp_query_only(ctx: PhaseContext) -> str:
 async def network(ctx: PhaseContext) -> str:
     import asyncio
 
+    from pid1.phases.network import InterfaceAddresses
+
     ctx.state.network.update(mode="host", status=NetworkStatus.UP)
     ctx.wiring.network_up = up = asyncio.Event()
     up.set()
+    # No configured interfaces: of(name) is [] (a test that needs one runs the real phase).
+    ctx.wiring.interface_addresses = InterfaceAddresses(lambda: ctx.state.network)
     return "the host's network (test stand-in)"
 
 
@@ -86,7 +90,14 @@ PHASES = [
     *(
         []
         if os.environ.get("PID1_TEST_REAL_NETWORK") == "1"
-        else [Phase(name="network", run=network, needs=("images",), fills=(Wiring.network_up,))]
+        else [
+            Phase(
+                name="network",
+                run=network,
+                needs=("images",),
+                fills=(Wiring.network_up, Wiring.interface_addresses),
+            )
+        ]
     ),
     *(
         []

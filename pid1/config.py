@@ -150,7 +150,11 @@ class Config:
         "after the console's first start: quiet (only errors and the stop reach the terminals) or all",
         ("quiet", "all"),
     )
-    net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]", check=net_mode_problem)
+    net: str = _key(
+        "dhcp",
+        "network: dhcp, none, static:ADDR/PREFIX,GATEWAY[,DNS][,mtu=N], or per interface NAME:SPEC+NAME:SPEC",
+        check=net_mode_problem,
+    )
     net_timeout: float = _key(
         15.0, "seconds the network phase waits for a lease before going on offline", minimum=0, maximum=600
     )

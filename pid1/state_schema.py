@@ -56,6 +56,13 @@ class NetworkStatus(StrEnum):
     NONE = "none"  # pid1.net=none: loopback only
 
 
+class InterfaceStatus(StrEnum):
+    CONFIGURED = "configured"  # its settings applied (a static address, an MTU)
+    WAITING = "waiting for a lease"
+    UP = "up"  # it has its address
+    ABSENT = "absent"  # named in pid1.net but not there (after a bounded wait)
+
+
 class ClockStatus(StrEnum):
     OFF = "off"  # pid1.ntp=off
     STARTING = "starting"
@@ -145,6 +152,21 @@ class StorageState(Record):
 
 
 @dataclass
+class InterfaceState(Record):
+    """One interface pid1.net (or the user-data's network) names: its
+    settings and the IPv4 addresses it was seen with."""
+
+    name: str
+    method: str | None = None  # dhcp, static
+    status: InterfaceStatus | None = None
+    addresses: list[str] = field(default_factory=list)  # "ADDR/PREFIX"
+    mtu: int | None = None
+    gateway: str | None = None
+    default_route: bool = False  # this interface owns the default route
+    warning: str | None = None
+
+
+@dataclass
 class NetworkState(Record):
     """The network phase's link, address and DHCP lease (`lease_*` are the
     DHCP client's stamps: wall clock, `date +%s`)."""
@@ -167,6 +189,20 @@ class NetworkState(Record):
     lease_event: str | None = None  # udhcpc's last event word (bound, renew, deconfig, leasefail...)
     offline_reason: str | None = None
     waited: float | None = None  # seconds the phase waited for the network
+    # Every configured interface by name (a phase asks addresses_of(name)).
+    interfaces: dict[str, InterfaceState] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # an interface absent, say
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["interfaces"] = {name: interface.to_json() for name, interface in self.interfaces.items()}
+        return data
+
+    def addresses_of(self, name: str) -> list[str]:
+        """The IPv4 addresses ("ADDR/PREFIX") interface `name` has, as the
+        network phase last saw them; [] for an absent or unknown one."""
+        interface = self.interfaces.get(name)
+        return list(interface.addresses) if interface is not None else []
 
 
 @dataclass

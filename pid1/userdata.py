@@ -4,8 +4,10 @@ checked into a `UserData` before anything of it is applied.
 Two kinds, as cloud-init reads them:
 - `#cloud-config` YAML, the subset that fits a host made of containers:
   `hostname`, `write_files`, `ssh_authorized_keys`, `ntp`, `runcmd`, `swarm`
-  (Docker Swarm mode, checked by pid1.swarm_config), and this project's own
-  section, `only_docker:` (any `pid1.*` key by name, and `docker:`, dockerd's daemon.json, checked by pid1.daemon_json);
+  (Docker Swarm mode, checked by pid1.swarm_config), `network` (cloud-init's
+  network config v2, the subset pid1.net.netconfig reads, as the value of
+  pid1.net), and this project's own section, `only_docker:` (any `pid1.*`
+  key by name, and `docker:`, dockerd's daemon.json, checked by pid1.daemon_json);
 - a script (`#!...`), run once per instance in dom0.
 
 Everything else is a warning that names it, and the rest applies: a user-data
@@ -48,7 +50,7 @@ SECTION = "only_docker"
 # host. A path elsewhere (the engine's, pid1's, the kernel's) is refused.
 WRITABLE_PREFIXES = ("/etc/", "/root/", "/home/", "/opt/", "/srv/", "/usr/local/", "/var/lib/only-docker/files/")
 HOSTNAME = re.compile(r"^(?=.{1,64}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-CLOUD_INIT_KEYS = ("hostname", "write_files", "ssh_authorized_keys", "ntp", "runcmd", "swarm", SECTION)
+CLOUD_INIT_KEYS = ("hostname", "write_files", "ssh_authorized_keys", "ntp", "runcmd", "swarm", "network", SECTION)
 
 
 class Kind(enum.Enum):
@@ -186,6 +188,14 @@ def _cloud_config(document: dict[Any, Any]) -> UserData:
             data.warnings.append(f"{exc}: the swarm section is ignored")
     if SECTION in document:
         _own_section(document[SECTION], data)
+    if "network" in document:
+        from pid1.net.netconfig import network_from_document
+
+        net = network_from_document(document["network"], data.warnings)
+        if net is not None and "net" in data.settings:
+            data.warnings.append(f"network: {SECTION}.net is given too, and wins")
+        elif net is not None:
+            data.settings["net"] = net
     return data
 
 

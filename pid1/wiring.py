@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pid1.engine.system_containers import SystemContainers
     from pid1.kmod import ModuleIndex
     from pid1.phases import Phase
-    from pid1.phases.network import NetworkPhase
+    from pid1.phases.network import InterfaceAddresses, NetworkPhase
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.phases.userdata_volume import VolumeSource
@@ -129,6 +129,9 @@ class Wiring:
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")
     clock: Slot[Clock] = Slot("ntp", "the clock's state: `synced` is set once it is right (milestone clock synced)")
     network_up: Slot[asyncio.Event] = Slot("network", "set while the network is up, whenever that comes")
+    interface_addresses: Slot[InterfaceAddresses] = Slot(
+        "network", "each configured interface's IPv4 addresses, and a bounded wait for one to have any"
+    )
     # --- a phase's own memory across its retries --------------------------------------------
     network_attempt: Slot[NetworkPhase] = Slot("network", "the network phase's latest attempt (lease events go to it)")
 

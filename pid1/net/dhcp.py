@@ -3,7 +3,8 @@ with pid1's script (udhcpc.script, bound in), the lease file the script
 writes, and /etc/resolv.conf, which is always rewritten in place (containers
 bind-mount it: a bind pins the inode, a rename would break it).
 
-Owns: dhcp_spec, where its files live (network_dir, lease_file), the link it runs on when sysfs tells it at once
+Owns: dhcp_spec, dhcp_role, where its files live (network_dir, lease_file), the link it
+runs on when sysfs tells it at once
 (sysfs_dhcp_link), read_lease (bounded: the container is not trusted),
 lease_values, resolv.conf text and writes.
 May use: pid1.container_spec, pid1.untrusted, pid1.net.netlink (which links
@@ -29,7 +30,8 @@ DHCP_SCRIPT = "/etc/udhcpc/default.script"
 DHCP_SCRIPT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udhcpc.script")
 NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
 LEASE_MAX = 16384  # a lease is a few hundred bytes
-LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak")
+# "interface": another DHCP interface's lease changed (its script says no more).
+LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak", "interface")
 
 
 def resolv_conf_text(dns: tuple[str, ...], domain: str = "") -> str:
@@ -56,10 +58,15 @@ def network_dir(state_dir: str) -> str:
     return os.path.join(state_dir, "network")
 
 
-def lease_file(net_dir: str) -> str:
+def lease_file(net_dir: str, link: str | None = None) -> str:
     """The lease the udhcpc script writes in `net_dir` (network_dir): the
-    network phase and the ntp phase (option 42) read it."""
-    return os.path.join(net_dir, "lease")
+    network phase and the ntp phase (option 42) read it. With `link`: the
+    lease of a DHCP interface that does not own the default route."""
+    return os.path.join(net_dir, lease_name(link))
+
+
+def lease_name(link: str | None) -> str:
+    return "lease" if link is None else f"lease.{link}"
 
 
 def read_lease(path: str, log: Any = None) -> dict[str, str]:
@@ -77,9 +84,18 @@ def read_lease(path: str, log: Any = None) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
+def dhcp_role(link: str, default_route: bool) -> str:
+    """The dhcp container of the interface that owns the default route is
+    `dhcp`; another DHCP interface's is `dhcp-LINK`."""
+    return "dhcp" if default_route else f"dhcp-{link}"
+
+
+def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str, default_route: bool = True) -> ContainerSpec:
+    """Another DHCP interface's (not `default_route`) script leaves the
+    default route and /etc/resolv.conf alone, writes its lease as
+    lease.LINK, and says only "interface" on the events FIFO."""
     return ContainerSpec(
-        role="dhcp",
+        role=dhcp_role(link, default_route),
         images=(DHCP_IMAGE,),
         fallback_image=DHCP_IMAGE,
         # -f: foreground (the container lives as long as the lease is kept);
@@ -88,7 +104,11 @@ def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
             *("udhcpc", "-f", "-i", link, "-s", DHCP_SCRIPT),
             *("-T", "1", "-t", "3", "-A", "3", "-x", f"hostname:{ctx.config.hostname}"),
         ),
-        env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",),
+        env=(
+            f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",
+            f"PID1_DEFAULT_ROUTE={'yes' if default_route else 'no'}",
+            f"PID1_LEASE_NAME={lease_name(None if default_route else link)}",
+        ),
         binds=(
             f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf",
             f"{net_dir}:{NET_DIR_IN_CONTAINER}",

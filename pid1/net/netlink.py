@@ -1,17 +1,23 @@
 """The network phase's netlink worker: `python -m pid1.net.netlink ...`.
 
 A short-lived child of PID 1 (started through the reaper) that uses pyroute2
-to bring `lo` and the machine's ethernet links up, optionally applies a static
-address and default route, then watches netlink events (not polling) until a
-link has an IPv4 address and a default route through it, or a deadline passes.
+to bring `lo` and the machine's ethernet links up, applies what `--net`
+(pid1.net's value, pid1.net.mode's parser) gives each interface (MTU, a
+static address, the one default route), waits a bounded `--link-wait` for a
+named interface that is not there yet, then watches netlink events (not
+polling) until the interface that owns the default route has its IPv4
+address (and that route, when one is to come), or a deadline passes.
 It reports on stdout as JSON lines, one event each, and exits:
 
     {"event": "links", "managed": [{"index": 2, "name": "eth0", ...}], "skipped": [...]}
-    {"event": "static", "link": "eth0", "address": "10.0.2.15/24", "gateway": "10.0.2.2"}
+    {"event": "interface", "name": "eth1" | null, "link": "eth1", "method": "static",
+     "address": "10.0.0.5/24", "gateway": null, "mtu": 9000, "default_route": false}
+    {"event": "absent", "name": "eth7", "waited": 5.0, "primary": false}
     {"event": "ready", "link": "eth0", "address": "10.0.2.15", "prefixlen": 24,
-     "gateway": "10.0.2.2", "valid_lft": 86400 | null, "waited": 1.93}
-    {"event": "timeout", "seen": {...}}        (exit status 2)
-    {"event": "error", "message": "..."}       (exit status 1)
+     "gateway": "10.0.2.2", "valid_lft": 86400 | null, "waited": 1.93,
+     "addresses": {"eth0": ["10.0.2.15/24"], "eth1": ["10.0.0.5/24"]}}
+    {"event": "timeout", "seen": {...}, "why": "..."?}   (exit status 2)
+    {"event": "error", "message": "..."}                  (exit status 1)
 
 Why a child process and not a thread in PID 1: pyroute2 imported into PID 1
 stays there for good (modules are never unloaded), more RSS than an idle
@@ -39,6 +45,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pid1.net.mode import Interface, Method, parse_net_mode
 
 ARPHRD_ETHER = 1
 # Link kinds that are never the machine's uplink: Docker makes bridges and
@@ -148,11 +156,9 @@ def apply_route_msg(view: View, msg: Any) -> None:
 @dataclass
 class Request:
     deadline: float  # time.monotonic() value (one clock for the whole machine)
-    wait: bool = True
     only_lo: bool = False
-    link: str | None = None  # wait on this link only
-    static_address: str | None = None  # ADDR/PREFIX
-    static_gateway: str | None = None
+    interfaces: list[Interface] = field(default_factory=list)  # pid1.net's, in order
+    link_wait: float = 5.0  # seconds a named interface may take to appear before it is "absent"
 
 
 async def bring_up(ipr: Any, links: list[Link], request: Request) -> list[Link]:
@@ -164,11 +170,61 @@ async def bring_up(ipr: Any, links: list[Link], request: Request) -> list[Link]:
     return managed
 
 
-async def apply_static(ipr: Any, link: Link, address: str, gateway: str | None) -> None:
-    interface = ipaddress.IPv4Interface(address)
-    await ipr.addr("replace", index=link.index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
-    if gateway:
-        await ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=link.index)
+async def configure(ipr: Any, link: Link, interface: Interface) -> dict[str, Any]:
+    """One interface's settings onto its link (up, MTU, a static address and
+    its default route); the "interface" event's fields."""
+    await ipr.link("set", index=link.index, state="up")
+    if interface.mtu is not None:
+        await ipr.link("set", index=link.index, mtu=interface.mtu)
+    if interface.method == Method.STATIC and interface.address:
+        address = ipaddress.IPv4Interface(interface.address)
+        await ipr.addr("replace", index=link.index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        if interface.gateway and interface.default_route:
+            await ipr.route("replace", dst="0.0.0.0/0", gateway=interface.gateway, oif=link.index)
+    return {
+        "name": interface.name,
+        "link": link.name,
+        "method": interface.method.value,
+        "address": interface.address,
+        "gateway": interface.gateway if interface.default_route else None,
+        "mtu": interface.mtu,
+        "default_route": interface.default_route,
+    }
+
+
+@dataclass
+class Plan:
+    """Which link each configured interface is, as links are seen."""
+
+    interfaces: list[Interface]
+    links: dict[int, Link] = field(default_factory=dict)  # index -> link, every link seen
+    resolved: dict[int, Link] = field(default_factory=dict)  # position in interfaces -> its link
+    absent: set[int] = field(default_factory=set)  # positions declared absent
+
+    def unresolved(self) -> list[int]:
+        return [n for n in range(len(self.interfaces)) if n not in self.resolved and n not in self.absent]
+
+    def match(self, managed: list[Link]) -> list[int]:
+        """Resolve what the links seen allow; the positions newly resolved."""
+        named = {i.name for i in self.interfaces if i.name}
+        taken = {link.index for link in self.resolved.values()}
+        found = []
+        for n in self.unresolved():
+            wanted = self.interfaces[n].name
+            if wanted is None:  # the first ethernet link no other entry names
+                link = next((x for x in managed if x.name not in named and x.index not in taken), None)
+            else:
+                link = next((x for x in self.links.values() if x.name == wanted), None)
+            if link is not None:
+                self.resolved[n] = link
+                taken.add(link.index)
+                found.append(n)
+        return found
+
+
+def link_addresses(view: View, links: dict[int, Link]) -> dict[str, list[str]]:
+    return {links[i].name: [f"{a}/{p}" for a, (p, _) in addrs.items()] for i, addrs in view.addresses.items()
+            if i in links and addrs}  # fmt: skip
 
 
 async def watch(request: Request) -> int:
@@ -187,62 +243,95 @@ async def watch(request: Request) -> int:
             managed=[asdict(link) for link in managed],
             skipped=[link.name for link in links if link not in managed and link.name != "lo"],
         )
-        if request.static_address:
-            target = next((link for link in managed if link.name == request.link), managed[0] if managed else None)
-            if target is None:
-                emit("error", message="no ethernet link to put the static address on")
-                return 1
-            await apply_static(ipr, target, request.static_address, request.static_gateway)
-            emit("static", link=target.name, address=request.static_address, gateway=request.static_gateway)
-        if not request.wait:
+        if request.only_lo:
             return 0
+        plan = Plan(request.interfaces, links={link.index: link for link in links})
+        primary = next((n for n, i in enumerate(plan.interfaces) if i.default_route), 0)
+
+        async def resolve() -> None:
+            for n in plan.match(managed):
+                emit("interface", **await configure(ipr, plan.resolved[n], plan.interfaces[n]))
+
+        await resolve()
         view = View()
         async for msg in await ipr.addr("dump", family=2):
             apply_addr_msg(view, msg)
         async for msg in await ipr.route("dump", family=2):
             apply_route_msg(view, msg)
-        by_index = {link.index: link for link in managed}
 
         def ready() -> dict[str, Any] | None:
-            for index, link in by_index.items():
-                if request.link and link.name != request.link:
-                    continue
-                found = view.ready_on(index)
+            """The primary's address (and default route, when one is to come)."""
+            if primary not in plan.resolved or plan.unresolved():
+                return None
+            interface, link = plan.interfaces[primary], plan.resolved[primary]
+            if interface.method == Method.STATIC and not interface.gateway:
+                address = ipaddress.IPv4Interface(interface.address or "")
+                return {"link": link.name, "address": str(address.ip), "prefixlen": address.network.prefixlen,
+                        "gateway": None, "valid_lft": None}  # fmt: skip
+            # Unnamed DHCP: whichever managed link gets the lease (as before names).
+            candidates = managed if interface.name is None and interface.method == Method.DHCP else [link]
+            for candidate in candidates:
+                found = view.ready_on(candidate.index)
                 if found:
-                    return {"link": link.name, **found}
+                    return {"link": candidate.name, **found}
             return None
 
-        found = ready()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read_events() -> None:
+            while True:
+                async for msg in events.get():
+                    queue.put_nowait(msg)
+
+        reader = asyncio.create_task(read_events())
+        link_deadline = min(request.deadline, started + request.link_wait)
         try:
-            async with asyncio.timeout(max(0.0, request.deadline - time.monotonic())):
-                while not found:
-                    async for msg in events.get():
-                        kind = msg.get("event")
-                        if kind in ("RTM_NEWADDR", "RTM_DELADDR"):
-                            apply_addr_msg(view, msg)
-                        elif kind in ("RTM_NEWROUTE", "RTM_DELROUTE"):
-                            apply_route_msg(view, msg)
-                        elif kind == "RTM_NEWLINK":
-                            link = link_from_msg(msg)
-                            if link.index not in by_index and is_managed_link(link):
-                                # A NIC that appeared late (driver loaded after us).
-                                await ipr.link("set", index=link.index, state="up")
-                                by_index[link.index] = link
-                                managed.append(link)
-                                emit("links", managed=[asdict(x) for x in managed], skipped=[])
-                    found = ready()
-        except TimeoutError:
-            emit(
-                "timeout",
-                waited=round(time.monotonic() - started, 3),
-                seen={
-                    "links": [link.name for link in by_index.values()],
-                    "addresses": {str(k): list(v) for k, v in view.addresses.items()},
-                    "default_routes": {str(k): v for k, v in view.default_routes.items()},
-                },
-            )
-            return 2
-        emit("ready", waited=round(time.monotonic() - started, 3), **found)
+            while (found := ready()) is None:
+                now = time.monotonic()
+                if now >= request.deadline:
+                    emit("timeout", waited=round(now - started, 3), seen={
+                        "links": [link.name for link in managed],
+                        "addresses": {str(k): list(v) for k, v in view.addresses.items()},
+                        "default_routes": {str(k): v for k, v in view.default_routes.items()},
+                    })  # fmt: skip
+                    return 2
+                # A named interface gets the link wait; the unnamed first link, the whole deadline.
+                missing = [n for n in plan.unresolved() if plan.interfaces[n].name]
+                if missing and now >= link_deadline:
+                    for n in missing:
+                        plan.absent.add(n)
+                        emit("absent", name=plan.interfaces[n].label(), waited=round(now - started, 3),
+                             primary=n == primary)  # fmt: skip
+                    if primary in plan.absent:
+                        emit("timeout", waited=round(now - started, 3),
+                             why=f"{plan.interfaces[primary].label()} is absent")  # fmt: skip
+                        return 2
+                    continue
+                wake = link_deadline if missing else request.deadline
+                try:
+                    msg = await asyncio.wait_for(queue.get(), max(0.0, wake - now))
+                except TimeoutError:
+                    continue
+                kind = msg.get("event")
+                if kind in ("RTM_NEWADDR", "RTM_DELADDR"):
+                    apply_addr_msg(view, msg)
+                elif kind in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+                    apply_route_msg(view, msg)
+                elif kind == "RTM_NEWLINK":
+                    link = link_from_msg(msg)
+                    new = link.index not in plan.links
+                    plan.links[link.index] = link
+                    if new and is_managed_link(link):
+                        # A NIC that appeared late (driver loaded after us).
+                        await ipr.link("set", index=link.index, state="up")
+                        managed.append(link)
+                        emit("links", managed=[asdict(x) for x in managed], skipped=[])
+                    if plan.unresolved():  # a new link, or one renamed (udev) to a name we wait for
+                        await resolve()
+        finally:
+            reader.cancel()
+        emit("ready", waited=round(time.monotonic() - started, 3), addresses=link_addresses(view, plan.links),
+             **found)  # fmt: skip
         return 0
 
 
@@ -250,26 +339,23 @@ def parse_args(argv: list[str]) -> Request:
     parser = argparse.ArgumentParser(prog="python -m pid1.net.netlink", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--deadline", type=float, help="time.monotonic() value to give up at")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (when no --deadline)")
-    parser.add_argument("--no-wait", action="store_true", help="bring links up (and apply --static), then exit")
     parser.add_argument("--only-lo", action="store_true", help="bring only lo up (pid1.net=none)")
-    parser.add_argument("--link", help="wait for this link only (and put the static address on it)")
-    parser.add_argument("--static", metavar="ADDR/PREFIX", help="apply this IPv4 address")
-    parser.add_argument("--gateway", help="default route via this gateway (with --static)")
+    parser.add_argument("--net", default="dhcp", help="pid1.net's value (pid1.net.mode): what each interface gets")
+    parser.add_argument("--link-wait", type=float, default=5.0, help="seconds a named interface may take to appear")
     args = parser.parse_args(argv)
     deadline = args.deadline if args.deadline is not None else time.monotonic() + args.timeout
+    mode = parse_net_mode(args.net)
     return Request(
         deadline=deadline,
-        wait=not (args.no_wait or args.only_lo),
-        only_lo=args.only_lo,
-        link=args.link,
-        static_address=args.static,
-        static_gateway=args.gateway,
+        only_lo=args.only_lo or mode.kind == "none",
+        interfaces=list(mode.interfaces),
+        link_wait=args.link_wait,
     )
 
 
 def main(argv: list[str]) -> int:
-    request = parse_args(argv)
     try:
+        request = parse_args(argv)
         # A plain asyncio loop: pyroute2's async API does not work on uvloop.
         return asyncio.run(watch(request))
     except Exception as exc:  # report, do not traceback into pid1's log

@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from pid1.net.mode import net_mode_text
+
 if TYPE_CHECKING:
     from pid1.net.mode import NetMode
     from pid1.reaper import Reaper
@@ -86,14 +88,12 @@ class Worker:
                 return None
 
 
+# A named interface that is not there at once may take this long to appear
+# (a NIC whose driver loads late); then it is "absent" and the boot goes on.
+LINK_WAIT = 5.0
+
+
 def worker_args(mode: NetMode, deadline: float) -> list[str]:
     if mode.kind == "none":
         return ["--only-lo"]
-    args = ["--deadline", f"{deadline:.3f}"]
-    if mode.kind == "static":
-        args += ["--static", mode.address or ""]
-        if mode.gateway:
-            args += ["--gateway", mode.gateway]
-        else:
-            args.append("--no-wait")  # no default route will come: the address is enough
-    return args
+    return ["--deadline", f"{deadline:.3f}", "--link-wait", f"{LINK_WAIT:g}", "--net", net_mode_text(mode)]

@@ -1,4 +1,5 @@
-"""network: lo and the ethernet links up, then DHCP, a static address, or nothing.
+"""network: lo and the ethernet links up, then DHCP, a static address, or
+nothing, on each interface pid1.net names.
 
 Needs `images` (the pid1-dhcp image, a second tag of the bundled busybox,
 is loaded; the system-container
@@ -26,6 +27,17 @@ JSON-line events this phase reads from a pipe.
   named in pid1.config's warning and DHCP is used instead (a typo never
   stops a boot; the one parser is pid1.net.mode).
 - `pid1.net=none`: only `lo` is brought up.
+- Several interfaces (`pid1.net=eth0:dhcp+eth1:static:10.0.0.5/24,mtu=9000`,
+  or the user-data's `network:`, which pid1.net.netconfig turns into that
+  value): the child applies each one's MTU and static address, and the
+  default route only on the interface that owns it (pid1.net.mode). Each
+  DHCP interface gets its own container; only the route owner's is `dhcp`
+  (its lease is the state's); another, `dhcp-LINK`, keeps the route and DNS
+  alone. A named interface that is not there within the child's link wait
+  is a warning in the state (`network.warnings`, its status `absent`), and
+  the boot goes on. `state.network.interfaces` holds each one's settings and
+  addresses; a phase that needs an interface's address uses the slot
+  `Wiring.interface_addresses` (`of(name)`, or a bounded `wait(name, timeout)`).
 
 The phase is done when netlink reports an IPv4 address and a default route on
 a link (an event, not a poll), or after `pid1.net_timeout` seconds: then the
@@ -35,7 +47,8 @@ the dhcp container (and by the system phase into dom0 and the console) and
 always rewritten in place: a bind pins the inode, a rename would break it.
 
 Owns: NetworkPhase (the attempt, the state's `network` section, the
-`network-lease` service), the slots network_up and network_attempt.
+`network-lease` service), InterfaceAddresses, the slots network_up,
+network_attempt and interface_addresses.
 May use: pid1.net (mode, worker, dhcp), pid1.linux.fifo (the events FIFO),
 the system-container supervisor through its slot.
 """
@@ -44,17 +57,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.linux.fifo import EventFifo, ensure_fifo
 from pid1.net.dhcp import (
     LEASE_EVENTS,
+    dhcp_role,
     dhcp_spec,
     ensure_file,
     lease_file,
@@ -65,14 +79,45 @@ from pid1.net.dhcp import (
     sysfs_dhcp_link,
     write_in_place,
 )
-from pid1.net.mode import NetMode, parse_net_mode
+from pid1.net.mode import Method, NetMode, parse_net_mode
 from pid1.net.worker import WORKER_GRACE, Worker, worker_args
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
-from pid1.state_schema import NetworkState, NetworkStatus
+from pid1.state_schema import InterfaceState, InterfaceStatus, NetworkState, NetworkStatus
 from pid1.wiring import Wiring
 
 LEASE_SERVICE = "network-lease"
+
+
+class InterfaceAddresses:
+    """What the network phase provides a phase that needs an interface's
+    address (Wiring.interface_addresses; e.g. Swarm's advertise interface):
+    `of(name)` now, or `wait(name, timeout)` until it has one. One for the
+    boot (a retried phase keeps it); it reads the state's current
+    `network.interfaces`, which the phase changes and then calls `changed()`."""
+
+    def __init__(self, network: Callable[[], NetworkState]) -> None:
+        self.network = network
+        self.event = asyncio.Event()
+
+    def of(self, name: str) -> list[str]:
+        """Interface `name`'s IPv4 addresses ("ADDR/PREFIX"); [] while it has none, or is absent."""
+        return self.network().addresses_of(name)
+
+    def changed(self) -> None:
+        event, self.event = self.event, asyncio.Event()
+        event.set()  # wakes every waiter; the next wait waits for the next change
+
+    async def wait(self, name: str, timeout: float) -> list[str]:
+        """`of(name)` once it is not empty, or [] after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.of(name)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.event.wait(), remaining)
+        return found
 
 
 @dataclass
@@ -83,6 +128,7 @@ class NetworkPhase:
     started: float = 0.0
     dhcp_task: asyncio.Task | None = None
     dhcp_link: str | None = None
+    extra_tasks: list[asyncio.Task] = field(default_factory=list)  # other DHCP interfaces' containers
     finished: bool = False  # the phase has returned (up or offline)
     # Set while the network is up (an address and a default route), whenever
     # that comes: a lease after the phase went on offline sets it too.
@@ -94,9 +140,84 @@ class NetworkPhase:
 
     def publish(self, **values: Any) -> None:
         self.network.update(**values)
+        if "address" in values:
+            self.follow_primary()
+        self.interfaces_changed()
         if "status" in values:
             (self.up.set if values["status"] == NetworkStatus.UP else self.up.clear)()
         self.ctx.store.changed()
+
+    def interfaces_changed(self) -> None:
+        addresses = self.ctx.wiring.maybe(Wiring.interface_addresses)
+        if addresses is not None:
+            addresses.changed()
+
+    def follow_primary(self) -> None:
+        """The default route's interface in `interfaces` follows the lease."""
+        network = self.network
+        interface = network.interfaces.get(network.link or "")
+        if interface is None or not interface.default_route:
+            return
+        if network.address:
+            interface.update(addresses=[f"{network.address}/{network.prefixlen}"], status=InterfaceStatus.UP)
+        else:
+            interface.update(addresses=[], status=InterfaceStatus.WAITING)
+
+    def on_interface(self, event: dict[str, Any]) -> None:
+        """One configured interface found and its settings applied (the child's event)."""
+        link, method = event["link"], event.get("method")
+        self.network.interfaces[link] = InterfaceState(
+            name=link,
+            method=method,
+            status=InterfaceStatus.WAITING if method == Method.DHCP else InterfaceStatus.CONFIGURED,
+            addresses=[event["address"]] if event.get("address") else [],
+            mtu=event.get("mtu"),
+            gateway=event.get("gateway"),
+            default_route=bool(event.get("default_route")),
+        )
+        mtu = f", mtu {event['mtu']}" if event.get("mtu") else ""
+        self.ctx.log.info(f"network: {link}: {method} {event.get('address') or ''}{mtu}"
+                          + (" (default route)" if event.get("default_route") else ""))  # fmt: skip
+        if method == Method.DHCP and event.get("default_route"):
+            if self.dhcp_task is None:
+                self.start_dhcp(link)
+        elif method == Method.DHCP:
+            self.start_extra_dhcp(link)
+        elif event.get("default_route"):
+            self.publish(link=link)
+        else:
+            self.interfaces_changed()
+            self.ctx.store.changed()
+
+    def on_absent(self, event: dict[str, Any]) -> None:
+        name = str(event.get("name"))
+        warning = f"{name} is absent (not there after {event.get('waited')} s): its settings are not applied"
+        self.network.interfaces[name] = InterfaceState(name=name, status=InterfaceStatus.ABSENT, warning=warning)
+        self.network.warnings.append(warning)
+        self.ctx.log.warning(f"network: {warning}")
+        self.interfaces_changed()
+        self.ctx.store.changed()
+
+    def start_extra_dhcp(self, link: str) -> None:
+        """DHCP on an interface that does not own the default route: its own
+        container and lease directory; its script leaves the route and DNS alone."""
+        supervisor = self.ctx.wiring.maybe(Wiring.system_containers)
+        if supervisor is None:
+            self.ctx.log.error(f"network: no system-container supervisor: no DHCP client on {link}")
+            return
+        ensure_file(self.ctx.path("etc/resolv.conf"))
+        os.makedirs(self.net_dir, exist_ok=True)
+        self.watch_lease_events()
+        self.ctx.log.info(f"network: DHCP on {link} ({dhcp_role(link, False)} container, no default route)")
+        spec = dhcp_spec(self.ctx, link, self.net_dir, default_route=False)
+        task = asyncio.get_running_loop().create_task(supervisor.ensure(spec))
+
+        def done(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                self.ctx.log.error(f"network: the {spec.role} container could not be started: {task.exception()!r}")
+
+        task.add_done_callback(done)
+        self.extra_tasks.append(task)
 
     def start_dhcp(self, link: str) -> None:
         """Hand the DHCP client to the system-container supervisor (in the
@@ -140,10 +261,30 @@ class NetworkPhase:
 
         self.ctx.start_service(LEASE_SERVICE, service)
 
+    def on_extra_lease(self) -> None:
+        """Another DHCP interface's lease changed: each one's state from its lease file."""
+        for name, interface in self.network.interfaces.items():
+            if interface.method != Method.DHCP or interface.default_route:
+                continue
+            lease = read_lease(lease_file(self.net_dir, name), self.ctx.log)
+            prefix = lease.get("prefixlen", "")
+            addresses = [f"{lease['ip']}/{prefix}"] if lease.get("ip") and prefix.isdigit() else []
+            if addresses != interface.addresses:
+                self.ctx.log.info(
+                    f"network: {name}: {addresses[0] if addresses else 'lease lost'} (DHCP, no default route)"
+                )
+                interface.update(
+                    addresses=addresses, status=InterfaceStatus.UP if addresses else InterfaceStatus.WAITING
+                )
+        self.interfaces_changed()
+        self.ctx.store.changed()
+
     def on_lease_event(self, word: str) -> None:
         """A udhcpc event, after the script has applied it."""
         network, log = self.network, self.ctx.log
-        if word in ("bound", "renew"):
+        if word == "interface":
+            self.on_extra_lease()
+        elif word in ("bound", "renew"):
             lease = read_lease(lease_file(self.net_dir), self.ctx.log)
             if not lease.get("ip"):
                 return
@@ -179,11 +320,9 @@ class NetworkPhase:
             return
         names = [link["name"] for link in event.get("managed", [])]
         self.publish(links=names, skipped_links=event.get("skipped", []))
-        if self.mode.kind == "dhcp" and self.dhcp_task is None:
-            if names:
-                self.start_dhcp(names[0])
-            else:
-                self.ctx.log.warning("network: no ethernet link yet; waiting for one to appear")
+        # The DHCP client starts on the child's "interface" event, which names its link.
+        if not names:
+            self.ctx.log.warning("network: no ethernet link yet; waiting for one to appear")
 
     def on_ready(self, event: dict[str, Any]) -> str:
         address = event["address"]
@@ -199,12 +338,28 @@ class NetworkPhase:
             values["dns"] = list(self.mode.dns)
         else:
             values.update(lease_values(read_lease(lease_file(self.net_dir), self.ctx.log), event))
+        for link, addresses in (event.get("addresses") or {}).items():
+            interface = self.network.interfaces.get(link)
+            if interface is not None and addresses:
+                interface.update(addresses=list(addresses), status=InterfaceStatus.UP)
         self.publish(**values)
         self.ctx.log.milestone("network up", str(address))
         lease = f", lease {values['lease_seconds']} s" if values.get("lease_seconds") else ""
-        return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} via {event.get('gateway')}{lease}"
+        via = f"via {event['gateway']}" if event.get("gateway") else "(no gateway)"
+        more = f", {len(self.network.interfaces) - 1} more interface(s)" if len(self.network.interfaces) > 1 else ""
+        return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} {via}{lease}{more}"
 
     def offline(self, why: str) -> str:
+        network = self.network
+        if network.address and network.lease_event in ("bound", "renew"):
+            # The lease came and its script applied it (address, route, DNS),
+            # but the netlink child did not say so in time (a slow machine):
+            # the lease is the answer, or the state would stay offline until
+            # the next renewal.
+            self.publish(status=NetworkStatus.UP, waited=round(uptime() - self.started, 3))
+            self.ctx.log.milestone("network up", str(network.address))
+            self.ctx.log.info(f"network: up from the lease on {network.link} ({why})")
+            return f"dhcp: {network.address} on {network.link} (the lease; {why})"
         self.publish(status=NetworkStatus.OFFLINE, offline_reason=why, waited=round(uptime() - self.started, 3))
         later = " (the DHCP client keeps trying)" if self.dhcp_task is not None else ""
         self.ctx.log.warning(f"network: {why}; going on offline{later}")
@@ -215,12 +370,15 @@ class NetworkPhase:
         kind = event.get("event")
         if kind == "links":
             self.on_links(event)
-        elif kind == "static":
-            self.ctx.log.info(f"network: static {event['address']} on {event['link']} via {event.get('gateway')}")
-            self.publish(link=event["link"])
+        elif kind == "interface":
+            self.on_interface(event)
+        elif kind == "absent":
+            self.on_absent(event)
         elif kind == "ready":
             return self.on_ready(event)
         elif kind == "timeout":
+            if event.get("why"):
+                return self.offline(str(event["why"]))
             self.ctx.log.info(f"network: netlink saw {json.dumps(event.get('seen'))}")
             if self.mode.kind == "dhcp" and self.dhcp_link is None:
                 return self.offline(f"no ethernet link after {self.ctx.config.net_timeout:g} s")
@@ -234,14 +392,21 @@ class NetworkPhase:
         self.started = uptime()
         ctx.state.network = NetworkState(mode=mode.kind, status=NetworkStatus.CONFIGURING)
         ctx.store.changed()
-        if mode.kind == "static" and mode.dns:
+        if mode.dns:
             write_in_place(ctx.path("etc/resolv.conf"), resolv_conf_text(mode.dns))
         deadline = time.monotonic() + ctx.config.net_timeout
         worker = Worker(ctx.reaper, worker_args(mode, deadline))
-        if mode.kind == "dhcp":
-            link = sysfs_dhcp_link(ctx.path("sys/class/net"), socket.if_nameindex())
+        primary = mode.primary
+        if primary is not None and primary.method == Method.DHCP:
+            # udhcpc needs only the name: a named link that is there now, or
+            # the first physical one sysfs shows; else the worker's event decides.
+            present = socket.if_nameindex()
+            if primary.name is not None:
+                link = primary.name if primary.name in (name for _, name in present) else None
+            else:
+                link = sysfs_dhcp_link(ctx.path("sys/class/net"), present)
             if link is not None:
-                self.start_dhcp(link)  # the worker's links event, later, finds it started
+                self.start_dhcp(link)  # the worker's interface event, later, finds it started
         result: str | None = None
         status: int | None = None
         try:
@@ -260,11 +425,6 @@ class NetworkPhase:
         if mode.kind == "none":
             self.publish(status=NetworkStatus.NONE)
             return "none: lo only"
-        if mode.kind == "static" and not mode.gateway and status == 0:
-            interface = ipaddress.IPv4Interface(mode.address or "")
-            self.publish(status=NetworkStatus.UP, address=str(interface.ip), prefixlen=interface.network.prefixlen)
-            ctx.log.milestone("network up", str(interface.ip))
-            return f"static: {mode.address} (no gateway)"
         return self.offline(f"the netlink worker ended with status {status}")
 
 
@@ -273,6 +433,8 @@ async def run(ctx: PhaseContext) -> str:
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is None:  # one for the boot: a retried phase keeps it
         up = ctx.wiring.network_up = asyncio.Event()
+    if ctx.wiring.maybe(Wiring.interface_addresses) is None:
+        ctx.wiring.interface_addresses = InterfaceAddresses(lambda: ctx.state.network)
     phase = NetworkPhase(ctx=ctx, mode=parse_net_mode(ctx.config.net), net_dir=net_dir, up=up)
     try:
         return await phase.run()
@@ -284,6 +446,6 @@ PHASE = Phase(
     name="network",
     run=run,
     needs=("images",),
-    fills=(Wiring.network_attempt, Wiring.network_up),
+    fills=(Wiring.network_attempt, Wiring.network_up, Wiring.interface_addresses),
     uses=(Wiring.system_containers,),
 )

@@ -66,6 +66,11 @@ def is_volume(source: str) -> bool:
     return source.startswith(("nocloud ", "config-2 "))
 
 
+def kept_copy(host_state: HostState, userdata: bytes) -> Found:
+    """The user-data kept from an earlier boot, with its meta-data and network-config."""
+    return Found("kept copy", userdata, host_state.read("meta-data") or b"", host_state.read("network-config") or b"")
+
+
 def find_source(volume: VolumeSource | None, host_state: HostState) -> tuple[Found | None, list[str]]:
     """The first source that has a user-data (the volume userdata_volume
     read, else the copy kept from an earlier boot), and why volumes had none."""
@@ -74,7 +79,7 @@ def find_source(volume: VolumeSource | None, host_state: HostState) -> tuple[Fou
         return volume.found, problems
     kept = host_state.read("user-data")
     if kept is not None:
-        return Found("kept copy", kept, host_state.read("meta-data") or b""), problems
+        return kept_copy(host_state, kept), problems
     return None, problems
 
 
@@ -92,7 +97,7 @@ def parse_found(found: Found, host_state: HostState) -> tuple[UserData | None, F
     kept = host_state.read("user-data") if found.source != "kept copy" else None
     if kept is None:
         return None, found, errors
-    found = Found("kept copy", kept, host_state.read("meta-data") or b"")
+    found = kept_copy(host_state, kept)
     try:
         return parse_userdata(found.userdata), found, errors
     except UserDataError as exc:
@@ -106,6 +111,21 @@ def instance_key(meta: MetaData, raw: bytes) -> str:
     if meta.instance_id:
         return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in meta.instance_id)[:128]
     return "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def take_network_config(data: UserData, found: Found) -> None:
+    """NoCloud's network-config file as the user-data's pid1.net, unless the
+    user-data itself says (its `network:` or only_docker's net); the kernel
+    command line still wins over both (apply_keys)."""
+    if not found.network_config:
+        return
+    from pid1.net.netconfig import parse_network_config
+
+    net = parse_network_config(found.network_config, data.warnings)
+    if net is not None and "net" in data.settings:
+        data.warnings.append("network-config: the user-data's own network (or only_docker.net) wins over it")
+    elif net is not None:
+        data.settings["net"] = net
 
 
 def apply_keys(ctx: PhaseContext, data: UserData, source: str, warnings: list[str]) -> list[str]:
@@ -275,11 +295,15 @@ def _stopper(ctx: PhaseContext, writer) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-def keep_copy(host_state: HostState, userdata: bytes, metadata: bytes, source: str) -> None:
+def keep_copy(host_state: HostState, found: Found) -> None:
     """Keep the user-data in the host state: the next boot falls back on it."""
-    host_state.write("user-data", userdata)
-    host_state.write("meta-data", metadata)
-    host_state.write("source", source.encode() + b"\n")
+    host_state.write("user-data", found.userdata)
+    host_state.write("meta-data", found.metadata)
+    if found.network_config:
+        host_state.write("network-config", found.network_config)
+    else:
+        host_state.remove("network-config")
+    host_state.write("source", found.source.encode() + b"\n")
 
 
 def record_outcome(
@@ -346,6 +370,7 @@ async def run(ctx: PhaseContext) -> str:
         record.warnings.append(f"meta-data: {exc}; no instance-id")
         meta = MetaData()
     applied.take(data, meta, found.userdata)
+    take_network_config(data, found)
     warnings, errors = list(data.warnings), list(record.errors)
     disk_keys = volume.disk_keys if volume is not None and found is volume.found else []
     done = [f"pid1.{name}" for name in (*disk_keys, *apply_keys(ctx, data, found.source, warnings))]
@@ -359,7 +384,7 @@ async def run(ctx: PhaseContext) -> str:
     if kept := keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys, warnings):
         done.append(f"{kept} ssh key{'s' if kept > 1 else ''} kept")
     if found.source != "kept copy":
-        keep_copy(host_state, found.userdata, found.metadata, found.source)
+        keep_copy(host_state, found)
     record_outcome(ctx, found.source, data, meta, done, warnings, errors[len(record.errors) :])
     ctx.log.notice(f"userdata: from {found.source}" + (f", instance {meta.instance_id}" if meta.instance_id else "")
                    + f": {', '.join(done) or 'nothing to apply before dockerd'}")  # fmt: skip

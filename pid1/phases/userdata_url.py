@@ -21,6 +21,7 @@ import socket
 from pid1.config import KERNEL
 from pid1.phases import Phase, PhaseContext
 from pid1.phases.userdata import Applied, is_volume, keep_copy, record_outcome
+from pid1.phases.userdata_volume import Found
 from pid1.wiring import Wiring
 
 FETCH_TIMEOUT = 30.0
@@ -98,7 +99,7 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
     if applied is None or applied.host_state is None:
         return "no host state to keep it in"
     changed = applied.host_state.read("user-data") != raw
-    keep_copy(applied.host_state, raw, meta_raw, f"url {url}")
+    keep_copy(applied.host_state, Found(f"url {url}", raw, meta_raw))
     applied.take(data, meta, raw)
     done = []
     from pid1.phases import hostname

@@ -2,7 +2,7 @@
 used. Needs disks (its scan: the volume is one of the devices it read).
 
 A NoCloud volume (filesystem label cidata or CIDATA, ISO 9660 or vfat, with
-user-data and meta-data) or an OpenStack config-2 drive
+user-data and meta-data, and network-config when there is one) or an OpenStack config-2 drive
 (openstack/latest/user_data and meta_data.json), the first by device name
 that has a user-data: mounted read-only, read (no symlinks followed, no
 FIFO opened, 1 MiB at most), unmounted. A volume that cannot be read within
@@ -42,6 +42,7 @@ class Found:
     source: str  # "nocloud /dev/sr0", "config-2 /dev/vdb", "kept copy", "url http://..."
     userdata: bytes
     metadata: bytes
+    network_config: bytes = b""  # NoCloud's network-config (cloud-init network config v2)
 
 
 @dataclass
@@ -76,18 +77,20 @@ def read_volume(device: LabelledDevice, mountpoint: str) -> Found:
     try:
         if device.label in CONFIG_DRIVE_LABELS:
             base = os.path.join(mountpoint, "openstack/latest")
+            network_config = None  # config-2's network_data.json is another format: not read
             userdata = read_bounded(os.path.join(base, "user_data"))
             metadata = read_bounded(os.path.join(base, "meta_data.json"))
             kind = "config-2"
         else:
             userdata = read_bounded(os.path.join(mountpoint, "user-data"))
             metadata = read_bounded(os.path.join(mountpoint, "meta-data"))
+            network_config = read_bounded(os.path.join(mountpoint, "network-config"))
             kind = "nocloud"
     finally:
         syscalls.umount(mountpoint)
     if userdata is None:
         raise FileNotFoundError(f"{kind} volume {device.path} has no user-data file")
-    return Found(f"{kind} {device.path}", userdata, metadata or b"")
+    return Found(f"{kind} {device.path}", userdata, metadata or b"", network_config or b"")
 
 
 def volumes(scan: Scan) -> list[LabelledDevice]:

@@ -1,9 +1,9 @@
 """The view's header: one line per state section, top of the screen.
 
 Owns the lines for the machine (uptime, mode and why), the boot's storage,
-the user-data, the network and its DHCP lease, the clock, the engine
-(dockerd, containerd, Docker's TCP API), the node in Docker's swarm and
-dom0's SSH server. A section
+the user-data, the network and its DHCP lease (and each interface, when
+there are several), the clock, the engine (dockerd, containerd, Docker's
+TCP API), the node in Docker's swarm and dom0's SSH server. A section
 nothing has filled in yet shows "—", or no line at all for the optional
 ones (config, clock, swarm, ssh). Reads the state's dataclasses only; uses
 pid1.view.text.
@@ -20,6 +20,7 @@ from pid1.state_schema import (
     DaemonState,
     DaemonStatus,
     EngineState,
+    InterfaceStatus,
     Mode,
     NetworkState,
     NetworkStatus,
@@ -45,7 +46,8 @@ def header_lines(state: State, now: float, wall: float | None = None) -> list[st
         first_line += f": {clean(state.stop_reason)}"
     wall = time.time() if wall is None else wall
     optional = (config_line(state.userdata), clock_line(state.clock))
-    lines = [first_line, storage_line(state), optional[0], network_line(state.network, now, wall), optional[1]]
+    lines = [first_line, storage_line(state), optional[0], network_line(state.network, now, wall)]
+    lines += [interfaces_line(state.network), optional[1]]
     lines += [dockerd_line(state.dockerd, now), swarm_line(state.swarm)]
     return [line for line in lines if line is not None] + ssh_lines(state.ssh)
 
@@ -127,6 +129,27 @@ def network_line(net: NetworkState, now: float, wall: float) -> str:
     if net.dns:  # last: the least needed at a glance, the first to be cut
         text += f"{SEP}dns " + ",".join(clean(d) for d in net.dns)
     return f"net:     {text}"
+
+
+def interfaces_line(net: NetworkState) -> str | None:
+    """Each configured interface, briefly, when there is more than one (or a
+    warning); None otherwise: the net line says it all."""
+    if len(net.interfaces) < 2 and not net.warnings:
+        return None
+    parts = []
+    for interface in net.interfaces.values():
+        words = [clean(interface.name)]
+        if interface.status == InterfaceStatus.ABSENT:
+            words.append("absent")
+        else:
+            words.append(clean(interface.method or "?"))
+            words.append(",".join(clean(a) for a in interface.addresses) or clean(interface.status or "no address"))
+            if interface.mtu:
+                words.append(f"mtu {interface.mtu}")
+            if interface.default_route:
+                words.append("(default route)")
+        parts.append(" ".join(words))
+    return "ifaces:  " + SEP.join(parts)
 
 
 def clock_line(clock: ClockState) -> str | None:

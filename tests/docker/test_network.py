@@ -64,7 +64,8 @@ def test_netlink_worker_brings_links_up_and_times_out_without_an_address(netpair
     events = worker(netpair, "--timeout", "1.5")
     took = time.monotonic() - began
     assert events[0]["event"] == "links" and [x["name"] for x in events[0]["managed"]] == ["eth0"], events
-    assert events[1]["event"] == "timeout" and events[-1]["status"] == 2, events
+    assert (events[1]["event"], events[1]["link"], events[1]["method"]) == ("interface", "eth0", "dhcp"), events
+    assert events[2]["event"] == "timeout" and events[-1]["status"] == 2, events
     assert 1.5 <= took < 6, took
     state = sh("ip", "-n", netpair.client, "-j", "link", "show").stdout
     up = {link["ifname"]: "UP" in link["flags"] for link in json.loads(state)}
@@ -73,9 +74,9 @@ def test_netlink_worker_brings_links_up_and_times_out_without_an_address(netpair
 
 def test_netlink_worker_applies_a_static_address(netpair: NetPair) -> None:
     address = f"{netpair.subnet}.7/24"
-    events = worker(netpair, "--timeout", "5", "--static", address, "--gateway", netpair.server_ip)
+    events = worker(netpair, "--timeout", "5", "--net", f"static:{address},{netpair.server_ip}")
     kinds = [e.get("event") for e in events[:-1]]
-    assert kinds == ["links", "static", "ready"], events
+    assert kinds == ["links", "interface", "ready"], events
     ready = events[2]
     assert (ready["link"], ready["address"], ready["prefixlen"], ready["gateway"]) == (
         "eth0", f"{netpair.subnet}.7", 24, netpair.server_ip,
@@ -83,6 +84,70 @@ def test_netlink_worker_applies_a_static_address(netpair: NetPair) -> None:
     assert f"default via {netpair.server_ip} dev eth0" in netpair.client_routes()
     # The static address answers the server: a real path through the veth.
     sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", f"{netpair.subnet}.7")
+
+
+def add_second_link(pair: NetPair, subnet: str) -> str:
+    """eth1 in the client, its peer srv1 (SUBNET.1/24) in the server; the server's address."""
+    sh("ip", "-n", pair.client, "link", "add", "eth1", "type", "veth", "peer", "name", "srv1", "netns", pair.server)
+    sh("ip", "-n", pair.server, "addr", "add", f"{subnet}.1/24", "dev", "srv1")
+    sh("ip", "-n", pair.server, "link", "set", "srv1", "mtu", "9000", "up")
+    return f"{subnet}.1"
+
+
+def client_links(pair: NetPair) -> dict[str, dict]:
+    return {link["ifname"]: link for link in json.loads(sh("ip", "-n", pair.client, "-j", "addr", "show").stdout)}
+
+
+def default_routes(pair: NetPair) -> list[tuple[str, str]]:
+    routes = json.loads(sh("ip", "-n", pair.client, "-j", "-4", "route", "show", "default").stdout or "[]")
+    return [(route.get("gateway"), route["dev"]) for route in routes]
+
+
+def second_subnet(pair: NetPair) -> str:
+    first, second, third = pair.subnet.split(".")
+    return f"{first}.{second}.{(int(third) + 1) % 250}"
+
+
+def test_netlink_worker_configures_two_links_and_reports_an_absent_one(netpair: NetPair) -> None:
+    """eth0 static with an MTU and the default route, eth1 static without a
+    route (another network), eth7 named but absent: a warning after the
+    bounded link wait, not a stuck worker."""
+    other = second_subnet(netpair)
+    add_second_link(netpair, other)
+    eth0, eth1 = f"{netpair.subnet}.7/24", f"{other}.7/24"
+    value = f"eth0:static:{eth0},{netpair.server_ip},mtu=1400+eth1:static:{eth1},mtu=9000+eth7:dhcp"
+    began = time.monotonic()
+    events = worker(netpair, "--timeout", "10", "--link-wait", "1.5", "--net", value)
+    took = time.monotonic() - began
+    seen = f"{json.dumps(events, indent=1)}\n{netpair.describe()}"
+    kinds = [e.get("event") for e in events[:-1]]
+    assert kinds == ["links", "interface", "interface", "absent", "ready"], seen
+    assert [(e["link"], e["mtu"], e["default_route"]) for e in events[1:3]] == [
+        ("eth0", 1400, True), ("eth1", 9000, False),
+    ], seen  # fmt: skip
+    assert events[3]["name"] == "eth7" and not events[3]["primary"] and 1.5 <= events[3]["waited"] < 5, seen
+    ready = events[4]
+    assert (ready["link"], ready["address"], ready["gateway"]) == ("eth0", f"{netpair.subnet}.7", netpair.server_ip)
+    assert ready["addresses"] == {"eth0": [eth0], "eth1": [eth1]}, seen
+    assert events[-1]["status"] == 0 and took < 8, seen
+    # What the kernel has: the MTUs, both addresses, one default route (via eth0).
+    links = client_links(netpair)
+    assert (links["eth0"]["mtu"], links["eth1"]["mtu"]) == (1400, 9000), seen
+    assert [a["local"] for a in links["eth1"]["addr_info"] if a["family"] == "inet"] == [f"{other}.7"], seen
+    assert default_routes(netpair) == [(netpair.server_ip, "eth0")], seen
+    # Real paths on both links (the server pings each address).
+    sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", f"{netpair.subnet}.7")
+    sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", f"{other}.7")
+
+
+def test_netlink_worker_gives_up_on_an_absent_default_route_interface(netpair: NetPair) -> None:
+    """Negative control: the interface that owns the route is absent: the
+    worker says so after the link wait and ends (status 2), it does not hang."""
+    events = worker(netpair, "--timeout", "10", "--link-wait", "1", "--net", "eth5:static:10.9.9.9/24,10.9.9.1")
+    kinds = [e.get("event") for e in events[:-1]]
+    assert kinds == ["links", "absent", "timeout"], events
+    assert events[1]["primary"] and events[2]["why"] == "eth5 is absent" and events[-1]["status"] == 2, events
+    assert netpair.client_addresses() == [], netpair.describe()
 
 
 def run_udhcpc(pair: NetPair, script: Path, seconds: float) -> tuple[str, Path]:
@@ -265,6 +330,112 @@ def test_static_address_applied_by_pid1_under_uvloop(netpair: NetPair, start_net
     assert "dhcp" not in state["containers"], seen
     run.wait_log(f"network up {address}")
     sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", address)
+
+
+@pytest.mark.docker
+def test_two_interfaces_with_mtus_and_an_absent_one_by_pid1(netpair: NetPair, start_networked) -> None:
+    """pid1.net names three interfaces: eth0 static with the gateway and an
+    MTU, eth1 static on another network with its own MTU, eth7 (DHCP) that is
+    not there. The phase is done with eth0's address, eth7 is a warning in
+    the state (not a stuck boot), the kernel has both MTUs and one default
+    route, and VT2's view shows each interface."""
+    other = second_subnet(netpair)
+    add_second_link(netpair, other)
+    eth0, eth1 = f"{netpair.subnet}.7", f"{other}.7"
+    gateway = netpair.server_ip
+    value = f"eth0:static:{eth0}/24,{gateway},{gateway},mtu=1400+eth1:static:{eth1}/24,mtu=9000+eth7:dhcp"
+    run = start_networked(netpair, f"pid1.net={value}")
+    state = run.wait_phase("network", timeout=90)
+    net = state["network"]
+    seen = f"{run.describe()}\n--- network ---\n{json.dumps(net, indent=1)}\n{netpair.describe()}"
+    print(f"two interfaces + an absent one: {state['phases']['network']['duration']:.2f} s")
+    assert (net["mode"], net["status"], net["link"], net["address"]) == ("static", "up", "eth0", eth0), seen
+    interfaces = net["interfaces"]
+    assert sorted(interfaces) == ["eth0", "eth1", "eth7"], seen
+    assert (interfaces["eth0"]["addresses"], interfaces["eth0"]["mtu"], interfaces["eth0"]["default_route"]) == (
+        [f"{eth0}/24"], 1400, True,
+    ), seen  # fmt: skip
+    assert (interfaces["eth1"]["addresses"], interfaces["eth1"]["mtu"], interfaces["eth1"]["default_route"]) == (
+        [f"{eth1}/24"], 9000, False,
+    ), seen  # fmt: skip
+    assert interfaces["eth7"]["status"] == "absent" and "eth7 is absent" in net["warnings"][0], seen
+    assert "dhcp" not in state["containers"] and "dhcp-eth7" not in state["containers"], seen
+    run.wait_log("network: eth7 is absent")
+    run.wait_log(f"network up {eth0}")
+    # The kernel's side.
+    links = client_links(netpair)
+    assert (links["eth0"]["mtu"], links["eth1"]["mtu"]) == (1400, 9000), seen
+    assert default_routes(netpair) == [(gateway, "eth0")], seen
+    assert Path(run.root, "etc", "resolv.conf").read_text() == f"nameserver {gateway}\n", seen
+    sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", eth1)
+    # The boot went on, and VT2's view (the same renderer, on the state file) shows each interface.
+    run.wait_state("boot done", lambda s: s["mode"] == "running")
+    status = [sys.executable, "-m", "pid1", "status", "--state", str(run.state_dir / "state.json"), "--cols", "160"]
+    shown = subprocess.run(status, capture_output=True, text=True, timeout=30, cwd=REPO).stdout
+    assert f"eth0 static {eth0}/24 mtu 1400 (default route)" in shown and "eth7 absent" in shown, shown
+
+
+@pytest.fixture
+def second_udhcpd(netpair: NetPair) -> Iterator[Callable[[str], str]]:
+    """second_udhcpd(subnet) -> eth1/srv1 on SUBNET with busybox udhcpd on
+    srv1 offering a lease with a router (which must not become the machine's
+    default route); returns the server's address."""
+    procs: list[subprocess.Popen] = []
+
+    def start(subnet: str) -> str:
+        server = add_second_link(netpair, subnet)
+        conf, leases = netpair.workdir / "udhcpd-srv1.conf", netpair.workdir / "udhcpd-srv1.leases"
+        leases.write_text("")
+        conf.write_text(
+            f"start {subnet}.10\nend {subnet}.20\ninterface srv1\nlease_file {leases}\nmin_lease 10\n"
+            f"option subnet 255.255.255.0\noption router {server}\noption dns {server}\noption lease 600\n"
+        )
+        log = open(netpair.workdir / "udhcpd-srv1.log", "wb")
+        argv = ["ip", "netns", "exec", netpair.server, "busybox", "udhcpd", "-f", str(conf)]
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+        return server
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.mark.docker
+def test_a_second_dhcp_interface_gets_its_lease_but_not_the_default_route(
+    netpair: NetPair, second_udhcpd, start_networked
+) -> None:
+    """eth0 and eth1 both DHCP, both servers offer a router: eth0 (the first)
+    owns the default route and DNS, eth1 gets its address from its own dhcp
+    container (dhcp-eth1) and the state follows it, and the route stays eth0's."""
+    netpair.start_udhcpd()
+    other = second_subnet(netpair)
+    eth1_server = second_udhcpd(other)
+    run = start_networked(netpair, "pid1.net=eth0:dhcp+eth1:dhcp pid1.net_timeout=30")
+    state = run.wait_phase("network", timeout=90)
+
+    def seen() -> str:
+        network = json.dumps((run.state() or {}).get("network"), indent=1)
+        return f"{run.describe()}\n--- network ---\n{network}\n{netpair.describe()}\n{client_links(netpair)}"
+
+    assert (state["network"]["status"], state["network"]["link"]) == ("up", "eth0"), seen()
+    after = run.wait_state(
+        "eth1's lease in the state",
+        lambda s: s["network"]["interfaces"].get("eth1", {}).get("addresses") and s,
+        30,
+    )
+    [eth1_address] = after["network"]["interfaces"]["eth1"]["addresses"]
+    assert eth1_address.startswith(f"{other}.") and eth1_address.endswith("/24"), seen()
+    assert after["network"]["interfaces"]["eth1"]["default_route"] is False, seen()
+    assert after["containers"]["dhcp-eth1"]["status"] == "running", seen()
+    kernel = [a["local"] for a in client_links(netpair)["eth1"]["addr_info"] if a["family"] == "inet"]
+    assert kernel == [eth1_address.split("/")[0]], seen()
+    # One default route, eth0's, and eth0's DNS: eth1's lease did not steal them.
+    assert default_routes(netpair) == [(netpair.server_ip, "eth0")], seen()
+    resolv = Path(run.root, "etc", "resolv.conf").read_text()
+    assert f"nameserver {netpair.server_ip}" in resolv and eth1_server not in resolv, seen()
+    run.wait_log("network: eth1: ")
 
 
 @pytest.mark.docker

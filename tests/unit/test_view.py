@@ -21,7 +21,7 @@ from devtools.sample_states import NOW_RUNNING, WALL_RUNNING
 from pid1.phases.vt2 import frame
 from pid1.state import State
 from pid1.state_schema import NetworkState
-from pid1.view.header import network_line
+from pid1.view.header import interfaces_line, network_line
 from pid1.view.render import MIN_LOG_LINES, render, render_long
 from pid1.view.statefile import decode
 from pid1.view.text import text_width
@@ -251,6 +251,33 @@ def test_lease_time_left_from_wall_clock_or_uptime_stamps() -> None:
     assert "lease 6m40s left of 10m00s" in network_line(by_uptime, 300.0, WALL_RUNNING)
     waiting = decode(NetworkState, {"mode": "dhcp", "link": "eth0", "status": "waiting for a lease"})
     assert network_line(waiting, 1.0, WALL_RUNNING) == "net:     dhcp eth0 waiting for a lease"
+
+
+def test_several_interfaces_one_line_each_briefly_from_the_file(tmp_path: Path) -> None:
+    """state.json's interfaces go through the file and back (the view's
+    path), and VT2 shows each: address, MTU, the route's owner, an absent one."""
+    from pid1.state_schema import InterfaceState, InterfaceStatus
+    from pid1.view.statefile import load_state
+
+    net = NetworkState(mode="static", status="up", link="eth0", address="10.0.0.5", prefixlen=24)
+    net.interfaces = {
+        "eth0": InterfaceState("eth0", "static", InterfaceStatus.UP, ["10.0.0.5/24"], 1400, "10.0.0.1", True),
+        "eth1": InterfaceState("eth1", "dhcp", InterfaceStatus.WAITING),
+        "eth7": InterfaceState("eth7", status=InterfaceStatus.ABSENT, warning="eth7 is absent"),
+    }
+    net.warnings = ["eth7 is absent"]
+    state = State()
+    state.network = net
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state.to_json(), default=str))
+    back = load_state(str(path)).network
+    assert back.interfaces == net.interfaces and back.addresses_of("eth0") == ["10.0.0.5/24"]
+    assert back.addresses_of("eth7") == [] and back.addresses_of("nope") == []
+    line = interfaces_line(back)
+    assert line == (
+        "ifaces:  eth0 static 10.0.0.5/24 mtu 1400 (default route) · eth1 dhcp waiting for a lease · eth7 absent"
+    ), line
+    assert interfaces_line(NetworkState(mode="dhcp")) is None  # one interface: the net line says it all
 
 
 def test_a_state_write_that_changes_nothing_draws_nothing(tmp_path: Path) -> None:
