@@ -13,12 +13,12 @@ node. The tests drive the nodes over SSH, with the cluster's own key.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devtools.cluster import Cluster
 from devtools.harness import free_port, wait_for
 from devtools.vm import REPO
 
@@ -28,58 +28,13 @@ UP_TIMEOUT = 1200  # two TCG boots, one after the other, and the join
 STEP = 300
 
 
-class Cluster:
-    def __init__(self, state: Path, ssh_base: int) -> None:
-        self.state, self.ssh_base = state, ssh_base
-
-    def ssh(self, node: int, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        argv = ["ssh", "-p", str(self.ssh_base + node - 1), "-i", str(self.state / "id_ed25519"),
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.state / 'known_hosts'}",
-                "root@127.0.0.1", command]  # fmt: skip
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(argv, 255, "", "timed out")
-
-    def out(self, node: int, command: str) -> str:
-        done = self.ssh(node, command)
-        assert done.returncode == 0, (command, done.stdout, done.stderr, self.logs())
-        return done.stdout
-
-    def logs(self, lines: int = 30) -> str:
-        parts = []
-        for log in sorted(self.state.glob("node-*/serial.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.parent.name} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
-
-    def busybox(self) -> str:
-        """The bundled busybox by its image id, the same on every node: a
-        task's image named by id is never pulled (a tag would be, from a
-        registry these VMs must not reach)."""
-        return self.out(1, "docker image inspect --format '{{.Id}}' busybox:latest").strip()
-
-    def tasks_running(self, service: str) -> dict[str, int]:
-        listing = "--filter desired-state=running --format '{{.Node}} {{.CurrentState}}'"
-        done = self.ssh(1, f"docker service ps {service} {listing}")
-        running: dict[str, int] = {}
-        for line in done.stdout.splitlines():
-            node, _, current = line.partition(" ")
-            if current.startswith("Running"):
-                running[node] = running.get(node, 0) + 1
-        return running
-
-
 @pytest.fixture(scope="module")
 def cluster(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state = tmp_path_factory.mktemp("cluster")
     ssh_base = free_port()
     made = Cluster(state, ssh_base)
-    argv = [str(REPO / "qemu/cluster"), "2", "--state", str(state), "--ssh-base", str(ssh_base),
-            "--timeout", str(UP_TIMEOUT)]  # fmt: skip
     try:
-        up = subprocess.run(argv, capture_output=True, text=True, timeout=UP_TIMEOUT + 60)
+        up = made.command("2", "--timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 60)
         print(up.stdout, up.stderr)
         assert up.returncode == 0, (up.stdout, up.stderr, made.logs())
         # what the script prints: both nodes Ready, and how to ask again from here
@@ -87,7 +42,7 @@ def cluster(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         assert f"docker -H ssh://root@127.0.0.1:{ssh_base} node ls" in up.stdout
         yield made
     finally:
-        subprocess.run([str(REPO / "qemu/cluster"), "down", "--state", str(state)], timeout=600)
+        made.command("down", timeout=600)
         artifacts = REPO / "artifacts"
         artifacts.mkdir(exist_ok=True)
         for log in state.glob("node-*/serial.log"):
