@@ -68,6 +68,10 @@ class VM:
     image: str | None = None  # boot this disk image (qemu/run --image; fixed command line: no append)
     firmware: str = "bios"  # bios, uefi or secure-boot (qemu/run --uefi, --secure-boot)
     no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
+    switch: Path | None = None  # qemu/run --switch: a second NIC (eth1) on this qemu/switch socket
+    switch_mac: str | None = None
+    cpus: int = 2
+    mem: int = 2048  # MiB
     proc: subprocess.Popen | None = None
     serial: bytearray = field(default_factory=bytearray)
     lines: list[tuple[float, str]] = field(default_factory=list)
@@ -98,6 +102,9 @@ class VM:
             cdroms = [nocloud_iso(run_dir / f"test-{os.getpid()}-ntp.iso", ISO_USER_DATA, "instance-id: test-iso\n")]
         argv += [f"--cdrom={cdrom}" for cdrom in cdroms]
         argv += [f"--ssh-port={self.ssh_port}"] if self.ssh_port else []
+        argv += [f"--switch={self.switch}"] if self.switch else []
+        argv += [f"--switch-mac={self.switch_mac}"] if self.switch_mac else []
+        argv += [f"--cpus={self.cpus}", f"--mem={self.mem}"]
         self.serial.clear()
         self.lines.clear()
         self._partial = b""

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""A Swarm of only-docker VMs under TCG, as `qemu/cluster N` makes it.
+
+    .venv/bin/python bench/cluster.py [--nodes 3] [--runs 3] [--skip-build]
+
+Each run brings a fresh cluster up (1 vCPU, 1 GiB a node) and times, from
+this machine's clock:
+
+- up: from `qemu/cluster N`'s start until every node is Ready;
+- converge: a 6-replica service (the bundled busybox, by image id) from its
+  creation until 6 tasks run;
+- reschedule: the last worker's VM killed (SIGKILL to its qemu: a host that
+  lost power) until 6 tasks run again, none on it; beside it the floor, the
+  time Swarm's dispatcher takes to call a node down (its heartbeat period
+  times the grace multiplier of 3, swarmkit's default): it cannot know sooner;
+- rejoin: that worker booted again (`qemu/cluster start K`, from its disk)
+  until it is Ready.
+
+Prints each figure's median over the runs, with the floor beside the
+rescheduling; goal: rescheduling within 1.5x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from devtools.cluster import Cluster
+from devtools.harness import free_port
+from devtools.vm import REPO
+
+REPLICAS = 6
+GRACE_MULTIPLIER = 3  # swarmkit's dispatcher: a node is down after this many heartbeat periods without one
+POLL = 0.5
+
+
+def until(what: str, check, timeout: float) -> float:
+    """Seconds until check() is true, polled every POLL s."""
+    began = time.monotonic()
+    while not check():
+        if time.monotonic() - began > timeout:
+            raise SystemExit(f"bench/cluster.py: no {what} within {timeout:.0f} s")
+        time.sleep(POLL)
+    return time.monotonic() - began
+
+
+def ready_nodes(cluster: Cluster) -> set[str]:
+    listed = cluster.ssh(1, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout
+    return {line.split()[0] for line in listed.splitlines() if line.endswith(" Ready")}
+
+
+def one_run(nodes: int, state: Path) -> dict[str, float]:
+    cluster = Cluster(state, free_port())
+    began = time.monotonic()
+    up = cluster.command(str(nodes), timeout=2400)
+    if up.returncode != 0:
+        raise SystemExit(f"bench/cluster.py: qemu/cluster failed:\n{up.stderr}\n{cluster.logs()}")
+    figures = {"up": time.monotonic() - began}
+    try:
+        period_ns = int(cluster.out(1, "docker info --format '{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}'"))
+        figures["floor"] = period_ns / 1e9 * GRACE_MULTIPLIER
+        cluster.out(1, f"docker service create --detach --no-resolve-image --name spread --replicas {REPLICAS} "
+                       f"{cluster.busybox()} sleep 86400")  # fmt: skip
+        figures["converge"] = until("6 tasks", lambda: sum(cluster.tasks_running("spread").values()) == REPLICAS, 900)
+        victim = nodes
+        cluster.kill(victim)
+        gone = f"node-{victim}"
+
+        def rescheduled() -> bool:
+            running = cluster.tasks_running("spread")
+            return sum(running.values()) == REPLICAS and gone not in running
+
+        figures["reschedule"] = until("rescheduling", rescheduled, 900)
+        began = time.monotonic()
+        started = cluster.command("start", str(victim), timeout=60)
+        if started.returncode != 0:
+            raise SystemExit(f"bench/cluster.py: qemu/cluster start failed: {started.stderr}")
+        until(f"{gone} Ready", lambda: gone in ready_nodes(cluster), 900)
+        figures["rejoin"] = time.monotonic() - began
+    finally:
+        cluster.command("down", timeout=900)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-build", action="store_true")
+    opts = parser.parse_args()
+    if not opts.skip_build:
+        subprocess.run([str(REPO / "image/build"), "--no-iso"], check=True)
+    runs = []
+    for run in range(1, opts.runs + 1):
+        with tempfile.TemporaryDirectory(prefix="od-cluster-", dir="/var/tmp") as state:
+            figures = one_run(opts.nodes, Path(state))
+        print(f"run {run}: " + ", ".join(f"{k} {v:.1f} s" for k, v in figures.items()), flush=True)
+        runs.append(figures)
+    print(f"\n{opts.nodes} nodes, 1 vCPU and 1 GiB each, TCG; medians of {len(runs)} run(s):")
+    median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    print(f"  boot to all nodes Ready      {median['up']:7.1f} s")
+    print(f"  {REPLICAS}-replica service converged  {median['converge']:7.1f} s")
+    ratio = median["reschedule"] / median["floor"]
+    print(f"  worker killed -> rescheduled {median['reschedule']:7.1f} s (floor {median['floor']:.1f} s: "
+          f"x{ratio:.2f}; goal <= x1.5)")  # fmt: skip
+    print(f"  worker booted again -> Ready {median['rejoin']:7.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
