@@ -48,8 +48,9 @@ FIREWALL_MODULES = (
 # service's virtual IP and the ingress routing mesh are IPVS (dockerd runs
 # modprobe ip_vs itself, and its ingress rules match with xt_ipvs); the
 # schedulers are IPVS's round robin (dockerd's), weighted and source hash;
-# xt_u32 matches the encrypted overlay's ESP packets.
-SWARM_MODULES = ("vxlan", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "xt_ipvs", "xt_u32")
+# xt_u32 matches the encrypted overlay's ESP packets; xt_REDIRECT takes a
+# published port to its task inside the task's network namespace.
+SWARM_MODULES = ("vxlan", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "xt_ipvs", "xt_u32", "xt_REDIRECT")
 
 LOADED_AT_BOOT = (*STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
 ON_DEMAND = (

@@ -1,9 +1,10 @@
 """swarm: puts the node in Docker's swarm as the user-data's `swarm:`
 section says (pid1/swarm_config.py), and keeps state.swarm saying how it
 stands. Needs userdata (the section), dockerd (the Docker client), network
-(the advertise interface's address) and ntp (a join with a wrong clock fails
-on the managers' certificates: it waits for `clock synced`, at most
-CLOCK_WAIT, when NTP is configured).
+(the network up, and the advertise interface's address through
+Wiring.interface_addresses) and ntp (a join with a wrong clock fails on the
+managers' certificates: it waits for `clock synced`, at most CLOCK_WAIT,
+when NTP is configured).
 
 The phase checks the section and starts the `swarm` service; it never waits
 for a manager. The service reconciles, it does not remember: every REFRESH
@@ -276,19 +277,26 @@ def replaced_nodes(nodes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 
 async def wait_for_network(ctx: PhaseContext, config: SwarmConfig) -> str | None:
-    """The network up (bounded) and an advertise interface that exists;
-    the problem, or None."""
+    """The network up (bounded), an advertise interface that exists and,
+    when pid1.net configures it, has an address (bounded); the problem, or None."""
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is not None and not up.is_set():
         try:
             await asyncio.wait_for(up.wait(), NETWORK_WAIT)
         except TimeoutError:
             ctx.log.warning(f"swarm: no network after {NETWORK_WAIT:g} s; trying anyway")
-    if is_interface(config.advertise_addr):
-        try:  # in pid1's network namespace (a test's /sys may show another's)
-            socket.if_nametoindex(config.advertise_addr or "")
-        except OSError:
-            return f"advertise_addr {config.advertise_addr!r}: no such interface"
+    name = config.advertise_addr or ""
+    if not is_interface(name):
+        return None
+    try:  # in pid1's network namespace (a test's /sys may show another's)
+        socket.if_nametoindex(name)
+    except OSError:
+        return f"advertise_addr {name!r}: no such interface"
+    addresses = ctx.wiring.maybe(Wiring.interface_addresses)
+    if addresses is not None and name in ctx.state.network.interfaces:
+        # an interface pid1.net configures: dockerd takes its address when the swarm is made
+        if not await addresses.wait(name, NETWORK_WAIT):
+            ctx.log.warning(f"swarm: {name} has no address after {NETWORK_WAIT:g} s; trying anyway")
     return None
 
 
@@ -324,4 +332,5 @@ async def run(ctx: PhaseContext) -> str:
 
 
 PHASE = Phase(name="swarm", run=run, needs=("userdata", "dockerd", "network", "ntp"), required=False,
-              uses=(Wiring.userdata, Wiring.docker, Wiring.network_up, Wiring.clock))  # fmt: skip
+              uses=(Wiring.userdata, Wiring.docker, Wiring.network_up, Wiring.interface_addresses,
+                    Wiring.clock))  # fmt: skip
