@@ -28,9 +28,16 @@ if TYPE_CHECKING:
 # console container starts, which the user waits for: it yields the CPU.
 WORKER_NICE = 10
 # The worker's own deadline is the phase's; this is extra slack for its start
-# (Python + pyroute2 import) before PID 1 gives up on it and kills it.
+# (Python + pyroute2 import) before the phase stops waiting for it.
 WORKER_GRACE = 15.0
+# How long a worker that missed the phase's deadline may still run: it
+# applies the interfaces' settings first thing, however late it starts
+# (a loaded machine), and reports them; then it is killed.
+WORKER_LATE_LIMIT = 300.0
 WORKER_STOP_TIMEOUT = 2.0
+
+
+TIMED_OUT = {"event": "error", "message": "the netlink worker did not answer in time"}
 
 
 class Worker:
@@ -49,32 +56,45 @@ class Worker:
         finally:
             os.close(write_end)
         self.read_end = read_end
+        # Every event the child prints, for as long as it runs (None: its stdout closed). A reader
+        # that stops waiting (the phase's deadline) leaves the rest here for a later one.
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.reading: asyncio.Task | None = None
 
-    async def events(self, deadline: float) -> AsyncIterator[dict[str, Any]]:
-        """Events until the child closes its stdout or the deadline passes."""
+    async def _read(self) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self.read_end, "rb", buffering=0)
         )
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    yield {"event": "error", "message": "the netlink worker did not answer in time"}
-                    return
+            while line := await reader.readline():
                 try:
-                    line = await asyncio.wait_for(reader.readline(), remaining)
-                except TimeoutError:
-                    continue
-                if not line:
-                    return
-                try:
-                    yield json.loads(line)
+                    self.queue.put_nowait(json.loads(line))
                 except ValueError:
-                    yield {"event": "error", "message": f"unreadable line from the netlink worker: {line[:200]!r}"}
+                    message = f"unreadable line from the netlink worker: {line[:200]!r}"
+                    self.queue.put_nowait({"event": "error", "message": message})
         finally:
             transport.close()
+            self.queue.put_nowait(None)
+
+    async def events(self, deadline: float) -> AsyncIterator[dict[str, Any]]:
+        """Events until the child closes its stdout, or TIMED_OUT once the
+        deadline passes (the child may go on: a later call reads on)."""
+        if self.reading is None:
+            self.reading = asyncio.get_running_loop().create_task(self._read())
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield dict(TIMED_OUT)
+                return
+            try:
+                event = await asyncio.wait_for(self.queue.get(), remaining)
+            except TimeoutError:
+                continue
+            if event is None:
+                return
+            yield event
 
     async def finish(self) -> int | None:
         """Wait for the child briefly, then make sure it is gone; its status."""

@@ -80,7 +80,7 @@ from pid1.net.dhcp import (
     write_in_place,
 )
 from pid1.net.mode import Method, NetMode, parse_net_mode
-from pid1.net.worker import WORKER_GRACE, Worker, worker_args
+from pid1.net.worker import TIMED_OUT, WORKER_GRACE, WORKER_LATE_LIMIT, Worker, worker_args
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 from pid1.state_schema import InterfaceState, InterfaceStatus, NetworkState, NetworkStatus
@@ -128,7 +128,7 @@ class NetworkPhase:
     started: float = 0.0
     dhcp_task: asyncio.Task | None = None
     dhcp_link: str | None = None
-    extra_tasks: list[asyncio.Task] = field(default_factory=list)  # other DHCP interfaces' containers
+    extra_tasks: list[asyncio.Task] = field(default_factory=list)  # other DHCP interfaces' containers, a late worker
     finished: bool = False  # the phase has returned (up or offline)
     # Set while the network is up (an address and a default route), whenever
     # that comes: a lease after the phase went on offline sets it too.
@@ -387,6 +387,19 @@ class NetworkPhase:
             return self.offline(f"netlink worker: {event.get('message')}")
         return None
 
+    async def follow_late_worker(self, worker: Worker) -> None:
+        """A worker too slow for the phase (a loaded machine) still applies
+        the interfaces' settings when it gets to them: what it reports then
+        reaches the state, and a late `ready` brings the network up."""
+        async with contextlib.aclosing(worker.events(time.monotonic() + WORKER_LATE_LIMIT)) as events:
+            async for event in events:
+                kind = event.get("event")
+                if kind in ("links", "interface", "absent"):
+                    self.handle(event)
+                elif kind == "ready" and self.network.status != NetworkStatus.UP:
+                    self.ctx.log.info(f"network: {self.on_ready(event)} (the netlink worker, late)")
+        await worker.finish()
+
     async def run(self) -> str:
         ctx, mode = self.ctx, self.mode
         self.started = uptime()
@@ -409,15 +422,19 @@ class NetworkPhase:
                 self.start_dhcp(link)  # the worker's interface event, later, finds it started
         result: str | None = None
         status: int | None = None
+        timed_out = False
         try:
             async with contextlib.aclosing(worker.events(deadline + WORKER_GRACE)) as events:
                 async for event in events:
+                    timed_out = event == TIMED_OUT
                     result = self.handle(event)
                     if result is not None:
                         break  # done now: the worker's interpreter teardown need not delay the boot
         finally:
             if result is None:
                 status = await worker.finish()
+            elif timed_out:
+                self.extra_tasks.append(asyncio.get_running_loop().create_task(self.follow_late_worker(worker)))
             else:
                 asyncio.get_running_loop().create_task(worker.finish())
         if result is not None:

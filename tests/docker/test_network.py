@@ -26,6 +26,7 @@ import pytest
 from devtools.engine import docker_available, engine_cmdline
 from devtools.harness import REPO, Pid1, wait_for
 from devtools.netns import LEASE_SECONDS, NetPair, sh
+from pid1.net.worker import WORKER_GRACE
 
 pytestmark = [pytest.mark.namespace]
 
@@ -203,7 +204,7 @@ def test_negative_control_udhcpc_without_the_script_gets_no_address(netpair: Net
 
 @pytest.fixture
 def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Pid1]]:
-    """start_networked(pair, extra_cmdline) -> pid1 as PID 1 inside pair.client,
+    """start_networked(pair, extra_cmdline, env) -> pid1 as PID 1 inside pair.client,
     running the network phase and what it needs (containerd, dockerd, images)."""
     why = docker_available()
     if why:
@@ -211,7 +212,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
     workdirs: list[Path] = []
     runs: list[Pid1] = []
 
-    def start(pair: NetPair, extra_cmdline: str = "") -> Pid1:
+    def start(pair: NetPair, extra_cmdline: str = "", env: dict[str, str] | None = None) -> Pid1:
         workdir = Path(tempfile.mkdtemp(prefix="p1n-", dir="/var/tmp"))  # short: unix socket paths
         workdirs.append(workdir)
         root = workdir / "root"
@@ -221,7 +222,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
         run = pid1_ns(
             cmdline,
             root=str(root),
-            env={"PID1_TEST_REAL_NETWORK": "1"},
+            env={"PID1_TEST_REAL_NETWORK": "1", **(env or {})},
             # nsenter switches only the network namespace: `ip netns exec` would
             # also mount a fresh /sys, hiding the cgroup mounts dockerd needs.
             prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],
@@ -373,6 +374,56 @@ def test_two_interfaces_with_mtus_and_an_absent_one_by_pid1(netpair: NetPair, st
     status = [sys.executable, "-m", "pid1", "status", "--state", str(run.state_dir / "state.json"), "--cols", "160"]
     shown = subprocess.run(status, capture_output=True, text=True, timeout=30, cwd=REPO).stdout
     assert f"eth0 static {eth0}/24 mtu 1400 (default route)" in shown and "eth7 absent" in shown, shown
+
+
+# A sitecustomize that delays only the netlink child's start, as a loaded machine does.
+SLOW_NETLINK_START = """import os, sys, time
+if "pid1.net.netlink" in sys.orig_argv:
+    time.sleep(float(os.environ["PID1_TEST_NETLINK_START_DELAY"]))
+"""
+
+
+@pytest.mark.docker
+def test_a_netlink_worker_slower_than_the_phase_still_applies_the_interfaces(
+    netpair: NetPair, start_networked, tmp_path: Path
+) -> None:
+    """A loaded machine (two TCG VMs on two cores) can start the netlink
+    child's Python and pyroute2 after the phase stopped waiting for it
+    (pid1.net_timeout=2 here, plus the worker's grace). The phase goes on
+    offline as before; the child, however late, still applies the static
+    interfaces' settings, and they reach the state (where Swarm's advertise
+    interface waits for them). Before, the child was killed unheard and eth1
+    never had its address in that boot."""
+    other = second_subnet(netpair)
+    add_second_link(netpair, other)
+    eth0, eth1 = f"{netpair.subnet}.7", f"{other}.7"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_NETLINK_START)
+    delay = WORKER_GRACE + 5
+    env = {"PYTHONPATH": f"{site}:{REPO}", "PID1_TEST_NETLINK_START_DELAY": str(delay)}
+    value = f"eth0:static:{eth0}/24,{netpair.server_ip}+eth1:static:{eth1}/24,mtu=9000"
+    run = start_networked(netpair, f"pid1.net={value} pid1.net_timeout=2", env)
+    state = run.wait_phase("network", timeout=90)
+
+    def seen() -> str:
+        return f"{run.describe()}\n--- network ---\n{json.dumps(run.state()['network'], indent=1)}"
+
+    assert state["phases"]["network"]["detail"] == "offline: netlink worker: the netlink worker did not answer in time"
+    assert state["network"]["interfaces"] == {}, seen()  # nothing heard from the child yet
+    # the child starts late, configures both interfaces and says so: the state follows
+    run.wait_state(
+        "eth1's address from the late worker",
+        lambda s: s["network"]["interfaces"].get("eth1", {}).get("addresses") == [f"{eth1}/24"],
+        delay + 30,
+    )
+    links = client_links(netpair)
+    assert links["eth1"]["mtu"] == 9000, seen()
+    assert {a["local"] for a in netpair.client_addresses()} >= {eth0}, seen()
+    sh("ip", "netns", "exec", netpair.server, "busybox", "ping", "-c", "1", "-W", "2", eth1)
+    # and the network is up once it reports eth0's address (the route owner)
+    run.wait_state("the network up, late", lambda s: s["network"]["status"] == "up", 30)
+    run.wait_log("(the netlink worker, late)")
 
 
 @pytest.fixture
