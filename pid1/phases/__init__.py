@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "pid1.phases.devices",
     "pid1.phases.mounts",
     "pid1.phases.hostname",
+    "pid1.phases.engine",
     "pid1.phases.modules",
     "pid1.phases.autoformat",
     "pid1.phases.storage",

@@ -70,7 +70,7 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL)
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, mem=MIB)
     -> a VM whose serial output matched `until` (default: the console is up).
     A boot that does not get there is killed and started once more; the retry
     is printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
@@ -88,8 +88,10 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         disks: list[str] | None = None,
         no_reboot: bool = True,
         cpu: str = "max",
+        mem: int = 2048,
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu.
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu;
+        mem: qemu/run --mem (MiB).
         disks: several disks (vda, vdb, ...) instead of `disk`."""
         if disks:
             disk, more = disks[0], disks[1:]
@@ -100,7 +102,7 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
                 earlier.kill()
         for attempt in (1, 2):
             vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu,
-                    cdroms=cdroms or [], more_disks=more)  # fmt: skip
+                    mem=mem, cdroms=cdroms or [], more_disks=more)  # fmt: skip
             started.append(vm)
             vm.start()
             try:

@@ -40,6 +40,7 @@ class VM:
     cdroms: list[str] = field(default_factory=list)  # ISOs attached as CD-ROMs (a cidata volume)
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
+    mem: int = 2048  # qemu/run --mem: the VM's RAM in MiB
     dist: Path = REPO / "dist"
     iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
     no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
@@ -59,13 +60,18 @@ class VM:
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> VM:
         argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
-        argv += ["--accel", self.accel, "--cpu", self.cpu, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
+        argv += ["--accel", self.accel, "--cpu", self.cpu, "--mem", str(self.mem), "--headless"]
+        argv += ["--no-reboot"] if self.no_reboot else []
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
         argv += [f"--append={a}" for a in self.append]
         if self.disk:
             argv += ["--disk", self.disk]
         argv += [f"--disk={more}" for more in self.more_disks]
         argv += [f"--cdrom={cdrom}" for cdrom in self.cdroms]
+        return self.start_argv(argv)
+
+    def start_argv(self, argv: list[str]) -> VM:
+        """Start this qemu command line (bench/memory.py boots the anchor's kernel and initrd so)."""
         self.serial.clear()
         self.lines.clear()
         self._partial = b""
