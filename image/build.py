@@ -614,6 +614,10 @@ def concatenate(sources: list[Path], target: Path) -> bool:
         for source in sources:
             with open(source, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
+            # The kernel takes a plain cpio after a compressed one only at a
+            # 4-byte boundary ("invalid magic at start of compressed
+            # archive" otherwise); it skips the zeros.
+            out.write(bytes(-out.tell() % 4))
     if target.exists() and files_equal(tmp, target):
         tmp.unlink()
         return False
@@ -733,7 +737,7 @@ def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
     initrd = dist / "initrd.img"
     initrd_key = fingerprint(str(initrd), *(p.key for p in ordered), compress)
     initrd_stamp = BUILD / "initrd.key"
-    expected = sum(p.stat().st_size for p in parts)
+    expected = sum(p.stat().st_size + -p.stat().st_size % 4 for p in parts)
     unchanged = initrd_stamp.exists() and initrd_stamp.read_text() == initrd_key
     if not (unchanged and initrd.exists() and initrd.stat().st_size == expected):
         if concatenate(parts, initrd):

@@ -13,9 +13,10 @@ loop and squashfs are modules in Debian's kernel (pid1.module_sets
 EARLY_MODULES): loaded here with pid1.kmod, beside the modules phase, which
 finds them loaded.
 
-With no image (pid1 over a booted system, the tests) it does nothing. An
-image that is there but does not mount (truncated, say) fails the phase with
-the reason, and it is retried: nothing of the engine can run without it.
+With neither the image nor its mount point (pid1 over a booted system, the
+tests) it does nothing. A mount point without its image (an initramfs not
+unpacked whole) or an image that does not mount fails the phase with the
+reason, and it is retried: nothing of the engine can run without it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def mount_engine(root: str) -> tuple[str, list[str]]:
 async def run(ctx: PhaseContext) -> str:
     image, target = ctx.path(ENGINE_IMAGE), ctx.path(ENGINE_MOUNT)
     if not os.path.isfile(image):
+        if os.path.isdir(target):  # the image's mount point, with no image: the initramfs is not whole
+            raise RuntimeError(
+                f"/{ENGINE_IMAGE} is missing beside its mount point: the initramfs was not unpacked whole "
+                "(see the kernel's 'Initramfs unpacking failed' line)"
+            )
         return f"no /{ENGINE_IMAGE}: the engine's files are in place"
     if is_mountpoint(target):
         return f"/{ENGINE_MOUNT} already mounted"

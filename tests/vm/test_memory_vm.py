@@ -21,7 +21,7 @@ REFUSAL = r"pid1: only-docker needs a machine with at least (\d+) MiB of RAM; th
 
 def check_runs_a_container(vm) -> None:
     shell_ready(vm)
-    mounts = vm.shell("grep ' /usr/lib/pid1/engine ' /proc/mounts", STEP)
+    mounts = vm.shell("grep ' /usr/lib/pid1/engine ' /proc/1/mounts", STEP)
     assert "squashfs ro" in mounts, mounts
     out = vm.shell("docker run --rm busybox echo ok", 180)
     assert out.split()[-1:] == ["ok"], f"{out!r}\n{vm.tail()}"
