@@ -9,6 +9,7 @@ cd "$(dirname "$0")"
 PKGS=(
     python3 python3-venv          # image/build; the venv's pip fetches the guest's wheels
     binutils patchelf kmod cpio zstd  # strip, patchelf, depmod; zstd packs the ISO's initrd
+    squashfs-tools                # mksquashfs: the engine's read-only image
     xorriso isolinux syslinux-common  # the BIOS-bootable ISO
     qemu-system-x86 e2fsprogs     # qemu/run, qemu/mkdisk
 )

@@ -6,6 +6,9 @@ import, so the two cannot disagree.
 
 from __future__ import annotations
 
+# Loaded first, by the `engine` phase: the engine's files are on a squashfs
+# mounted through a loop device, and containerd starts once it is.
+EARLY_MODULES = ("loop", "squashfs")
 # Loaded with the hardware drivers by the `modules` phase: what the disk scan
 # and dockerd's start need first.
 STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "overlay")
@@ -38,7 +41,7 @@ FIREWALL_MODULES = (
     "nf_reject_ipv4", "xfrm_algo",
 )  # fmt: skip
 
-LOADED_AT_BOOT = (*STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
+LOADED_AT_BOOT = (*EARLY_MODULES, *STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
 ON_DEMAND = (*DRIVER_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES)
 # Everything the initrd carries (with what each needs). xfs and btrfs (8 MB,
 # a few percent more initrd to unpack) are left out: the storage phase then

@@ -1,6 +1,6 @@
 """containerd and dockerd: spawn, wait until they answer, keep them alive, stop them.
 
-Two phases. `containerd` (needs mounts) starts containerd with its own
+Two phases. `containerd` (needs mounts, engine: its files) starts containerd with its own
 socket (pid1.containerd_socket), its root and state under the exec root.
 `dockerd` (needs containerd, storage, modules: overlay) starts
 dockerd with `--containerd` pointing at it: a dockerd that starts its own
@@ -685,7 +685,9 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 
 PHASES = [
-    Phase(name="containerd", run=run_containerd, needs=("mounts",), fills=(Wiring.containerd,), doc=__doc__ or ""),
+    Phase(
+        name="containerd", run=run_containerd, needs=("mounts", "engine"), fills=(Wiring.containerd,), doc=__doc__ or ""
+    ),
     Phase(
         name="dockerd",
         run=run_dockerd,

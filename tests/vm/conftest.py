@@ -70,7 +70,7 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT)
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT, mem=MIB)
     -> a VM whose serial output matched `until` (default: the console is up).
     A boot that does not get there is killed and started once more; the retry
     is printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
@@ -89,8 +89,10 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         no_reboot: bool = True,
         cpu: str = "max",
         ssh_port: int | None = None,
+        mem: int = 2048,
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu.
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu;
+        mem: qemu/run --mem (MiB).
         disks: several disks (vda, vdb, ...) instead of `disk`; ssh_port: 127.0.0.1:PORT forwarded to the guest's 22."""
         if disks:
             disk, more = disks[0], disks[1:]
@@ -101,7 +103,7 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
                 earlier.kill()
         for attempt in (1, 2):
             vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu,
-                    cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port)  # fmt: skip
+                    cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port, mem=mem)  # fmt: skip
             started.append(vm)
             vm.start()
             try:

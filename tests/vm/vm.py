@@ -62,6 +62,7 @@ class VM:
     ssh_port: int | None = None  # qemu/run --ssh-port: 127.0.0.1:PORT on the host is the guest's port 22
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
+    mem: int = 2048  # qemu/run --mem: the VM's RAM in MiB
     dist: Path = REPO / "dist"
     iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
     no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
@@ -81,7 +82,8 @@ class VM:
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> VM:
         argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
-        argv += ["--accel", self.accel, "--cpu", self.cpu, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
+        argv += ["--accel", self.accel, "--cpu", self.cpu, "--mem", str(self.mem), "--headless"]
+        argv += ["--no-reboot"] if self.no_reboot else []
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
         argv += [f"--append={a}" for a in [*([] if self.iso else DEFAULT_APPEND), *self.append]]
         if self.disk:
@@ -93,6 +95,10 @@ class VM:
             cdroms = [nocloud_iso(run_dir / f"test-{os.getpid()}-ntp.iso", ISO_USER_DATA, "instance-id: test-iso\n")]
         argv += [f"--cdrom={cdrom}" for cdrom in cdroms]
         argv += [f"--ssh-port={self.ssh_port}"] if self.ssh_port else []
+        return self.start_argv(argv)
+
+    def start_argv(self, argv: list[str]) -> VM:
+        """Start this qemu command line (bench/memory.py boots the anchor's kernel and initrd so)."""
         self.serial.clear()
         self.lines.clear()
         self._partial = b""
