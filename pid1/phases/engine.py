@@ -1,16 +1,20 @@
-"""engine: mount the engine's read-only image before anything runs it. Needs
-mounts (/proc, and /dev from devices).
+"""engine: mount the engine's read-only image before anything reads it.
+Needs mounts (/proc, and /dev from devices).
 
-The image build puts the engine's large files (dockerd, containerd, the
-shim, runc, docker-proxy and the docker client: ~185 MB) in a squashfs
-(ENGINE_IMAGE) and leaves relative symlinks into ENGINE_MOUNT at their paths.
-Mounted read-only through a loop device, their pages are page cache that
-the kernel evicts and reads again when RAM is short, instead of initramfs
-pages pinned for the life of the machine (figures: docs/benchmarks.md).
-containerd needs this phase; dockerd and the system containers come later.
+The image build puts what only the engine and the phases after this one
+read in a squashfs (ENGINE_IMAGE) and leaves relative symlinks into
+ENGINE_MOUNT at their paths: dockerd, containerd, the shim, runc,
+docker-proxy, the docker client, docker-init, iptables, mke2fs, the
+libraries only they need, the kernel modules (but loop and squashfs), the
+bundled images and the seed (image/build.py ENGINE_FILES). Mounted read-only
+through a loop device, their pages are page cache that the kernel evicts and
+reads again when RAM is short, instead of initramfs pages pinned for the
+life of the machine (figures: docs/benchmarks.md). containerd and the
+modules phase need this phase; everything else that reads the image comes
+after one of them.
 
 loop and squashfs are modules in Debian's kernel (pid1.module_sets
-EARLY_MODULES): loaded here with pid1.kmod, beside the modules phase, which
+EARLY_MODULES): loaded here with pid1.kmod, before the modules phase, which
 finds them loaded.
 
 With neither the image nor its mount point (pid1 over a booted system, the

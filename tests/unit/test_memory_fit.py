@@ -57,7 +57,8 @@ def test_loop_config_is_the_kernels_struct() -> None:
 def test_the_engine_files_become_symlinks_into_the_mount(tmp_path: Path) -> None:
     build = load_image_module("build")
     stage, tree = tmp_path / "stage", tmp_path / "tree"
-    for relative in build.ENGINE_FILES:
+    moving = ["usr/sbin/dockerd", "usr/lib/pid1/docker-cli", "usr/lib/modules/6.1.0-1-amd64/kernel/fs/ext4/ext4.ko"]
+    for relative in moving:
         path = stage / relative
         if relative.endswith("docker-cli"):
             (path / "docker").parent.mkdir(parents=True)
@@ -65,15 +66,31 @@ def test_the_engine_files_become_symlinks_into_the_mount(tmp_path: Path) -> None
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"\x7fELF " + relative.encode())
-    moved = build.split_engine(stage, tree)
-    assert moved == sum(len(b"\x7fELF " + r.encode()) for r in build.ENGINE_FILES if "docker-cli" not in r) + 8
-    assert (stage / build.ENGINE_MOUNT).is_dir() and not any((stage / build.ENGINE_MOUNT).iterdir())
-    for relative in build.ENGINE_FILES:
+    staying = stage / "usr/lib/modules/6.1.0-1-amd64/kernel/fs/squashfs/squashfs.ko"
+    staying.parent.mkdir(parents=True)
+    staying.write_bytes(b"\x7fELF squashfs")
+    moved = build.split_engine(stage, tree, moving)
+    assert moved == sum(len(b"\x7fELF " + r.encode()) for r in moving if "docker-cli" not in r) + 8
+    for relative in moving:
         assert (stage / relative).is_symlink() and not os.path.isabs(os.readlink(stage / relative))
         assert (tree / relative).exists()
+    assert not staying.is_symlink() and not (tree / staying.relative_to(stage)).exists()
     # the mount, stood in for by a copy: every symlink reaches its file
-    os.rmdir(stage / build.ENGINE_MOUNT)
     shutil.copytree(tree, stage / build.ENGINE_MOUNT, symlinks=True)
     assert (stage / "usr/sbin/dockerd").read_bytes() == b"\x7fELF usr/sbin/dockerd"
     assert (stage / "usr/lib/pid1/docker-cli/docker").read_bytes() == b"\x7fELF cli"
+    assert (stage / moving[2]).read_bytes().endswith(b"ext4.ko")
     assert build.ENGINE_IMAGE == engine.ENGINE_IMAGE and build.ENGINE_MOUNT == engine.ENGINE_MOUNT
+
+
+def test_the_libraries_python_needs_stay_out_of_the_squashfs(tmp_path: Path) -> None:
+    """library_closure, which decides what base keeps, on real ELF files: the
+    host's python3.11 (Debian's: image/build runs on Debian 12) needs libc and libm (through each other too), and not
+    libzstd, which lies beside them (a library only the engine needs)."""
+    build = load_image_module("build")
+    libraries = tmp_path / "lib"
+    libraries.mkdir()
+    for name in ("libc.so.6", "libm.so.6", "libzstd.so.1"):
+        shutil.copy(f"/usr/lib/x86_64-linux-gnu/{name}", libraries / name)
+    found = build.library_closure(libraries, [Path("/usr/bin/python3.11")])
+    assert {"libc.so.6", "libm.so.6"} <= found and "libzstd.so.1" not in found
