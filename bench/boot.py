@@ -40,13 +40,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests/vm"))
-
-from vm import VM, BootTimeout, nocloud_iso  # noqa: E402
-
-sys.path.insert(0, str(REPO / "tests"))
-from harness import SshClient, free_port  # noqa: E402
+from devtools.harness import REPO, SshClient, free_port
+from devtools.vm import VM, BootTimeout, nocloud_iso
 
 ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
 ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))

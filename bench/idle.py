@@ -11,7 +11,7 @@ open.
     from /proc/PID/stat), its context switches (how often it woke), and the
     frames drawn (goal: 0; an idle PID 1 wakes only for events).
 
-Goal: idle CPU < 1% of one core. Run as root: `python3 bench/idle.py
+Goal: idle CPU < 1% of one core. Run as root: `.venv/bin/python bench/idle.py
 [--docker [--userdata FILE]] [--no-view] [-s SECONDS]` (--no-view: the baseline
 without vt2; --userdata: pid1's RSS with a user-data applied).
 """
@@ -19,50 +19,17 @@ without vt2; --userdata: pid1's RSS with a user-data applied).
 from __future__ import annotations
 
 import argparse
-import fcntl
-import importlib.util
 import os
 import shutil
-import struct
-import sys
 import tempfile
-import termios
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+from devtools.engine import engine_cmdline
+from devtools.harness import Pid1
+from devtools.pty import ViewScreen
 
-from harness import Pid1  # noqa: E402
-
-HOME = b"\x1b[H"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class PtyScreen:
-    """A pty whose master side is drained by a thread, counting frames."""
-
-    def __init__(self, rows: int = 25, cols: int = 80) -> None:
-        self.master, self.slave = os.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.path = os.ttyname(self.slave)
-        self.frames = 0
-        self.bytes = 0
-        self.last = b""
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.frames += chunk.count(HOME)
-            self.bytes += len(chunk)
-            self.last = (self.last + chunk)[-8192:]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -94,25 +61,22 @@ def imported_modules(pid: int) -> list[str]:
 
 def render_cost(rounds: int = 300) -> float:
     """Seconds per frame for the work a redraw does, on a full running state."""
-    sys.path.insert(0, str(REPO / "tests/unit"))
-    sys.path.insert(0, str(REPO))
-    import sample_states
-
-    from pid1 import view
+    from devtools import sample_states
     from pid1.state import LogLine
+    from pid1.view.render import render, render_long
 
-    state = sample_states._state(None)  # every phase done
+    state = sample_states.boot_state(None)  # every phase done
     for i in range(300):  # a full log ring
         state.log.append(LogLine(time=float(i), level="info", message=f"a log line of a usual length, number {i}"))
     started = time.perf_counter()
     for _ in range(rounds):
-        data = state.to_json()  # what the vt2 phase renders from
-        view.render(data, 25, 80, 300.0)
-        view.render_long(data, 80, 300.0)
+        state.to_json()  # what the vt2 phase fingerprints
+        render(state, 25, 80, 300.0)
+        render_long(state, 80, 300.0)
     return (time.perf_counter() - started) / rounds
 
 
-def simulated(work: Path, screen: PtyScreen, view: bool) -> Pid1:
+def simulated(work: Path, screen: ViewScreen, view: bool) -> Pid1:
     """pid1 over a temporary root (a private tmpfs /dev) with the simulated boot."""
     root = work / "root"
     (root / "dev").mkdir(parents=True)
@@ -127,37 +91,24 @@ def simulated(work: Path, screen: PtyScreen, view: bool) -> Pid1:
     )
 
 
-def with_docker(work: Path, screen: PtyScreen, view: bool, userdata: Path | None = None) -> Pid1:
+def with_docker(work: Path, screen: ViewScreen, view: bool, userdata: Path | None = None) -> Pid1:
     """pid1 with its own containerd, dockerd, the bundled images, dom0 and the
     console, the host phases replaced by no-ops (as in tests/docker); with
     `userdata`, that file as the copy kept on the data root."""
     if userdata is not None:
         (work / "data/only-docker").mkdir(parents=True)
         shutil.copy(userdata, work / "data/only-docker/user-data")
-    spec = importlib.util.spec_from_file_location("bundled_images", REPO / "image" / "bundled_images.py")
-    bundled = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["bundled_images"] = bundled
-    spec.loader.exec_module(bundled)  # type: ignore[union-attr]
-    bundled.build(work / "images")
+    from image import bundled_images
+
+    bundled_images.build(work / "images")
     (work / "pid1").mkdir()
-    cmdline = " ".join(
-        [
-            f"pid1.phases={'vt2,' if view else ''}control,console,dom0,bench-count",
-            "pid1.extra_phases=noop_host_phases,bench.boot_phases",
-            f"pid1.docker_root={work / 'data'}",
-            f"pid1.docker_exec_root={work / 'exec'}",
-            f"pid1.docker_socket={work / 'd.sock'}",
-            f"pid1.containerd_socket={work / 'c.sock'}",
-            f"pid1.images_dir={work / 'images'}",
-            "pid1.dockerd_args=--bridge=none,--iptables=false,--ip-masq=false",
-            f"pid1.view_tty={screen.path}",
-        ]
-    )
+    phases = f"{'vt2,' if view else ''}control,console,dom0,bench-count"
+    extra = f"pid1.view_tty={screen.path}"
+    cmdline = engine_cmdline(phases, work, work / "images", extra, extra_phases=["bench.boot_phases"])
     return Pid1(
         workdir=work / "pid1",
         cmdline=cmdline,
         env={
-            "PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'docker'}",
             "PID1_BENCH_OUT": str(work / "writes"),
             "PID1_BENCH_UNTIL": "console,dom0",
         },
@@ -171,7 +122,7 @@ def main() -> None:
     parser.add_argument("--docker", action="store_true", help="a real containerd, dockerd, dom0 and console")
     parser.add_argument("--userdata", type=Path, help="with --docker: boot with this user-data (the kept copy)")
     args = parser.parse_args()
-    screen = PtyScreen()
+    screen = ViewScreen()
     # short paths: unix socket paths are limited to 108 bytes
     work = Path(tempfile.mkdtemp(prefix="p1b-", dir="/var/tmp"))
     try:
@@ -185,13 +136,13 @@ def main() -> None:
             state = run.wait_state("the boot to end", lambda s: s["mode"] == "running" and s, 120)
             boot_seconds = time.monotonic() - started
             time.sleep(1.0)  # the last coalesced frame
-            boot_frames = screen.frames
+            boot_frames = screen.frame_count()
             boot_cpu = cpu_seconds(run.pid)
             writes = int((work / "writes").read_text())
             log_lines = len(state["log"])
             time.sleep(2.0)  # let the containers' start-up events settle
 
-            cpu0, switches0, frames0 = cpu_seconds(run.pid), context_switches(run.pid), screen.frames
+            cpu0, switches0, frames0 = cpu_seconds(run.pid), context_switches(run.pid), screen.frame_count()
             before = run.state() or {}
             idle_from = before.get("updated", 0.0) + 0.001  # log times are rounded to ms
             t0 = time.monotonic()
@@ -199,7 +150,7 @@ def main() -> None:
             elapsed = time.monotonic() - t0
             cpu = cpu_seconds(run.pid) - cpu0
             switches = context_switches(run.pid) - switches0
-            idle_frames = screen.frames - frames0
+            idle_frames = screen.frame_count() - frames0
             status_ok = (run.state_dir / "status").exists()
             rss = rss_mib(run.pid)
             modules = imported_modules(run.pid)

@@ -29,10 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests/vm"))
-
-from vm import VM, BootTimeout  # noqa: E402
+from devtools.vm import REPO, VM, BootTimeout
 
 ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
 ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))

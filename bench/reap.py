@@ -5,7 +5,7 @@
     for the storm to finish and the zombies left afterwards (must be 0).
 (b) drain: PID 1 is SIGSTOPped, 10,000 orphans exit and wait as zombies; from
     SIGCONT, the time until PID 1 has reaped them all (the reaper's own rate).
-Then pid1's RSS once its loop is idle. Run as root: `python3 bench/reap.py`.
+Then pid1's RSS once its loop is idle. Run as root: `.venv/bin/python bench/reap.py`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness import Pid1, namespace_processes, wait_for  # noqa: E402
+from devtools.harness import REPO, Pid1, namespace_processes, wait_for
 
 STORM = str(REPO / "tests/namespace/orphan_storm.py")
 

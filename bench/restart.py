@@ -21,7 +21,7 @@ the console (busybox `sh` with a TTY, `--net host`). Then:
 (d) SIGTERM to pid1 -> dockerd and containerd both exited (each daemon's
     SIGTERM -> exit, and the whole stop), over the same boots.
 
-Run as root: `python3 bench/restart.py [--cycles N] [--boots N]`.
+Run as root: `.venv/bin/python bench/restart.py [--cycles N] [--boots N]`.
 """
 
 from __future__ import annotations
@@ -39,12 +39,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "docker"))
-
-from conftest import DOCKERD_TEST_ARGS, load_bundled_images_module  # noqa: E402
-from harness import Pid1, wait_for  # noqa: E402
+from devtools.engine import engine_cmdline
+from devtools.harness import Pid1, wait_for
+from image import bundled_images
 
 STABLE = 0.2
 
@@ -91,20 +88,8 @@ class Events:
 
 
 def start_pid1(workdir: Path, images: Path) -> Pid1:
-    cmdline = " ".join(
-        [
-            "pid1.phases=console,dom0",
-            "pid1.extra_phases=noop_host_phases",
-            f"pid1.docker_root={workdir / 'data'}",
-            f"pid1.docker_exec_root={workdir / 'exec'}",
-            f"pid1.docker_socket={workdir / 'd.sock'}",
-            f"pid1.containerd_socket={workdir / 'c.sock'}",
-            f"pid1.images_dir={images}",
-            f"pid1.dockerd_args={DOCKERD_TEST_ARGS}",
-            f"pid1.restart_stable={STABLE}",
-        ]
-    )
-    run = Pid1(workdir=workdir / "run", cmdline=cmdline, env={"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'docker'}"})
+    cmdline = engine_cmdline("console,dom0", workdir, images, f"pid1.restart_stable={STABLE}")
+    run = Pid1(workdir=workdir / "run", cmdline=cmdline)
     run.workdir.mkdir(parents=True)
     run.start()
     run.wait_phase("console", timeout=120)
@@ -201,7 +186,7 @@ def main() -> int:
     opts = parser.parse_args()
     top = Path(tempfile.mkdtemp(prefix="p1b-", dir="/var/tmp"))
     images = top / "images"
-    load_bundled_images_module().build(images)
+    bundled_images.build(images)
     readies, dockerd_stops, containerd_stops, wholes = [], [], [], []
     try:
         for boot in range(opts.boots):

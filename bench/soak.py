@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Soak benchmark: pid1 with its own containerd + dockerd as PID 1 of a
-namespace (the docker tier's machinery: tests/harness.py and
-tests/docker/conftest.py), for N minutes, with a random fault from the
+namespace (the docker tier's machinery: devtools.harness and
+devtools.engine), for N minutes, with a random fault from the
 README's "Faults survived" table injected every few seconds.
 
-pid1 runs in the client end of a veth pair (tests/docker/test_network.py's
-NetPair) whose server end runs busybox udhcpd, with the network phase and
-its dhcp container. The faults (the ones a namespace can have; the VM-only
-ones are not here):
+pid1 runs in the client end of a veth pair (devtools.netns.NetPair) whose
+server end runs busybox udhcpd, with the network phase and its dhcp
+container. The faults (the ones a namespace can have; the VM-only ones are
+not here):
   console-kill, dom0-kill   SIGKILL to the container's process (a crash)
   shim-kill                 SIGKILL to the console's containerd-shim
   dockerd-kill, containerd-kill   SIGKILL to the daemon
@@ -32,7 +32,7 @@ second it checks the invariants:
 It prints the faults injected, the recoveries, the worst, p50 and p95
 recovery time, and every invariant violation (goal: none).
 
-Run as root: `python3 bench/soak.py [--minutes 30] [--seed N]`.
+Run as root: `.venv/bin/python bench/soak.py [--minutes 30] [--seed N]`.
 """
 
 from __future__ import annotations
@@ -55,13 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "docker"))
-
-from conftest import engine_cmdline, load_bundled_images_module  # noqa: E402
-from harness import Pid1, namespace_processes  # noqa: E402
-from test_network import NetPair  # noqa: E402
+from devtools.engine import engine_cmdline
+from devtools.harness import Pid1, namespace_processes
+from devtools.netns import NetPair
+from image import bundled_images
 
 RECOVERY_BOUND = 15.0
 FD_SLACK = 4
@@ -361,7 +358,6 @@ def start_pid1(top: Path, images: Path, net: NetPair, data_root: Path, root: Pat
         workdir=workdir / "run",
         cmdline=cmdline,
         root=str(root),
-        env={"PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'docker'}"},
         prefix=["nsenter", f"--net=/run/netns/{net.client}", "--"],
     )
     run.workdir.mkdir(parents=True)
@@ -370,7 +366,7 @@ def start_pid1(top: Path, images: Path, net: NetPair, data_root: Path, root: Pat
     run.wait_phase("console", timeout=120)
     run.wait_phase("dom0", timeout=60)
     run.wait_state("the network up", lambda s: s["network"].get("status") == "up", 60)
-    layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {"etc/flavour": (b"soak", 0o644)})
+    layer = bundled_images.rootfs_layer("/bin/busybox", {"etc/flavour": (b"soak", 0o644)})
     done = subprocess.run(
         ["docker", "-H", f"unix://{machine.socket}", "import", "-c", 'CMD ["sh"]', "-", "soak-console:1"],
         input=layer, capture_output=True, timeout=60,
@@ -486,7 +482,7 @@ def main() -> int:
     machine = None
     try:
         images = top / "images"
-        load_bundled_images_module().build(images)
+        bundled_images.build(images)
         machine = start(top, images)
         return soak(machine, opts.minutes, random.Random(seed))
     finally:

@@ -31,13 +31,11 @@ turn), one per part, each rebuilt only when what went into it changed:
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 
 dist/initrd.img (for `qemu/run --kernel`) is a plain cpio and the ISO's is
-zstd-compressed, because the two loaders differ (measured under TCG, 2 vCPUs):
-qemu hands a -initrd file to the guest at no cost, and the kernel unpacks a
-plain cpio (~54 MB/s) faster than it decompresses zstd (~21 MB/s): /init
-started ~10 s earlier plain (measured with the engine still unpacked, 249
-MB). isolinux reads the ISO through the BIOS at ~9 MB/s, so there the 62 MB
-zstd initrd reached the console prompt ~9 s sooner (wall clock) than the 249
-MB plain one.
+zstd-compressed, because the two loaders differ: qemu hands a -initrd file to
+the guest at no cost, and the kernel unpacks a plain cpio faster than it
+decompresses zstd; isolinux reads the ISO through the BIOS slowly, so there
+the smaller zstd initrd reaches the console prompt sooner (the figures:
+docs/benchmarks.md, "The two initrd encodings").
 """
 
 from __future__ import annotations
@@ -51,21 +49,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.kernel_tree import KernelTreeError, ensure_kernel_tree
+from image import cpio, elf
+from image.bundled_images import find_in_trees
+from pid1 import kmod, module_sets  # pid1's own module lists and resolver: the boot's, not a copy
+from pid1.layout import SYSTEM_PATH
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))  # pid1's own module lists and resolver: the boot's, not a copy
-
-import cpio  # noqa: E402
-import elf  # noqa: E402
-from bundled_images import find_in_trees  # noqa: E402
-
-from pid1 import kmod, module_sets  # noqa: E402
-from pid1.layout import SYSTEM_PATH  # noqa: E402
 
 CACHE = Path(os.environ.get("ONLY_DOCKER_CACHE", "/var/cache/only-docker"))
 DEBS = CACHE / "debs"
@@ -89,7 +84,7 @@ LIBRARY_PACKAGES = [
 ]  # fmt: skip
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib"]
 # dom0's bundled image (image/bundled_images.py): dropbear and its libraries.
-# dropbear, not openssh-server: one 0.3 MB server with no privilege-separation
+# dropbear, not openssh-server: one small server with no privilege-separation
 # user, no PAM and no /run/sshd to prepare, that runs from a busybox image (docs/remote-access.md).
 DOM0_PACKAGES = ["dropbear-bin", "libc6", "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g"]
 
@@ -101,9 +96,10 @@ ENGINE_BINARIES = [
     "usr/bin/containerd-shim-runc-v2",
     "usr/sbin/runc",
     "usr/sbin/xtables-legacy-multi",
-    # kmod's modprobe, for the kernel's request_module and dockerd: it answers
-    # in milliseconds, pid1's Python one in 0.1-0.4 s under emulation (pid1's
-    # own phases load modules in-process, with pid1.kmod)
+    # kmod's modprobe, for the kernel's request_module and dockerd: a C
+    # program answers far sooner than pid1's Python one under emulation
+    # (docs/benchmarks.md, "Kernel modules"; pid1's own phases load modules
+    # in-process, with pid1.kmod)
     "usr/bin/kmod",
     # pid1.autoformat formats a blank disk ext4 (busybox's mke2fs makes only ext2)
     "usr/sbin/mke2fs",
@@ -235,11 +231,11 @@ def unpack(deb: Path) -> Path:
 
 
 def kernel_tree() -> tuple[Path, str]:
-    """tests/kernel-tree.sh's unpacked linux-image (depmod run): (root, version)."""
-    out = run(
-        ["bash", "-c", f". {REPO}/tests/kernel-tree.sh && ensure_kernel_tree"], capture_output=True, text=True
-    ).stdout.strip()
-    root = Path(out.splitlines()[-1])
+    """devtools.kernel_tree's unpacked linux-image (depmod run): (root, version)."""
+    try:
+        root = ensure_kernel_tree()
+    except KernelTreeError as exc:
+        raise BuildError(str(exc)) from None
     versions = sorted(p.name for p in (root / "lib/modules").iterdir())
     if not versions:
         raise BuildError(f"no kernel version under {root}/lib/modules")
@@ -313,9 +309,13 @@ def library_dirs() -> list[str]:
     return [MULTIARCH, "lib/x86_64-linux-gnu", "usr/lib", "lib"]
 
 
-def copy_library_closure(stage: Path, trees: list[Path], elves: list[Path]) -> list[str]:
-    """Copy every shared library the ELF files need (from the unpacked
-    packages) into the stage's /usr/lib/x86_64-linux-gnu; returns the sonames."""
+def copy_library_closure(
+    stage: Path, trees: list[Path], elves: list[Path], provided: Callable[[str], bool] = lambda soname: False
+) -> list[str]:
+    """Copy every shared library the ELF files need, and those the copies
+    need, from the unpacked packages into the stage's /usr/lib/x86_64-linux-gnu;
+    a soname the stage has there, or that `provided` says is there already
+    (another part has it), is skipped. Returns the sonames copied."""
     wanted: list[str] = []
     queue = list(elves)
     seen: set[str] = set()
@@ -325,13 +325,9 @@ def copy_library_closure(stage: Path, trees: list[Path], elves: list[Path]) -> l
             if soname in seen:
                 continue
             seen.add(soname)
-            if (stage / MULTIARCH / soname).exists():
+            if (stage / MULTIARCH / soname).exists() or provided(soname):
                 continue
-            source = None
-            for directory in library_dirs():
-                source = find_in_trees(trees, f"{directory}/{soname}")
-                if source:
-                    break
+            source = next(filter(None, (find_in_trees(trees, f"{d}/{soname}") for d in library_dirs())), None)
             if source is None:
                 raise BuildError(f"{path.name} needs {soname}, which no package in the build provides (add it)")
             copy_file(source, stage / MULTIARCH / soname)
@@ -475,8 +471,7 @@ def late_modules(stage: Path, kver: str) -> list[str]:
 def build_bundled(tree: Path, key: str, dom0_trees: list[Path]) -> None:
     """The bundled image tarballs and the seed (BUNDLED_FILES) in `tree`, a
     root of the engine's squashfs; rebuilt when `key` changes."""
-    import bundled_images
-    import docker_seed
+    from image import bundled_images, docker_seed
 
     stamp = BUILD / "bundled.key"
     if tree.is_dir() and stamp.exists() and stamp.read_text() == key:
@@ -570,7 +565,7 @@ def build_base(part: Part, engine_tree: Path, trees_of: dict[str, list[Path]], k
 
 # --- the python part ---------------------------------------------------------------------------
 def build_python(part: Part, python_trees: list[Path], lib_trees: list[Path], base_stage: Path) -> dict:
-    import python_runtime
+    from image import python_runtime
 
     stage = part.begin()
     report = python_runtime.build(
@@ -580,39 +575,16 @@ def build_python(part: Part, python_trees: list[Path], lib_trees: list[Path], ba
         pid1_source=REPO / "pid1",
         wheel_cache=CACHE / "wheels",
     )
+
     # libraries the interpreter and the extension modules need that base lacks
+    def provided(soname: str) -> bool:  # by base, or vendored by an extension (RPATH $ORIGIN)
+        return (base_stage / MULTIARCH / soname).exists() or any(True for _ in stage.rglob(soname))
+
     elves = [stage / "usr/bin/python3.11", *sorted(stage.rglob("*.so"))]
-    for soname in list_needed_missing(elves, stage, base_stage):
-        source = None
-        for directory in library_dirs():
-            source = find_in_trees(lib_trees + python_trees, f"{directory}/{soname}")
-            if source:
-                break
-        if source is None:
-            raise BuildError(f"python needs {soname}, which no package in the build provides (add it)")
-        copy_file(source, stage / MULTIARCH / soname)
+    copy_library_closure(stage, lib_trees + python_trees, elves, provided)
     part.finish()
     (BUILD / "python-modules.txt").write_text("\n".join(report["modules"]) + "\n")
     return report
-
-
-def list_needed_missing(elves: list[Path], stage: Path, base_stage: Path) -> list[str]:
-    missing: list[str] = []
-    seen: set[str] = set()
-    queue = list(elves)
-    while queue:
-        path = queue.pop()
-        for soname in elf.needed(path):
-            if soname in seen:
-                continue
-            seen.add(soname)
-            if (base_stage / MULTIARCH / soname).exists():
-                continue
-            # an extension's own vendored library (RPATH $ORIGIN)
-            if any(True for _ in stage.rglob(soname)):
-                continue
-            missing.append(soname)
-    return missing
 
 
 # --- the pid1 part -------------------------------------------------------------------------------
@@ -631,7 +603,7 @@ INIT_SCRIPT = INIT_SCRIPT_TEMPLATE.replace("{path}", SYSTEM_PATH)
 
 
 def build_pid1(part: Part, python_stage: Path) -> None:
-    import python_runtime
+    from image import python_runtime
 
     stage = part.begin()
     site = stage / python_runtime.SITE
@@ -756,7 +728,7 @@ def build_iso(dist: Path, initrd: Path, key: str) -> bool:
 
 # --- main ----------------------------------------------------------------------------------------
 def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
-    import python_runtime
+    from image import python_runtime
 
     began = time.monotonic()
     check_tools(want_iso, {compress, iso_compress} if want_iso else {compress})

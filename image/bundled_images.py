@@ -1,6 +1,6 @@
 """Builds the bundled images as `docker save` tarballs, without a daemon.
 
-    python3 image/bundled_images.py [OUTPUT_DIR] [--busybox PATH] [--tree DIR ...]
+    python -m image.bundled_images [OUTPUT_DIR] [--busybox PATH] [--tree DIR ...]
 
 writes OUTPUT_DIR/busybox.tar and OUTPUT_DIR/dom0.tar; OUTPUT_DIR defaults to
 /var/cache/only-docker/images.
@@ -44,13 +44,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from image import elf
+from pid1.layout import SYSTEM_PATH
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import elf  # noqa: E402
-
-from pid1.layout import SYSTEM_PATH  # noqa: E402
 
 DEFAULT_OUTPUT = Path("/var/cache/only-docker/images")
 # Any fixed instant works; this one is the Debian 12 release day.
@@ -287,14 +284,27 @@ def build(output: Path, busybox: str = "/bin/busybox", trees: list[Path] | None 
     return built
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output", nargs="?", type=Path, default=DEFAULT_OUTPUT)
+def source_options(doc: str) -> argparse.ArgumentParser:
+    """The command line of an image builder (this one, docker_seed): where
+    busybox and dropbear come from; the caller adds its output."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--busybox", default="/bin/busybox", help="Debian's busybox-static binary")
     parser.add_argument("--tree", type=Path, action="append", help="where dropbear comes from (default /)")
+    return parser
+
+
+def busybox_found(path: str, program: str) -> bool:
+    """Whether busybox is at `path`; if not, says so on stderr as `program`."""
+    if not os.path.exists(path):
+        print(f"{program}: {path} not found (apt-get install busybox-static)", file=sys.stderr)
+    return os.path.exists(path)
+
+
+def main(argv: list[str]) -> int:
+    parser = source_options(__doc__ or "")
+    parser.add_argument("output", nargs="?", type=Path, default=DEFAULT_OUTPUT)
     opts = parser.parse_args(argv)
-    if not os.path.exists(opts.busybox):
-        print(f"bundled_images: {opts.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
+    if not busybox_found(opts.busybox, "bundled_images"):
         return 1
     try:
         build(opts.output, opts.busybox, opts.tree)

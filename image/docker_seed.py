@@ -1,6 +1,6 @@
 """Builds the docker seed: the bundled images already in dockerd's own store.
 
-    python3 image/docker_seed.py OUTPUT_DIR [--busybox PATH] [--tree DIR ...]
+    python -m image.docker_seed OUTPUT_DIR [--busybox PATH] [--tree DIR ...]
 
 writes OUTPUT_DIR as a fresh data root of dockerd 20.10 with the overlay2
 storage driver would look after `docker load` of image/bundled_images.py's
@@ -25,7 +25,6 @@ package and its libraries).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import gzip
 import hashlib
@@ -37,10 +36,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import bundled_images  # noqa: E402
+from image import bundled_images
 
 DRIVER = "overlay2"
 
@@ -197,13 +193,10 @@ def build_seed(output: Path, busybox: str, trees: list[Path] | None = None) -> l
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bundled_images.source_options(__doc__ or "")
     parser.add_argument("output", type=Path)
-    parser.add_argument("--busybox", default="/bin/busybox", help="Debian's busybox-static binary")
-    parser.add_argument("--tree", type=Path, action="append", help="where dropbear comes from (default /)")
     opts = parser.parse_args(argv)
-    if not os.path.exists(opts.busybox):
-        print(f"docker_seed: {opts.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
+    if not bundled_images.busybox_found(opts.busybox, "docker_seed"):
         return 1
     tags = build_seed(opts.output, opts.busybox, opts.tree)
     print(f"{opts.output}\t{', '.join(tags)}")

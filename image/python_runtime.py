@@ -17,7 +17,7 @@ How the module list is found (and kept honest):
    submodules import each other lazily), compiled to sourceless .pyc
    (unchecked-hash, so no mtime is ever compared); pid1 keeps its sources
    next to the .pyc for readable tracebacks. Wheels' extension modules are
-   stripped (uvloop's ships with 12 MB of debug symbols).
+   stripped (uvloop's ships with debug symbols: docs/benchmarks.md, "Image sizes").
 4. The trimmed tree's interpreter then imports the whole list again: a
    module missing from the runtime fails the build, not the boot.
 """
@@ -42,9 +42,10 @@ FULL = REPO / "build" / "python-full"
 KEEP_LIST = HERE / "python-keep.txt"
 # Never shipped, even when something imports them at build time.
 STDLIB_DROP = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "pydoc_data", "distutils"}
-# frozenlist's C++ extension would pull in libstdc++ (2.5 MB) for a speed-up
-# pid1 never notices: without it frozenlist uses its pure-Python class.
-# (_ssl and OpenSSL, 5.5 MB, would be next, but uvloop imports ssl unconditionally.)
+# frozenlist's C++ extension would pull in libstdc++ for a speed-up pid1
+# never notices: without it frozenlist uses its pure-Python class. (_ssl and
+# OpenSSL would be next, but uvloop imports ssl unconditionally. Their sizes:
+# docs/benchmarks.md, "Image sizes".)
 STDLIB_DROP_GLOBS: tuple[str, ...] = ()
 SITE_DROP_GLOBS = ("frozenlist/_frozenlist*.so", "multidict/_testcapi*.so")
 SITE_DROP_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h", ".cpp", ".typed", ".md", ".rst")

@@ -24,6 +24,7 @@ import sys
 import traceback
 
 from pid1 import reaper as reaper_mod
+from pid1.linux import procfs
 
 INIT_OPTIONS = ("--cmdline", "--root")
 
@@ -66,11 +67,7 @@ def pid1_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 def read_cmdline(given: str | None) -> str:
     if given is not None:
         return given
-    try:
-        with open("/proc/cmdline") as f:
-            return f.read()
-    except OSError:
-        return ""  # /proc is not mounted yet: the mounts phase will; defaults meanwhile
+    return procfs.read_cmdline()  # "" while /proc is not mounted: the mounts phase will; defaults meanwhile
 
 
 def run_init(cmdline: str | None, root: str, ignored_args: list[str]) -> int:
@@ -103,7 +100,7 @@ def main(argv: list[str]) -> int:
             print(f"| `{key}` | `{default}` | {doc} |")
         return 0
     if args.command == "status":
-        from pid1.view import status_main
+        from pid1.view.cli import status_main
 
         return status_main(args.state, args.rows, args.cols, args.long)
     if args.command == "plot":

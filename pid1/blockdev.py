@@ -4,8 +4,8 @@ No blkid, no udev: `/sys/class/block` lists the disks and partitions, each
 one's `dev` file gives its device number (a node is made under /dev when
 devtmpfs has none, e.g. in a test root), and the label comes from the
 superblock itself: ext2/3/4, xfs and btrfs (the DOCKER disk), ISO 9660 and
-vfat (a NoCloud `cidata` or OpenStack `config-2` volume). Nothing here writes
-to a device.
+vfat (a NoCloud `cidata` or OpenStack `config-2` volume); a partition's
+disk and extent come from sysfs too. Nothing here writes to a device.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pid1 import syscalls
-from pid1.uevent import UeventSocket
+from pid1.linux import syscalls
+from pid1.linux.uevent import UeventSocket
 
 SECTOR = 512
 
@@ -171,6 +171,67 @@ def device_node(device: BlockDevice, dev_root: str = "/dev") -> str:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """A partition as the kernel has it, and the disk that holds it."""
+
+    disk: BlockDevice
+    number: int  # the kernel's partition number (a GPT entry's index + 1)
+    start: int  # in 512-byte sectors, as sysfs says
+    sectors: int
+    sector_size: int  # the disk's logical block size: a GPT's LBA
+
+
+def partition_of(device: BlockDevice, sys_root: str = "/sys") -> Partition | None:
+    """The disk holding `device` and where on it the device lies, from
+    sysfs (a partition's directory sits in its disk's); None when the device
+    is not a partition (a whole disk, a loop device without partitions)."""
+    entry = os.path.realpath(os.path.join(sys_root, "class/block", device.name))
+    try:
+        number = int(_read(os.path.join(entry, "partition")))
+        start = int(_read(os.path.join(entry, "start")))
+        sectors = int(_read(os.path.join(entry, "size")))
+        parent = os.path.dirname(entry)
+        major, minor = (int(x) for x in _read(os.path.join(parent, "dev")).split(":"))
+        disk_sectors = int(_read(os.path.join(parent, "size")))
+    except (OSError, ValueError):
+        return None
+    try:
+        sector_size = int(_read(os.path.join(parent, "queue/logical_block_size")))
+    except (OSError, ValueError):
+        sector_size = SECTOR
+    name = os.path.basename(parent)
+    devname = _uevent(os.path.join(parent, "uevent")).get("DEVNAME") or name.replace("!", "/")
+    return Partition(BlockDevice(name, devname, major, minor, disk_sectors, False), number, start, sectors, sector_size)
+
+
+# ext4's superblock: s_blocks_count_lo at +4, s_log_block_size at +24, the
+# incompat features at +96 (64bit: 0x80) and s_blocks_count_hi at +0x150.
+EXT4_FEATURE_INCOMPAT_64BIT = 0x80
+
+
+def ext_blocks(superblock: bytes) -> tuple[int, int]:
+    """(blocks, block size in bytes) of the ext2/3/4 superblock (the 1024
+    bytes at 1024): the filesystem's size, which statfs does not give (its
+    f_blocks leaves out the metadata)."""
+    lo, log_size = int.from_bytes(superblock[4:8], "little"), int.from_bytes(superblock[24:28], "little")
+    incompat = int.from_bytes(superblock[96:100], "little")
+    hi = int.from_bytes(superblock[0x150:0x154], "little") if incompat & EXT4_FEATURE_INCOMPAT_64BIT else 0
+    return hi << 32 | lo, 1024 << log_size
+
+
+def read_ext_blocks(path: str) -> tuple[int, int]:
+    """ext_blocks of the filesystem on the device (or image) at path; ValueError when it is not ext2/3/4."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        superblock = os.pread(fd, 1024, EXT_SB)
+    finally:
+        os.close(fd)
+    if superblock[56:58] != EXT_MAGIC:
+        raise ValueError(f"{path} holds no ext2/3/4 superblock")
+    return ext_blocks(superblock)
+
+
+@dataclass(frozen=True)
 class LabelledDevice:
     device: BlockDevice
     path: str
@@ -257,53 +318,6 @@ def find_labelled_device(label: str, sys_root: str = "/sys", dev_root: str = "/d
     return scan_for_label(label, sys_root, dev_root).match
 
 
-# --- mount table -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    target: str
-    source: str
-    fstype: str
-    major: int
-    minor: int
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields or len(fields) < 10:
-            continue
-        sep = fields.index("-")
-        major, minor = (int(x) for x in fields[2].split(":"))
-        entries.append(MountEntry(_unescape(fields[4]), _unescape(fields[sep + 2]), fields[sep + 1], major, minor))
-    return entries
-
-
-def mount_at(target: str, mountinfo: str) -> MountEntry | None:
-    """The mount visible at `target` (the last one mounted there wins)."""
-    found = None
-    for entry in parse_mountinfo(mountinfo):
-        if entry.target == target:
-            found = entry
-    return found
-
-
 # --- waiting for disks that are still being probed -----------------------------------
 
 
@@ -327,7 +341,7 @@ def removed_block_device(message: bytes) -> str | None:
 
 
 class UeventListener:
-    """The kernel's device events (pid1.uevent), read for block devices. Open
+    """The kernel's device events (pid1.linux.uevent), read for block devices. Open
     it before the first scan so no device added between the scan and the
     wait is missed."""
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.net.mode import net_mode_problem
+
 PREFIX = "pid1."
 KERNEL_SPACE = " \t\n\v\f\r"  # C isspace(), as the kernel splits
 HOSTNAME_MAX = 64  # bytes, the kernel's limit for sethostname(2)
@@ -60,6 +62,13 @@ def listen_problem(value: str) -> str | None:
             ipaddress.ip_address(address[1:-1] if address.startswith("[") and address.endswith("]") else address)
         except ValueError:
             return f"{address!r} is not an IP address"
+    return None
+
+
+def grow_word_problem(value: str) -> str | None:
+    """Why `value` is not a pid1.grow word: the CRC32 of the image's GPT entries, 8 lowercase hex digits."""
+    if len(value) != 8 or any(c not in "0123456789abcdef" for c in value):
+        return "expected the image's GPT entry CRC, 8 lowercase hex digits (e.g. 1a2b3c4d): DOCKER is not grown"
     return None
 
 
@@ -110,6 +119,13 @@ class Config:
     storage_wait: float = _key(
         0.5, "seconds the labelled disk gets to appear, from when the disk drivers loaded", minimum=0, maximum=300
     )
+    grow: str = _key(
+        "",
+        "the disk image's GPT entry CRC (8 hex digits, set by the image build): while the table is the image's, "
+        "its DOCKER partition grows to fill the disk; empty: never",
+        check=grow_word_problem,
+        empty_ok=True,
+    )
     io_timeout: float = _key(
         30.0,
         "seconds the disk scan, the kernel modules' loading or the seed copy may take before the boot goes on",
@@ -139,7 +155,7 @@ class Config:
         "after the console's first start: quiet (only errors and the stop reach the terminals) or all",
         ("quiet", "all"),
     )
-    net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]")
+    net: str = _key("dhcp", "network: dhcp, none, or static:ADDR/PREFIX,GATEWAY[,DNS]", check=net_mode_problem)
     net_timeout: float = _key(
         15.0, "seconds the network phase waits for a lease before going on offline", minimum=0, maximum=600
     )
@@ -272,10 +288,6 @@ def parse_cmdline(cmdline: str, userdata: dict[str, str] | None = None) -> tuple
             warnings.append(f"kernel command line key {PREFIX}{key} has no value: keeping {getattr(config, name)!r}")
             continue
         _apply(config, fields[name], raw, KERNEL, warnings)
-    if config.net != "dhcp" and config.net != "none" and not config.net.startswith("static:"):
-        warnings.append(f"bad value for {PREFIX}net: {config.net!r}; keeping default 'dhcp'")
-        config.net = "dhcp"
-        config.origins.pop("net", None)
     return config, warnings
 
 

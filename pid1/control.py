@@ -29,23 +29,24 @@ bounded time per loop iteration.
 At stop the FIFO is replaced by an empty directory: a late `echo poweroff >
 control` then fails at once (`Is a directory`) instead of blocking on a
 FIFO nobody reads or leaving a regular file nobody reads.
+
+Owns: the ControlChannel (commands, restarts, the stop requests). May use:
+pid1.linux.fifo (the FIFO and its line reader), pid1.rate_limit, pid1.log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import stat
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.linux.fds import close_watched
+from pid1.linux.fifo import CHUNK, MAX_LINE, READS_PER_WAKE, LineReader, ensure_fifo, open_fifo_reader, retire_fifo
 from pid1.log import Log
+from pid1.rate_limit import RateLimit
 
-MAX_LINE = 4096
-CHUNK = 4096
-READS_PER_WAKE = 16  # 64 KiB per loop iteration at most
 ERRORS_PER_WINDOW = 10
 ERROR_WINDOW = 5.0
 KNOWN_TARGETS = ("console", "dom0", "dockerd")
@@ -53,83 +54,19 @@ KNOWN_TARGETS = ("console", "dom0", "dockerd")
 RestartAction = Callable[[], Awaitable[Any]]
 
 
-@dataclass
-class RateLimited:
-    """At most `limit` log lines per `window` seconds; the number held back
-    is reported once the window ends (one timer, only while suppressing)."""
+def limited_log(log: Log, level: str, what: str) -> Callable[[str], None]:
+    """A writer of `level` log lines that passes at most ERRORS_PER_WINDOW per
+    ERROR_WINDOW seconds; the number held back is logged once the window ends."""
+    write = getattr(log, level)  # a Log method: "error", "info"
+    limit = RateLimit(
+        ERRORS_PER_WINDOW, ERROR_WINDOW, lambda count: write(f"control: {count} more {what} (messages rate-limited)")
+    )
 
-    log: Log
-    level: str  # a Log method: "error", "info"
-    what: str  # names the lines held back in the summary
-    limit: int = ERRORS_PER_WINDOW
-    window: float = ERROR_WINDOW
-    _window_start: float = 0.0
-    _count: int = 0
-    _suppressed: int = 0
-    _report_scheduled: bool = False
+    def limited(message: str) -> None:
+        if limit.allow():
+            write(message)
 
-    def write(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= self.window:
-            self._window_start, self._count = now, 0
-        if self._count < self.limit:
-            self._count += 1
-            getattr(self.log, self.level)(message)
-            return
-        self._suppressed += 1
-        if not self._report_scheduled:
-            self._report_scheduled = True
-            delay = self._window_start + self.window - now
-            asyncio.get_running_loop().call_later(max(delay, 0.0), self.report)
-
-    def report(self) -> None:
-        self._report_scheduled = False
-        if self._suppressed:
-            getattr(self.log, self.level)(f"control: {self._suppressed} more {self.what} (messages rate-limited)")
-            self._suppressed = 0
-
-
-@dataclass
-class LineReader:
-    """Splits a byte stream into lines of at most max_line bytes; longer
-    lines are dropped (reported once each) without being kept in memory."""
-
-    max_line: int = MAX_LINE
-    buffer: bytearray = field(default_factory=bytearray)
-    discarding: bool = False
-    dropped_bytes: int = 0
-
-    def end(self) -> tuple[list[bytes], int]:
-        """The writers closed: an unterminated line ends here (as feed())."""
-        return self.feed(b"\n") if self.buffer or self.discarding else ([], 0)
-
-    def feed(self, data: bytes) -> tuple[list[bytes], int]:
-        """The complete lines in `data` and how many over-long lines ended in it."""
-        lines: list[bytes] = []
-        overlong = 0
-        start = 0
-        while start < len(data):
-            newline = data.find(b"\n", start)
-            end = len(data) if newline < 0 else newline
-            piece = data[start:end]
-            if self.discarding:
-                self.dropped_bytes += len(piece)
-            elif len(self.buffer) + len(piece) > self.max_line:
-                self.discarding = True
-                self.dropped_bytes = len(self.buffer) + len(piece)
-                self.buffer.clear()
-            else:
-                self.buffer += piece
-            if newline < 0:
-                break
-            if self.discarding:
-                overlong += 1
-                self.discarding = False
-            else:
-                lines.append(bytes(self.buffer))
-                self.buffer.clear()
-            start = newline + 1
-        return lines, overlong
+    return limited
 
 
 @dataclass
@@ -147,29 +84,24 @@ class ControlChannel:
     commands: int = 0
     rejected: int = 0
     stop_requested: str | None = None
-    _errors: RateLimited | None = None
-    _repeats: RateLimited | None = None
+    _errors: Callable[[str], None] | None = None
+    _repeats: Callable[[str], None] | None = None
     _restarting: dict[str, asyncio.Task] = field(default_factory=dict)
 
     def open(self) -> None:
         """Make the FIFO (replacing a stale file or pid1's stop placeholder) and start reading it."""
         ensure_fifo(self.path)
         self.read_fd = open_fifo_reader(self.path)
-        self._errors = RateLimited(self.log, "error", "bad control lines ignored")
-        self._repeats = RateLimited(self.log, "info", "repeated control commands ignored")
+        self._errors = limited_log(self.log, "error", "bad control lines ignored")
+        self._repeats = limited_log(self.log, "info", "repeated control commands ignored")
         asyncio.get_running_loop().add_reader(self.read_fd, self.on_readable)
 
     def close(self) -> None:
         """Stop reading and put the stop placeholder in the FIFO's place."""
-        if self.read_fd >= 0:
-            try:
-                asyncio.get_running_loop().remove_reader(self.read_fd)
-            except RuntimeError:
-                pass
         for task in self._restarting.values():
             task.cancel()  # a restart still running must not outlive the stop's hooks
         if self.read_fd >= 0:
-            os.close(self.read_fd)
+            close_watched(self.read_fd)
         self.read_fd = -1
         problem = retire_fifo(self.path)
         if problem:
@@ -230,13 +162,13 @@ class ControlChannel:
     def reject(self, message: str) -> None:
         self.rejected += 1
         assert self._errors is not None
-        self._errors.write(message)
+        self._errors(message)
 
     def repeat(self, message: str) -> None:
         """A command that is already being carried out: a flood of them must
         not flood the log either."""
         assert self._repeats is not None
-        self._repeats.write(message)
+        self._repeats(message)
 
     def handle(self, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").strip()
@@ -287,60 +219,3 @@ class ControlChannel:
             raise
         except Exception as exc:
             self.log.error(f"control: restart {target} failed: {exc!r}")
-
-
-def ensure_fifo(path: str) -> None:
-    """A FIFO (mode 0600) at path: a stale file or socket there is replaced,
-    and so is the empty directory close() leaves (a directory with anything
-    in it is not pid1's: that is an error)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        os.rmdir(path)  # fails (ENOTEMPTY) on a directory pid1 did not leave
-        st = None
-    elif st is not None and not stat.S_ISFIFO(st.st_mode):
-        os.unlink(path)
-        st = None
-    if st is None:
-        os.mkfifo(path, 0o600)  # (the umask can only take bits away)
-    elif stat.S_IMODE(st.st_mode) != 0o600:
-        os.close(open_fifo_reader(path))  # its mode is set through an fd: a path can be swapped for a symlink
-
-
-def open_fifo_reader(path: str) -> int:
-    """The FIFO's read end (non-blocking, not following a symlink planted at
-    path), made root's with mode 0600 through the fd, not the path."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISFIFO(st.st_mode):
-            raise OSError(f"{path} is not a FIFO (replaced while it was made?)")
-        if st.st_uid != 0 and os.geteuid() == 0:
-            os.fchown(fd, 0, 0)
-        os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def retire_fifo(path: str) -> str | None:
-    """Replace the FIFO at path by an empty directory, where a writer's open
-    fails at once (EISDIR). Returns what went wrong, if anything."""
-    try:
-        if stat.S_ISFIFO(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        return f"cannot remove {path}: {exc.strerror or exc}"
-    try:
-        os.mkdir(path, 0o500)
-    except FileExistsError:
-        return f"{path} was made again (a late writer?) before the stop placeholder: left as it is"
-    except OSError as exc:
-        return f"cannot make the stop placeholder {path}: {exc.strerror or exc}"
-    return None

@@ -14,6 +14,7 @@ from pid1.config import Config
 from pid1.log import Log
 from pid1.reaper import Child, Reaper
 from pid1.state import StateStore
+from pid1.state_schema import Mode
 
 SHELLS = ("/bin/sh", "/usr/bin/sh", "/bin/busybox")
 RESPAWN_DELAY = 1.0
@@ -43,7 +44,7 @@ async def keep_shell(reaper: Reaper, log: Log, shell: list[str], tty: str) -> No
 
 
 async def run(config: Config, log: Log, store: StateStore, reaper: Reaper, reason: str, stop: asyncio.Event) -> None:
-    store.state.mode = "emergency"
+    store.state.mode = Mode.EMERGENCY
     store.state.emergency_reason = reason
     log.error(f"EMERGENCY MODE: {reason}")
     shell = find_shell()

@@ -13,12 +13,14 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from pid1 import emergency, ram, rootfs, shutdown, syscalls
+from pid1 import emergency, ram, rootfs, shutdown
 from pid1.config import Config, parse_cmdline, quoting_hints
+from pid1.linux import procfs, syscalls
 from pid1.log import Log
 from pid1.phases import BUILTIN_MODULES, load_phases, select_phases
 from pid1.reaper import Reaper
 from pid1.state import StateStore
+from pid1.state_schema import Mode, ReaperState
 from pid1.supervisor import STOP_SIGNALS, Supervisor
 from pid1.wiring import MountTable
 
@@ -69,11 +71,11 @@ class ReaperCounters:
 
     def publish(self) -> None:
         self.pending = False
-        self.store.state.reaper = {
-            "orphans_reaped": self.reaper.orphans_reaped,
-            "children_reaped": self.reaper.children_reaped,
-            "children_running": len(self.reaper.children),
-        }
+        self.store.state.reaper = ReaperState(
+            orphans_reaped=self.reaper.orphans_reaped,
+            children_reaped=self.reaper.children_reaped,
+            children_running=len(self.reaper.children),
+        )
         self.store.changed()
 
 
@@ -109,7 +111,7 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
         refuse_small_machine()
         # before anything else: a root runc can pivot_root from, and /proc for the command line
         root_notes = rootfs.prepare()
-        cmdline = cmdline or rootfs.read_cmdline()
+        cmdline = cmdline or procfs.read_cmdline()
     mark_fds_close_on_exec()
     config, warnings = parse_cmdline(cmdline)
     store = StateStore(config.state_dir)
@@ -184,7 +186,7 @@ def run_emergency(
 
     reaper.on_signal = on_signal
     if pending is not None:
-        store.state.mode, store.state.emergency_reason = "emergency", reason
+        store.state.mode, store.state.emergency_reason = Mode.EMERGENCY, reason
         store.changed()
         log.error(f"{reason}; carrying out the {pending} already requested")
         stop.set()

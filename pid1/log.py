@@ -1,6 +1,10 @@
 """pid1's log: every line to /dev/kmsg (dmesg and the serial console) with a
 syslog level, into the state's ring buffer, and to stderr when stderr is not
 the console already (development and tests).
+
+Owns: Log and `stderr_is_console` (whether fd 2 is the console: the engine's
+log pump echoes daemon lines to stderr only when it is not). May use:
+pid1.kmsg (the record format), pid1.state (the ring and uptime).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pid1.kmsg import record
 from pid1.state import LogLine, StateStore, cut_line, uptime
 
 
-def _stderr_is_console() -> bool:
+def stderr_is_console() -> bool:
+    """Whether fd 2 is /dev/console (char 5:1), where pid1's lines already
+    show through /dev/kmsg; elsewhere (development, tests) pid1 and the
+    daemons' output also go to stderr. True when fd 2 is closed."""
     try:
         st = os.fstat(2)
     except OSError:
@@ -27,7 +34,7 @@ class Log:
     store: StateStore | None = None
     kmsg_path: str = "/dev/kmsg"
     _kmsg: int = field(default=-1, repr=False)
-    _to_stderr: bool = field(default_factory=lambda: not _stderr_is_console(), repr=False)
+    _to_stderr: bool = field(default_factory=lambda: not stderr_is_console(), repr=False)
     # Copies of the log and of the daemons' lines, by name ("pid1", "dockerd"):
     # the boot's logs in the host state (pid1.boot_logs), once it is known.
     copies: dict[str, Callable[[str], None]] = field(default_factory=dict, repr=False)
@@ -46,7 +53,7 @@ class Log:
             self._to_stderr = True
             return
         # at boot /dev/kmsg appears with devtmpfs: from then on the console gets each line once
-        self._to_stderr = not _stderr_is_console()
+        self._to_stderr = not stderr_is_console()
 
     def milestone(self, name: str, detail: str = "") -> float:
         """A boot milestone: recorded in state.milestones[name] (uptime, first

@@ -4,9 +4,9 @@ The kernel's request_module (`/proc/sys/kernel/modprobe -q -- NAME`) and
 dockerd (`modprobe -va NAME...`) mostly ask for modules the modules phase has
 loaded already. Each ask starts a Python process, and importing pid1.kmod
 (argparse, re, dataclasses, socket) costs more than the interpreter itself
-under emulation (measured in the TCG guest: 1.1 s for the import, 0.4 s for
-`python3 -c pass`), on dockerd's critical path. So this module imports only
-`os` and `time` (and pid1.procfs, which needs only `os`): a plain request for
+under emulation (docs/benchmarks.md, "Kernel modules"), on dockerd's critical
+path. So this module imports only `os` and `time` (and pid1.linux.procfs,
+which imports nothing): a plain request for
 names the kernel has is answered here; anything else (aliases, missing
 modules, other options) goes to pid1.kmod, imported then. pid1.kmod does not
 import this module: the front depends on kmod, never the other way.
@@ -17,7 +17,7 @@ kernel and dockerd asked for and what each answer cost, and the names no
 module answers are kept in `modprobe.not-found`, so asking again fails at
 once. That matters: dockerd's BuildKit execs a binary for each foreign
 architecture at start, and each exec makes the kernel ask for `binfmt-464c`
-(five times in a row, measured), which no module provides. The module tree
+(five times in a row), which no module provides. The module tree
 cannot change during a boot (it is in the initramfs; containers get it
 read-only), so a name not found stays not found.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 
-from pid1.procfs import loaded_modules
+from pid1.linux.procfs import loaded_modules
 
 # Options that change nothing about which modules end up loaded.
 PLAIN_FLAGS = frozenset("qvab")

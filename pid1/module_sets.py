@@ -19,8 +19,8 @@ ENGINE_MODULES = (
     "bridge", "br_netfilter", "veth", "nf_conntrack", "nf_conntrack_netlink", "nf_nat", "xt_MASQUERADE",
     "xt_addrtype", "xt_conntrack", "xt_nat", "xt_tcpudp", "ip_tables", "iptable_filter", "iptable_nat",
     # dockerd opens an XFRM netlink socket at start; without xfrm_user the
-    # kernel asks modprobe for an alias (a second or more of dockerd's start
-    # under TCG) and dockerd warns that IPsec is off.
+    # kernel asks modprobe for an alias (on dockerd's start: docs/benchmarks.md)
+    # and dockerd warns that IPsec is off.
     "xfrm_user",
 )  # fmt: skip
 # The ACPI power button and its input events.
@@ -43,7 +43,7 @@ FIREWALL_MODULES = (
 
 LOADED_AT_BOOT = (*EARLY_MODULES, *STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
 ON_DEMAND = (*DRIVER_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES)
-# Everything the initrd carries (with what each needs). xfs and btrfs (8 MB,
-# a few percent more initrd to unpack) are left out: the storage phase then
+# Everything the initrd carries (with what each needs). xfs and btrfs (more
+# initrd to unpack: docs/benchmarks.md, "Image sizes") are left out: the storage phase then
 # reports their disks as failing to mount and runs from RAM.
 IN_IMAGE = tuple(dict.fromkeys((*LOADED_AT_BOOT, *ON_DEMAND)))

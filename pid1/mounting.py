@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 from pid1.wiring import MountTable
 
 

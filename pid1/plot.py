@@ -3,18 +3,19 @@
 Each phase is a bar on a time axis (seconds of uptime, like
 `systemd-analyze plot`), coloured by outcome and labelled with its name and
 duration; milestones are vertical lines. Plain SVG text, no plotting
-library, so it runs anywhere pid1 runs. Works on the JSON dict of
-state.json; entries of the wrong shape are skipped, not fatal.
+library, so it runs anywhere pid1 runs. Works on the State that
+pid1.view.statefile decodes from state.json (values of the wrong shape are
+already defaults there).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from pid1.view import StateFileError, load_state, number, records
+from pid1.state import State
+from pid1.view.statefile import StateFileError, load_state
 
 COLOURS = {
     "done": "#4caf50",
@@ -43,38 +44,25 @@ class Bar:
     error: str
 
 
-def bars(state: dict[str, Any]) -> list[Bar]:
+def bars(state: State) -> list[Bar]:
     """One bar per phase that started; an unfinished one ends at the state's last update."""
-    updated = number(state.get("updated"))
     out = []
-    for p in records(state.get("phases")):
-        start = number(p.get("started"))
+    for p in state.phases.values():
+        start = p.started
         if start is None:
             continue
-        end = number(p.get("ended"))
+        end = p.ended
         if end is None:
-            took = number(p.get("duration"))
-            end = start + took if took is not None else max(updated or start, start)
-        attempts = number(p.get("attempts"))
+            end = start + p.duration if p.duration is not None else max(state.updated or start, start)
         out.append(
-            Bar(
-                name=str(p.get("name", "?")),
-                status=str(p.get("status", "?")),
-                start=start,
-                end=max(end, start),
-                attempts=int(attempts) if attempts else 1,
-                error=str(p.get("error") or ""),
-            )
-        )
+            Bar(name=p.name, status=p.status, start=start, end=max(end, start), attempts=p.attempts or 1,
+                error=p.error or "")
+        )  # fmt: skip
     return sorted(out, key=lambda b: (b.start, b.name))
 
 
-def milestones(state: dict[str, Any]) -> list[tuple[str, float]]:
-    value = state.get("milestones")
-    if not isinstance(value, dict):
-        return []
-    found = [(str(name), t) for name, raw in value.items() if (t := number(raw)) is not None]
-    return sorted(found, key=lambda m: m[1])
+def milestones(state: State) -> list[tuple[str, float]]:
+    return sorted(state.milestones.items(), key=lambda m: m[1])
 
 
 def nice_step(span: float, ticks: int = 10) -> float:
@@ -103,12 +91,12 @@ def label(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def svg(state: dict[str, Any]) -> str:
+def svg(state: State) -> str:
     phase_bars = bars(state)
     marks = milestones(state)
     times = [b.start for b in phase_bars] + [t for _, t in marks]
     ends = [b.end for b in phase_bars] + [t for _, t in marks]
-    booted = number(state.get("booted_at"))
+    booted = state.booted_at or None  # 0: a file that did not say
     origin = axis_origin(times, booted)
     relative = origin > 0  # the axis counts from pid1's start, not from the kernel's
     span = max((max(ends) if ends else 1.0) - origin, 0.001)
@@ -119,7 +107,7 @@ def svg(state: dict[str, Any]) -> str:
 
     height = TOP + ROW * max(len(phase_bars), 1) + 40
     width = LEFT + CHART_WIDTH + LABEL_ROOM
-    mode = str(state.get("mode", "?"))
+    mode = state.mode
     last = max((b.end for b in phase_bars), default=origin) - origin
     if relative:
         title = (
@@ -187,8 +175,7 @@ def plot_main(state_path: str, output: str) -> int:
     from pid1.state import write_atomically
 
     try:
-        data = load_state(state_path)
-        picture = svg(data)
+        picture = svg(load_state(state_path))
     except StateFileError as exc:
         print(f"pid1 plot: {exc}", file=sys.stderr)
         return 2

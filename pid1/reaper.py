@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 
 # Every signal PID 1 reads from the signalfd. SIGCHLD drives reaping; the rest
 # are the orderly-stop requests (supervisor.STOP_SIGNALS) and SIGHUP (log a

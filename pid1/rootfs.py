@@ -9,7 +9,8 @@ container's root escape with a chroot of its own).
 
 Done in-process rather than by exec'ing python again in the new root: the
 interpreter and the modules it has loaded are the same files either way, and a
-second interpreter start costs ~0.1-0.2 s of guest time under emulation. It
+second interpreter start costs guest time under emulation (docs/benchmarks.md,
+"Start-up costs inside pid1"). It
 must run before anything is mounted (a non-recursive bind would hide later
 mounts) and before any file pid1 keeps open matters (there are none yet).
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 
 # statfs(2) f_type of the filesystems an initramfs root can be
 RAMFS_MAGIC = 0x858458F6
@@ -79,27 +80,3 @@ def prepare() -> list[str]:
     except OSError as exc:
         notes.append(f"root: cannot mount /proc: {exc}")
     return notes
-
-
-def read_cmdline() -> str:
-    try:
-        with open("/proc/cmdline") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def root_is_initramfs_mount(mountinfo: str = "/proc/self/mountinfo") -> bool:
-    """True when the visible `/` is still the kernel's rootfs mount itself
-    (its own parent), i.e. pivot_root would fail and runc needs
-    DOCKER_RAMDISK; False once move_root() ran (its parent is hidden)."""
-    try:
-        with open(mountinfo) as f:
-            lines = [line.split() for line in f]
-    except OSError:
-        return False
-    for fields in reversed(lines):
-        if len(fields) > 7 and fields[4] == "/":
-            fstype = fields[fields.index("-") + 1]
-            return fstype in ("rootfs", "ramfs", "tmpfs") and fields[0] == fields[1]
-    return False

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 from pid1.state import uptime
+from pid1.state_schema import Mode
 
 if TYPE_CHECKING:
     from pid1.log import Log
@@ -182,7 +183,7 @@ async def run_hook(log: Log, name: str, hook: StopHook) -> None:
 
 async def stop(plan: StopPlan, log: Log, store: StateStore, reaper: Reaper) -> None:
     state = store.state
-    state.mode = "stopping"
+    state.mode = Mode.STOPPING
     log.notice(f"stopping: {state.stop_reason}")
     await cancel(plan.tasks)
     for name, hook in reversed(plan.hooks):

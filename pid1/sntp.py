@@ -18,7 +18,11 @@ is slewed (adjtime), as ntpd does. The round's outcome goes to
 "unsync") to the FIFO `<status dir>/events`, which pid1 reads; pid1 treats
 both as hostile (a container wrote them). Rounds repeat every POLL_FIRST
 seconds doubling to POLL_MAX while synced, every RETRY_FIRST doubling to
-RETRY_MAX while not. Standard library only: this runs in a container.
+RETRY_MAX while not (pid1.backoff). Standard library and pid1.backoff only:
+this runs in a container, with the pid1 package bound in.
+
+Owns: the SNTP client (request, reply checks, the rounds, the status file).
+May use: the standard library, pid1.backoff and pid1.linux.syscalls.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+
+from pid1.backoff import Backoff
 
 NTP_PORT = 123
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP's epoch) to 1970-01-01
@@ -184,7 +190,7 @@ class Status:
 
 def adjust(offset: float) -> float | None:
     """Correct the clock by `offset`; the step taken, or None for a slew."""
-    from pid1 import syscalls
+    from pid1.linux import syscalls
 
     if abs(offset) > STEP_THRESHOLD:
         syscalls.set_realtime(time.time() + offset)
@@ -235,17 +241,20 @@ def one_round(servers: list[str], status: Status, query_only: bool) -> None:
 
 def run(servers: list[str], directory: str, query_only: bool) -> None:
     status = Status(mode="query" if query_only else "set")
-    poll, retry = POLL_FIRST, RETRY_FIRST
+    poll, retry = Backoff(POLL_FIRST, POLL_MAX), Backoff(RETRY_FIRST, RETRY_MAX)
     while True:
         try:
             one_round(servers, status, query_only)
         except OSError as exc:  # the clock could not be set (no CAP_SYS_TIME?): say so, try again
             status.synced, status.error = False, f"cannot set the clock: {exc.strerror or exc}"
         if status.synced:
-            wait, retry = poll, RETRY_FIRST
-            poll = min(poll * 2, POLL_MAX) if abs(status.offset or 0) < STEP_THRESHOLD else POLL_FIRST
+            wait = poll.next()
+            retry.reset()
+            if abs(status.offset or 0) >= STEP_THRESHOLD:
+                poll.reset()  # the clock was stepped: check it again soon
         else:
-            wait, retry, poll = retry, min(retry * 2, RETRY_MAX), POLL_FIRST
+            wait = retry.next()
+            poll.reset()
         status.poll, status.checked = wait, time.time()
         write_status(directory, status)
         notify(directory, "sync" if status.synced else "unsync")

@@ -1,6 +1,7 @@
 """The supervisor's state: one plain object, published on every change.
 
-The state is a tree of dataclasses serialised atomically (write + rename) to
+The state is a tree of dataclasses (its records and sections are typed in
+pid1/state_schema.py) serialised atomically (write + rename) to
 `<state_dir>/state.json`. Writes are coalesced to one per loop iteration, and
 listeners (the VT2 view, the status file) are told after each write. The
 supervisor owns the only instance; phases change it through their context.
@@ -17,6 +18,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pid1.state_schema import (
+    ClockState,
+    ContainerState,
+    EngineState,
+    Mode,
+    NetworkState,
+    PhaseState,
+    ReaperState,
+    Record,
+    SshState,
+    StorageState,
+    UserdataState,
+)
+
 LOG_RING_SIZE = 300  # lines
 LOG_RING_BYTES = 64 * 1024  # of messages (UTF-8): 300 lines of 1 KiB would be 300 KiB per state write
 LOG_LINE_MAX = 1024  # bytes of one message kept in the ring; the rest is cut (the kernel keeps ~1 KiB too)
@@ -25,20 +40,6 @@ LOG_LINE_MAX = 1024  # bytes of one message kept in the ring; the rest is cut (t
 def uptime() -> float:
     """Seconds since boot (CLOCK_BOOTTIME, what /proc/uptime shows)."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-@dataclass
-class PhaseState:
-    name: str
-    needs: list[str]
-    required: bool
-    status: str = "pending"  # pending, running, retrying, done, failed, cancelled
-    started: float | None = None
-    ended: float | None = None
-    duration: float | None = None
-    attempts: int = 0
-    error: str | None = None
-    detail: str | None = None
 
 
 @dataclass
@@ -88,40 +89,25 @@ def cut_line(message: str, limit: int = LOG_LINE_MAX) -> str:
 
 
 @dataclass
-class ContainerState:
-    role: str
-    name: str
-    image: str | None = None
-    image_id: str | None = None
-    image_reason: str | None = None
-    container_id: str | None = None
-    status: str = "pending"  # pending, starting, running, exited, backoff, stopped
-    up_since: float | None = None
-    restarts: int = 0
-    failures_in_row: int = 0
-    next_retry: float | None = None
-    last_exit: int | None = None
-    fallback_reason: str | None = None
-    name_conflict: str | None = None  # a user's container holds the role's name: it runs as `name`
-
-
-@dataclass
 class State:
+    """The root: what state.json holds. Its records and sections are typed
+    (pid1/state_schema.py); the view reads them."""
+
     pid: int = field(default_factory=os.getpid)
     booted_at: float = field(default_factory=uptime)
-    mode: str = "booting"  # booting, running, stopping, emergency
+    mode: Mode = Mode.BOOTING
     stop_reason: str | None = None
     emergency_reason: str | None = None
     phases: dict[str, PhaseState] = field(default_factory=dict)
     milestones: dict[str, float] = field(default_factory=dict)
-    storage: dict[str, Any] = field(default_factory=dict)
-    network: dict[str, Any] = field(default_factory=dict)
-    dockerd: dict[str, Any] = field(default_factory=dict)
-    userdata: dict[str, Any] = field(default_factory=dict)
-    clock: dict[str, Any] = field(default_factory=dict)  # the ntp container's last round (pid1.phases.ntp)
-    ssh: dict[str, Any] = field(default_factory=dict)  # dom0's SSH server (pid1.phases.ssh)
+    storage: StorageState = field(default_factory=StorageState)
+    network: NetworkState = field(default_factory=NetworkState)
+    dockerd: EngineState = field(default_factory=EngineState)
+    userdata: UserdataState = field(default_factory=UserdataState)
+    clock: ClockState = field(default_factory=ClockState)
+    ssh: SshState = field(default_factory=SshState)
     containers: dict[str, ContainerState] = field(default_factory=dict)
-    reaper: dict[str, int] = field(default_factory=dict)
+    reaper: ReaperState = field(default_factory=ReaperState)
     log: LogRing = field(default_factory=LogRing)
     updated: float = 0.0
 
@@ -129,9 +115,9 @@ class State:
         """The state as plain dicts and lists, shallowly: it shares the
         values (json.dumps and the renderer only read them). asdict would
         deep-copy every log line on each write."""
-        data = dict(vars(self))
-        data["phases"] = {name: vars(p) for name, p in self.phases.items()}
-        data["containers"] = {role: vars(c) for role, c in self.containers.items()}
+        data = {key: value.to_json() if isinstance(value, Record) else value for key, value in vars(self).items()}
+        data["phases"] = {name: p.to_json() for name, p in self.phases.items()}
+        data["containers"] = {role: c.to_json() for role, c in self.containers.items()}
         data["log"] = [vars(line) for line in self.log]
         return data
 

@@ -7,6 +7,10 @@ are retried with capped backoff (the error is in the state meanwhile);
 optional ones are logged and their dependents go on. Services (long-running
 watchers a phase starts, e.g. "keep dockerd alive") are restarted with backoff
 if they raise, and cancelled at stop.
+
+Owns: Supervisor (the DAG run, services, signals, the stop plan). May use:
+pid1.backoff, pid1.config, pid1.log, pid1.phases, pid1.reaper, pid1.shutdown,
+pid1.state, pid1.wiring, pid1.linux.syscalls.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pid1 import shutdown, syscalls
+from pid1 import shutdown
+from pid1.backoff import Backoff
 from pid1.config import Config
+from pid1.linux import syscalls
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext, StopHook
 from pid1.reaper import Reaper
-from pid1.state import PhaseState, StateStore, uptime
+from pid1.state import StateStore, uptime
+from pid1.state_schema import Mode, PhaseState, PhaseStatus
 from pid1.wiring import MountTable, RestartRegistry, Wiring
 
 RETRY_FIRST = 0.5
@@ -40,22 +47,6 @@ STOP_SIGNALS = {
     signal.SIGUSR1: "halt",  # busybox `halt`
 }
 DUMP_SIGNAL = signal.SIGHUP  # logs a one-line state summary
-
-
-@dataclass
-class Backoff:
-    """Doubling delay, capped; `reset()` after a stable run."""
-
-    first: float = RETRY_FIRST
-    cap: float = RETRY_CAP
-    current: float = 0.0
-
-    def next(self) -> float:
-        self.current = self.first if self.current == 0 else min(self.current * 2, self.cap)
-        return self.current
-
-    def reset(self) -> None:
-        self.current = 0.0
 
 
 @dataclass
@@ -136,7 +127,7 @@ class Supervisor:
         self._service_tasks[name] = asyncio.get_running_loop().create_task(self._keep_service(name, factory))
 
     async def _keep_service(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        backoff = Backoff()
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while True:
             started = uptime()
             try:
@@ -166,7 +157,7 @@ class Supervisor:
             self._phase_tasks[phase.name] = task
         await asyncio.gather(*self._phase_tasks.values(), return_exceptions=True)
         if not self.stop_requested.is_set():
-            state.mode = "running"
+            state.mode = Mode.RUNNING
             self.log.notice(f"boot done at {uptime():.2f} s")
             syscalls.release_free_memory()
 
@@ -176,10 +167,10 @@ class Supervisor:
             for need in phase.needs:
                 if need in self._done:
                     await self._done[need].wait()
-            backoff = Backoff(first=self.retry_first)
+            backoff = Backoff(self.retry_first, RETRY_CAP)
             while True:
                 record.attempts += 1
-                record.status = "running"
+                record.status = PhaseStatus.RUNNING
                 record.started = round(uptime(), 3)
                 record.ended = record.duration = None
                 self.store.changed()
@@ -192,12 +183,12 @@ class Supervisor:
                     record.ended = round(uptime(), 3)
                     record.duration = round(record.ended - record.started, 3)
                     if not phase.required:
-                        record.status = "failed"
+                        record.status = PhaseStatus.FAILED
                         self.log.warning(f"phase {phase.name} failed (optional, going on): {record.error}")
                         self.log.debug(traceback.format_exc())
                         return
                     delay = backoff.next()
-                    record.status = "retrying"
+                    record.status = PhaseStatus.RETRYING
                     self.store.changed()
                     self.log.error(
                         f"phase {phase.name} failed: {record.error}; retry {record.attempts} in {delay:.1f} s"
@@ -205,7 +196,7 @@ class Supervisor:
                     self.log.debug(traceback.format_exc())
                     await asyncio.sleep(delay)
                     continue
-                record.status = "done"
+                record.status = PhaseStatus.DONE
                 record.error = None
                 record.detail = str(detail) if detail is not None else None
                 record.ended = round(uptime(), 3)
@@ -216,8 +207,8 @@ class Supervisor:
                 )
                 return
         except asyncio.CancelledError:
-            if record.status not in ("done", "failed"):
-                record.status = "cancelled"
+            if record.status not in (PhaseStatus.DONE, PhaseStatus.FAILED):
+                record.status = PhaseStatus.CANCELLED
             raise
         finally:
             self._done[phase.name].set()
@@ -227,7 +218,7 @@ class Supervisor:
     async def run(self) -> str:
         """Boot, supervise until a stop is requested, stop in order.
         Returns the stop action: "poweroff", "reboot" or "halt"."""
-        self.store.state.mode = "booting"
+        self.store.state.mode = Mode.BOOTING
         boot = asyncio.get_running_loop().create_task(self.run_phases(), name="boot")
         await self.stop_requested.wait()
         await shutdown.stop(self.stop_plan(boot), self.log, self.store, self.reaper)

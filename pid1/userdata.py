@@ -24,10 +24,13 @@ import json
 import posixpath
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pid1.ssh_keys import key_problem as ssh_key_problem
+
+T = TypeVar("T")
 
 # cloud-init sets no limit; clouds do (EC2 16 KiB, OpenStack 64 KiB). A user-data
 # is read whole into PID 1, so bound it well above what any real one needs.
@@ -182,20 +185,27 @@ def _hostname(value: Any, warnings: list[str]) -> str | None:
     return None
 
 
-def _write_files(value: Any, warnings: list[str]) -> list[WriteFile]:
+def _entries(value: Any, key: str, limit: int, noun: str, parse: Callable[[Any], T], warnings: list[str]) -> list[T]:
+    """The list at `key`, at most `limit` entries (`noun`: what they are),
+    each through `parse`, whose UserDataError skips that entry (its message
+    says why); what is not a list is ignored. Each skip is a warning."""
     if not isinstance(value, list):
-        warnings.append("write_files is not a list: ignored")
+        warnings.append(f"{key} is not a list: ignored")
         return []
-    files: list[WriteFile] = []
+    taken: list[T] = []
     for index, entry in enumerate(value):
-        if len(files) >= MAX_FILES:
-            warnings.append(f"write_files: more than {MAX_FILES} files; the rest ignored")
+        if len(taken) >= limit:
+            warnings.append(f"{key}: more than {limit} {noun}; the rest ignored")
             break
         try:
-            files.append(_write_file(entry))
+            taken.append(parse(entry))
         except UserDataError as exc:
-            warnings.append(f"write_files[{index}]: {exc}; skipped")
-    return files
+            warnings.append(f"{key}[{index}]: {exc}; skipped")
+    return taken
+
+
+def _write_files(value: Any, warnings: list[str]) -> list[WriteFile]:
+    return _entries(value, "write_files", MAX_FILES, "files", _write_file, warnings)
 
 
 def _write_file(entry: Any) -> WriteFile:
@@ -248,22 +258,15 @@ def _permissions(value: Any, path: str) -> int:
 
 
 def _ssh_keys(value: Any, warnings: list[str]) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        warnings.append("ssh_authorized_keys is not a list: ignored")
-        return []
-    keys: list[str] = []
-    for index, line in enumerate(value):
-        if len(keys) >= MAX_KEYS:
-            warnings.append(f"ssh_authorized_keys: more than {MAX_KEYS} keys; the rest ignored")
-            break
-        reason = ssh_key_problem(line)
-        if reason:
-            warnings.append(f"ssh_authorized_keys[{index}]: {reason}; skipped")
-        else:
-            keys.append(line.strip())
-    return keys
+    return _entries([value] if isinstance(value, str) else value, "ssh_authorized_keys", MAX_KEYS, "keys",
+                    _ssh_key, warnings)  # fmt: skip
+
+
+def _ssh_key(line: Any) -> str:
+    reason = ssh_key_problem(line)
+    if reason:
+        raise UserDataError(reason)
+    return line.strip()
 
 
 def _ntp(value: Any, warnings: list[str]) -> list[str]:
@@ -286,21 +289,15 @@ def _ntp(value: Any, warnings: list[str]) -> list[str]:
 
 
 def _runcmd(value: Any, warnings: list[str]) -> list[list[str]]:
-    if not isinstance(value, list):
-        warnings.append("runcmd is not a list: ignored")
-        return []
-    commands: list[list[str]] = []
-    for index, entry in enumerate(value):
-        if len(commands) >= MAX_COMMANDS:
-            warnings.append(f"runcmd: more than {MAX_COMMANDS} commands; the rest ignored")
-            break
-        if isinstance(entry, str) and entry.strip():
-            commands.append(["sh", "-c", entry])
-        elif isinstance(entry, list) and entry and all(isinstance(a, (str, int, float)) for a in entry):
-            commands.append([str(a) for a in entry])
-        else:
-            warnings.append(f"runcmd[{index}] is neither a command line nor a list of words: skipped")
-    return commands
+    return _entries(value, "runcmd", MAX_COMMANDS, "commands", _command, warnings)
+
+
+def _command(entry: Any) -> list[str]:
+    if isinstance(entry, str) and entry.strip():
+        return ["sh", "-c", entry]
+    if isinstance(entry, list) and entry and all(isinstance(a, (str, int, float)) for a in entry):
+        return [str(a) for a in entry]
+    raise UserDataError("neither a command line nor a list of words")
 
 
 def _own_section(value: Any, data: UserData) -> None:

@@ -18,6 +18,9 @@ failed to provide.
 
 Stdlib only, and the slot types under TYPE_CHECKING: importing this costs
 nothing at boot.
+
+Owns: Slot, Wiring, the mount table and the restart registry. May use: the
+standard library (the slots' types are imported for annotations only).
 """
 
 from __future__ import annotations
@@ -30,15 +33,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 if TYPE_CHECKING:
     from pid1.blockdev import LabelledDevice, Scan
-    from pid1.console import ConsoleBridge
+    from pid1.console.bridge import ConsoleBridge
+    from pid1.engine.client import DockerClient
+    from pid1.engine.daemon import Daemon
+    from pid1.engine.system_containers import SystemContainers
     from pid1.kmod import ModuleIndex
     from pid1.phases import Phase
-    from pid1.phases.dockerd import Daemon
     from pid1.phases.network import NetworkPhase
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.phases.userdata_volume import VolumeSource
-    from pid1.system_containers import SystemContainers
+    from pid1.state_schema import StorageMode
 
 T = TypeVar("T")
 
@@ -90,7 +95,11 @@ class Slot(Generic[T]):
 class StorageResult:
     """What the storage phase found and did."""
 
-    mode: str  # "disk" or "ram"
+    mode: StorageMode
+    # The disk pid1 mounted, and where (None when it mounted a tmpfs, or
+    # found the data root mounted already).
+    device: LabelledDevice | None = None
+    target: str | None = None
     # Called (on the loop) when the mounted DOCKER disk goes away, e.g. to
     # end the boot logs' writes to it.
     when_disk_gone: list[Callable[[], None]] = field(default_factory=list)
@@ -103,7 +112,7 @@ class Wiring:
     # --- the engine -------------------------------------------------------------------
     containerd: Slot[Daemon] = Slot("containerd", "the containerd Daemon pid1 keeps running")
     dockerd: Slot[Daemon] = Slot("dockerd", "the dockerd Daemon (`.up` is set while it answers)")
-    docker: Slot[Any] = Slot("dockerd", "the aiodocker.Docker client on pid1.docker_socket")
+    docker: Slot[DockerClient] = Slot("dockerd", "the Docker API client on pid1.docker_socket")
     system_containers: Slot[SystemContainers] = Slot("dockerd", "the system-container supervisor (ensure a spec)")
     # --- the console ----------------------------------------------------------------
     console_bridge: Slot[ConsoleBridge] = Slot("console_tty", "the console terminals' bridge to the console container")
@@ -114,7 +123,9 @@ class Wiring:
     volume_userdata: Slot[VolumeSource] = Slot("userdata_volume", "the user-data volume's files, read before storage")
     formatted_disks: Slot[list[LabelledDevice]] = Slot("autoformat", "the blank devices autoformat made DOCKER")
     boot2docker_files: Slot[dict[str, bytes]] = Slot("autoformat", "the files of a formatted disk's userdata.tar")
-    storage: Slot[StorageResult] = Slot("storage", "the storage mode, and what to call when the disk goes away")
+    storage: Slot[StorageResult] = Slot(
+        "storage", "the storage mode, the disk mounted, and what to call when the disk goes away"
+    )
     userdata: Slot[Applied] = Slot("userdata", "what the user-data gave the later phases")
     clock: Slot[Clock] = Slot("ntp", "the clock's state: `synced` is set once it is right (milestone clock synced)")
     network_up: Slot[asyncio.Event] = Slot("network", "set while the network is up, whenever that comes")

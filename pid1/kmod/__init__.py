@@ -7,8 +7,10 @@ module:
 - `index`: the resolver (ModuleIndex, PlanEntry, ModuleNotFound), pure apart
   from reading depmod's index files;
 - `coldplug`: the devices' modaliases, from sysfs and from uevents;
-- `load`: decompression and finit_module (through pid1.syscalls), LoadResult;
+- `load`: decompression and finit_module (through pid1.linux.syscalls), LoadResult;
 - `cli`: `python -m pid1 modprobe`, for the kernel and dockerd.
+- `batch`: many requests loaded at once, with a tally (the modules phase's);
+- `helper`: pid1's modprobe installed for the kernel and dockerd.
 
 The fast front the kernel runs (pid1.modprobe) stays outside this package: it
 answers most requests without importing it, and imports `cli` otherwise.
@@ -25,7 +27,7 @@ from pid1.kmod.coldplug import ModaliasWatch, read_modalias, scan_modaliases, ue
 from pid1.kmod.config import CONFIG_DIRS, ModprobeConfig, SoftDep, parse_softdep, read_config
 from pid1.kmod.index import ModuleIndex, ModuleNotFound, PlanEntry
 from pid1.kmod.load import Loader, LoadResult, load_entry, load_module, module_dir
-from pid1.procfs import loaded_modules
+from pid1.linux.procfs import loaded_modules
 
 __all__ = [
     "CONFIG_DIRS",

@@ -68,8 +68,9 @@ class AliasTable:
     pattern is filed under its literal prefix (the text before the first
     `*?[`), so that a lookup only tries the patterns whose prefix the name
     starts with, one dict probe per distinct prefix length. Patterns are
-    compiled the first time they are tried (compiling all ~23k would cost
-    about a second); one with only `*` (nearly all) needs no regex at all."""
+    compiled the first time they are tried (compiling them all would cost the
+    boot seconds: docs/benchmarks.md); one with only `*` (nearly all) needs no
+    regex at all."""
 
     exact: dict[str, list[str]] = field(default_factory=dict)
     by_prefix: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # prefix -> [(pattern, module)]
@@ -81,7 +82,7 @@ class AliasTable:
 
     def add_many(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Add (pattern, module) pairs; the module names must be normalised.
-        (The boot parses ~26k aliases: this loop is kept tight.)"""
+        (The boot parses every alias of the tree: this loop is kept tight.)"""
         exact, by_prefix, search = self.exact, self.by_prefix, _FIRST_WILDCARD.search
         lengths = set(self.prefix_lengths)
         for raw, module in pairs:

@@ -2,7 +2,7 @@
 command-line face of the resolver, for what the kernel and dockerd ask.
 
 Owns: parse_modprobe_args, modprobe_main.
-May use: pid1.kmod.config, .index and .load, pid1.kmsg and pid1.procfs.
+May use: pid1.kmod.config, .index and .load, pid1.kmsg and pid1.linux.procfs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pid1.kmod.config import read_config
 from pid1.kmod.index import ModuleIndex, ModuleNotFound, PlanEntry
 from pid1.kmod.load import load_entry, module_dir
 from pid1.kmsg import write_once
-from pid1.procfs import loaded_modules
+from pid1.linux.procfs import loaded_modules, read_cmdline
 
 
 def _kmsg(message: str) -> None:
@@ -62,11 +62,7 @@ def modprobe_main(argv: list[str], not_found: set[str] | None = None) -> int:
     else:
         config = read_config(args.dirname)
     if args.dirname == "/":
-        try:
-            with open("/proc/cmdline") as f:
-                config.add_kernel_cmdline(f.read())
-        except OSError:
-            pass
+        config.add_kernel_cmdline(read_cmdline())
     moddir = module_dir(args.dirname, args.set_version)
     try:
         index = ModuleIndex.load(moddir, config)

@@ -3,7 +3,7 @@ coldplug walk), and ModaliasWatch, the modaliases of devices added later,
 read from the kernel's uevents.
 
 Owns: read_modalias, scan_modaliases, uevent_modalias, ModaliasWatch.
-May use: pid1.uevent (the one uevent socket); reads sysfs only.
+May use: pid1.linux.uevent (the one uevent socket); reads sysfs only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pid1.uevent import UeventSocket
+from pid1.linux.uevent import UeventSocket
 
 if TYPE_CHECKING:
     import socket
@@ -73,7 +73,7 @@ class ModaliasWatch:
     """The kernel's uevents, read for the modaliases of devices added while
     modules load (a driver adds devices: virtio_pci the virtio devices, an
     ATA driver the SCSI devices behind it), so that finding their drivers
-    needs no second walk of /sys (slow under emulation: ~0.5 s a walk).
+    needs no second walk of /sys (slow under emulation: docs/benchmarks.md).
     `take()` returns None when events may have been lost (the queue
     overflowed): walk /sys again then."""
 

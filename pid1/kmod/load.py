@@ -3,7 +3,7 @@ it is compressed) through finit_module(2), and one plan entry with its
 outcome.
 
 Owns: load_module, load_entry, LoadResult, Loader, module_dir.
-May use: pid1.syscalls (finit_module) and pid1.kmod.index (PlanEntry).
+May use: pid1.linux.syscalls (finit_module) and pid1.kmod.index (PlanEntry).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _decompressed(path: str) -> bytes | None:
 def load_module(path: str, params: str = "") -> bool:
     """Load one module file. True when loaded, False when the kernel already
     had it (EEXIST, e.g. a concurrent modprobe won); OSError otherwise."""
-    from pid1 import syscalls  # here: ctypes is not needed to resolve, only to load
+    from pid1.linux import syscalls  # here: ctypes is not needed to resolve, only to load
 
     image = _decompressed(path)
     if image is None:

@@ -3,7 +3,7 @@
 A phase is a coroutine function `run(ctx)` with a name, the names of the
 phases it needs, and the wiring slots it fills and uses (pid1/wiring.py). The
 supervisor runs every phase whose needs are done, concurrently. Each phase
-module defines `PHASE` (or `PHASES`) and imports what is heavy (aiodocker,
+module defines `PHASE` (or `PHASES`) and imports what is heavy (the Docker client,
 pyroute2) inside `run`, so that importing this package costs nothing at boot.
 """
 
@@ -34,6 +34,7 @@ BUILTIN_MODULES = (
     "pid1.phases.userdata_volume",
     "pid1.phases.autoformat",
     "pid1.phases.storage",
+    "pid1.phases.grow",
     "pid1.phases.userdata",
     "pid1.phases.runcmd",
     "pid1.phases.dockerd",
@@ -59,7 +60,6 @@ class Phase:
     # required: failures are retried with backoff until it succeeds (the boot
     # waits for it); optional: a failure is logged and dependents go on.
     required: bool = True
-    doc: str = ""
     # The wiring slots this phase fills, and those it reads (each filled by a
     # phase among its needs: select_phases checks it).
     fills: tuple[Slot[Any], ...] = ()

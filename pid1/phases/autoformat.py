@@ -102,5 +102,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.formatted_disks, Wiring.boot2docker_files),
     uses=(Wiring.block_scan,),
-    doc=__doc__ or "",
 )

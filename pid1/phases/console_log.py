@@ -81,4 +81,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"console log level {before} -> {QUIET_LEVEL}: only errors and the stop on the console"
 
 
-PHASE = Phase(name="console_log", run=run, needs=("console",), required=False, doc=__doc__ or "")
+PHASE = Phase(name="console_log", run=run, needs=("console",), required=False)

@@ -9,14 +9,16 @@ the console container's shell and never pid1. One that is missing or cannot be
 opened is skipped with a warning. The stop hook puts every terminal back as
 it was. The console phase puts the bridge in the console's ContainerSpec; the
 system-container supervisor calls its attach() for each console container
-and show_waiting() between them (see pid1/console.py).
+and show_waiting() between them (see pid1/console/).
 """
 
 from __future__ import annotations
 
 import os
 
-from pid1.console import ConsoleBridge, Terminal, open_terminal, terminal_path
+from pid1.console.bridge import ConsoleBridge
+from pid1.console.terminal import Terminal, open_terminal
+from pid1.linux.terminal import terminal_path
 from pid1.phases import Phase, PhaseContext
 from pid1.wiring import Wiring
 
@@ -56,6 +58,4 @@ async def run(ctx: PhaseContext) -> str:
     return "raw mode on " + ", ".join(described)
 
 
-PHASE = Phase(
-    name="console_tty", run=run, needs=("mounts",), required=False, fills=(Wiring.console_bridge,), doc=__doc__ or ""
-)
+PHASE = Phase(name="console_tty", run=run, needs=("mounts",), required=False, fills=(Wiring.console_bridge,))

@@ -33,4 +33,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"listening on {channel.path}"
 
 
-PHASE = Phase(name="control", run=run, needs=("mounts",), required=False, doc=__doc__ or "")
+PHASE = Phase(name="control", run=run, needs=("mounts",), required=False)

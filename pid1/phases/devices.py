@@ -7,9 +7,9 @@ user's terminal works), tmpfs /dev/shm, mqueue, and the /dev/fd and
 
 from __future__ import annotations
 
+from pid1.linux.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from pid1.mounting import MountSpec, ensure_mounted, ensure_symlink
 from pid1.phases import Phase, PhaseContext
-from pid1.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID
 
 
 def device_mounts(root: str) -> list[MountSpec]:
@@ -39,4 +39,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"made {', '.join(done)}" if done else "already in place"
 
 
-PHASE = Phase(name="devices", run=run, needs=(), doc=__doc__ or "")
+PHASE = Phase(name="devices", run=run, needs=())

@@ -31,4 +31,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"{scan.seen} block devices: {labels}"
 
 
-PHASE = Phase(name="disks", run=run, needs=("mounts", "modules"), fills=(Wiring.block_scan,), doc=__doc__ or "")
+PHASE = Phase(name="disks", run=run, needs=("mounts", "modules"), fills=(Wiring.block_scan,))

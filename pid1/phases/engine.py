@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from pid1 import kmod, syscalls
+from pid1 import kmod
+from pid1.linux import syscalls
 from pid1.module_sets import EARLY_MODULES
 from pid1.mounting import is_mountpoint
 from pid1.phases import Phase, PhaseContext
@@ -89,4 +90,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"/{ENGINE_IMAGE} ({size >> 20} MiB squashfs) on /{ENGINE_MOUNT} through {device}{loaded}"
 
 
-PHASE = Phase(name="engine", run=run, needs=("mounts",), doc=__doc__ or "")
+PHASE = Phase(name="engine", run=run, needs=("mounts",))

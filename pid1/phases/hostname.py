@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pid1 import syscalls
+from pid1.linux import syscalls
 from pid1.phases import Phase, PhaseContext
 
 RESOLV_PLACEHOLDER = "# written by pid1; the network phase replaces this when it has DNS servers\n"
@@ -60,4 +60,4 @@ def rename(ctx: PhaseContext, old: str, new: str) -> None:
                 f.write(text)
 
 
-PHASE = Phase(name="hostname", run=run, needs=("mounts",), doc=__doc__ or "")
+PHASE = Phase(name="hostname", run=run, needs=("mounts",))

@@ -1,6 +1,6 @@
 """images: put the bundled image tarballs into dockerd, only those missing.
 
-Needs dockerd. Every `*.tar` in pid1.images_dir is a `docker save` tarball
+Needs dockerd (its client, pid1/engine/client.py). Every `*.tar` in pid1.images_dir is a `docker save` tarball
 (the busybox fallback for the console and dom0, tagged for the dhcp client
 too). Its manifest.json and config are read without unpacking the rest, each
 tag is looked up through the API, and only a tarball with a missing tag goes
@@ -14,7 +14,7 @@ ENTRYPOINT, ENV, LABEL, WORKDIR, USER) is imported: its layer is streamed to
 with the rest of its tags. /images/load would make dockerd re-execute itself
 twice (untar the whole tarball to a temporary directory, then apply the
 layer); the import applies the layer straight from the stream, one
-re-execution, two seconds less under emulation. Only the missing tags are
+re-execution (the time it saves: docs/benchmarks.md#the-docker-seed-and-the-import). Only the missing tags are
 set: a tag the user moved to another image stays where it is. Anything
 else, or an import dockerd refuses, goes to /images/load (which sets every
 tag the tarball names). The imported image has a new ID and
@@ -22,6 +22,10 @@ creation time; its content and config are the tarball's.
 A broken tarball (unreadable, a manifest.json or config of the wrong
 shape, a tag dockerd refuses) is reported in the log and the phase's detail,
 with why, and skipped: the other images still load.
+
+Owns: the tarball reading (manifest, config, import changes) and the
+phase. May use: the Docker client (`Wiring.docker`, pid1/engine/client.py),
+the phase API and the wiring; tarfile and json.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any
 
 from pid1.phases import Phase, PhaseContext
 from pid1.wiring import Wiring
+
+if TYPE_CHECKING:
+    from pid1.engine.client import DockerClient
 
 
 @dataclass(frozen=True)
@@ -144,62 +149,25 @@ def split_reference(reference: str) -> tuple[str, str]:
     return repository, tag
 
 
-async def image_present(docker, tag: str) -> bool:
-    from aiodocker.exceptions import DockerError
-
-    try:
-        await docker.images.inspect(tag)
-    except DockerError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-def raise_progress_error(messages: Iterable[Any]) -> None:
-    """/images/load and /images/create answer 200 and report a failure as an
-    `error` message in their progress stream."""
-    for message in messages:
-        if isinstance(message, dict) and message.get("error"):
-            raise RuntimeError(message["error"])
-
-
-def progress_messages(body: bytes) -> list[Any]:
-    """A progress stream (one JSON document per line) as messages."""
-    messages = []
-    for line in body.splitlines():
-        try:
-            messages.append(json.loads(line))
-        except ValueError:
-            continue
-    return messages
-
-
-async def load_tarball(docker, path: str) -> None:
-    """POST the tarball to /images/load, streamed from the file."""
+async def load_tarball(docker: DockerClient, path: str) -> None:
+    """The tarball into /images/load, streamed from the file."""
     with open(path, "rb") as f:
-        result = await docker.images.import_image(data=f)
-    raise_progress_error(result if isinstance(result, list) else [result])
+        await docker.load_image(f)
 
 
-async def import_tarball(docker, tarball: Tarball, tags: list[str]) -> None:
+async def import_tarball(docker: DockerClient, tarball: Tarball, tags: list[str]) -> None:
     """Stream the one layer to /images/create?fromSrc=- as the first of
     `tags`, with the config as `changes`; then give the image the others."""
     assert tarball.layer is not None and tags
     repository, tag = split_reference(tags[0])
-    query = [("fromSrc", "-"), ("repo", repository), ("tag", tag), *(("changes", c) for c in tarball.changes)]
     with tarfile.open(tarball.path, "r:") as tar:
         layer = tar.extractfile(tarball.layer)
         if layer is None:
             raise ValueError(f"{tarball.layer} is not a file")
-        # the query goes in the path: aiodocker's params cannot repeat a key
-        async with docker._query(
-            f"images/create?{urlencode(query)}", "POST", data=layer, headers={"Content-Type": "application/x-tar"}
-        ) as response:
-            raise_progress_error(progress_messages(await response.read()))
+        await docker.import_layer(layer, repository, tag, tarball.changes)
     for other in tags[1:]:
         repository, tag = split_reference(other)
-        await docker.images.tag(tags[0], repository, tag=tag)
+        await docker.tag_image(tags[0], repository, tag)
 
 
 async def run(ctx: PhaseContext) -> str:
@@ -239,7 +207,7 @@ async def run(ctx: PhaseContext) -> str:
         name = os.path.basename(tarball.path)
         began = time.monotonic()
         try:  # a tag dockerd calls malformed fails the lookup: that tarball is skipped
-            missing = [tag for tag in tarball.tags if not await image_present(docker, tag)]
+            missing = [tag for tag in tarball.tags if await docker.image_id(tag) is None]
             if tarball.tags and not missing:
                 present.extend(tarball.tags)
                 return
@@ -268,4 +236,4 @@ async def run(ctx: PhaseContext) -> str:
     return "; ".join(p for p in parts if p) or f"no tarballs in {directory}"
 
 
-PHASE = Phase(name="images", run=run, needs=("dockerd",), uses=(Wiring.docker,), doc=__doc__ or "")
+PHASE = Phase(name="images", run=run, needs=("dockerd",), uses=(Wiring.docker,))

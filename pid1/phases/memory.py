@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import re
 
+from pid1.kmod.helper import in_initial_pid_namespace
 from pid1.phases import Phase, PhaseContext
-from pid1.phases.modules import in_initial_pid_namespace
 
 THP_ENABLED = "sys/kernel/mm/transparent_hugepage/enabled"
 MIN_FREE_KBYTES = "proc/sys/vm/min_free_kbytes"
@@ -75,4 +75,4 @@ async def run(ctx: PhaseContext) -> str:
     return f"transparent huge pages {current} -> {wanted}; vm.min_free_kbytes {before} -> {after}"
 
 
-PHASE = Phase(name="memory", run=run, needs=("mounts",), required=False, doc=__doc__ or "")
+PHASE = Phase(name="memory", run=run, needs=("mounts",), required=False)

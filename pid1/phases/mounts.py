@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
+from pid1.linux.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
-from pid1.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RELATIME
 
 BASIC = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME
 
@@ -55,16 +55,16 @@ async def run(ctx: PhaseContext) -> str:
     done = [spec.target for spec in base_mounts(ctx.root) if ensure_mounted(spec, ctx.mounts)]
     cgroup_root = ctx.path("sys/fs/cgroup")
     if is_mountpoint(cgroup_root):
-        ctx.state.storage.setdefault("cgroups", "already mounted")
+        ctx.state.storage.cgroups = ctx.state.storage.cgroups or "already mounted"
     else:
         with open(ctx.path("proc/cgroups")) as f:
             table = f.read()
         for spec in cgroup_mounts(ctx.root, ctx.config.cgroups, table):
             if ensure_mounted(spec, ctx.mounts):
                 done.append(spec.target)
-        ctx.state.storage["cgroups"] = ctx.config.cgroups
+        ctx.state.storage.cgroups = ctx.config.cgroups
     os.makedirs(ctx.path("run/pid1"), exist_ok=True)
     return f"mounted {', '.join(done)}" if done else "already in place"
 
 
-PHASE = Phase(name="mounts", run=run, needs=("devices",), doc=__doc__ or "")
+PHASE = Phase(name="mounts", run=run, needs=("devices",))

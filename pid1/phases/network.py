@@ -4,14 +4,14 @@ Needs `images` (the pid1-dhcp image, a second tag of the bundled busybox,
 is loaded; the system-container
 supervisor exists). The netlink work (links up, the static address, watching
 for an IPv4 address and a default route) runs in a short-lived child,
-`python -m pid1.netlink` (see that module for why it is not a thread), whose
+`python -m pid1.net.netlink` (see that module for why it is not a thread), whose
 JSON-line events this phase reads from a pipe.
 
 - `pid1.net=dhcp` (default): when the child reports the links, the DHCP
   client is handed to the system-container supervisor as the `dhcp` container
   (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
   not privileged), so the lease renews for as long as the machine runs and a
-  dead client is restarted. Its script (pid1/udhcpc.script, bound in) applies the
+  dead client is restarted. Its script (pid1/net/udhcpc.script, bound in) applies the
   address (with the lease as its lifetime), the default route and DNS,
   records the lease in `<state_dir>/network/lease` and writes each event
   (bound, renew, deconfig, leasefail) to the FIFO `<state_dir>/network/events`.
@@ -21,7 +21,8 @@ JSON-line events this phase reads from a pipe.
   ("network up" then), a lost one.
 - `pid1.net=static:ADDR/PREFIX,GATEWAY[,DNS...]`: applied by the child through
   pyroute2; DNS servers are written to /etc/resolv.conf. A malformed value is
-  named in a warning and DHCP is used instead (a typo never stops a boot).
+  named in pid1.config's warning and DHCP is used instead (a typo never
+  stops a boot; the one parser is pid1.net.mode).
 - `pid1.net=none`: only `lo` is brought up.
 
 The phase is done when netlink reports an IPv4 address and a default route on
@@ -30,6 +31,11 @@ machine goes on offline, says so, and the DHCP client keeps trying. Either way
 the phase succeeds. /etc/resolv.conf is the machine's file, bind-mounted into
 the dhcp container (and by the system phase into dom0 and the console) and
 always rewritten in place: a bind pins the inode, a rename would break it.
+
+Owns: NetworkPhase (the attempt, the state's `network` section, the
+`network-lease` service), the slots network_up and network_attempt.
+May use: pid1.net (mode, worker, dhcp), pid1.linux.fifo (the events FIFO),
+the system-container supervisor through its slot.
 """
 
 from __future__ import annotations
@@ -39,262 +45,28 @@ import contextlib
 import ipaddress
 import json
 import os
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pid1.container_spec import ContainerSpec
-from pid1.control import ensure_fifo
+from pid1.linux.fifo import EventFifo, ensure_fifo
+from pid1.net.dhcp import (
+    LEASE_EVENTS,
+    dhcp_spec,
+    ensure_file,
+    lease_values,
+    read_lease,
+    resolv_conf_text,
+    write_in_place,
+)
+from pid1.net.mode import NetMode, parse_net_mode
+from pid1.net.worker import WORKER_GRACE, Worker, worker_args
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
-from pid1.untrusted import read_untrusted
+from pid1.state_schema import NetworkState, NetworkStatus
 from pid1.wiring import Wiring
 
-DHCP_IMAGE = "pid1-dhcp:latest"
-DHCP_SCRIPT = "/etc/udhcpc/default.script"
-# The script ships with pid1 (it is pid1's side of the lease protocol) and is
-# bound into the container: the image is plain bundled busybox.
-DHCP_SCRIPT_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "udhcpc.script")
-NET_DIR_IN_CONTAINER = "/run/pid1-net"  # the script's PID1_NET_DIR
-# The worker imports pyroute2 (seconds of CPU under emulation) while the
-# console container starts, which the user waits for: it yields the CPU.
-WORKER_NICE = 10
-# The worker's own deadline is the phase's; this is extra slack for its start
-# (Python + pyroute2 import) before PID 1 gives up on it and kills it.
-WORKER_GRACE = 15.0
-WORKER_STOP_TIMEOUT = 2.0
 LEASE_SERVICE = "network-lease"
-LEASE_MAX = 16384  # a lease is a few hundred bytes
-EVENT_LINE_MAX = 256  # the script writes one word per line; anything longer is dropped
-LEASE_EVENTS = ("deconfig", "bound", "renew", "leasefail", "nak")
-
-
-class NetConfigError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class NetMode:
-    kind: str  # "dhcp", "static" or "none"
-    address: str | None = None  # static: "ADDR/PREFIX"
-    gateway: str | None = None
-    dns: tuple[str, ...] = ()
-
-
-def parse_net_mode(value: str) -> NetMode:
-    """`pid1.net`'s value -> NetMode; NetConfigError says what is wrong."""
-    value = value.strip()
-    if value in ("dhcp", "none"):
-        return NetMode(kind=value)
-    if not value.startswith("static:"):
-        raise NetConfigError(f"expected dhcp, none or static:ADDR/PREFIX,GATEWAY[,DNS...], got {value!r}")
-    parts = [part.strip() for part in value[len("static:") :].split(",")]
-    if not parts[0]:
-        raise NetConfigError("static: the address is missing (static:ADDR/PREFIX,GATEWAY[,DNS...])")
-    if "/" not in parts[0]:
-        raise NetConfigError(f"static: {parts[0]!r} has no prefix length (e.g. {parts[0]}/24)")
-    try:
-        interface = ipaddress.IPv4Interface(parts[0])
-    except ValueError as exc:
-        raise NetConfigError(f"static: bad IPv4 address {parts[0]!r}: {exc}") from None
-    if interface.network.prefixlen == 0:
-        raise NetConfigError(f"static: prefix length 0 in {parts[0]!r}")
-    gateway = parts[1] if len(parts) > 1 and parts[1] else None
-    if gateway is not None:
-        try:
-            gateway_ip = ipaddress.IPv4Address(gateway)
-        except ValueError:
-            raise NetConfigError(f"static: bad gateway {gateway!r} (an IPv4 address)") from None
-        if gateway_ip == interface.ip:
-            raise NetConfigError(f"static: the gateway {gateway} is the address itself")
-        if gateway_ip not in interface.network:
-            raise NetConfigError(f"static: the gateway {gateway} is not in {interface.network}")
-    dns = tuple(part for part in parts[2:] if part)
-    for server in dns:
-        try:
-            ipaddress.ip_address(server)
-        except ValueError:
-            raise NetConfigError(f"static: bad DNS server {server!r} (an IP address)") from None
-    return NetMode(kind="static", address=str(interface), gateway=gateway, dns=dns)
-
-
-def configured_mode(ctx: PhaseContext) -> NetMode:
-    try:
-        return parse_net_mode(ctx.config.net)
-    except NetConfigError as exc:
-        ctx.log.warning(f"bad value for pid1.net: {exc}; using dhcp")
-        return NetMode(kind="dhcp")
-
-
-def resolv_conf_text(dns: tuple[str, ...], domain: str = "") -> str:
-    lines = [f"search {domain}"] if domain else []
-    return "\n".join([*lines, *(f"nameserver {server}" for server in dns)]) + "\n"
-
-
-def write_in_place(path: str, text: str) -> None:
-    """Rewrite a file keeping its inode (containers bind-mount it)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def ensure_file(path: str) -> None:
-    """A bind source must exist, or dockerd makes an empty directory there."""
-    if not os.path.exists(path):
-        write_in_place(path, "")
-
-
-def read_lease(path: str, log: Any = None) -> dict[str, str]:
-    """The KEY=VALUE lease file the udhcpc script writes; {} when absent, or
-    when the (unprivileged, hostile until shown otherwise) dhcp container has
-    put something else there: a FIFO, a link, a huge file (said in the log)."""
-    try:
-        text = read_untrusted(path, LEASE_MAX).decode(errors="replace")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        if log is not None:
-            log.warning(f"network: {path} ignored: {exc.strerror}")
-        return {}
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def dhcp_spec(ctx: PhaseContext, link: str, net_dir: str) -> ContainerSpec:
-    return ContainerSpec(
-        role="dhcp",
-        images=(DHCP_IMAGE,),
-        fallback_image=DHCP_IMAGE,
-        # -f: foreground (the container lives as long as the lease is kept);
-        # -T 1 -t 3: three discovers a second apart, then -A 3 s pause, forever.
-        cmd=(
-            *("udhcpc", "-f", "-i", link, "-s", DHCP_SCRIPT),
-            *("-T", "1", "-t", "3", "-A", "3", "-x", f"hostname:{ctx.config.hostname}"),
-        ),
-        env=(f"PID1_NET_DIR={NET_DIR_IN_CONTAINER}",),
-        binds=(
-            f"{ctx.path('etc/resolv.conf')}:/etc/resolv.conf",
-            f"{net_dir}:{NET_DIR_IN_CONTAINER}",
-            f"{DHCP_SCRIPT_SOURCE}:{DHCP_SCRIPT}:ro",
-        ),
-        privileged=False,
-        cap_add=("NET_ADMIN", "NET_RAW"),
-        net_host=True,
-        pid_host=False,
-        uts_host=False,
-        stop_timeout=2,
-    )
-
-
-class Worker:
-    """The `python -m pid1.netlink` child and the JSON events it prints."""
-
-    def __init__(self, ctx: PhaseContext, args: list[str]) -> None:
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        try:
-            # stderr: pid1's own (the worker reports its errors as events; a
-            # crash before that still leaves its traceback on the console).
-            argv = [sys.executable, "-m", "pid1.netlink", *args]
-            self.child = ctx.reaper.spawn(argv, stdout=write_end, stderr=2, nice=WORKER_NICE)
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
-        self.read_end = read_end
-
-    async def events(self, deadline: float) -> AsyncIterator[dict[str, Any]]:
-        """Events until the child closes its stdout or the deadline passes."""
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self.read_end, "rb", buffering=0)
-        )
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    yield {"event": "error", "message": "the netlink worker did not answer in time"}
-                    return
-                try:
-                    line = await asyncio.wait_for(reader.readline(), remaining)
-                except TimeoutError:
-                    continue
-                if not line:
-                    return
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    yield {"event": "error", "message": f"unreadable line from the netlink worker: {line[:200]!r}"}
-        finally:
-            transport.close()
-
-    async def finish(self) -> int | None:
-        """Wait for the child briefly, then make sure it is gone; its status."""
-        try:
-            return await asyncio.wait_for(self.child.wait(), WORKER_STOP_TIMEOUT)
-        except TimeoutError:
-            self.child.signal(signal.SIGKILL)
-            try:
-                return await asyncio.wait_for(self.child.wait(), WORKER_STOP_TIMEOUT)
-            except TimeoutError:
-                return None
-
-
-class LeaseEvents:
-    """The FIFO the udhcpc script writes its events to, read on the loop
-    (also the ntp container's; `words`: the lines taken, the rest dropped).
-
-    Opened read-write and non-blocking: pid1 holding a write end means the
-    read end never sees end-of-file (no busy loop when a writer closes), and
-    the script's open never blocks while pid1 runs."""
-
-    def __init__(self, path: str, words: tuple[str, ...] = LEASE_EVENTS) -> None:
-        ensure_fifo(path)
-        self.words = words
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.pending = bytearray()
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-
-    def _readable(self) -> None:
-        for _ in range(16):  # bounded work per wake-up
-            try:
-                chunk = os.read(self.fd, 4096)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self.pending += chunk
-        *lines, rest = self.pending.split(b"\n")
-        self.pending = bytearray(rest if len(rest) <= EVENT_LINE_MAX else b"")
-        for line in lines:
-            word = line.decode(errors="replace").strip()
-            if word in self.words:
-                self.queue.put_nowait(word)
-
-    async def events(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.fd, self._readable)
-        try:
-            while True:
-                yield await self.queue.get()
-        finally:
-            loop.remove_reader(self.fd)
-
-
-def worker_args(mode: NetMode, deadline: float) -> list[str]:
-    if mode.kind == "none":
-        return ["--only-lo"]
-    args = ["--deadline", f"{deadline:.3f}"]
-    if mode.kind == "static":
-        args += ["--static", mode.address or ""]
-        if mode.gateway:
-            args += ["--gateway", mode.gateway]
-        else:
-            args.append("--no-wait")  # no default route will come: the address is enough
-    return args
 
 
 @dataclass
@@ -311,13 +83,13 @@ class NetworkPhase:
     up: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
-    def network(self) -> dict[str, Any]:
+    def network(self) -> NetworkState:
         return self.ctx.state.network
 
     def publish(self, **values: Any) -> None:
-        self.network.update(values)
+        self.network.update(**values)
         if "status" in values:
-            (self.up.set if values["status"] == "up" else self.up.clear)()
+            (self.up.set if values["status"] == NetworkStatus.UP else self.up.clear)()
         self.ctx.store.changed()
 
     def start_dhcp(self, link: str) -> None:
@@ -332,7 +104,7 @@ class NetworkPhase:
         ensure_file(ctx.path("etc/resolv.conf"))
         os.makedirs(self.net_dir, exist_ok=True)
         self.watch_lease_events()
-        self.publish(link=link, status="waiting for a lease")
+        self.publish(link=link, status=NetworkStatus.WAITING)
         ctx.log.info(f"network: DHCP on {link} (udhcpc in the dhcp container)")
 
         def done(task: asyncio.Task) -> None:
@@ -352,13 +124,13 @@ class NetworkPhase:
         ensure_fifo(path)  # now: the dhcp container's script may write to it soon
 
         async def service() -> None:
-            fifo = LeaseEvents(path)
+            fifo = EventFifo(path, LEASE_EVENTS)
             try:
                 async with contextlib.aclosing(fifo.events()) as events:
                     async for word in events:
                         self.ctx.wiring.network_attempt.on_lease_event(word)
             finally:
-                os.close(fifo.fd)
+                fifo.close()
 
         self.ctx.start_service(LEASE_SERVICE, service)
 
@@ -373,8 +145,8 @@ class NetworkPhase:
             values.update(address=lease["ip"], gateway=lease.get("router") or None)
             if lease.get("prefixlen", "").isdigit():
                 values["prefixlen"] = int(lease["prefixlen"])
-            if network.get("status") == "up":
-                changed = network.get("address") != lease["ip"]
+            if network.status == NetworkStatus.UP:
+                changed = network.address != lease["ip"]
                 self.publish(**values)
                 if changed:
                     log.notice(f"network up {lease['ip']} (a new address)")
@@ -383,17 +155,17 @@ class NetworkPhase:
             elif self.finished:
                 # The phase went on offline, or the lease was lost: the script
                 # has applied this lease (address, route, DNS) before writing the event.
-                self.publish(status="up", lease_event=word, **values)
+                self.publish(status=NetworkStatus.UP, lease_event=word, **values)
                 self.ctx.state.milestones.setdefault("network up", round(uptime(), 3))
                 log.notice(f"network up {lease['ip']}")
             else:
                 self.publish(lease_event=word, **values)  # the phase decides "up" on the netlink event
         elif word == "deconfig":
-            if network.get("status") == "up":
-                log.warning(f"network: lease on {network.get('link')} lost (udhcpc deconfigured it)")
-                self.publish(status="waiting for a lease", address=None, gateway=None, lease_event=word)
-        elif network.get("lease_event") != word:
-            log.info(f"network: DHCP {word} on {network.get('link')}")  # once per streak, not every retry
+            if network.status == NetworkStatus.UP:
+                log.warning(f"network: lease on {network.link} lost (udhcpc deconfigured it)")
+                self.publish(status=NetworkStatus.WAITING, address=None, gateway=None, lease_event=word)
+        elif network.lease_event != word:
+            log.info(f"network: DHCP {word} on {network.link}")  # once per streak, not every retry
             self.publish(lease_event=word)
 
     def on_links(self, event: dict[str, Any]) -> None:
@@ -410,7 +182,7 @@ class NetworkPhase:
     def on_ready(self, event: dict[str, Any]) -> str:
         address = event["address"]
         values: dict[str, Any] = {
-            "status": "up",
+            "status": NetworkStatus.UP,
             "link": event["link"],
             "address": address,
             "prefixlen": event["prefixlen"],
@@ -427,7 +199,7 @@ class NetworkPhase:
         return f"{self.mode.kind}: {address}/{event['prefixlen']} on {event['link']} via {event.get('gateway')}{lease}"
 
     def offline(self, why: str) -> str:
-        self.publish(status="offline", offline_reason=why, waited=round(uptime() - self.started, 3))
+        self.publish(status=NetworkStatus.OFFLINE, offline_reason=why, waited=round(uptime() - self.started, 3))
         later = " (the DHCP client keeps trying)" if self.dhcp_task is not None else ""
         self.ctx.log.warning(f"network: {why}; going on offline{later}")
         return f"offline: {why}"
@@ -454,12 +226,12 @@ class NetworkPhase:
     async def run(self) -> str:
         ctx, mode = self.ctx, self.mode
         self.started = uptime()
-        ctx.state.network = {"mode": mode.kind, "status": "configuring"}
+        ctx.state.network = NetworkState(mode=mode.kind, status=NetworkStatus.CONFIGURING)
         ctx.store.changed()
         if mode.kind == "static" and mode.dns:
             write_in_place(ctx.path("etc/resolv.conf"), resolv_conf_text(mode.dns))
         deadline = time.monotonic() + ctx.config.net_timeout
-        worker = Worker(ctx, worker_args(mode, deadline))
+        worker = Worker(ctx.reaper, worker_args(mode, deadline))
         result: str | None = None
         status: int | None = None
         try:
@@ -467,7 +239,7 @@ class NetworkPhase:
                 async for event in events:
                     result = self.handle(event)
                     if result is not None:
-                        break  # done now: the worker's exit (~0.15 s of interpreter teardown) need not delay the boot
+                        break  # done now: the worker's interpreter teardown need not delay the boot
         finally:
             if result is None:
                 status = await worker.finish()
@@ -476,33 +248,14 @@ class NetworkPhase:
         if result is not None:
             return result
         if mode.kind == "none":
-            self.publish(status="none")
+            self.publish(status=NetworkStatus.NONE)
             return "none: lo only"
         if mode.kind == "static" and not mode.gateway and status == 0:
             interface = ipaddress.IPv4Interface(mode.address or "")
-            self.publish(status="up", address=str(interface.ip), prefixlen=interface.network.prefixlen)
+            self.publish(status=NetworkStatus.UP, address=str(interface.ip), prefixlen=interface.network.prefixlen)
             ctx.log.milestone("network up", str(interface.ip))
             return f"static: {mode.address} (no gateway)"
         return self.offline(f"the netlink worker ended with status {status}")
-
-
-def lease_values(lease: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
-    """The lease file's facts for the state, when it is the lease netlink shows."""
-    values: dict[str, Any] = {"lease_seconds": event.get("valid_lft")}
-    if lease.get("ip") != event["address"]:
-        return values
-    seconds = int(lease["lease"]) if lease.get("lease", "").isdigit() else event.get("valid_lft")
-    obtained = int(lease["obtained"]) if lease.get("obtained", "").isdigit() else None
-    values.update(
-        lease_seconds=seconds,
-        lease_obtained=obtained,
-        lease_expires=obtained + seconds if obtained and seconds else None,
-        dns=lease.get("dns", "").split(),
-        domain=lease.get("domain") or None,
-        server=lease.get("serverid") or None,
-        renewals=int(lease["renewals"]) if lease.get("renewals", "").isdigit() else 0,
-    )
-    return values
 
 
 async def run(ctx: PhaseContext) -> str:
@@ -510,7 +263,7 @@ async def run(ctx: PhaseContext) -> str:
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is None:  # one for the boot: a retried phase keeps it
         up = ctx.wiring.network_up = asyncio.Event()
-    phase = NetworkPhase(ctx=ctx, mode=configured_mode(ctx), net_dir=net_dir, up=up)
+    phase = NetworkPhase(ctx=ctx, mode=parse_net_mode(ctx.config.net), net_dir=net_dir, up=up)
     try:
         return await phase.run()
     finally:
@@ -523,5 +276,4 @@ PHASE = Phase(
     needs=("images",),
     fills=(Wiring.network_attempt, Wiring.network_up),
     uses=(Wiring.system_containers,),
-    doc=__doc__ or "",
 )

@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.container_spec import ContainerSpec
+from pid1.linux.fifo import EventFifo
+from pid1.net.dhcp import read_lease
 from pid1.phases import Phase, PhaseContext
-from pid1.phases.network import LeaseEvents, read_lease
 from pid1.state import uptime
+from pid1.state_schema import ClockStatus
 from pid1.untrusted import read_untrusted
 from pid1.wiring import Wiring
 
@@ -234,10 +236,10 @@ class ClockWatch:
             return
         previous, self.last = self.last, reading
         record.update(
-            status="synced" if reading.synced else "unsynced", mode=reading.mode, server=reading.server,
-            address=reading.address, offset=reading.offset, delay=reading.delay, stratum=reading.stratum,
-            last_step=reading.stepped, steps=reading.steps, checked=reading.checked, error=reading.error,
-            updated=round(uptime(), 3),
+            status=ClockStatus.SYNCED if reading.synced else ClockStatus.UNSYNCED, mode=reading.mode,
+            server=reading.server, address=reading.address, offset=reading.offset, delay=reading.delay,
+            stratum=reading.stratum, last_step=reading.stepped, steps=reading.steps, checked=reading.checked,
+            error=reading.error, updated=round(uptime(), 3),
         )  # fmt: skip
         ctx.store.changed()
         self.say(reading, previous)
@@ -267,7 +269,7 @@ def watch_status(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
     if clock.watch is not None:
         return
     watch = clock.watch = ClockWatch(ctx, os.path.join(status_dir, "status"), clock)
-    fifo = LeaseEvents(os.path.join(status_dir, "events"), EVENT_WORDS)  # now: the client may write soon
+    fifo = EventFifo(os.path.join(status_dir, "events"), EVENT_WORDS)  # now: the client may write soon
 
     async def service() -> None:
         try:
@@ -275,7 +277,7 @@ def watch_status(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
                 async for _word in events:
                     watch.update()
         finally:
-            os.close(fifo.fd)
+            fifo.close()
 
     ctx.start_service(SERVICE, service)
 
@@ -285,7 +287,7 @@ async def run(ctx: PhaseContext) -> str:
     if clock is None:
         clock = ctx.wiring.clock = Clock()
     if ctx.config.ntp == "off":
-        ctx.state.clock.update(status="off")
+        ctx.state.clock.update(status=ClockStatus.OFF)
         ctx.store.changed()
         return "off (pid1.ntp=off): nothing sets the clock"
     supervisor = ctx.wiring.system_containers
@@ -295,7 +297,7 @@ async def run(ctx: PhaseContext) -> str:
     servers, source = choose_servers(ctx.config.ntp_servers, userdata_servers, lease)
     status_dir = os.path.join(ctx.config.state_dir, "ntp")
     os.makedirs(status_dir, exist_ok=True)
-    ctx.state.clock.update(status="starting", mode="query" if ctx.config.ntp == "query" else "set",
+    ctx.state.clock.update(status=ClockStatus.STARTING, mode="query" if ctx.config.ntp == "query" else "set",
                            servers=servers, source=source)  # fmt: skip
     ctx.store.changed()
     watch_status(ctx, clock, status_dir)
@@ -310,5 +312,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.clock,),
     uses=(Wiring.system_containers, Wiring.userdata),
-    doc=__doc__ or "",
 )

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pid1.linux.fds import close_watched
 from pid1.phases import Phase, PhaseContext
 
 EV_KEY = 1
@@ -97,12 +98,8 @@ class ButtonWatcher:
             self.on_press(self.fds.get(fd, "?"))
 
     def close_one(self, fd: int) -> None:
-        try:
-            asyncio.get_running_loop().remove_reader(fd)
-        except RuntimeError:
-            pass
         self.fds.pop(fd, None)
-        os.close(fd)
+        close_watched(fd)
 
     def close(self) -> None:
         for fd in list(self.fds):
@@ -140,4 +137,4 @@ async def run(ctx: PhaseContext) -> str:
     return "watching " + ", ".join(opened)
 
 
-PHASE = Phase(name="powerbutton", run=run, needs=("modules", "devices"), required=False, doc=__doc__ or "")
+PHASE = Phase(name="powerbutton", run=run, needs=("modules", "devices"), required=False)

@@ -10,6 +10,10 @@ the host state's `runcmd/<instance>.log`. A command that fails is an error in
 the log and the next one still runs. The done-mark is written once all have
 run, so a machine that crashes midway runs them again at the next boot;
 a reboot with the same instance-id on a disk does not.
+
+Owns: the runcmd phase and its done-marks. May use: the Docker client and
+the system containers (dom0's container), pid1.phases.ntp (the clock wait),
+the phase API and the wiring.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import base64
 from typing import TYPE_CHECKING
 
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import RuncmdState
 from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
+    from pid1.engine.client import Container
     from pid1.phases.userdata import Applied
 
 COMMAND_TIMEOUT = 600.0
@@ -42,25 +48,13 @@ def commands(applied: Applied) -> list[list[str]]:
     return planned
 
 
-async def wait_for_dom0(ctx: PhaseContext) -> object:
+async def wait_for_dom0(ctx: PhaseContext) -> Container:
     """dom0's container once it runs (the supervisor says when), bounded."""
     try:
         container_id = await ctx.wiring.system_containers.wait_running("dom0", DOM0_WAIT)
     except TimeoutError:
         raise RuntimeError(f"dom0 is not running after {DOM0_WAIT:.0f} s") from None
-    return ctx.wiring.docker.containers.container(container_id)
-
-
-async def exec_in(container, argv: list[str]) -> tuple[int | None, bytes]:
-    """Run argv in the container; its exit code and (bounded) output."""
-    execution = await container.exec(argv, stdout=True, stderr=True, tty=False)
-    output = bytearray()
-    async with execution.start(detach=False) as stream:
-        while (message := await stream.read_out()) is not None:
-            if len(output) < OUTPUT_LIMIT:
-                output += message.data[: OUTPUT_LIMIT - len(output)]
-    inspected = await execution.inspect()
-    return inspected.get("ExitCode"), bytes(output)
+    return ctx.wiring.docker.container(container_id)
 
 
 async def wait_clock(ctx: PhaseContext) -> None:
@@ -91,7 +85,7 @@ async def run(ctx: PhaseContext) -> str:
     for index, argv in enumerate(planned):
         shown = "the user-data's script" if argv[2:3] == [SCRIPT_RUNNER] else " ".join(argv)[:120]
         try:
-            code, output = await asyncio.wait_for(exec_in(container, argv), COMMAND_TIMEOUT)
+            code, output = await asyncio.wait_for(container.exec(argv, OUTPUT_LIMIT), COMMAND_TIMEOUT)
         except Exception as exc:  # a timeout, or dom0 went away: the next boot tries again
             ctx.log.error(f"runcmd: {shown}: {exc!r}; not marked done, it runs again at the next boot")
             applied.host_state.write(f"runcmd/{applied.instance_key}.log", bytes(log))
@@ -104,7 +98,7 @@ async def run(ctx: PhaseContext) -> str:
         failed += code != 0
     applied.host_state.write(f"runcmd/{applied.instance_key}.log", bytes(log))
     applied.host_state.write(mark, b"")
-    ctx.state.userdata["runcmd"] = {"instance": applied.instance_key, "ran": len(planned), "failed": failed}
+    ctx.state.userdata.runcmd = RuncmdState(instance=applied.instance_key, ran=len(planned), failed=failed)
     ctx.store.changed()
     return f"ran {len(planned)} for instance {applied.instance_key}, {failed} failed"
 
@@ -115,5 +109,4 @@ PHASE = Phase(
     needs=("userdata", "userdata_url", "dom0", "ntp"),
     required=False,
     uses=(Wiring.userdata, Wiring.docker, Wiring.system_containers, Wiring.clock),
-    doc=__doc__ or "",
 )

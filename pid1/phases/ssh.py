@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from pid1.host_state import HostState
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import SshState, SshStatus
 from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ DOM0_SSH_IMAGE = "pid1-dom0:latest"  # image/bundled_images.py's DOM0_TAG
 IN_DOM0 = "/var/lib/only-docker/ssh"  # image/dom0-start's $SSH
 HOST_KEY_PUBS = ("dropbear_ed25519_host_key.pub",)
 SEEN = "ssh-host-keys"  # in the host state, not under ssh/: dom0 cannot change what pid1 remembers
-ANSWER_WAIT = 30.0  # dom0 makes its host key first (~1 s under emulation), then dropbear listens
+ANSWER_WAIT = 30.0  # dom0 makes its host key first (docs/benchmarks.md), then dropbear listens
 OTHER_IMAGE_WAIT = 10.0  # a dom0 image of the user's own: its server (if any) gets this long
 RETRY = 0.2  # the port refuses until dropbear listens: one try every RETRY, up to ANSWER_WAIT
 PUB_LIMIT = 16 * 1024
@@ -157,14 +158,12 @@ def announce(ctx: PhaseContext, lines: list[str]) -> None:
 async def check(ctx: PhaseContext) -> str:
     """Look at dom0's SSH server as it is now; record and say it."""
     state = host_state(ctx)
-    record = ctx.state.ssh
     dom0 = ctx.state.containers.get("dom0")
     image = dom0.image if dom0 is not None else None
     listen = ctx.config.ssh_listen
-    record.clear()
-    record.update(listen=listen, image=image, keys=key_count(state), persistent=state.persistent)
-    if record["keys"] == 0:
-        record.update(status="off", reason=f"no SSH key: {HOW_TO_ADD}")
+    record = ctx.state.ssh = SshState(listen=listen, image=image, keys=key_count(state), persistent=state.persistent)
+    if record.keys == 0:
+        record.update(status=SshStatus.OFF, reason=f"no SSH key: {HOW_TO_ADD}")
         ctx.store.changed()
         ctx.log.notice(f"ssh: no SSH server: no key for root; {HOW_TO_ADD}")
         return "off: no key"
@@ -173,18 +172,20 @@ async def check(ctx: PhaseContext) -> str:
     answer = await wait_for_banner(address, port, ANSWER_WAIT if image == DOM0_SSH_IMAGE else OTHER_IMAGE_WAIT)
     if answer is None:
         if image == DOM0_SSH_IMAGE:
-            record.update(status="error", reason=f"dom0's SSH server did not answer on {listen} in {ANSWER_WAIT:.0f} s")
-            ctx.log.error(f"ssh: {record['reason']}")
+            record.update(status=SshStatus.ERROR,
+                          reason=f"dom0's SSH server did not answer on {listen} in {ANSWER_WAIT:.0f} s")  # fmt: skip
+            ctx.log.error(f"ssh: {record.reason}")
         else:
-            record.update(status="none", reason=f"no SSH in dom0: {image or 'its image'} has no SSH server on {listen}")
-            ctx.log.notice(f"ssh: {record['reason']} (the bundled {DOM0_SSH_IMAGE} has one)")
+            record.update(status=SshStatus.NONE,
+                          reason=f"no SSH in dom0: {image or 'its image'} has no SSH server on {listen}")  # fmt: skip
+            ctx.log.notice(f"ssh: {record.reason} (the bundled {DOM0_SSH_IMAGE} has one)")
         ctx.store.changed()
-        return record["reason"]
+        return record.reason
     ctx.log.milestone("ssh answers", f"{answer} on {listen}")
     keys, problems = read_host_keys(state)
     fingerprints = [key.fingerprint() for key in keys]
     origin = remember(state, fingerprints) if keys else "unknown"
-    record.update(status="running", banner=answer, host_keys=fingerprints, host_key_origin=origin,
+    record.update(status=SshStatus.RUNNING, banner=answer, host_keys=fingerprints, host_key_origin=origin,
                   answered_in=round(time.monotonic() - began, 3), problems=problems)  # fmt: skip
     ctx.store.changed()
     for problem in problems:
@@ -223,4 +224,4 @@ async def run(ctx: PhaseContext) -> str:
 
 
 PHASE = Phase(name="ssh", run=run, needs=("dom0",), required=False,
-              uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge), doc=__doc__ or "")  # fmt: skip
+              uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge))  # fmt: skip

@@ -11,8 +11,8 @@ within pid1.io_timeout (a device that hangs: the boot goes on without it).
 A docker root that is a mount point already is left as it is and only
 recorded. Nothing is ever formatted here.
 
-Fills `Wiring.storage` (a StorageResult: the mode, and the callbacks to call
-when the mounted disk goes away) and uses `Wiring.block_scan`,
+Fills `Wiring.storage` (a StorageResult: the mode, the disk mounted and
+where, and the callbacks to call when the mounted disk goes away) and uses `Wiring.block_scan`,
 `Wiring.formatted_disks` and `Wiring.disk_drivers_loaded_at`.
 """
 
@@ -24,16 +24,16 @@ import time
 
 from pid1.blockdev import (
     LabelledDevice,
-    MountEntry,
     Scan,
     ScanHangs,
     UeventListener,
-    mount_at,
     read_superblock,
     scan_bounded,
 )
+from pid1.linux.mountinfo import MountEntry, mount_at, read_mountinfo
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import StorageMode, StorageStatus
 from pid1.threads import bounded
 from pid1.wiring import StorageResult, Wiring
 
@@ -62,26 +62,20 @@ RAM_MODES = ("tmpfs", "ramfs")
 MOUNT_TYPE = {"ext2": "ext4", "ext3": "ext4"}
 
 
-def record(ctx: PhaseContext, mode: str, **fields: object) -> None:
+def record(
+    ctx: PhaseContext, mode: StorageMode, device: str, fstype: str, target: str, preexisting: bool,
+    label: str | None = None, error: str | None = None,
+) -> None:  # fmt: skip
     """Publish the storage mode in the state (next to what other phases keep
     in state.storage, e.g. cgroups); `run` fills the slot for later phases."""
-    keys = ("device", "fstype", "label", "error", "target", "preexisting")
-    ctx.state.storage.update({key: fields.get(key) for key in keys}, mode=mode)
+    ctx.state.storage.update(mode=mode, device=device, fstype=fstype, label=label, error=error, target=target,
+                             preexisting=preexisting)  # fmt: skip
     ctx.store.changed()
 
 
-def read_mountinfo(ctx: PhaseContext) -> str:
-    for path in (ctx.path("proc/self/mountinfo"), "/proc/self/mountinfo"):
-        try:
-            with open(path) as f:
-                return f.read()
-        except OSError:
-            continue
-    return ""
-
-
 async def record_existing(ctx: PhaseContext, target: str) -> str:
-    entry = mount_at(os.path.realpath(target), read_mountinfo(ctx)) or MountEntry(target, "?", "?", 0, 0)
+    table = read_mountinfo(ctx.path("proc/self/mountinfo"), "/proc/self/mountinfo")
+    entry = mount_at(os.path.realpath(target), table) or MountEntry(target, "?", "?", 0, 0)
     label = None
     if entry.source.startswith("/"):
         try:
@@ -89,7 +83,7 @@ async def record_existing(ctx: PhaseContext, target: str) -> str:
             label = found.label if found else None
         except (OSError, TimeoutError):
             pass  # a source that is not a readable device (a bind mount, a vanished node), or one that hangs
-    mode = "ram" if entry.fstype in RAM_MODES else "disk"
+    mode = StorageMode.RAM if entry.fstype in RAM_MODES else StorageMode.DISK
     record(ctx, mode, device=entry.source, fstype=entry.fstype, label=label, target=target, preexisting=True)
     ctx.log.info(f"storage: {target} is mounted already ({entry.fstype} from {entry.source}): left as it is")
     return f"already mounted ({mode}: {entry.fstype} from {entry.source})"
@@ -185,7 +179,7 @@ async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str, resul
                 error = (f"{disk.path} (label {disk.label}) was removed while mounted on {target}: docker's data "
                          "there can no longer be read or written; put the disk back and reboot")  # fmt: skip
                 ctx.log.error(f"storage: {error}")
-                ctx.state.storage.update(status="gone", error=error)
+                ctx.state.storage.update(status=StorageStatus.GONE, error=error)
                 ctx.store.changed()
                 return
     finally:
@@ -194,15 +188,15 @@ async def watch_disk(ctx: PhaseContext, disk: LabelledDevice, target: str, resul
 
 def mount_ram(ctx: PhaseContext, target: str, why: str, error: str | None = None) -> str:
     ensure_mounted(MountSpec("tmpfs", target, "tmpfs", data="mode=711", mode=0o711), ctx.mounts)
-    record(ctx, "ram", device="tmpfs", fstype="tmpfs", error=error, target=target, preexisting=False)
+    record(ctx, StorageMode.RAM, device="tmpfs", fstype="tmpfs", error=error, target=target, preexisting=False)
     ctx.log.notice(f"running from RAM: {why}; docker data on {target} is lost at power-off")
     return f"running from RAM ({why})"
 
 
 async def run(ctx: PhaseContext) -> str:
-    result = StorageResult(mode="ram")
+    result = StorageResult(mode=StorageMode.RAM)
     detail = await place_data_root(ctx, result)
-    result.mode = ctx.state.storage["mode"]  # what record() said
+    result.mode = ctx.state.storage.mode or StorageMode.RAM  # what record() said
     ctx.wiring.storage = result
     return detail
 
@@ -240,7 +234,8 @@ async def place_data_root(ctx: PhaseContext, result: StorageResult) -> str:
         error = f"{disk.path} ({disk.fstype}, label {label}) failed to mount on {target}: {reason} (dmesg says why)"
         ctx.log.error(f"storage: {error}")
         return mount_ram(ctx, target, f"the disk labelled {label} failed to mount: {reason}", error=error)
-    record(ctx, "disk", device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
+    record(ctx, StorageMode.DISK, device=disk.path, fstype=disk.fstype, label=label, target=target, preexisting=False)
+    result.device, result.target = disk, target
     ctx.log.notice(f"storage: {disk.path} ({disk.fstype}, label {label}) mounted on {target}")
     ctx.start_service("storage watch", lambda: watch_disk(ctx, disk, target, result))
     return f"{disk.path} ({disk.fstype}) on {target}"
@@ -252,5 +247,4 @@ PHASE = Phase(
     needs=("mounts", "modules", "disks", "autoformat"),
     fills=(Wiring.storage,),
     uses=(Wiring.block_scan, Wiring.formatted_disks, Wiring.disk_drivers_loaded_at),
-    doc=__doc__ or "",
 )

@@ -26,6 +26,10 @@ the lease comes. dom0 gets a TTY and open stdin too, so the bundled busybox `sh`
 does, and `docker exec -it dom0 sh` feels like a host shell.
 
 Registers restart actions "console" and "dom0" for the control channel.
+
+Owns: the dom0 and console ContainerSpecs and their two phases. May use:
+pid1.container_spec, pid1.phases.ssh (dom0's binds and env), the phase API
+and the wiring (the system containers, storage, user-data, the bridge).
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ def console_spec(ctx: PhaseContext) -> ContainerSpec:
         tty=True,
         open_stdin=True,
         stop_timeout=CONSOLE_STOP_TIMEOUT,
+        stop_signal="SIGHUP",  # a shell on a terminal ignores SIGTERM; a hang-up ends its session
+        stop_rank=0,
+        milestone="console started",
         bridge=ctx.wiring.maybe(Wiring.console_bridge),
     )
 
@@ -95,6 +102,7 @@ def dom0_spec(ctx: PhaseContext) -> ContainerSpec:
         tty=True,
         open_stdin=True,
         stop_timeout=DOM0_STOP_TIMEOUT,
+        stop_rank=1,
     )
 
 
@@ -129,12 +137,11 @@ async def run_console(ctx: PhaseContext) -> str:
 
 USES = (Wiring.system_containers, Wiring.storage, Wiring.userdata)
 PHASES = [
-    Phase(name="dom0", run=run_dom0, needs=("images", "console"), uses=USES, doc=__doc__ or ""),
+    Phase(name="dom0", run=run_dom0, needs=("images", "console"), uses=USES),
     Phase(
         name="console",
         run=run_console,
         needs=("images", "console_tty"),
         uses=(*USES, Wiring.console_bridge),
-        doc=__doc__ or "",
     ),
 ]

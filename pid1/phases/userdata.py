@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,12 @@ class Applied:
     binds: list[str] = field(default_factory=list)  # write_files' files, "host:container"
     instance_key: str | None = None  # the instance-id, else a digest of the user-data
     tls_dir: str | None = None  # ca.pem, cert.pem, key.pem for pid1.docker_tcp, in the host state
+
+    def take(self, data: UserData, meta: MetaData, raw: bytes) -> None:
+        """The user-data this boot applies (`raw`: its bytes, which key the
+        instance when the meta-data names none)."""
+        self.data, self.meta = data, meta
+        self.instance_key = instance_key(meta, raw)
 
 
 def is_volume(source: str) -> bool:
@@ -137,7 +143,7 @@ def apply_daemon_json(ctx: PhaseContext, applied: Applied, host_state: HostState
         host_state.remove("daemon.json")  # pid1 wrote it for an earlier user-data: not wanted now
         return None
     from pid1.daemon_json import check_daemon_json  # only with a docker section
-    from pid1.phases.dockerd import TLS_FLAGS
+    from pid1.engine.dockerd_args import TLS_FLAGS
 
     flags = ctx.config.dockerd_args + (list(TLS_FLAGS) if ctx.config.docker_tcp else [])
     checked = check_daemon_json(data.docker, flags)
@@ -269,12 +275,28 @@ def _stopper(ctx: PhaseContext, writer) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-def keep_copy(host_state: HostState, found: Found) -> None:
-    if found.source == "kept copy":
-        return
-    host_state.write("user-data", found.userdata)
-    host_state.write("meta-data", found.metadata)
-    host_state.write("source", found.source.encode() + b"\n")
+def keep_copy(host_state: HostState, userdata: bytes, metadata: bytes, source: str) -> None:
+    """Keep the user-data in the host state: the next boot falls back on it."""
+    host_state.write("user-data", userdata)
+    host_state.write("meta-data", metadata)
+    host_state.write("source", source.encode() + b"\n")
+
+
+def record_outcome(
+    ctx: PhaseContext, source: str, data: UserData, meta: MetaData, done: list[str], warnings: list[str],
+    errors: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """What a user-data did, in the log (each warning and error) and in
+    state.userdata (added to what is there already)."""
+    for warning in warnings:
+        ctx.log.warning(f"userdata: {warning}")
+    for error in errors:
+        ctx.log.error(f"userdata: {error}")
+    record = ctx.state.userdata
+    record.update(source=source, instance_id=meta.instance_id, kind=data.kind.value, applied=done)
+    record.warnings.extend(warnings)
+    record.errors.extend(errors)
+    ctx.store.changed()
 
 
 async def run(ctx: PhaseContext) -> str:
@@ -292,14 +314,14 @@ async def run(ctx: PhaseContext) -> str:
     found, problems = find_source(volume, host_state)
     for problem in problems:
         ctx.log.warning(f"userdata: {problem}")
-        record["warnings"].append(problem)
+        record.warnings.append(problem)
     tar_warnings: list[str] = []
     boot2docker_keys = keep_boot2docker_files(ctx, host_state, tar_warnings)
     if found is None:
         kept = keep_ssh_keys(host_state, boot2docker_keys, tar_warnings)
         for warning in tar_warnings:
             ctx.log.warning(f"userdata: {warning}")
-        record["warnings"] += tar_warnings
+        record.warnings += tar_warnings
         if boot2docker_keys or ctx.wiring.maybe(Wiring.boot2docker_files):
             record.update(source="boot2docker userdata.tar", applied=[f"{kept} ssh keys"])
             ctx.store.changed()
@@ -312,7 +334,7 @@ async def run(ctx: PhaseContext) -> str:
     data, found, parse_errors = parse_found(found, host_state)
     for error in parse_errors:
         ctx.log.error(f"userdata: {error}")
-        record["errors"].append(error)
+        record.errors.append(error)
     if data is None:
         ctx.store.changed()
         return f"error: {parse_errors[0]}"
@@ -321,11 +343,10 @@ async def run(ctx: PhaseContext) -> str:
     try:
         meta = parse_meta_data(found.metadata)
     except UserDataError as exc:
-        record["warnings"].append(f"meta-data: {exc}; no instance-id")
+        record.warnings.append(f"meta-data: {exc}; no instance-id")
         meta = MetaData()
-    applied.data, applied.meta = data, meta
-    applied.instance_key = instance_key(meta, found.userdata)
-    warnings, errors = list(data.warnings), list(record["errors"])
+    applied.take(data, meta, found.userdata)
+    warnings, errors = list(data.warnings), list(record.errors)
     disk_keys = volume.disk_keys if volume is not None and found is volume.found else []
     done = [f"pid1.{name}" for name in (*disk_keys, *apply_keys(ctx, data, found.source, warnings))]
     if (daemon := apply_daemon_json(ctx, applied, host_state, errors)) is not None:
@@ -337,14 +358,9 @@ async def run(ctx: PhaseContext) -> str:
     warnings += tar_warnings
     if kept := keep_ssh_keys(host_state, data.ssh_authorized_keys + boot2docker_keys, warnings):
         done.append(f"{kept} ssh key{'s' if kept > 1 else ''} kept")
-    keep_copy(host_state, found)
-    for warning in warnings:
-        ctx.log.warning(f"userdata: {warning}")
-    for error in errors[len(record["errors"]) :]:
-        ctx.log.error(f"userdata: {error}")
-    record.update(source=found.source, instance_id=meta.instance_id, kind=data.kind.value, applied=done,
-                  warnings=record["warnings"] + warnings, errors=errors)  # fmt: skip
-    ctx.store.changed()
+    if found.source != "kept copy":
+        keep_copy(host_state, found.userdata, found.metadata, found.source)
+    record_outcome(ctx, found.source, data, meta, done, warnings, errors[len(record.errors) :])
     ctx.log.notice(f"userdata: from {found.source}" + (f", instance {meta.instance_id}" if meta.instance_id else "")
                    + f": {', '.join(done) or 'nothing to apply before dockerd'}")  # fmt: skip
     return f"{found.source}: {len(done)} applied, {len(warnings)} warnings, {len(errors)} errors"
@@ -357,5 +373,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.userdata,),
     uses=(Wiring.storage, Wiring.volume_userdata, Wiring.boot2docker_files),
-    doc=__doc__ or "",
 )

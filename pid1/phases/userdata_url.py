@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING
 
 from pid1.config import KERNEL
 from pid1.phases import Phase, PhaseContext
+from pid1.phases.userdata import Applied, is_volume, keep_copy, record_outcome
 from pid1.wiring import Wiring
-
-if TYPE_CHECKING:
-    from pid1.phases.userdata import Applied
 
 FETCH_TIMEOUT = 30.0
 NETWORK_WAIT = 120.0  # a lease that comes after the network phase went on offline
-VOLUME_SOURCES = ("nocloud ", "config-2 ")
 
 
 class FetchError(RuntimeError):
@@ -65,8 +61,8 @@ async def run(ctx: PhaseContext) -> str:
     if not url.startswith("http://"):
         ctx.log.warning(f"userdata: pid1.userdata={url!r} is not an http:// URL: ignored")
         return "not an http URL"
-    source = (ctx.state.userdata.get("source") or "") if applied else ""
-    if source.startswith(VOLUME_SOURCES):
+    source = (ctx.state.userdata.source or "") if applied else ""
+    if is_volume(source):
         return f"a volume came first ({source}): {url} not fetched"
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is not None and not up.is_set():
@@ -81,7 +77,7 @@ async def run(ctx: PhaseContext) -> str:
         meta_raw = (await fetch(url + "meta-data")) if url.endswith("/") else b""
     except FetchError as exc:
         ctx.log.warning(f"userdata: {exc}; the boot goes on without it")
-        ctx.state.userdata.setdefault("warnings", []).append(str(exc))
+        ctx.state.userdata.warnings.append(str(exc))
         ctx.store.changed()
         return f"not fetched: {exc}"
     from pid1.userdata import MetaData, UserDataError, parse_meta_data, parse_userdata
@@ -92,24 +88,18 @@ async def run(ctx: PhaseContext) -> str:
     except UserDataError as exc:
         error = f"user-data from {url}: {exc}; none of it applies"
         ctx.log.error(f"userdata: {error}")
-        ctx.state.userdata.setdefault("errors", []).append(error)
+        ctx.state.userdata.errors.append(error)
         ctx.store.changed()
         return f"error: {exc}"
     return apply_late(ctx, applied, url, raw, meta_raw, data, meta)
 
 
 def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes, meta_raw: bytes, data, meta) -> str:
-    from pid1.phases.userdata import instance_key
-
     if applied is None or applied.host_state is None:
         return "no host state to keep it in"
-    state = applied.host_state
-    changed = state.read("user-data") != raw
-    state.write("user-data", raw)
-    state.write("meta-data", meta_raw)
-    state.write("source", f"url {url}\n".encode())
-    applied.data, applied.meta = data, meta
-    applied.instance_key = instance_key(meta, raw)
+    changed = applied.host_state.read("user-data") != raw
+    keep_copy(applied.host_state, raw, meta_raw, f"url {url}")
+    applied.take(data, meta, raw)
     done = []
     from pid1.phases import hostname
 
@@ -122,12 +112,8 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
     if changed and (data.docker is not None or data.write_files or data.settings):
         ctx.log.notice(f"userdata: engine settings, files and pid1 keys from {url} apply from the next boot "
                        "(they must be in place before dockerd, which starts before the network)")  # fmt: skip
-    for warning in data.warnings:
-        ctx.log.warning(f"userdata: {warning}")
-    ctx.state.userdata.update(source=f"url {url}", instance_id=meta.instance_id, kind=data.kind.value,
-                              applied=done + (["runcmd"] if data.runcmd or data.script else []))  # fmt: skip
-    ctx.state.userdata.setdefault("warnings", []).extend(data.warnings)
-    ctx.store.changed()
+    runcmd = ["runcmd"] if data.runcmd or data.script else []
+    record_outcome(ctx, f"url {url}", data, meta, done + runcmd, list(data.warnings))
     ctx.log.notice(f"userdata: from url {url}: {', '.join(done) or 'kept for the next boot'}")
     return f"url {url}: {'changed' if changed else 'as kept'}, {len(data.warnings)} warnings"
 
@@ -138,5 +124,4 @@ PHASE = Phase(
     needs=("network", "userdata"),
     required=False,
     uses=(Wiring.userdata, Wiring.network_up),
-    doc=__doc__ or "",
 )

@@ -21,10 +21,10 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from pid1 import syscalls
 from pid1.blockdev import LabelledDevice, Scan
 from pid1.config import KERNEL, USER_DATA, apply_settings
 from pid1.host_state import MAX_READ
+from pid1.linux import syscalls
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 from pid1.wiring import Wiring
@@ -150,5 +150,4 @@ PHASE = Phase(
     required=False,
     fills=(Wiring.volume_userdata,),
     uses=(Wiring.block_scan,),
-    doc=__doc__ or "",
 )

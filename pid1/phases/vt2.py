@@ -13,18 +13,19 @@ nothing runs on a timer while the state is unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import termios
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pid1 import syscalls, view
-from pid1.console import terminal_path
+from pid1.linux.terminal import TerminalMode, Tty, open_tty, terminal_path
 from pid1.log import Log
 from pid1.phases import Phase, PhaseContext
 from pid1.state import State, uptime, write_atomically
+from pid1.view.render import render, render_long
+from pid1.view.text import ASCII_GLYPHS
 
 MIN_INTERVAL = 0.25  # at most 4 frames a second
 DEFAULT_SIZE = (25, 80)  # what a VT is; also used when a terminal reports 0x0
@@ -40,30 +41,7 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 def frame(lines: list[str], first: bool) -> bytes:
     body = (CLEAR_EOL + "\r\n").join(lines) + CLEAR_EOL + CLEAR_BELOW
     prefix = (HIDE_CURSOR + CLEAR_ALL if first else "") + HOME
-    return (prefix + body).translate(view.ASCII_GLYPHS).encode("utf-8", errors="replace")
-
-
-def open_view_terminal(path: str) -> tuple[int, list | None]:
-    """Open the view's terminal, write-only in effect: no controlling tty,
-    non-blocking (a stuck terminal drops frames, never blocks pid1), echo off
-    so keys typed on it do not scribble over the view. Returns the fd and
-    the terminal's settings before (for the stop to put back)."""
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-    saved = None
-    try:
-        if not os.isatty(fd):
-            raise OSError(f"{path} is not a terminal")
-        try:
-            saved = termios.tcgetattr(fd)
-            attrs = termios.tcgetattr(fd)
-            attrs[3] &= ~(termios.ECHO | termios.ICANON)
-            termios.tcsetattr(fd, termios.TCSANOW, attrs)
-        except termios.error:
-            pass  # the view still works with echo on
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, saved
+    return (prefix + body).translate(ASCII_GLYPHS).encode("utf-8", errors="replace")
 
 
 def fingerprint(data: dict[str, Any]) -> str:
@@ -81,8 +59,7 @@ class LiveView:
 
     log: Log
     status_path: str
-    tty_fd: int = -1
-    tty_path: str = ""
+    tty: Tty | None = None  # None: no terminal view, the status file only
     min_interval: float = MIN_INTERVAL
     frames: int = 0  # frames written to the terminal
     dropped: int = 0  # frames the terminal could not take (full buffer)
@@ -122,36 +99,33 @@ class LiveView:
             self._drawn = mark
             self._last = time.monotonic()
             now = uptime()
-            self.write_status(data, now)
-            if self.tty_fd >= 0:
-                self.write_terminal(data, now)
+            self.write_status(state, now)
+            if self.tty is not None:
+                self.write_terminal(self.tty, state, now)
         except Exception as exc:
             self.fail_once("render", f"view: cannot render the state: {exc!r}")
 
-    def write_status(self, data: dict, now: float) -> None:
-        text = "\n".join(view.render_long(data, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
+    def write_status(self, state: State, now: float) -> None:
+        text = "\n".join(render_long(state, STATUS_COLUMNS, now, STATUS_LOG_LINES)) + "\n"
         try:
             write_atomically(self.status_path, text)
             self.status_writes += 1
         except OSError as exc:
             self.fail_once("status", f"view: cannot write {self.status_path}: {exc}")
 
-    def write_terminal(self, data: dict, now: float) -> None:
-        try:
-            rows, cols = syscalls.get_window_size(self.tty_fd)
-        except OSError:
-            rows, cols = 0, 0
+    def write_terminal(self, tty: Tty, state: State, now: float) -> None:
+        rows, cols = tty.size()
         rows, cols = (rows, cols) if rows and cols else DEFAULT_SIZE
-        payload = frame(view.render(data, rows, cols, now), first=self.frames == 0)
+        payload = frame(render(state, rows, cols, now), first=self.frames == 0)
         try:
-            written = os.write(self.tty_fd, payload)
+            written = os.write(tty.fd, payload)
         except BlockingIOError:
             self.dropped += 1
             return
         except OSError as exc:
             # Logging changes the state, which would redraw and fail again:
             # report once and stop using the terminal.
-            self.fail_once("tty", f"view: {self.tty_path} failed ({exc}); the view is off, status file only")
+            self.fail_once("tty", f"view: {tty.path} failed ({exc}); the view is off, status file only")
             self.close_terminal()
             return
         if written < len(payload):
@@ -163,57 +137,50 @@ class LiveView:
             self._failed.add(what)
             self.log.warning(message)
 
-    def restore_terminal(self, saved: list | None) -> None:
+    def restore_terminal(self) -> None:
         """The stop: the cursor back on and the settings as they were (on a
         development machine the terminal outlives pid1)."""
-        if self.tty_fd < 0:
-            return
-        try:
-            os.write(self.tty_fd, SHOW_CURSOR.encode())
-            if saved is not None:
-                termios.tcsetattr(self.tty_fd, termios.TCSANOW, saved)
-        except (OSError, termios.error):
-            pass
+        if self.tty is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.tty.fd, SHOW_CURSOR.encode())
+            self.tty.restore()
 
     def close_terminal(self) -> None:
-        if self.tty_fd >= 0:
-            try:
-                os.close(self.tty_fd)
-            except OSError:
-                pass
-            self.tty_fd = -1
+        if self.tty is not None:
+            self.tty.close()
+            self.tty = None
 
 
-def choose_terminal(ctx: PhaseContext) -> tuple[int, list | None, str, str]:
-    """(fd or -1, saved settings, path, why) for pid1.view_tty."""
+def choose_terminal(ctx: PhaseContext) -> tuple[Tty | None, str]:
+    """(the terminal or None, why) for pid1.view_tty."""
     name = ctx.config.view_tty
     if name.lower() in DISABLED:
-        return -1, None, "", f"pid1.view_tty={name}: no terminal view"
+        return None, f"pid1.view_tty={name}: no terminal view"
     path = terminal_path(name, ctx.root)
     if not os.path.exists(path):
-        return -1, None, path, f"no {path}: no terminal view"
+        return None, f"no {path}: no terminal view"
     try:
-        fd, saved = open_view_terminal(path)
+        tty = open_tty(path, TerminalMode.VIEW)
     except OSError as exc:
         ctx.log.warning(f"view terminal {path} cannot be used ({exc.strerror or exc}): status file only")
-        return -1, None, path, f"{path} unusable"
-    return fd, saved, path, f"view on {path}"
+        return None, f"{path} unusable"
+    return tty, f"view on {path}"
 
 
 async def run(ctx: PhaseContext) -> str:
-    fd, saved, path, why = choose_terminal(ctx)
-    live = LiveView(log=ctx.log, status_path=os.path.join(ctx.config.state_dir, "status"), tty_fd=fd, tty_path=path)
+    tty, why = choose_terminal(ctx)
+    live = LiveView(log=ctx.log, status_path=os.path.join(ctx.config.state_dir, "status"), tty=tty)
     ctx.store.listeners.append(live.on_change)
-    if fd >= 0:
+    if tty is not None:
 
         async def restore() -> None:
             # vt2 runs early in the boot, so this hook runs late in the stop
             # (hooks run in reverse): the view shows the stop until then.
-            live.restore_terminal(saved)
+            live.restore_terminal()
 
         ctx.add_stop_hook("view terminal settings", restore)
     live.on_change(ctx.state)  # the first frame, without waiting for a change
     return f"{why}; status in {live.status_path}"
 
 
-PHASE = Phase(name="vt2", run=run, needs=("mounts",), required=False, doc=__doc__ or "")
+PHASE = Phase(name="vt2", run=run, needs=("mounts",), required=False)

@@ -7,17 +7,16 @@ the console. The test drives scenarios with the docker CLI on that socket and
 reads pid1's state.json.
 
 The host phases (devices, mounts, hostname, modules, storage) are replaced by
-no-ops (noop_host_phases.py): the namespace shares the host's /dev and
-filesystem.
+no-ops (devtools/noop_host_phases.py): the namespace shares the host's /dev
+and filesystem. The command line and the host check are devtools.engine's,
+which the benchmarks use too.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,31 +25,9 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness import Pid1, load_image_module, wait_for  # noqa: E402
-
-DOCKERD_TEST_ARGS = "--bridge=none,--iptables=false,--ip-masq=false"
-
-
-def load_bundled_images_module() -> Any:
-    return load_image_module("bundled_images")
-
-
-def docker_available() -> str | None:
-    """Why the docker tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("dockerd", "containerd", "docker", "runc", "unshare"):
-        if not shutil.which(tool):
-            return f"{tool} is missing (docker.io, containerd, runc)"
-    if not os.path.exists("/bin/busybox"):
-        return "busybox-static is missing"
-    if not os.path.exists("/usr/sbin/dropbear"):
-        return "dropbear-bin is missing (the dom0 image's SSH server; tests/run installs it)"
-    return None
+from devtools.engine import docker_available, engine_cmdline
+from devtools.harness import Pid1, wait_for
+from image import bundled_images, docker_seed
 
 
 def skip_without_docker() -> None:
@@ -65,7 +42,7 @@ def bundled_images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     host's dropbear), built without a daemon."""
     skip_without_docker()
     output = tmp_path_factory.mktemp("images")
-    load_bundled_images_module().build(output)
+    bundled_images.build(output)
     return output
 
 
@@ -74,7 +51,7 @@ def docker_seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same images as a docker data root (image/docker_seed.py)."""
     skip_without_docker()
     seed = tmp_path_factory.mktemp("seed") / "docker-seed"
-    load_image_module("docker_seed").build_seed(seed, "/bin/busybox")
+    docker_seed.build_seed(seed, "/bin/busybox")
     return seed
 
 
@@ -149,24 +126,6 @@ class System:
         return wait_for(what, predicate, timeout, self.describe)
 
 
-def engine_cmdline(phases: str, workdir: Path, images_dir: Path, extra: str = "") -> str:
-    """pid1's command line for a test engine of its own under workdir: the
-    host phases replaced by no-ops, dockerd without bridge or iptables."""
-    return " ".join(
-        [
-            f"pid1.phases={phases}",
-            "pid1.extra_phases=noop_host_phases",
-            f"pid1.docker_root={workdir / 'data'}",
-            f"pid1.docker_exec_root={workdir / 'exec'}",
-            f"pid1.docker_socket={workdir / 'd.sock'}",
-            f"pid1.containerd_socket={workdir / 'c.sock'}",
-            f"pid1.images_dir={images_dir}",
-            f"pid1.dockerd_args={DOCKERD_TEST_ARGS}",
-            extra,
-        ]
-    )
-
-
 def run_key(info: dict[str, Any]) -> str:
     """Identifies one run of a container (a restarted container keeps its id)."""
     return f"{info['Id']}@{info['State']['StartedAt']}"
@@ -187,15 +146,18 @@ def start_system(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., Sy
         # Short paths: unix socket paths are limited to 108 bytes.
         workdir = workdir or Path(tempfile.mkdtemp(prefix="p1d-", dir="/var/tmp"))
         cmdline = engine_cmdline(phases, workdir, bundled_images_dir, extra_cmdline)
-        run_env = {"PYTHONPATH": f"{REPO}:{HERE}", **(env or {})}
         system = System(run=None, workdir=workdir)  # type: ignore[arg-type]
         started.append(system)
-        system.run = pid1_ns(cmdline, env=run_env)
+        system.run = pid1_ns(cmdline, env=env or {})
         return system
 
     yield start
+    bugs = []
     for system in started:
         if system.run is not None:
             system.run.stop()  # SIGKILL to the namespace's PID 1 ends every process in it
+            # a system container's keeper moved against its state machine (pid1/engine/keeper.py)
+            bugs += [line for line in system.run.log().splitlines() if "unexpected status change" in line]
     for workdir in {system.workdir for system in started}:
         shutil.rmtree(workdir, ignore_errors=True)
+    assert not bugs, "\n".join(bugs)

@@ -1,6 +1,6 @@
 """The clock against real parts: pid1 as PID 1 in a network namespace the
 test makes (a veth to a second namespace), its own dockerd, and the `ntp`
-system container running pid1's SNTP client against tests/sntp_server.py,
+system container running pid1's SNTP client against devtools/sntp_server.py,
 which serves this machine's time plus 10 minutes from the other namespace.
 
 The clock is not namespaced: a container with CAP_SYS_TIME here would set
@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HERE, REPO, docker_available, engine_cmdline
-from harness import Pid1, wait_for
-from test_network import NetPair, netpair  # noqa: F401 (the fixture)
+from test_network import netpair  # noqa: F401 (the fixture)
+
+from devtools.engine import docker_available, engine_cmdline
+from devtools.harness import Pid1, wait_for
+from devtools.netns import NetPair
 
 pytestmark = [pytest.mark.docker]
 
@@ -53,7 +55,7 @@ def sntp_server(netpair: NetPair) -> Iterator[Callable[[], subprocess.Popen]]:  
     started: list[subprocess.Popen] = []
 
     def start() -> subprocess.Popen:
-        argv = ["ip", "netns", "exec", netpair.server, sys.executable, str(REPO / "tests/sntp_server.py")]
+        argv = ["ip", "netns", "exec", netpair.server, sys.executable, "-m", "devtools.sntp_server"]
         proc = subprocess.Popen([*argv, netpair.server_ip, str(OFFSET)], stdout=subprocess.PIPE, text=True)
         assert "sntp_server:" in proc.stdout.readline(), "the test SNTP server did not start"
         started.append(proc)
@@ -85,7 +87,7 @@ def start_clocked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[..., P
         run = pid1_ns(
             cmdline,
             root=str(root),
-            env={"PYTHONPATH": f"{REPO}:{HERE}", "PID1_TEST_REAL_NETWORK": "1", "PID1_TEST_REAL_NTP": "1"},
+            env={"PID1_TEST_REAL_NETWORK": "1", "PID1_TEST_REAL_NTP": "1"},
             prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],
         )
         run.docker_socket = workdir / "d.sock"  # type: ignore[attr-defined]

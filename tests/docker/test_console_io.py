@@ -1,4 +1,4 @@
-"""The console on the VM's console: pid1's real console bridge (pid1/console.py,
+"""The console on the VM's console: pid1's real console bridge (pid1/console/,
 opened by the console_tty phase) between a pty that stands in for the VM's
 terminal and a busybox `sh` container with a TTY on a real dockerd.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import io
 import json
 import os
@@ -38,12 +37,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from pid1 import syscalls  # noqa: E402
-from pid1.console import WAITING_PREFIX, ConsoleBridge, open_terminal, raw_mode, waiting_line  # noqa: E402
+from devtools.harness import REPO
+from devtools.pty import Terminal
+from pid1.console.bridge import WAITING_PREFIX, ConsoleBridge, waiting_line
+from pid1.console.terminal import open_terminal
+from pid1.linux import syscalls
+from pid1.linux.terminal import raw_mode
 
 PROMPT = "ctest# "
 IMAGE = "busybox:latest"
@@ -171,13 +170,12 @@ def busybox_rootfs_tar() -> bytes:
     """A rootfs with Debian's static busybox: the project's image builder's
     layer (image/bundled_images.py) when it is there, else a minimal one with
     the applets these tests use."""
-    builder = REPO / "image" / "bundled_images.py"
-    if builder.exists():
-        spec = importlib.util.spec_from_file_location("bundled_images", builder)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules.setdefault("bundled_images", module)  # its dataclasses look their module up
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        return module.rootfs_layer("/bin/busybox", {})
+    try:
+        from image import bundled_images
+    except ImportError:  # this file alone, without the project's image package
+        bundled_images = None
+    if bundled_images is not None:
+        return bundled_images.rootfs_layer("/bin/busybox", {})
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for directory in ("bin", "dev", "etc", "proc", "sys", "tmp"):
@@ -323,78 +321,6 @@ def console_dockerd() -> Iterator[Dockerd]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-# --- the terminal the test types on -------------------------------------------------------
-LATE_ANSWER_SECONDS = 0.3
-
-
-class Screen:
-    """The master side of a pty: what the test types and what it reads back.
-    With `answers_late`, it answers a cursor position query as a slow terminal
-    (a serial line under TCG, a loaded host) does: LATE_ANSWER_SECONDS after
-    it read the query, when a shell that went on without waiting may be
-    running a command already."""
-
-    def __init__(self, answers_late: bool = False) -> None:
-        self.master, self.slave = os.openpty()
-        self.path = os.ttyname(self.slave)
-        os.set_blocking(self.master, False)
-        self.seen = ""
-        self.answers_late = answers_late
-        self.queries_seen = 0
-        self._owed = 0  # answers not sent yet
-        self._answer_due: float | None = None
-
-    def type(self, text: str | bytes) -> None:
-        os.write(self.master, text.encode() if isinstance(text, str) else text)
-
-    def _read_some(self, timeout: float) -> None:
-        if self._answer_due is not None:
-            timeout = min(timeout, self._answer_due - time.monotonic())
-        ready, _, _ = select.select([self.master], [], [], max(timeout, 0))
-        if ready:
-            try:
-                data = os.read(self.master, 65536).decode(errors="replace")
-            except (BlockingIOError, OSError):
-                return
-            self.seen += data
-            self.queries_seen += data.count("\x1b[6n")
-            if self.answers_late:
-                self._owed += data.count("\x1b[6n")
-                if self._owed and self._answer_due is None:
-                    self._answer_due = time.monotonic() + LATE_ANSWER_SECONDS
-        if self._answer_due is not None and time.monotonic() >= self._answer_due:
-            self.type("\x1b[25;5R" * self._owed)
-            self._owed, self._answer_due = 0, None
-
-    def expect(self, pattern: str, timeout: float, after: int = 0, describe: Callable[[], str] = str) -> re.Match:
-        """Wait (bounded) until `pattern` shows up in the output from offset `after`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.compile(pattern).search(self.seen, after)
-            if found:
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(
-                    f"{pattern!r} not on the screen within {timeout} s; screen after offset {after}:\n"
-                    f"{self.seen[after:]!r}\n{describe()}"
-                )
-            self._read_some(min(left, 0.2))
-
-    def settle(self, seconds: float) -> None:
-        """Read whatever arrives for `seconds` (used only where absence is the point)."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self._read_some(left)
-
-    def close(self) -> None:
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 @dataclass
 class Harness:
     proc: subprocess.Popen
@@ -482,7 +408,7 @@ def wait_until(what: str, check: Callable[[], object], timeout: float, describe:
 def test_typed_bytes_reach_the_shell_and_ctrl_c_reaches_only_the_container(
     console_dockerd: Dockerd, start_harness
 ) -> None:
-    screen = Screen()
+    screen = Terminal()
     try:
         original = termios.tcgetattr(screen.slave)
         assert syscalls.get_window_size(screen.slave) == (0, 0)  # like a serial console
@@ -564,7 +490,7 @@ def test_bridge_starts_the_container_sizes_it_and_survives_a_vanishing_terminal(
     """start=True: the stream is open before the shell starts, so its banner is
     not lost; the TTY gets the terminal's size; a terminal that goes away
     (EIO) is dropped and the other keeps working; output goes to both."""
-    first, second = Screen(), Screen()
+    first, second = Terminal(), Terminal()
     try:
         syscalls.set_window_size(first.slave, 40, 132)
         syscalls.set_window_size(second.slave, 50, 160)  # the smaller size wins
@@ -603,7 +529,7 @@ def test_bridge_starts_the_container_sizes_it_and_survives_a_vanishing_terminal(
 
         # The bridge's own detach sequence, typed: dockerd ends the stream while
         # the container runs; the bridge attaches again and the shell answers.
-        from pid1.console import DETACH_KEYS
+        from pid1.console.bridge import DETACH_KEYS
 
         codes = {"@": 0, "^": 0x1E, "_": 0x1F}
         for key in DETACH_KEYS.split(","):
@@ -629,7 +555,7 @@ def test_a_terminal_that_takes_no_output_does_not_hold_up_the_others(console_doc
     """The second terminal is never read (a VT with Scroll Lock on): after a
     bounded wait the bridge drops its output, and the first terminal gets
     every byte of a large output."""
-    first, stuck = Screen(), Screen()
+    first, stuck = Terminal(), Terminal()
     try:
         name = f"console-stall-{os.getpid()}"
         harness = start_harness(console_dockerd, [first.path, stuck.path], name)
@@ -683,7 +609,7 @@ def test_cursor_queries_are_answered_by_the_bridge_so_typed_ahead_lines_stay_cle
     would reach the container's cooked TTY during the next command and be
     echoed into its output (`^[[25;5R`). The bridge answers itself, so the
     screen never sees a query; the count of answers shows the queries came."""
-    screen = Screen(answers_late=True)
+    screen = Terminal(answers_late=True)
     try:
         name = f"console-cpr-{os.getpid()}"
         harness = start_harness(console_dockerd, [screen.path], name)
@@ -738,7 +664,7 @@ def test_negative_control_ctrl_c_is_lost_when_the_host_tty_keeps_isig(console_do
     """With ISIG left on (a cooked host tty), the host line discipline eats
     Ctrl-C: the sleep in the container runs on. This is why the bridge turns
     ISIG off, and shows the main test can fail."""
-    screen = Screen()
+    screen = Terminal()
     try:
         name = f"console-isig-{os.getpid()}"
         harness = start_harness(console_dockerd, [screen.path], name, "--isig-on")
@@ -773,7 +699,7 @@ def test_dockerd_dying_under_the_bridge_ends_the_session_cleanly(tmp_path: Path,
         pytest.skip("a dockerd needs root and docker.io")
     # A short path: containerd's sockets under the exec root must fit in 108 bytes.
     daemon = Dockerd(Path(tempfile.mkdtemp(prefix="console-dd-", dir="/tmp")))
-    screen = Screen()
+    screen = Terminal()
     try:
         original = termios.tcgetattr(screen.slave)
         daemon.start()
@@ -819,7 +745,7 @@ def test_pid1_opens_the_console_raw_without_making_it_its_terminal_and_restores_
     a missing terminal is skipped with a warning, the pty is raw with ISIG off,
     it is not pid1's controlling terminal (Ctrl-C there must never reach PID 1,
     for which SIGINT means reboot), and the orderly stop restores it."""
-    screen = Screen()
+    screen = Terminal()
     try:
         original = termios.tcgetattr(screen.slave)
         root = tmp_path / "root"
@@ -872,7 +798,7 @@ async def _show_waiting_on(screen_path: str) -> tuple[list, list]:
 def test_show_waiting_writes_one_line_rewritten_in_place_and_close_restores() -> None:
     import uvloop
 
-    screen = Screen()
+    screen = Terminal()
     try:
         syscalls.set_window_size(screen.slave, 24, 60)
         original = termios.tcgetattr(screen.slave)
@@ -891,12 +817,11 @@ def test_show_waiting_writes_one_line_rewritten_in_place_and_close_restores() ->
 
 CTTY_PROBE = """
 import os, sys
-sys.path.insert(0, {repo!r})
 os.setsid()
 if sys.argv[1] == "plain":
     fd = os.open({path!r}, os.O_RDWR)
 else:
-    from pid1.console import open_terminal
+    from pid1.console.terminal import open_terminal
     term = open_terminal({path!r})
 with open("/proc/self/stat") as f:
     print(int(f.read().rsplit(")", 1)[1].split()[4]))
@@ -907,11 +832,11 @@ def test_console_never_becomes_the_controlling_terminal() -> None:
     """A session leader with no controlling terminal (as PID 1 is) that opens a
     tty gets it as its controlling terminal, and then Ctrl-C on it would
     signal pid1. open_terminal() uses O_NOCTTY; the plain open is the control."""
-    screen = Screen()
+    screen = Terminal()
     try:
         results = {}
         for mode in ("plain", "bridge"):
-            code = CTTY_PROBE.format(repo=str(REPO), path=screen.path)
+            code = CTTY_PROBE.format(path=screen.path)
             done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, done.stderr
             results[mode] = int(done.stdout)

@@ -13,7 +13,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REPO, System, run_key
+from conftest import System, run_key
+
+from devtools.harness import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 

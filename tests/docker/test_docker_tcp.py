@@ -91,7 +91,7 @@ def test_docker_over_tcp_with_tls_and_a_client_certificate(start_system, tmp_pat
     port = free_port()
     system = boot(start_system, port, user_data(certs))
     state = system.run.state()
-    expected = {"status": f"TLS on 127.0.0.1:{port}", "address": f"127.0.0.1:{port}", "tls": "verify"}
+    expected = {"status": f"TLS on 127.0.0.1:{port}", "address": f"127.0.0.1:{port}", "tls": "verify", "error": None}
     assert state["dockerd"]["tcp"] == expected, system.describe()
     system.run.wait_log(f"dockerd: Docker's TCP API on 127.0.0.1:{port}, TLS with client certificates only")
     done = remote_docker(port, certs, "version", "--format", "{{.Server.Version}}")

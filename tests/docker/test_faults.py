@@ -4,7 +4,7 @@ one fault, checks what the user sees (the console and dom0 come back, or
 stay up; the state and log say what happened) and that nothing of the
 user's was lost (their containers, the files in them, their images).
 
-The README's "Faults survived" table points here. test_system_containers.py
+docs/faults.md's table points here. test_system_containers.py
 covers the restart mechanics of a killed dockerd or containerd; this module
 adds the containerd shim and what survives each of the three kills.
 """
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 from conftest import System, run_key
-from harness import namespace_processes
 from test_system_containers import assert_one_each, booted, cpu_seconds, import_image
+
+from devtools.harness import namespace_processes
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 

@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import System, load_bundled_images_module, run_key
-from harness import namespace_processes
+from conftest import System, run_key
 
-from pid1.view import render
+from devtools.harness import namespace_processes
+from image import bundled_images
+from pid1.state import State
+from pid1.view.render import render
+from pid1.view.statefile import decode
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 
@@ -104,7 +107,7 @@ def test_a_console_image_dockerd_cannot_create_falls_back_to_busybox(start_syste
     system = start_system()
     booted(system)
     before = system.wait_running("console")
-    layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {})
+    layer = bundled_images.rootfs_layer("/bin/busybox", {})
     system.docker("import", "-", "nocmd:1", input=layer)
     nocmd = system.docker("image", "inspect", "--format", "{{.Id}}", "nocmd:1").strip()
     system.docker("tag", "nocmd:1", "console-image:latest")
@@ -122,7 +125,7 @@ def test_a_console_image_dockerd_cannot_create_falls_back_to_busybox(start_syste
     assert reason.startswith(f"console-image:latest ({nocmd[7:19]}) failed to start"), reason
     assert "No command specified" in reason and "5 times in a row" in reason, reason
     assert recorded["image"] == "busybox:latest", recorded
-    shown = "\n".join(render(system.run.state(), 40, 200, now=0))
+    shown = "\n".join(render(decode(State, system.run.state()), 40, 200, now=0))
     assert "fallback: console-image:latest" in shown and "No command specified" in shown, shown
     assert "console: start failed: No command specified" in system.run.log(), system.describe()
 
@@ -156,7 +159,7 @@ def test_a_users_container_named_console_is_kept_and_the_console_runs_under_anot
         assert conflict.endswith("left alone, running as console-pid1"), conflict
         assert "console: the name console is held by a container pid1 did not make" in system.run.log()
         assert system.container_state("dom0")["name"] == "dom0", system.describe()
-        shown = "\n".join(render(system.run.state(), 40, 250, now=0))
+        shown = "\n".join(render(decode(State, system.run.state()), 40, 250, now=0))
         assert "name: the name console is held by a container pid1 did not make" in shown, shown
         # The event stream follows the console under its other name: a kill is a restart.
         system.docker("kill", "console-pid1")

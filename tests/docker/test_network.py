@@ -2,10 +2,10 @@
 namespaces the test makes, busybox `udhcpd` on the server side, and pid1 as
 PID 1 on the client side (`nsenter --net=/run/netns/CLIENT unshare ...`) with its own
 containerd + dockerd, the bundled pid1-dhcp image and the dhcp system
-container running busybox `udhcpc` with pid1/udhcpc.script bound in.
+container running busybox `udhcpc` with pid1/net/udhcpc.script bound in.
 
 Also, without docker: the udhcpc script itself against udhcpd, and the
-netlink worker (`python -m pid1.netlink`) in a namespace.
+netlink worker (`python -m pid1.net.netlink`) in a namespace.
 """
 
 from __future__ import annotations
@@ -19,100 +19,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import HERE, REPO, docker_available, engine_cmdline
-from harness import Pid1, wait_for
+
+from devtools.engine import docker_available, engine_cmdline
+from devtools.harness import REPO, Pid1, wait_for
+from devtools.netns import LEASE_SECONDS, NetPair, sh
 
 pytestmark = [pytest.mark.namespace]
 
-LEASE_SECONDS = 20  # busybox udhcpc renews after ~3/4 of it here (15 s)
-SCRIPT = REPO / "pid1" / "udhcpc.script"
+SCRIPT = REPO / "pid1" / "net" / "udhcpc.script"
 _names = itertools.count()
-
-
-def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
-    return done
-
-
-@dataclass
-class NetPair:
-    """Two network namespaces joined by a veth: `eth0` in the client, `srv0`
-    (SERVER_IP/24) in the server, and optionally udhcpd serving on it."""
-
-    client: str
-    server: str
-    subnet: str  # "10.X.Y"
-    workdir: Path
-    udhcpd: subprocess.Popen | None = None
-
-    @property
-    def server_ip(self) -> str:
-        return f"{self.subnet}.1"
-
-    def create(self) -> NetPair:
-        sh("ip", "netns", "add", self.client)
-        sh("ip", "netns", "add", self.server)
-        sh("ip", "-n", self.client, "link", "add", "eth0", "type", "veth", "peer", "name", "srv0", "netns", self.server)
-        sh("ip", "-n", self.server, "link", "set", "lo", "up")
-        sh("ip", "-n", self.server, "addr", "add", f"{self.server_ip}/24", "dev", "srv0")
-        sh("ip", "-n", self.server, "link", "set", "srv0", "up")
-        return self
-
-    def start_udhcpd(self, lease: int = LEASE_SECONDS) -> None:
-        conf = self.workdir / "udhcpd.conf"
-        leases = self.workdir / "udhcpd.leases"
-        leases.write_text("")
-        conf.write_text(
-            f"start {self.subnet}.10\nend {self.subnet}.20\ninterface srv0\nlease_file {leases}\n"
-            f"min_lease 10\noption subnet 255.255.255.0\noption router {self.server_ip}\n"
-            f"option dns {self.server_ip}\noption domain test.invalid\noption lease {lease}\n"
-        )
-        self.udhcpd_log = open(self.workdir / "udhcpd.log", "wb")
-        self.udhcpd = subprocess.Popen(
-            ["ip", "netns", "exec", self.server, "busybox", "udhcpd", "-f", str(conf)],
-            stdout=self.udhcpd_log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def server_log(self) -> str:
-        try:
-            return (self.workdir / "udhcpd.log").read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def acks(self) -> int:
-        return self.server_log().count("sending ACK")
-
-    def client_addresses(self) -> list[dict]:
-        out = sh("ip", "-n", self.client, "-j", "-4", "addr", "show", "dev", "eth0").stdout
-        return [a for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
-
-    def client_routes(self) -> str:
-        return sh("ip", "-n", self.client, "-4", "route").stdout
-
-    def describe(self) -> str:
-        return (
-            f"--- client addresses ---\n{self.client_addresses()}\n--- client routes ---\n{self.client_routes()}"
-            f"--- udhcpd log ---\n{self.server_log()[-3000:]}"
-        )
-
-    def destroy(self) -> None:
-        if self.udhcpd is not None:
-            self.udhcpd.terminate()
-            try:
-                self.udhcpd.wait(5)
-            except subprocess.TimeoutExpired:
-                self.udhcpd.kill()
-                self.udhcpd.wait(5)
-            self.udhcpd_log.close()
-        for ns in (self.client, self.server):
-            sh("ip", "netns", "del", ns, check=False)
 
 
 @pytest.fixture
@@ -135,7 +53,7 @@ def netpair(tmp_path: Path) -> Iterator[NetPair]:
 
 def worker(pair: NetPair, *args: str, timeout: float = 30) -> list[dict]:
     done = subprocess.run(
-        ["ip", "netns", "exec", pair.client, sys.executable, "-m", "pid1.netlink", *args],
+        ["ip", "netns", "exec", pair.client, sys.executable, "-m", "pid1.net.netlink", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     return [json.loads(line) for line in done.stdout.splitlines()] + [{"status": done.returncode, "err": done.stderr}]
@@ -238,7 +156,7 @@ def start_networked(pid1_ns, bundled_images_dir: Path) -> Iterator[Callable[...,
         run = pid1_ns(
             cmdline,
             root=str(root),
-            env={"PYTHONPATH": f"{REPO}:{HERE}", "PID1_TEST_REAL_NETWORK": "1"},
+            env={"PID1_TEST_REAL_NETWORK": "1"},
             # nsenter switches only the network namespace: `ip netns exec` would
             # also mount a fresh /sys, hiding the cgroup mounts dockerd needs.
             prefix=["nsenter", f"--net=/run/netns/{pair.client}", "--"],

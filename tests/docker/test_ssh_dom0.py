@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 from conftest import System, skip_without_docker
-from harness import SshClient, free_port, ssh_banner, wait_for
 from test_userdata import put_user_data
+
+from devtools.harness import SshClient, free_port, ssh_banner, wait_for
 
 pytestmark = pytest.mark.docker
 PHASES = "userdata,console,dom0,ssh,control"

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import time
 from pathlib import Path
 
 import pytest
-from conftest import System, load_bundled_images_module, run_key
-from harness import namespace_processes
+from conftest import System, run_key
+
+from devtools.harness import namespace_processes
+from devtools.pty import Terminal
+from image import bundled_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.namespace]
 
@@ -34,7 +36,7 @@ def booted(system: System) -> None:
 
 def import_image(system: System, tag: str, cmd: list[str]) -> str:
     """A busybox image with its own command (docker import of the bundled rootfs); returns its id."""
-    layer = load_bundled_images_module().rootfs_layer("/bin/busybox", {"etc/flavour": (tag.encode(), 0o644)})
+    layer = bundled_images.rootfs_layer("/bin/busybox", {"etc/flavour": (tag.encode(), 0o644)})
     system.docker("import", "-c", f"CMD {json.dumps(cmd)}", "-", tag, input=layer)
     return system.docker("image", "inspect", "--format", "{{.Id}}", tag).strip()
 
@@ -276,7 +278,7 @@ def test_a_one_layer_tarball_is_imported_with_its_config_and_others_loaded(start
     """The bundled image goes in by /images/create?fromSrc=- and keeps its
     command, environment, labels and both tags; a tarball whose config no
     Dockerfile instruction can say (a healthcheck) goes to /images/load."""
-    module = load_bundled_images_module()
+    module = bundled_images
     images = tmp_path / "images"
     module.build(images)
     other = module.ImageSpec("other.tar", ("other:1",), ("true",))
@@ -350,60 +352,28 @@ def test_pid1_cpu_stays_low_while_idle(start_system) -> None:
     assert used < 0.1, f"pid1 used {used:.2f} s of CPU in 3 s idle\n{system.describe()}"
 
 
-class Pty:
-    """A pty standing in for the VM's console terminal: the test types on the master."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.path = os.ttyname(self.slave)
-        os.set_blocking(self.master, False)
-        self.seen = ""
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def expect(self, pattern: str, timeout: float, after: int, describe) -> int:
-        """Wait until `pattern` appears after offset `after`; returns the end offset."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.compile(pattern).search(self.seen, after)
-            if found:
-                return found.end()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{pattern!r} not seen within {timeout} s: {self.seen[after:]!r}\n{describe()}")
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
-            if ready:
-                try:
-                    self.seen += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        for fd in (self.master, self.slave):
-            os.close(fd)
-
-
 def test_console_is_bridged_to_the_terminal_across_restarts(start_system) -> None:
     """`pid1.phases=console` alone brings the console_tty phase (the console
     needs it: its bridge), and each console container is started through the
     bridge: the terminal gets its prompt, shows the waiting line while it
     restarts, and talks to the new shell afterwards. (Before the wiring check
     the console did not need console_tty and started unbridged here.)"""
-    term = Pty()
+    term = Terminal()
     try:
         system = start_system(f"pid1.console={term.path}", phases="console", env={"PID1_TEST_REAL_CONSOLE": "1"})
         system.run.wait_phase("console", timeout=BOOT_TIMEOUT)
         tty_phase = system.run.state()["phases"].get("console_tty") or {}
         assert f"raw mode on {term.path}" in (tty_phase.get("detail") or ""), system.describe()
         first = system.wait_running("console")
-        mark = term.expect(r"# ", 30, 0, system.describe)
+        mark = term.expect(r"# ", 30, 0, system.describe).end()
         term.type("echo one-$((40+2))\r")
-        mark = term.expect(r"one-42\r\n", 10, mark, system.describe)
+        mark = term.expect(r"one-42\r\n", 10, mark, system.describe).end()
         system.docker("kill", "console")
-        mark = term.expect(r"\[pid1\] console restarting: console exited with status 137", 10, mark, system.describe)
+        mark = term.expect(
+            r"\[pid1\] console restarting: console exited with status 137", 10, mark, system.describe
+        ).end()
         system.wait_running("console", other_than=run_key(first))
-        mark = term.expect(r"# ", 20, mark, system.describe)
+        mark = term.expect(r"# ", 20, mark, system.describe).end()
         term.type("echo two-$((40+3))\r")
         term.expect(r"two-43\r\n", 10, mark, system.describe)
         assert_one_each(system, roles=("console",))

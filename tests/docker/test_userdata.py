@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import System, skip_without_docker
-from harness import serve_files
+
+from devtools.harness import serve_files
 
 pytestmark = pytest.mark.docker
 

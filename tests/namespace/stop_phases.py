@@ -48,7 +48,7 @@ async def raising_hooks(ctx: PhaseContext) -> str:
 
 
 async def mount_tmpfs(ctx: PhaseContext) -> str:
-    from pid1 import syscalls
+    from pid1.linux import syscalls
 
     target = os.environ["PID1_TEST_MOUNT"]
     syscalls.mount("tmpfs", target, "tmpfs", 0, "size=1m")
@@ -78,9 +78,9 @@ async def stubborn_engine(ctx: PhaseContext) -> str:
         return True
 
     for name in ("containerd", "dockerd"):
-        daemon = engine.Daemon(
-            name=name,
-            ctx=ctx,
+        daemon = engine.make_daemon(
+            ctx,
+            name,
             argv=lambda name=name: ["sh", "-c", f'trap "" TERM; echo {name}-up >> "$OUT"; while :; do sleep 0.1; done'],
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OUT": os.environ["PID1_TEST_OUT"]},
             probe=answers,

@@ -12,7 +12,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from harness import Pid1, tmpfs_dev_wrapper, wait_for
+
+from devtools.harness import Pid1, tmpfs_dev_wrapper, wait_for
 
 pytestmark = pytest.mark.namespace
 

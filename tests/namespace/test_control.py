@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Pid1, Timeout, tmpfs_dev_wrapper, wait_for
+
+from devtools.harness import Pid1, Timeout, tmpfs_dev_wrapper, wait_for
 
 pytestmark = pytest.mark.namespace
 

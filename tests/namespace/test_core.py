@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import REPO, Pid1, namespace_processes, wait_for
+
+from devtools.harness import REPO, Pid1, namespace_processes, wait_for
 
 pytestmark = pytest.mark.namespace
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Pid1, wait_for
+
+from devtools.harness import REPO, Pid1, wait_for
 
 pytestmark = pytest.mark.namespace
 

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harness import Pid1
+
+from devtools.harness import Pid1
 
 pytestmark = pytest.mark.namespace
 
@@ -36,7 +37,7 @@ def start(pid1_ns, root: Path, cmdline: str = "") -> Pid1:
 def not_a_module_tree(root: Path) -> Path:
     found = sorted(p for p in MODULES_ROOT.glob("lib/modules/*") if (p / "modules.dep").is_file())
     if not found:
-        pytest.skip(f"no Debian kernel tree under {MODULES_ROOT} (tests/kernel-tree.sh makes it)")
+        pytest.skip(f"no Debian kernel tree under {MODULES_ROOT} (devtools/kernel_tree.py makes it)")
     moddir = root / "lib/modules" / os.uname().release
     moddir.mkdir(parents=True)
     for name in METADATA:

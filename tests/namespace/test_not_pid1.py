@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, wait_for
+
+from devtools.harness import REPO, wait_for
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Pid1, wait_for
+
+from devtools.harness import Pid1, wait_for
 
 pytestmark = pytest.mark.namespace
 

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, Pid1, wait_for
+
+from devtools.harness import REPO, Pid1, wait_for
 
 pytestmark = pytest.mark.namespace
 

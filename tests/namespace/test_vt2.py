@@ -5,78 +5,21 @@ nothing changes; `<state_dir>/status` follows along."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
-import struct
 import termios
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from harness import Pid1, wait_for
 from test_control import control, events, send
 
+from devtools.harness import Pid1, wait_for
+from devtools.pty import ViewScreen
 from pid1.phases.vt2 import MIN_INTERVAL
 
 pytestmark = pytest.mark.namespace
 
 PHASES = "pid1.phases=vt2,control,fake_restarts pid1.extra_phases=tests.namespace.control_phases"
-HOME = b"\x1b[H"
-
-
-class Screen:
-    """The pty master side: collects everything pid1 writes, with arrival times."""
-
-    def __init__(self, rows: int, cols: int) -> None:
-        self.master, self.slave = os.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.path = os.ttyname(self.slave)
-        self.data = bytearray()
-        self.chunks: list[tuple[float, int]] = []  # (time, frames started in the chunk)
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            with self.lock:
-                self.data += chunk
-                self.chunks.append((time.monotonic(), chunk.count(HOME)))
-
-    def frames(self) -> list[str]:
-        with self.lock:
-            text = bytes(self.data).decode("utf-8", errors="replace")
-        return [part for part in text.split(HOME.decode())[1:]]
-
-    def frames_between(self, start: float, end: float) -> int:
-        with self.lock:
-            return sum(n for t, n in self.chunks if start <= t <= end)
-
-    def quiet_for(self, seconds: float) -> bool:
-        """Nothing has arrived for `seconds` (a pending coalesced frame comes
-        within MIN_INTERVAL of the change that asked for it)."""
-        with self.lock:
-            last = self.chunks[-1][0] if self.chunks else 0.0
-        return time.monotonic() - last >= seconds
-
-    def settled(self, what: str, timeout: float = 10) -> float:
-        """Wait (bounded) until the drawing has stopped: no frame for twice
-        the view's coalescing interval. Returns when the last frame came."""
-        wait_for(what, lambda: self.quiet_for(2 * MIN_INTERVAL), timeout, lambda: self.frames()[-1][:2000])
-        with self.lock:
-            return self.chunks[-1][0]
-
-    def close(self) -> None:
-        os.close(self.master)
-        os.close(self.slave)
 
 
 def screen_lines(frame: str) -> list[str]:
@@ -90,7 +33,7 @@ def has_row(text: str, *first_words: str) -> bool:
     return any(line.split()[: len(first_words)] == list(first_words) for line in text.splitlines())
 
 
-def start(pid1_ns, tmp_path: Path, screen: Screen, **env: str) -> Pid1:
+def start(pid1_ns, tmp_path: Path, screen: ViewScreen, **env: str) -> Pid1:
     root = tmp_path / "root"
     (root / "dev").mkdir(parents=True)
     wrapper = ["sh", "-c", 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
@@ -108,12 +51,12 @@ def start(pid1_ns, tmp_path: Path, screen: Screen, **env: str) -> Pid1:
 
 @pytest.fixture
 def screen():
-    made = Screen(rows=30, cols=100)
+    made = ViewScreen(rows=30, cols=100)
     yield made
     made.close()
 
 
-def test_the_view_fits_the_terminal_and_follows_the_state(pid1_ns, tmp_path: Path, screen: Screen) -> None:
+def test_the_view_fits_the_terminal_and_follows_the_state(pid1_ns, tmp_path: Path, screen: ViewScreen) -> None:
     run = start(pid1_ns, tmp_path, screen)
     wait_for("a frame showing every phase done", lambda: "fake_restarts" in "".join(screen.frames()[-1:]), 10)
     frame = screen.frames()[-1]
@@ -133,7 +76,7 @@ def test_the_view_fits_the_terminal_and_follows_the_state(pid1_ns, tmp_path: Pat
     assert all(len(line) <= 80 for line in text.splitlines())
 
 
-def test_redraws_are_coalesced_and_stop_when_idle(pid1_ns, tmp_path: Path, screen: Screen) -> None:
+def test_redraws_are_coalesced_and_stop_when_idle(pid1_ns, tmp_path: Path, screen: ViewScreen) -> None:
     run = start(pid1_ns, tmp_path, screen)
     wait_for("the boot frames", lambda: "fake_restarts" in "".join(screen.frames()[-1:]), 10)
     # A burst of state changes: each restart logs two lines (and writes an event).
@@ -147,7 +90,7 @@ def test_redraws_are_coalesced_and_stop_when_idle(pid1_ns, tmp_path: Path, scree
         run.wait_log("more repeated control commands ignored", timeout=10)
     last_message = run.state()["log"][-1]["message"][:40]
     wait_for("the frame of the last change", lambda: last_message in "".join(screen.frames()[-1:]), 10, run.describe)
-    ended = screen.settled("the last coalesced frame")
+    ended = screen.settled("the last coalesced frame", 2 * MIN_INTERVAL)
     frames = screen.frames_between(started, ended)
     allowed = (ended - started) / 0.25 + 2
     assert 1 <= frames <= allowed, f"{frames} frames in {ended - started:.2f} s (at most {allowed:.0f})"
@@ -159,7 +102,7 @@ def test_redraws_are_coalesced_and_stop_when_idle(pid1_ns, tmp_path: Path, scree
     before = len(screen.frames())
     send(control(run), b"frobnicate\n")
     wait_for("a frame for the change", lambda: len(screen.frames()) > before, 10, run.describe)
-    screen.settled("the frames for the change")
+    screen.settled("the frames for the change", 2 * MIN_INTERVAL)
     assert len(screen.frames()) - before == 1
     assert "'frobnicate' ignored" in screen.frames()[-1]
 
@@ -177,7 +120,7 @@ def test_no_terminal_still_writes_the_status_file(pid1_ns, tmp_path: Path) -> No
     )
 
 
-def test_the_last_frame_shows_the_stop(pid1_ns, tmp_path: Path, screen: Screen) -> None:
+def test_the_last_frame_shows_the_stop(pid1_ns, tmp_path: Path, screen: ViewScreen) -> None:
     run = start(pid1_ns, tmp_path, screen)
     send(control(run), b"poweroff\n")
     assert run.wait_exit(30) == -signal.SIGINT, run.describe()

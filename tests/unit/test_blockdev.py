@@ -233,18 +233,6 @@ def test_uevent_listener_hears_a_loop_device_attach(tmp_path: Path) -> None:
 # --- parsing ---------------------------------------------------------------------------
 
 
-def test_mountinfo_parsing_and_the_last_mount_wins() -> None:
-    text = (
-        "22 1 0:21 / /var/lib/docker rw,relatime shared:1 - tmpfs tmpfs rw\n"
-        "23 22 254:16 / /var/lib/docker rw,relatime - ext4 /dev/vdb rw\n"
-        "24 1 0:30 / /mnt/with\\040space rw - tmpfs none\\011tab rw\n"
-    )
-    entry = blockdev.mount_at("/var/lib/docker", text)
-    assert entry == blockdev.MountEntry("/var/lib/docker", "/dev/vdb", "ext4", 254, 16)
-    assert blockdev.mount_at("/mnt/with space", text).source == "none\ttab"
-    assert blockdev.mount_at("/nowhere", text) is None
-
-
 def test_uevent_classification() -> None:
     add = b"add@/devices/virtual/block/loop3\0ACTION=add\0DEVPATH=/devices/virtual/block/loop3\0SUBSYSTEM=block\0"
     assert blockdev.is_block_uevent(add)
@@ -261,3 +249,48 @@ def test_a_removal_uevent_names_the_block_device_and_nothing_else_does() -> None
     assert blockdev.removed_block_device(removal) == "vda"
     assert blockdev.removed_block_device(removal.replace(b"remove", b"add")) is None
     assert blockdev.removed_block_device(removal.replace(b"SUBSYSTEM=block", b"SUBSYSTEM=net")) is None
+
+
+@pytest.mark.parametrize("options", [[], ["-b", "4096"], ["-O", "64bit", "-b", "1024"]], ids=["default", "4k", "64bit"])
+def test_ext_block_count_is_what_dumpe2fs_says(tmp_path: Path, options: list[str]) -> None:
+    image = tmp_path / "ext4.img"
+    with open(image, "wb") as f:
+        f.truncate(48 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", *options, str(image)], check=True, capture_output=True)
+    out = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True, check=True).stdout
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert blockdev.read_ext_blocks(str(image)) == (int(fields["Block count"]), int(fields["Block size"]))
+
+
+def test_ext_block_count_refuses_what_is_not_ext(tmp_path: Path) -> None:
+    image = tmp_path / "zeros.img"
+    image.write_bytes(bytes(4096))
+    with pytest.raises(ValueError, match="no ext2/3/4 superblock"):
+        blockdev.read_ext_blocks(str(image))
+
+
+def fake_sysfs(root: Path, disk: str, part: str | None) -> None:
+    """A sysfs tree as the kernel lays out a virtio disk and its third partition."""
+    disk_dir = root / "devices/pci0000:00/0000:00:04.0/virtio1/block" / disk
+    (disk_dir / "queue").mkdir(parents=True)
+    (disk_dir / "dev").write_text("254:0\n")
+    (disk_dir / "size").write_text("4194304\n")
+    (disk_dir / "uevent").write_text(f"MAJOR=254\nMINOR=0\nDEVNAME={disk}\nDEVTYPE=disk\n")
+    (disk_dir / "queue/logical_block_size").write_text("512\n")
+    (root / "class/block").mkdir(parents=True)
+    os.symlink(f"../../devices/pci0000:00/0000:00:04.0/virtio1/block/{disk}", root / "class/block" / disk)
+    if part:
+        (disk_dir / part).mkdir()
+        for name, value in {"dev": "254:3", "partition": "3", "start": "12288", "size": "4180992"}.items():
+            (disk_dir / part / name).write_text(value + "\n")
+        os.symlink(f"../../devices/pci0000:00/0000:00:04.0/virtio1/block/{disk}/{part}", root / "class/block" / part)
+
+
+def test_a_partition_knows_its_disk_and_extent(tmp_path: Path) -> None:
+    fake_sysfs(tmp_path, "vda", "vda3")
+    part = blockdev.BlockDevice("vda3", "vda3", 254, 3, 4180992, True)
+    found = blockdev.partition_of(part, str(tmp_path))
+    assert found == blockdev.Partition(blockdev.BlockDevice("vda", "vda", 254, 0, 4194304, False), 3, 12288, 4180992,
+                                       512)  # fmt: skip
+    whole = blockdev.BlockDevice("vda", "vda", 254, 0, 4194304, False)
+    assert blockdev.partition_of(whole, str(tmp_path)) is None  # the negative control: a whole disk

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sntp_server import reply
-
+from devtools.sntp_server import reply
 from pid1 import sntp
+from pid1.engine.dockerd_args import docker_tcp_args
 from pid1.phases import ntp
-from pid1.phases.dockerd import docker_tcp_args
+from pid1.state_schema import ClockState
 from pid1.untrusted import read_untrusted
 from pid1.userdata import parse_userdata
-from pid1.view import clock_line
+from pid1.view.header import clock_line
+from pid1.view.statefile import decode
 
 
 # --- SNTP -------------------------------------------------------------------------------------
@@ -126,18 +124,22 @@ def test_the_user_data_servers_reach_the_choice() -> None:
 
 # --- VT2 -------------------------------------------------------------------------------------------------
 def test_the_vt2_line() -> None:
-    assert clock_line({}) is None
+    assert clock_line(ClockState()) is None
     synced = {"status": "synced", "mode": "set", "server": "ntp.example", "address": "10.0.0.1", "offset": 0.0012,
               "stratum": 2, "last_step": 600.0}  # fmt: skip
-    assert clock_line({"clock": synced}) == (
+    assert clock_line(decode(ClockState, synced)) == (
         "clock:   synced to ntp.example (10.0.0.1) · offset +0.001s, stratum 2 · stepped +600.000s"
     )
     query = {**synced, "mode": "query", "server": "10.0.0.1", "offset": 600.01}
-    assert clock_line({"clock": query}) == ("clock:   query only, not set · 10.0.0.1 · offset +600.010s, stratum 2")
-    assert clock_line({"clock": {"status": "unsynced", "error": "10.0.0.1: no answer"}}) == (
+    assert clock_line(decode(ClockState, query)) == (
+        "clock:   query only, not set · 10.0.0.1 · offset +600.010s, stratum 2"
+    )
+    assert clock_line(decode(ClockState, {"status": "unsynced", "error": "10.0.0.1: no answer"})) == (
         "clock:   not synced: 10.0.0.1: no answer"
     )
-    assert clock_line({"clock": {"status": "synced", "offset": "x", "stratum": []}}).startswith("clock:   synced to ?")
+    assert clock_line(decode(ClockState, {"status": "synced", "offset": "x", "stratum": []})).startswith(
+        "clock:   synced to ?"
+    )
 
 
 # --- docker_tcp ---------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from pid1 import kmod
+from pid1.kmod import batch
+from pid1.kmod import helper as modprobe_helper
 from pid1.phases import modules as phase
 
 MODULES_ROOT = Path(os.environ.get("PID1_TEST_MODULES_ROOT", "/var/cache/only-docker/kernel/root"))
@@ -36,7 +38,7 @@ def kernel_moddir() -> Path | None:
 
 MODDIR = kernel_moddir()
 needs_tree = pytest.mark.skipif(
-    MODDIR is None, reason=f"no Debian kernel tree under {MODULES_ROOT} (tests/kernel-tree.sh makes it)"
+    MODDIR is None, reason=f"no Debian kernel tree under {MODULES_ROOT} (devtools/kernel_tree.py makes it)"
 )
 
 
@@ -87,11 +89,11 @@ def test_scan_of_this_machines_sysfs_terminates() -> None:
 @needs_tree
 def test_coldplug_maps_devices_to_drivers(index: kmod.ModuleIndex, tmp_path: Path) -> None:
     aliases = kmod.scan_modaliases(str(fake_sys(tmp_path)))
-    chains, matched = phase.coldplug_requests(index, aliases)
+    chains, matched = batch.coldplug_requests(index, aliases)
     assert set(chains) == {("virtio_pci",), ("virtio_net",), ("button",)}, chains
     assert matched == 3
     ide = "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80"
-    assert phase.coldplug_requests(index, [ide, ide]) == ([("ata_piix", "ata_generic")], 2), "one chain, in order"
+    assert batch.coldplug_requests(index, [ide, ide]) == ([("ata_piix", "ata_generic")], 2), "one chain, in order"
 
 
 class Recorder:
@@ -116,10 +118,10 @@ class Recorder:
 @needs_tree
 def test_loads_dependencies_first_each_module_once(index: kmod.ModuleIndex, tmp_path: Path) -> None:
     aliases = kmod.scan_modaliases(str(fake_sys(tmp_path)))
-    requests, _ = phase.coldplug_requests(index, aliases)
+    requests, _ = batch.coldplug_requests(index, aliases)
     loader = Recorder(exists={"virtio"})
-    tally = phase.Tally()
-    results = phase.load_requests(index, [*requests, *phase.DOCKER_MODULES, *phase.INPUT_MODULES], set(), tally, loader)
+    tally = batch.Tally()
+    results = batch.load_requests(index, [*requests, *phase.DOCKER_MODULES, *phase.INPUT_MODULES], set(), tally, loader)
     calls = loader.calls
     assert len(calls) == len(set(calls)), "nothing is loaded twice"
     for module in ("virtio_net", "virtio_blk", "ext4", "overlay", "br_netfilter", "iptable_nat", "button", "evdev"):
@@ -139,15 +141,15 @@ def test_loads_dependencies_first_each_module_once(index: kmod.ModuleIndex, tmp_
     assert [r.name for r in results] == list(tally.results)
     assert tally.summary() == f"loaded {len(calls) - 1}, already 1, failed 0", tally.summary()
     # A second round over the same devices loads nothing more.
-    again = phase.load_requests(index, [*requests, *phase.DOCKER_MODULES], set(), tally, loader)
+    again = batch.load_requests(index, [*requests, *phase.DOCKER_MODULES], set(), tally, loader)
     assert again == [] and len(loader.calls) == len(calls)
 
 
 @needs_tree
 def test_loaded_and_builtin_modules_are_skipped(index: kmod.ModuleIndex) -> None:
     loader = Recorder()
-    tally = phase.Tally()
-    phase.load_requests(index, ["ext4", "unix"], {"jbd2", "mbcache", "crc16"}, tally, loader)
+    tally = batch.Tally()
+    batch.load_requests(index, ["ext4", "unix"], {"jbd2", "mbcache", "crc16"}, tally, loader)
     assert loader.calls == ["crc32c_intel", "crc32c_generic", "ext4"]
     assert tally.results["jbd2"].outcome == "already"
     assert tally.results["unix"].outcome == "builtin"
@@ -156,8 +158,8 @@ def test_loaded_and_builtin_modules_are_skipped(index: kmod.ModuleIndex) -> None
 @needs_tree
 def test_a_failure_is_named_and_only_its_dependents_are_skipped(index: kmod.ModuleIndex) -> None:
     loader = Recorder(fail={"nf_conntrack": errno.ENOEXEC})
-    tally = phase.Tally()
-    phase.load_requests(index, ["nf_nat", "overlay", "no_such_module", "veth"], set(), tally, loader)
+    tally = batch.Tally()
+    batch.load_requests(index, ["nf_nat", "overlay", "no_such_module", "veth"], set(), tally, loader)
     outcome = {name: (r.outcome, r.error) for name, r in tally.results.items()}
     assert outcome["nf_conntrack"] == ("failed", "ENOEXEC (Exec format error)")
     assert outcome["nf_nat"] == ("skipped", "needs nf_conntrack")
@@ -195,8 +197,8 @@ def test_concurrent_chains_keep_every_dependency_order(index: kmod.ModuleIndex, 
         return True
 
     requests = [("virtio_pci",), ("virtio_net",), *phase.DOCKER_MODULES, *phase.INPUT_MODULES]
-    tally = phase.Tally()
-    phase.load_requests(index, requests, set(), tally, slow_loader, workers=4)
+    tally = batch.Tally()
+    batch.load_requests(index, requests, set(), tally, slow_loader, workers=4)
     assert len(calls) == len(set(calls)), calls
     assert active[1] > 1, "chains overlapped"
     for name in calls:
@@ -207,16 +209,16 @@ def test_concurrent_chains_keep_every_dependency_order(index: kmod.ModuleIndex, 
         if result.outcome == "skipped":
             assert set(index.deps[name]) & fail, (name, result)
             assert name not in calls
-    sequential = phase.Tally()
-    phase.load_requests(index, requests, set(), sequential, Recorder(fail=dict.fromkeys(fail, errno.ENOEXEC)))
+    sequential = batch.Tally()
+    batch.load_requests(index, requests, set(), sequential, Recorder(fail=dict.fromkeys(fail, errno.ENOEXEC)))
     assert {n: r.outcome for n, r in tally.results.items()} == {n: r.outcome for n, r in sequential.results.items()}
 
 
 def test_helper_is_written_once_and_answers_as_modprobe(tmp_path: Path) -> None:
     helper = tmp_path / "run/pid1/bin/modprobe"
-    text = phase.helper_script()
-    assert phase.install_helper(str(helper), text) is True
-    assert phase.install_helper(str(helper), text) is False, "already in place: nothing written"
+    text = modprobe_helper.helper_script()
+    assert modprobe_helper.install_helper(str(helper), text) is True
+    assert modprobe_helper.install_helper(str(helper), text) is False, "already in place: nothing written"
     assert os.access(helper, os.X_OK)
     if MODDIR is None:
         pytest.skip("no kernel tree to resolve against")
@@ -235,15 +237,15 @@ def test_helper_is_written_once_and_answers_as_modprobe(tmp_path: Path) -> None:
 def test_kernel_modprobe_is_set_once(tmp_path: Path) -> None:
     sysctl = tmp_path / "modprobe"
     sysctl.write_text("/sbin/modprobe\n")
-    assert phase.point_kernel_at(str(sysctl), "/run/pid1/bin/modprobe") is True
+    assert modprobe_helper.point_kernel_at(str(sysctl), "/run/pid1/bin/modprobe") is True
     assert sysctl.read_text() == "/run/pid1/bin/modprobe"
-    assert phase.point_kernel_at(str(sysctl), "/run/pid1/bin/modprobe") is False
+    assert modprobe_helper.point_kernel_at(str(sysctl), "/run/pid1/bin/modprobe") is False
 
 
 def test_only_the_initial_pid_namespace_touches_kernel_modprobe(tmp_path: Path) -> None:
     """kernel.modprobe is one value for the whole machine: a pid1 in a
     child PID namespace (the tests, a container) must leave it alone."""
-    probe = "from pid1.phases.modules import in_initial_pid_namespace as f; print(f())"
+    probe = "from pid1.kmod.helper import in_initial_pid_namespace as f; print(f())"
     repo = Path(__file__).resolve().parents[2]
     if os.geteuid() != 0:
         pytest.skip("unshare --pid needs root")
@@ -255,22 +257,22 @@ def test_only_the_initial_pid_namespace_touches_kernel_modprobe(tmp_path: Path) 
         timeout=30,
     )
     assert out.stdout.strip() == "False", out.stderr
-    assert phase.in_initial_pid_namespace(str(tmp_path / "missing")) is False
+    assert modprobe_helper.in_initial_pid_namespace(str(tmp_path / "missing")) is False
 
 
 def test_modprobe_goes_on_path_only_where_there_is_none(tmp_path: Path) -> None:
     helper = "/run/pid1/bin/modprobe"
-    assert phase.link_into_path(str(tmp_path), helper) == "/usr/local/sbin/modprobe"
+    assert modprobe_helper.link_into_path(str(tmp_path), helper) == "/usr/local/sbin/modprobe"
     assert os.readlink(tmp_path / "usr/local/sbin/modprobe") == helper
-    assert phase.link_into_path(str(tmp_path), helper) is None, "there already"
+    assert modprobe_helper.link_into_path(str(tmp_path), helper) is None, "there already"
     kmod_root = tmp_path / "with-kmod"
     (kmod_root / "usr/sbin").mkdir(parents=True)
     (kmod_root / "usr/sbin/modprobe").write_text("a real modprobe")
-    assert phase.link_into_path(str(kmod_root), helper) is None
+    assert modprobe_helper.link_into_path(str(kmod_root), helper) is None
     assert not (kmod_root / "usr/local/sbin/modprobe").exists()
-    # the real one is what the kernel gets too (setup_modprobe)
-    assert phase.modprobe_on_path(str(kmod_root)) == "/usr/sbin/modprobe"
-    assert phase.modprobe_on_path(str(tmp_path / "bare")) is None
+    # the real one is what the kernel gets too (install_modprobe)
+    assert modprobe_helper.modprobe_on_path(str(kmod_root)) == "/usr/sbin/modprobe"
+    assert modprobe_helper.modprobe_on_path(str(tmp_path / "bare")) is None
 
 
 def test_added_devices_modaliases_come_from_uevents() -> None:

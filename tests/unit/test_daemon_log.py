@@ -1,4 +1,4 @@
-"""pid1.phases.dockerd.DaemonLog on a real pipe and log file: each daemon run
+"""pid1.engine.log_pump.DaemonLog on a real pipe and log file: each daemon run
 (one DaemonLog) leaves no file descriptor behind once its pipe has ended."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from pid1.engine.log_pump import DaemonLog
 from pid1.log import Log
-from pid1.phases.dockerd import DaemonLog
 
 RUNS = 20
 

@@ -5,11 +5,9 @@ tests/docker/test_system_containers.py."""
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -21,10 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def bundled_images():
-    """image/bundled_images.py (image/ holds scripts that import each other by name)."""
-    if str(REPO / "image") not in sys.path:
-        sys.path.insert(0, str(REPO / "image"))
-    return importlib.import_module("bundled_images")
+    """image/bundled_images.py."""
+    from image import bundled_images
+
+    return bundled_images
 
 
 def test_config_becomes_dockerfile_instructions() -> None:
@@ -139,7 +137,7 @@ def test_a_malformed_manifest_or_config_is_a_value_error_saying_why(
 
 
 def test_a_failure_in_the_progress_stream_is_raised() -> None:
-    from pid1.phases.images import progress_messages, raise_progress_error
+    from pid1.engine.client import progress_messages, raise_progress_error
 
     fine = b'{"status":"sha256:abc"}\n\n'
     raise_progress_error(progress_messages(fine))

@@ -11,9 +11,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from harness import load_image_module
 
-cpio = load_image_module("cpio")
+from image import cpio
+
 HEADER = 110  # "070701" and 13 fields of 8 hex digits
 
 

@@ -1,4 +1,4 @@
-"""pid1.kmod resolves against Debian's real kernel tree (tests/kernel-tree.sh
+"""pid1.kmod resolves against Debian's real kernel tree (devtools/kernel_tree.py
 unpacks linux-image-amd64 and runs depmod) and agrees with Debian's own
 `modprobe --show-depends`, run on the same tree as the oracle.
 
@@ -52,7 +52,7 @@ VERSION = kernel_version()
 pytestmark = pytest.mark.skipif(
     VERSION is None,
     reason=f"no Debian kernel tree with modules.dep under {MODULES_ROOT}/lib/modules "
-    "(tests/kernel-tree.sh makes it; PID1_TEST_MODULES_ROOT points elsewhere)",
+    "(devtools/kernel_tree.py makes it; PID1_TEST_MODULES_ROOT points elsewhere)",
 )
 MODPROBE = shutil.which("modprobe", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
@@ -101,11 +101,8 @@ def test_the_image_carries_what_modprobe_would_load_for_its_modules(empty_config
     """image/build.py's module closure (pid1.kmod's plan) is, module for
     module, what Debian's modprobe loads for the image's list: the initrd
     holds nothing the boot cannot load and lacks nothing it would."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "image"))
-    try:
-        import build
-    finally:
-        sys.path.pop(0)
+    from image import build
+
     moddir = MODULES_ROOT / "lib/modules" / str(VERSION)
     ours = {kmod.module_name_of(path) for path in build.module_closure(moddir, IN_IMAGE)}
     real = oracle(empty_config, "--show-depends", "-a", *IN_IMAGE)

@@ -11,9 +11,9 @@ import shutil
 import struct
 from pathlib import Path
 
-from harness import load_image_module
-
-from pid1 import ram, syscalls
+from image import build
+from pid1 import ram
+from pid1.linux import syscalls
 from pid1.phases import engine
 
 
@@ -55,7 +55,6 @@ def test_loop_config_is_the_kernels_struct() -> None:
 
 
 def test_the_engine_files_become_symlinks_into_the_mount(tmp_path: Path) -> None:
-    build = load_image_module("build")
     stage, tree = tmp_path / "stage", tmp_path / "tree"
     moving = ["usr/sbin/dockerd", "usr/lib/pid1/docker-cli", "usr/lib/modules/6.1.0-1-amd64/kernel/fs/ext4/ext4.ko"]
     for relative in moving:
@@ -87,7 +86,6 @@ def test_the_libraries_python_needs_stay_out_of_the_squashfs(tmp_path: Path) -> 
     """library_closure, which decides what base keeps, on real ELF files: the
     host's python3.11 (Debian's: image/build runs on Debian 12) needs libc and libm (through each other too), and not
     libzstd, which lies beside them (a library only the engine needs)."""
-    build = load_image_module("build")
     libraries = tmp_path / "lib"
     libraries.mkdir()
     for name in ("libc.so.6", "libm.so.6", "libzstd.so.1"):

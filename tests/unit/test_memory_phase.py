@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from pid1.config import Config
+from pid1.kmod.helper import in_initial_pid_namespace
 from pid1.phases import PhaseContext
 from pid1.phases import memory as phase
-from pid1.phases.modules import in_initial_pid_namespace
 from pid1.wiring import MountTable, RestartRegistry, Wiring
 
 

@@ -8,16 +8,10 @@ import sys
 import pytest
 
 from pid1.container_spec import ContainerSpec
-from pid1.netlink import ARPHRD_ETHER, Link, View, apply_addr_msg, apply_route_msg, is_managed_link
-from pid1.phases.network import (
-    NetConfigError,
-    NetMode,
-    lease_values,
-    parse_net_mode,
-    read_lease,
-    resolv_conf_text,
-    worker_args,
-)
+from pid1.net.dhcp import lease_values, read_lease, resolv_conf_text
+from pid1.net.mode import NetConfigError, NetMode, parse_net_mode
+from pid1.net.netlink import ARPHRD_ETHER, Link, View, apply_addr_msg, apply_route_msg, is_managed_link
+from pid1.net.worker import worker_args
 
 
 @pytest.mark.parametrize(
@@ -62,20 +56,22 @@ def test_parse_net_mode_rejects_with_a_clear_reason(value: str, says: str) -> No
         parse_net_mode(value)
 
 
-def test_a_bad_static_value_falls_back_to_dhcp_with_a_warning() -> None:
-    from types import SimpleNamespace
-
-    from pid1.config import parse_cmdline
-    from pid1.phases.network import configured_mode
+def test_a_bad_static_value_falls_back_to_dhcp_with_one_warning() -> None:
+    """The one parser checks the value where every key is checked: the
+    command line's and the user-data's, with the same warning."""
+    from pid1.config import apply_settings, parse_cmdline
 
     config, warnings = parse_cmdline("pid1.net=static:10.0.2.15,10.0.2.2")
-    assert warnings == [] and config.net == "static:10.0.2.15,10.0.2.2"
-    logged: list[str] = []
-    ctx = SimpleNamespace(config=config, log=SimpleNamespace(warning=logged.append))
-    assert configured_mode(ctx) == NetMode("dhcp")  # type: ignore[arg-type]
-    assert logged == [
-        "bad value for pid1.net: static: '10.0.2.15' has no prefix length (e.g. 10.0.2.15/24); using dhcp"
+    assert config.net == "dhcp" and "net" not in config.origins
+    assert warnings == [
+        "bad value for pid1.net: 'static:10.0.2.15,10.0.2.2': static: '10.0.2.15' has no prefix length "
+        "(e.g. 10.0.2.15/24); keeping default 'dhcp'"
     ]
+    later: list[str] = []
+    assert apply_settings(config, {"net": "static:10.0.2.15/24,10.0.3.1"}, "user-data", later) == []
+    assert config.net == "dhcp" and "is not in 10.0.2.0/24" in later[0] and "in the user-data" in later[0]
+    good, none = parse_cmdline("pid1.net=static:10.0.2.15/24,10.0.2.2")
+    assert none == [] and parse_net_mode(good.net) == NetMode("static", "10.0.2.15/24", "10.0.2.2", ())
 
 
 def link(name: str, kind: str | None = None, link_type: int = ARPHRD_ETHER, master: int | None = None) -> Link:
@@ -192,8 +188,9 @@ def test_worker_args() -> None:
 
 def test_dhcp_spec_runs_udhcpc_in_the_foreground_unprivileged_on_the_host_network() -> None:
     from pid1.config import Config
+    from pid1.net.dhcp import dhcp_spec
     from pid1.phases import PhaseContext
-    from pid1.phases.network import PHASE, dhcp_spec
+    from pid1.phases.network import PHASE
     from pid1.wiring import MountTable, RestartRegistry, Wiring
 
     def unused(*args: object) -> None:
@@ -226,6 +223,6 @@ def test_the_phase_module_does_not_import_pyroute2() -> None:
     """pyroute2 costs ~10 MiB of RSS that PID 1 would keep for good."""
     import subprocess
 
-    code = "import pid1.phases.network, pid1.netlink, sys; print('pyroute2' in sys.modules)"
+    code = "import pid1.phases.network, pid1.net.netlink, sys; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -10,9 +10,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import sample_states
 
+from devtools import sample_states
 from pid1 import plot
+from pid1.state import State
+from pid1.view.statefile import decode
 
 REPO = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -71,7 +73,7 @@ def test_unfinished_and_failed_phases() -> None:
     state = sample_states.booting()
     state["phases"]["modules"].update(status="failed", error="OSError: <no such module> & more")
     state["updated"] = 7.0
-    root = parse(plot.svg(state))
+    root = parse(plot.svg(decode(State, state)))
     bars = phase_bars(root)
     assert "running" in bars["dockerd"].get("class")
     assert "failed" in bars["modules"].get("class")
@@ -85,7 +87,7 @@ def test_unfinished_and_failed_phases() -> None:
 
 def test_odd_states_still_make_valid_svg() -> None:
     for state in ({}, {"phases": {}}, {"phases": {"x": {"started": 100000.5}}, "milestones": {"m": "bad"}}):
-        parse(plot.svg(state))
+        parse(plot.svg(decode(State, state)))
 
 
 def test_bad_file_is_one_line_and_exit_2(tmp_path: Path) -> None:

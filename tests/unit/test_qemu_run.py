@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import REPO
+
+from devtools.harness import REPO
 
 
 def qemu_argv(tmp_path: Path, *args: str) -> list[str]:

@@ -10,22 +10,21 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from image import bundled_images
 from pid1.config import listen_problem
 from pid1.host_state import HostState
 from pid1.phases.ssh import probe_address, read_host_keys, remember
 from pid1.ssh_keys import KeyLineError, authorized_keys, key_problem, parse_key
-from pid1.view import ssh_line
+from pid1.state_schema import SshState
+from pid1.view.header import ssh_line
+from pid1.view.statefile import decode
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness import load_image_module  # noqa: E402
 
 needs_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen (openssh-client) missing")
 
@@ -121,17 +120,19 @@ def test_host_key_read_is_bounded_and_remembered(tmp_path: Path) -> None:
 
 
 def test_vt2_ssh_line() -> None:
-    assert ssh_line({}) is None
-    off = ssh_line({"ssh": {"status": "off", "reason": "no SSH key: add ssh_authorized_keys to the user-data"}})
+    assert ssh_line(SshState()) is None
+    off = ssh_line(
+        decode(SshState, {"status": "off", "reason": "no SSH key: add ssh_authorized_keys to the user-data"})
+    )
     assert off == "ssh:     no SSH key: add ssh_authorized_keys to the user-data"
-    running = ssh_line({"ssh": {"status": "running", "listen": "22", "keys": 2, "host_key_origin": "kept",
-                                "host_keys": ["256 SHA256:abc root@dom0 (ED25519)"]}})  # fmt: skip
+    running = ssh_line(decode(SshState, {"status": "running", "listen": "22", "keys": 2, "host_key_origin": "kept",
+                                         "host_keys": ["256 SHA256:abc root@dom0 (ED25519)"]}))  # fmt: skip
     assert running == "ssh:     port 22 · 2 keys · 256 SHA256:abc root@dom0 (ED25519) (kept)"
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/dropbear").exists(), reason="dropbear-bin missing (tests/run installs it)")
 def test_dom0_image_is_reproducible_and_holds_dropbear_and_its_libraries(tmp_path: Path) -> None:
-    module = load_image_module("bundled_images")
+    module = bundled_images
     first = module.build(tmp_path / "a")
     second = module.build(tmp_path / "b")
     assert first["dom0.tar"].read_bytes() == second["dom0.tar"].read_bytes()  # same inputs, same image ID

@@ -25,7 +25,7 @@ def limit_memory() -> None:
 
 def read_lease_in_a_child(path: Path) -> dict[str, str]:
     code = (
-        "import json, sys\nfrom pid1.phases.network import read_lease\n"
+        "import json, sys\nfrom pid1.net.dhcp import read_lease\n"
         "class Log:\n    def warning(self, text): print(text, file=sys.stderr)\n"
         "print(json.dumps(read_lease(sys.argv[1], Log())))"
     )

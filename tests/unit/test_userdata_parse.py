@@ -275,16 +275,18 @@ def test_check_says_what_applies_and_exits_by_what_it_found(tmp_path) -> None:
 
 
 def test_the_view_says_where_the_user_data_came_from_and_the_last_error() -> None:
-    from pid1.view import config_line
+    from pid1.state_schema import UserdataState
+    from pid1.view.header import config_line
+    from pid1.view.statefile import decode
 
-    assert config_line({}) is None
+    assert config_line(UserdataState()) is None
     record = {"source": "nocloud /dev/sr0", "instance_id": "i-1", "applied": ["a", "b"], "warnings": ["w"]}
     assert (
-        config_line({"userdata": record})
+        config_line(decode(UserdataState, record))
         == "config:  user-data from nocloud /dev/sr0 · instance i-1 · 2 applied, 1 warning"
     )
     record["errors"] = ["docker section refused (mtu: ...)"]
     assert (
-        config_line({"userdata": record})
+        config_line(decode(UserdataState, record))
         == "config:  user-data from nocloud /dev/sr0 · error: docker section refused (mtu: ...)"
     )

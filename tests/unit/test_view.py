@@ -1,4 +1,4 @@
-"""The supervisor view (pid1/view.py) for typical states at 80x25 and
+"""The supervisor view (pid1/view/) for typical states at 80x25 and
 132x43, the status command on good and bad files, and the terminal frames
 the vt2 phase writes."""
 
@@ -15,11 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-import sample_states
-from sample_states import NOW_RUNNING, WALL_RUNNING
 
-from pid1 import view
+from devtools import sample_states
+from devtools.sample_states import NOW_RUNNING, WALL_RUNNING
 from pid1.phases.vt2 import frame
+from pid1.state import State
+from pid1.state_schema import NetworkState
+from pid1.view.header import network_line
+from pid1.view.render import MIN_LOG_LINES, render, render_long
+from pid1.view.statefile import decode
+from pid1.view.text import text_width
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = [(25, 80), (43, 132)]
@@ -27,7 +32,7 @@ SIZES = [(25, 80), (43, 132)]
 
 def screen(name: str, rows: int, cols: int) -> list[str]:
     build, now = sample_states.ALL[name]
-    return view.render(build(), rows, cols, now, wall=WALL_RUNNING)
+    return render(decode(State, build()), rows, cols, now, wall=WALL_RUNNING)
 
 
 def text_of(lines: list[str]) -> str:
@@ -40,7 +45,7 @@ def test_every_screen_fits(name: str, rows: int, cols: int) -> None:
     lines = screen(name, rows, cols)
     assert len(lines) == rows, text_of(lines)  # these states have enough log to fill the screen
     for line in lines:
-        assert view.text_width(line) <= cols, f"{line!r} is {view.text_width(line)} cells wide"
+        assert text_width(line) <= cols, f"{line!r} is {text_width(line)} cells wide"
         assert line.isprintable(), repr(line)
 
 
@@ -75,7 +80,7 @@ def test_running(rows: int, cols: int) -> None:
         # 13 phases do not fit beside the rest at 80x25: the finished ones collapse
         assert "done: devices 12ms, mounts 20ms" in text
     log = [line for line in lines if line.startswith("[")]
-    assert len(log) >= view.MIN_LOG_LINES
+    assert len(log) >= MIN_LOG_LINES
     assert log[-1].endswith("log line number 119 at level debug")
     times = [float(line[1:10]) for line in log]
     assert times == sorted(times)
@@ -90,7 +95,7 @@ def test_crash_looping_console(rows: int, cols: int) -> None:
     if cols >= 132:
         assert "fallback: console-image:latest exited 127 seven times in a row" in row
         # the rest of the line is cut, but it says when the next try is
-        wide = view.render(sample_states.crash_looping_console(), rows, 300, NOW_RUNNING)
+        wide = render(decode(State, sample_states.crash_looping_console()), rows, 300, NOW_RUNNING)
         full = next(line for line in wide if line.startswith("console ") and "backoff" in line)
         assert "retry in 16.0s" in full and "last exit 127" in full
 
@@ -112,11 +117,12 @@ def test_offline(rows: int, cols: int) -> None:
 
 
 def test_empty_state_says_dash_everywhere() -> None:
-    lines = view.render({}, 25, 80, 1.0)
+    lines = render(decode(State, {}), 25, 80, 1.0)
     text = text_of(lines)
     for prefix in ("boot:", "net:", "dockerd:"):
         assert f"{prefix}" in text and next(line for line in lines if line.startswith(prefix)).endswith("—")
-    assert lines[0].startswith("only-docker pid1 · up 1.0s · —")
+    assert lines[0] == "only-docker pid1 · up 1.0s · booting"  # the state's first mode; no pid shown
+    assert not any(line.startswith(("config:", "clock:", "ssh:")) for line in lines), text  # no such phase ran
 
 
 def test_hostile_text_cannot_escape_the_line() -> None:
@@ -126,12 +132,12 @@ def test_hostile_text_cannot_escape_the_line() -> None:
     state["log"].append({"time": 401.0, "level": "info", "message": "宽" * 100})
     state["phases"]["modules"]["detail"] = "x\n" * 200
     for rows, cols in [*SIZES, (10, 20), (3, 5), (1, 1)]:
-        lines = view.render(state, rows, cols, NOW_RUNNING)
+        lines = render(decode(State, state), rows, cols, NOW_RUNNING)
         assert len(lines) <= rows
         for line in lines:
             assert "\x1b" not in line and "\n" not in line and "\r" not in line and "\t" not in line
-            assert view.text_width(line) <= cols, (rows, cols, line)
-    assert view.render(state, 0, 80, 1.0) == []
+            assert text_width(line) <= cols, (rows, cols, line)
+    assert render(decode(State, state), 0, 80, 1.0) == []
 
 
 def test_wrong_shapes_do_not_raise() -> None:
@@ -145,17 +151,17 @@ def test_wrong_shapes_do_not_raise() -> None:
         "milestones": None,
     }
     for rows, cols in SIZES:
-        lines = view.render(odd, rows, cols, 10.0)
-        assert all(view.text_width(line) <= cols for line in lines)
-    assert view.render("not a dict", 25, 80, 1.0)[0].startswith("only-docker pid1")  # type: ignore[arg-type]
+        lines = render(decode(State, odd), rows, cols, 10.0)
+        assert all(text_width(line) <= cols for line in lines)
+    assert render(decode(State, "not a dict"), 25, 80, 1.0)[0].startswith("only-docker pid1")
 
 
 def test_long_form_has_every_phase_and_40_log_lines() -> None:
-    lines = view.render_long(sample_states.running(), 80, NOW_RUNNING)
+    lines = render_long(decode(State, sample_states.running()), 80, NOW_RUNNING)
     names = {line.split()[0] for line in lines if line.strip()}
     assert {name for name, *_ in sample_states.BOOT} <= names
     assert len([line for line in lines if line.startswith("[")]) == 40
-    assert all(view.text_width(line) <= 80 for line in lines)
+    assert all(text_width(line) <= 80 for line in lines)
 
 
 def test_terminal_frame_repaints_in_place() -> None:
@@ -236,14 +242,15 @@ def test_the_shallow_state_json_is_the_whole_state() -> None:
 
 
 def test_lease_time_left_from_wall_clock_or_uptime_stamps() -> None:
-    wall = sample_states.running()["network"]
-    assert "lease 23h55m left of 1d00h" in view.network_line({"network": wall}, NOW_RUNNING, WALL_RUNNING)
-    expired = view.network_line({"network": wall}, NOW_RUNNING, WALL_RUNNING + 86400)
+    wall = decode(NetworkState, sample_states.running()["network"])
+    assert "lease 23h55m left of 1d00h" in network_line(wall, NOW_RUNNING, WALL_RUNNING)
+    expired = network_line(wall, NOW_RUNNING, WALL_RUNNING + 86400)
     assert "lease of 1d00h expired 4m49s ago" in expired, expired
-    by_uptime = {"mode": "dhcp", "address": "10.0.2.15", "lease_seconds": 600, "lease_obtained": 100.0}
-    assert "lease 6m40s left of 10m00s" in view.network_line({"network": by_uptime}, 300.0, WALL_RUNNING)
-    waiting = {"mode": "dhcp", "link": "eth0", "status": "waiting for a lease"}
-    assert view.network_line({"network": waiting}, 1.0, WALL_RUNNING) == "net:     dhcp eth0 waiting for a lease"
+    # a machine without a real-time clock: `date +%s` counts from 0 at boot
+    by_uptime = NetworkState(mode="dhcp", address="10.0.2.15", lease_seconds=600, lease_obtained=100)
+    assert "lease 6m40s left of 10m00s" in network_line(by_uptime, 300.0, WALL_RUNNING)
+    waiting = decode(NetworkState, {"mode": "dhcp", "link": "eth0", "status": "waiting for a lease"})
+    assert network_line(waiting, 1.0, WALL_RUNNING) == "net:     dhcp eth0 waiting for a lease"
 
 
 def test_a_state_write_that_changes_nothing_draws_nothing(tmp_path: Path) -> None:
@@ -262,9 +269,9 @@ def test_a_state_write_that_changes_nothing_draws_nothing(tmp_path: Path) -> Non
     state.log.append(LogLine(time=1.0, level="info", message="something happened"))
     live.redraw(state)
     state.containers.clear()
-    state.dockerd["dockerd"] = {"pid": 5}
+    state.dockerd.daemon("dockerd").pid = 5
     live.redraw(state)
-    state.dockerd["dockerd"]["pid"] = 6  # nested change, same dict object
+    state.dockerd.daemon("dockerd").pid = 6  # nested change, same record
     live.redraw(state)
     assert (live.status_writes, live.unchanged) == (4, 1)
     assert "something happened" in (tmp_path / "status").read_text()

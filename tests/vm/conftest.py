@@ -7,16 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from vm import REPO, VM, BootTimeout
+from devtools.vm import REPO, VM, BootTimeout
 
 BUILD_TIMEOUT = 1800  # first build downloads ~100 MB of packages and wheels
 # Guest uptime to a console prompt is ~50 s under TCG on 2 busy cores; the

@@ -26,7 +26,8 @@ import subprocess
 import time
 
 import pytest
-from vm import ANSI, REPO, VM, BootTimeout
+
+from devtools.vm import ANSI, REPO, VM, BootTimeout
 
 pytestmark = pytest.mark.vm
 

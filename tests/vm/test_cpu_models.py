@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import pytest
 from test_boot import STEP, shell_ready
 from test_memory_vm import check_engine_mounted
-from vm import VM
 
+from devtools.vm import VM
 from pid1 import ram
 
 pytestmark = pytest.mark.vm

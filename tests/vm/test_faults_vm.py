@@ -7,7 +7,7 @@
                root, booted again; qemu killed during a `docker commit`,
                booted again: the data root is consistent and the console comes.
 
-The README's "Faults survived" table points here.
+docs/faults.md's table points here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import time
 
 import pytest
 from test_boot import STEP, shell_ready, wait_running
-from vm import REPO, VM, BootTimeout
+
+from devtools.vm import REPO, VM, BootTimeout
 
 pytestmark = pytest.mark.vm
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import serve_files
-from sntp_server import SntpServer
 from test_boot import STEP, shell_ready
 
+from devtools.harness import serve_files
+from devtools.sntp_server import SntpServer
 from pid1.autoformat import BOOT2DOCKER_MAGIC
 from pid1.blockdev import read_superblock
 

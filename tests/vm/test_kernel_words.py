@@ -10,7 +10,8 @@ import json
 
 import pytest
 from test_boot import STEP, shell_ready
-from vm import VM
+
+from devtools.vm import VM
 
 pytestmark = pytest.mark.vm
 

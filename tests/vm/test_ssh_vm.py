@@ -16,15 +16,13 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 from test_boot import STEP, shell_ready
-from vm import REPO, nocloud_iso
 
-sys.path.insert(0, str(REPO / "tests"))
-from harness import SshClient, free_port, ssh_banner, wait_for
+from devtools.harness import SshClient, free_port, ssh_banner, wait_for
+from devtools.vm import REPO, nocloud_iso
 
 pytestmark = pytest.mark.vm
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from test_boot import STEP, shell_ready
-from vm import REPO, nocloud_iso
+
+from devtools.vm import REPO, nocloud_iso
 
 pytestmark = pytest.mark.vm
 

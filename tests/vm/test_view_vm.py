@@ -20,7 +20,8 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from vm import ARTIFACTS, REPO, VM
+
+from devtools.vm import ARTIFACTS, REPO, VM
 
 pytestmark = pytest.mark.vm
 

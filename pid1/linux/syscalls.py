@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 # The soname directly: ctypes.util.find_library() runs ldconfig/gcc in
-# subprocesses, which cost 0.6 s of a boot in the guest.
+# subprocesses, a cost a boot notices (docs/benchmarks.md, "Start-up costs").
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # mount(2) flags
@@ -271,7 +271,7 @@ def spawn(program: str, argv: list[str], env: dict[str, str], actions: list[File
 
 def release_free_memory() -> None:
     """malloc_trim(0): hand the heap's free pages back to the kernel. Boot-time
-    imports and JSON churn leave ~1 MiB free but resident in PID 1 otherwise."""
+    imports and JSON churn leave free pages resident in PID 1 otherwise."""
     _libc.malloc_trim(0)
 
 
@@ -291,3 +291,41 @@ def adjtime(offset: float) -> None:
     delta = _Timeval(whole, round((offset - whole) * 1e6))
     _libc.adjtime.argtypes = [ctypes.POINTER(_Timeval), ctypes.c_void_p]
     _check(_libc.adjtime(ctypes.byref(delta), None), "adjtime")
+
+
+# --- growing a partition and its filesystem ------------------------------------
+BLKPG = 0x1269  # _IO(0x12, 105)
+BLKPG_RESIZE_PARTITION = 3
+EXT4_IOC_RESIZE_FS = 0x40086610  # _IOW('f', 16, __u64)
+
+
+class _BlkpgPartition(ctypes.Structure):
+    _fields_ = [
+        ("start", ctypes.c_longlong),  # bytes
+        ("length", ctypes.c_longlong),
+        ("pno", ctypes.c_int),
+        ("devname", ctypes.c_char * 64),
+        ("volname", ctypes.c_char * 64),
+    ]
+
+
+class _BlkpgIoctlArg(ctypes.Structure):
+    _fields_ = [("op", ctypes.c_int), ("flags", ctypes.c_int), ("datalen", ctypes.c_int), ("data", ctypes.c_void_p)]
+
+
+def resize_partition(disk_fd: int, number: int, start: int, length: int) -> None:
+    """BLKPG_RESIZE_PARTITION: tell the kernel partition `number` of the disk
+    open on disk_fd now spans `length` bytes from `start` (which must be
+    where it starts). Works while the partition is mounted, unlike
+    BLKRRPART, which refuses a disk in use. Needs CAP_SYS_ADMIN."""
+    part = _BlkpgPartition(start=start, length=length, pno=number)
+    arg = _BlkpgIoctlArg(op=BLKPG_RESIZE_PARTITION, datalen=ctypes.sizeof(part), data=ctypes.addressof(part))
+    _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+    _check(_libc.ioctl(disk_fd, BLKPG, ctypes.byref(arg)), f"BLKPG_RESIZE_PARTITION {number}")
+
+
+def resize_ext4(fd: int, blocks: int) -> None:
+    """EXT4_IOC_RESIZE_FS: grow the mounted ext4 filesystem that fd (any file
+    or directory on it) belongs to, to `blocks` blocks, online (what
+    resize2fs does for a mounted filesystem). Needs CAP_SYS_RESOURCE."""
+    fcntl.ioctl(fd, EXT4_IOC_RESIZE_FS, struct.pack("Q", blocks))

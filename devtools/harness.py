@@ -1,13 +1,16 @@
 """Runs pid1 as PID 1 of a new PID + mount (+ UTS, IPC) namespace, and waits
 for conditions on it with bounded timeouts. Every failure message carries what
 was seen: pid1's log and its state.json.
+
+Also the small helpers the tests and benchmarks share: an HTTP server for a
+user-data seed, the processes of a namespace, an SSH client of its own.
+Uses the standard library and the host's tools (unshare, nsenter, ssh).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
 import json
 import os
 import signal
@@ -30,20 +33,6 @@ def tmpfs_dev_wrapper(root: Path, shell_first: str = "") -> list[str]:
     shell_first: shell commands run before (e.g. `umask 0;`)."""
     (root / "dev").mkdir(parents=True, exist_ok=True)
     return ["sh", "-c", shell_first + 'mount -t tmpfs devtest "$0/dev" && exec "$@"', str(root)]
-
-
-def load_image_module(name: str) -> Any:
-    """image/NAME.py as a module (image/ is scripts, not a package; its
-    modules import each other by name)."""
-    if str(REPO / "image") not in sys.path:
-        sys.path.insert(0, str(REPO / "image"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "image" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 @contextlib.contextmanager
@@ -308,3 +297,47 @@ def ssh_banner(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> byte
             return sock.recv(256).split(b"\n")[0]
     except OSError:
         return b""
+
+
+# --- a disk image laid out as image/ builds dist/only-docker.img ----------------------
+GPT_TYPES = {
+    "bios": "21686148-6449-6E6F-744E-656564454649",  # BIOS boot: GRUB's core.img
+    "ESP": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",  # EFI system
+    "DOCKER": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",  # Linux filesystem
+}
+MIB = 1 << 20
+
+
+def sfdisk(*args: str, script: str | None = None) -> str:
+    """util-linux's sfdisk on a file or device (no root needed for a file); its stdout."""
+    done = subprocess.run(["sfdisk", *args], input=script, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"sfdisk {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def grow_word(image: Path | str) -> str:
+    """The pid1.grow word for a disk image: its primary GPT's entry-array CRC
+    (LBA 1, offset 88, little-endian), read back as the image build does."""
+    with open(image, "rb") as f:
+        f.seek(512 + 88)
+        return f"{int.from_bytes(f.read(4), 'little'):08x}"
+
+
+def make_disk_image(path: Path, esp_mib: int = 4, docker_mib: int = 64, docker_to_last_lba: bool = False) -> str:
+    """A sparse file with the disk image's GPT, made by sfdisk as a user (or
+    the image build) makes it: bios (1 MiB at 1 MiB), ESP, DOCKER last and
+    ending at the last 1 MiB boundary (sfdisk's default), or exactly at the
+    last usable LBA. No filesystems. Returns the pid1.grow word."""
+    sectors = (3 + esp_mib + docker_mib) * MIB // 512  # a MiB for the backup GPT at the end
+    with open(path, "wb") as f:
+        f.truncate(sectors * 512)
+    last_usable, docker_start = sectors - 34, (2 + esp_mib) * MIB // 512
+    docker_size = f", size={last_usable - docker_start + 1}" if docker_to_last_lba else ""
+    script = (
+        "label: gpt\n"
+        f"start=1MiB, size=1MiB, type={GPT_TYPES['bios']}, name=bios\n"
+        f"size={esp_mib}MiB, type={GPT_TYPES['ESP']}, name=ESP\n"
+        f"type={GPT_TYPES['DOCKER']}, name=DOCKER{docker_size}\n"
+    )
+    sfdisk("-q", str(path), script=script)
+    return grow_word(path)

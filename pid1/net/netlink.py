@@ -1,4 +1,4 @@
-"""The network phase's netlink worker: `python -m pid1.netlink ...`.
+"""The network phase's netlink worker: `python -m pid1.net.netlink ...`.
 
 A short-lived child of PID 1 (started through the reaper) that uses pyroute2
 to bring `lo` and the machine's ethernet links up, optionally applies a static
@@ -13,19 +13,11 @@ It reports on stdout as JSON lines, one event each, and exits:
     {"event": "timeout", "seen": {...}}        (exit status 2)
     {"event": "error", "message": "..."}       (exit status 1)
 
-Why a child process and not a thread in PID 1 (measured on this machine with
-a uvloop process that has aiodocker imported, as PID 1 does; Python 3.11,
-pyroute2 0.9.7; RSS in MiB, the same watch run both ways):
-
-    worker thread (run_in_executor + asyncio.run)    37.8 -> 49.3 (+11.5, for good:
-                                                                   modules are never unloaded)
-    this child, spawned                              37.6 -> 37.8 (the child peaks at
-                                                                   ~33 and exits with the phase)
-
-The core's budget for an idle PID 1 is 40 MiB, so pyroute2 lives here. The
-price is a Python start plus the pyroute2 import before the links are known
-and the DHCP client can start (phase start -> "links" event: ~0.55 s on this
-machine; a thread would pay the import too, minus ~0.05 s). It also sidesteps the uvloop
+Why a child process and not a thread in PID 1: pyroute2 imported into PID 1
+stays there for good (modules are never unloaded), more RSS than an idle
+PID 1's budget has room for; the child pays a Python start
+and the import before the links are known (both measured in
+docs/benchmarks.md, "Network"). It also sidesteps the uvloop
 trap: pyroute2 0.9's async API fails on uvloop ("invalid family 16") and its
 sync IPRoute refuses to be created inside a running loop; the child runs
 pyroute2's async API on a plain asyncio loop of its own.
@@ -255,7 +247,7 @@ async def watch(request: Request) -> int:
 
 
 def parse_args(argv: list[str]) -> Request:
-    parser = argparse.ArgumentParser(prog="python -m pid1.netlink", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m pid1.net.netlink", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--deadline", type=float, help="time.monotonic() value to give up at")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (when no --deadline)")
     parser.add_argument("--no-wait", action="store_true", help="bring links up (and apply --static), then exit")

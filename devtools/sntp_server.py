@@ -3,7 +3,7 @@ this machine's time plus a fixed offset (busybox ntpd serves only the local
 clock, and no test may change that). Run in a network namespace the test
 made, or on 127.0.0.1 for a VM (the guest reaches it as 10.0.2.2):
 
-    python3 tests/sntp_server.py ADDRESS OFFSET_SECONDS [PORT]
+    python -m devtools.sntp_server ADDRESS OFFSET_SECONDS [PORT]
 """
 
 from __future__ import annotations

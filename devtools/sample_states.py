@@ -1,12 +1,27 @@
 """Typical supervisor states, built with pid1's own State dataclasses and
-serialised the way state.json is, for the view and plot tests."""
+serialised the way state.json is: for the view and plot tests, and the
+frame cost bench/idle.py measures."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from pid1.state import ContainerState, LogLine, PhaseState, State
+from pid1.state import LogLine, State
+from pid1.state_schema import (
+    ContainerState,
+    ContainerStatus,
+    DaemonState,
+    DaemonStatus,
+    EngineState,
+    Mode,
+    NetworkState,
+    NetworkStatus,
+    PhaseState,
+    PhaseStatus,
+    StorageMode,
+    StorageState,
+)
 
 # The real boot's phases, in DAG order, with (start, duration) in seconds of uptime.
 BOOT = [
@@ -25,19 +40,20 @@ BOOT = [
     ("console", ["images", "network"], 11.70, 0.900),
 ]
 NOW_RUNNING = 300.0
+DISK = StorageState(mode=StorageMode.DISK, device="/dev/vda", fstype="ext4", label="DOCKER")
 WALL_RUNNING = 1_800_000_000.0  # the wall clock at NOW_RUNNING (the DHCP lease is stamped with it)
 
 
-def _state(upto: float | None) -> State:
+def boot_state(upto: float | None) -> State:
     """The boot as it stood at uptime `upto` (None: finished)."""
     state = State(pid=1, booted_at=4.1)
     for name, needs, start, took in BOOT:
         record = PhaseState(name=name, needs=needs, required=name not in ("vt2", "control", "console_tty"))
         if upto is None or start + took <= upto:
-            record.status, record.started, record.ended, record.duration = "done", start, start + took, took
+            record.status, record.started, record.ended, record.duration = PhaseStatus.DONE, start, start + took, took
             record.attempts = 1
         elif start <= upto:
-            record.status, record.started, record.attempts = "running", start, 1
+            record.status, record.started, record.attempts = PhaseStatus.RUNNING, start, 1
         state.phases[name] = record
     state.milestones = {"pid1 started": 4.10, "dockerd answering": 9.20, "console started": 12.60}
     for i in range(120):
@@ -47,42 +63,46 @@ def _state(upto: float | None) -> State:
 
 
 def booting() -> dict[str, Any]:
-    state = _state(upto=7.0)
-    state.mode = "booting"
-    state.storage = {"mode": "disk", "device": "/dev/vda", "fstype": "ext4", "label": "DOCKER"}
-    state.dockerd = {
-        "containerd": {"pid": 230, "status": "running", "up_since": 5.1, "restarts": 0},
-        "dockerd": {"pid": 231, "status": "starting", "restarts": 0},
-    }
+    state = boot_state(upto=7.0)
+    state.mode = Mode.BOOTING
+    state.storage = DISK
+    state.dockerd = EngineState(
+        containerd=DaemonState(pid=230, status=DaemonStatus.RUNNING, up_since=5.1),
+        dockerd=DaemonState(pid=231, status=DaemonStatus.STARTING),
+    )
     return roundtrip(state)
 
 
-def running() -> dict[str, Any]:
-    state = _state(upto=None)
-    state.mode = "running"
-    state.storage = {"mode": "disk", "device": "/dev/vda", "fstype": "ext4", "label": "DOCKER"}
+def running_state() -> State:
+    state = boot_state(upto=None)
+    state.mode = Mode.RUNNING
+    state.storage = DISK
     # what the network phase records (the lease stamps are `date +%s` in the dhcp container)
     obtained = int(WALL_RUNNING - (NOW_RUNNING - 11.7))
-    state.network = {
-        "mode": "dhcp",
-        "status": "up",
-        "link": "eth0",
-        "address": "10.0.2.15",
-        "prefixlen": 24,
-        "gateway": "10.0.2.2",
-        "dns": ["10.0.2.3"],
-        "lease_seconds": 86400,
-        "lease_obtained": obtained,
-        "lease_expires": obtained + 86400,
-        "renewals": 0,
-    }
-    state.dockerd = {
-        "containerd": {"pid": 230, "status": "running", "up_since": 5.1, "restarts": 0},
-        "dockerd": {"pid": 231, "status": "running", "up_since": 9.2, "restarts": 0},
-    }
+    state.network = NetworkState(
+        mode="dhcp",
+        status=NetworkStatus.UP,
+        link="eth0",
+        address="10.0.2.15",
+        prefixlen=24,
+        gateway="10.0.2.2",
+        dns=["10.0.2.3"],
+        lease_seconds=86400,
+        lease_obtained=obtained,
+        lease_expires=obtained + 86400,
+    )
+    state.dockerd = EngineState(
+        containerd=DaemonState(pid=230, status=DaemonStatus.RUNNING, up_since=5.1),
+        dockerd=DaemonState(pid=231, status=DaemonStatus.RUNNING, up_since=9.2),
+    )
     state.containers = {
         "dhcp": ContainerState(
-            role="dhcp", name="pid1-dhcp", image="dhcp:bundled", image_reason="bundled", status="running", up_since=9.3
+            role="dhcp",
+            name="pid1-dhcp",
+            image="dhcp:bundled",
+            image_reason="bundled",
+            status=ContainerStatus.RUNNING,
+            up_since=9.3,
         ),
         "dom0": ContainerState(
             role="dom0",
@@ -90,7 +110,7 @@ def running() -> dict[str, Any]:
             image="dom0-image:latest",
             image_reason="tag dom0-image:latest",
             container_id="4f1c2d3e4b5a69788796a5b4",
-            status="running",
+            status=ContainerStatus.RUNNING,
             up_since=12.3,
         ),
         "console": ContainerState(
@@ -99,17 +119,21 @@ def running() -> dict[str, Any]:
             image="console-image:latest",
             image_reason="tag console-image:latest",
             container_id="9a8b7c6d5e4f30211203f4e5",
-            status="running",
+            status=ContainerStatus.RUNNING,
             up_since=12.6,
         ),
     }
-    return roundtrip(state)
+    return state
+
+
+def running() -> dict[str, Any]:
+    return roundtrip(running_state())
 
 
 def crash_looping_console() -> dict[str, Any]:
-    data = running()
-    data["containers"]["console"].update(
-        status="backoff",
+    state = running_state()
+    state.containers["console"].update(
+        status=ContainerStatus.BACKOFF,
         up_since=None,
         restarts=7,
         failures_in_row=7,
@@ -119,30 +143,27 @@ def crash_looping_console() -> dict[str, Any]:
         image_reason="bundled fallback",
         fallback_reason="console-image:latest exited 127 seven times in a row",
     )
-    return data
+    return roundtrip(state)
 
 
 def ram_mode() -> dict[str, Any]:
-    data = running()
+    state = running_state()
     # what the storage phase records when no disk is labelled DOCKER
-    data["storage"] = {"mode": "ram", "device": "tmpfs", "fstype": "tmpfs", "error": None, "target": "/var/lib/docker"}
-    data["phases"]["storage"]["detail"] = (
-        "running from RAM (no disk labelled DOCKER (4 block devices checked, waited 1.0 s))"
+    state.storage = StorageState(
+        mode=StorageMode.RAM, device="tmpfs", fstype="tmpfs", target="/var/lib/docker", preexisting=False
     )
-    return data
+    why = "no disk labelled DOCKER (4 block devices checked, waited 1.0 s)"
+    state.phases["storage"].detail = f"running from RAM ({why})"
+    return roundtrip(state)
 
 
 def offline() -> dict[str, Any]:
-    data = running()
-    data["network"] = {
-        "mode": "dhcp",
-        "status": "offline",
-        "link": "eth0",
-        "offline_reason": "no lease within 15 s",
-        "waited": 15.0,
-    }
-    data["containers"].pop("dhcp")
-    return data
+    state = running_state()
+    state.network = NetworkState(
+        mode="dhcp", status=NetworkStatus.OFFLINE, link="eth0", offline_reason="no lease within 15 s", waited=15.0
+    )
+    state.containers.pop("dhcp")
+    return roundtrip(state)
 
 
 def roundtrip(state: State) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Test-only phases (pid1.extra_phases=noop_host_phases, with tests/docker on
-PYTHONPATH) that stand in for the host phases: in a test namespace pid1 must
+"""Test-only phases (pid1.extra_phases=devtools.noop_host_phases, as
+devtools.engine's command line says) that stand in for the host phases: in a test namespace pid1 must
 not make device nodes in the host's /dev or mount over /tmp and /run, and
 dockerd needs nothing from them there (the host has /proc, /sys, cgroups and
 the modules loaded). Extra modules override the built-in phases of the same
@@ -31,6 +31,7 @@ import os
 
 from pid1.blockdev import Scan
 from pid1.phases import Phase, PhaseContext
+from pid1.state_schema import NetworkStatus, StorageMode
 from pid1.wiring import StorageResult, Wiring
 
 
@@ -39,8 +40,8 @@ async def noop(ctx: PhaseContext) -> str:
 
 
 async def storage(ctx: PhaseContext) -> str:
-    mode = os.environ.get("PID1_TEST_STORAGE", "ram")
-    ctx.state.storage = {"mode": mode, "source": "test"}
+    mode = StorageMode(os.environ.get("PID1_TEST_STORAGE", "ram"))
+    ctx.state.storage.mode = mode
     ctx.wiring.storage = StorageResult(mode=mode)
     return f"{mode} (test stand-in)"
 
@@ -72,7 +73,7 @@ async def ntp_query_only(ctx: PhaseContext) -> str:
 async def network(ctx: PhaseContext) -> str:
     import asyncio
 
-    ctx.state.network.update(mode="host", status="up")
+    ctx.state.network.update(mode="host", status=NetworkStatus.UP)
     ctx.wiring.network_up = up = asyncio.Event()
     up.set()
     return "the host's network (test stand-in)"

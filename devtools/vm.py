@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 # pid1's milestone lines on the serial console (kernel printk of /dev/kmsg lines)
 PHASE_DONE = re.compile(r"pid1: phase (\S+) done in (\d+) ms \(uptime ([0-9.]+) s\)")

@@ -17,39 +17,31 @@ non-blocking fds, output through `add_writer` when a terminal is slow, no
 threads. A terminal that goes away (EIO, hang-up) is dropped and the others
 carry on; one that stops taking output is skipped after a bounded wait so it
 cannot stall the others.
+
+Owns: ConsoleBridge (the terminals' fan-out and fan-in, the attach streams)
+and the waiting line.
+May use: pid1.console.terminal, pid1.cursor, the aiodocker container it is
+given (attach, start, resize, wait) and the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import termios
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pid1 import syscalls
+from pid1.console.terminal import OUTPUT_HIGH_WATER, OUTPUT_STALL_SECONDS, Terminal
 from pid1.cursor import CursorTracker
 
 if TYPE_CHECKING:
-    from aiodocker.containers import DockerContainer
-
+    from pid1.engine.client import Container
     from pid1.log import Log
 
 # A serial console reports 0x0: the container's TTY gets this size then.
 DEFAULT_ROWS = 25
 DEFAULT_COLUMNS = 80
 READ_CHUNK = 4096
-# Output waits (backpressure) while a terminal has more than this pending...
-OUTPUT_HIGH_WATER = 64 * 1024
-# ...but no longer than this: a terminal that takes nothing for that long
-# (a VT with Scroll Lock on, a serial line held by flow control) is marked
-# stalled: its pending output is dropped and, until it takes output again, it
-# gets only what fits under the high-water mark, so it cannot hold up the
-# other terminals or the container.
-OUTPUT_STALL_SECONDS = 5.0
 # dockerd replaces an empty detachKeys with its default, ctrl-p,ctrl-q (which
 # would end the session on Ctrl-P, "previous line" in shells). This sequence
 # is never typed in practice; were it typed, attach() reattaches anyway. The
@@ -70,32 +62,6 @@ WAITING_PREFIX = "[pid1] console restarting: "
 HELD_OUTPUT_SECONDS = 0.05
 
 
-def raw_mode(attrs: list[Any]) -> list[Any]:
-    """cfmakeraw(3) of tcgetattr() attributes: no echo, no line editing, no
-    signal characters (ISIG off), no output post-processing, 8-bit bytes,
-    reads return as soon as one byte is there."""
-    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs
-    iflag &= ~(
-        termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
-        | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON
-    )  # fmt: skip
-    oflag &= ~termios.OPOST
-    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
-    cflag &= ~(termios.CSIZE | termios.PARENB)
-    cflag |= termios.CS8
-    cc = list(cc)
-    cc[termios.VMIN] = 1
-    cc[termios.VTIME] = 0
-    return [iflag, oflag, cflag, lflag, ispeed, ospeed, cc]
-
-
-def terminal_path(name: str, root: str = "/") -> str:
-    """`ttyS0` -> <root>/dev/ttyS0; a full path (`/dev/pts/3`) is taken as it is."""
-    if name.startswith("/"):
-        return name
-    return root.rstrip("/") + "/dev/" + name
-
-
 def waiting_line(reason: str, columns: int) -> str:
     """The one line shown while no console runs: printable characters only,
     cut to fit the terminal so rewriting it in place never wraps."""
@@ -103,119 +69,6 @@ def waiting_line(reason: str, columns: int) -> str:
     line = WAITING_PREFIX + clean
     width = max(columns - 1, len(WAITING_PREFIX) + 3)
     return line if len(line) <= width else line[: width - 3] + "..."
-
-
-@dataclass
-class Terminal:
-    """One open console terminal: its fd, the attributes to restore, and the
-    output it has not taken yet."""
-
-    path: str
-    fd: int
-    saved_attrs: list[Any]
-    pending: bytearray = field(default_factory=bytearray)
-    alive: bool = True
-    stalled: bool = False
-    dropped: int = 0  # output bytes this terminal lost while stalled
-    on_dead: Callable[[Terminal, str], None] = lambda term, why: None
-    _drained: asyncio.Event = field(default_factory=asyncio.Event)
-    _writer_registered: bool = False
-
-    def window_size(self) -> tuple[int, int]:
-        """(rows, columns); (0, 0) when the terminal does not know (serial)."""
-        try:
-            return syscalls.get_window_size(self.fd)
-        except OSError:
-            return (0, 0)
-
-    def write(self, data: bytes) -> None:
-        """Queue `data` and write what the terminal takes now; the rest goes
-        out when the fd is writable again."""
-        if not self.alive or not data:
-            return
-        if self.stalled and len(self.pending) + len(data) > OUTPUT_HIGH_WATER:
-            self.dropped += len(data)
-            return
-        self.pending += data
-        self._flush()
-
-    def _flush(self) -> None:
-        while self.pending and self.alive:
-            try:
-                written = os.write(self.fd, self.pending)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self.on_dead(self, f"write: {exc.strerror}")
-                return
-            del self.pending[:written]
-        loop = asyncio.get_running_loop()
-        if self.pending and self.alive:
-            self._drained.clear()
-            if not self._writer_registered:
-                loop.add_writer(self.fd, self._flush)
-                self._writer_registered = True
-            return
-        self.stalled = False  # it took everything: back to full backpressure
-        self._drained.set()
-        if self._writer_registered:
-            loop.remove_writer(self.fd)
-            self._writer_registered = False
-
-    async def wait_drained(self, high_water: int, timeout: float) -> int:
-        """Wait until at most `high_water` bytes are pending. If the terminal
-        takes nothing for `timeout` seconds, mark it stalled, drop what is
-        pending and return how many bytes were dropped (0 otherwise). A
-        stalled terminal is not waited for."""
-        while self.alive and not self.stalled and len(self.pending) > high_water:
-            before = len(self.pending)
-            self._drained.clear()
-            try:
-                await asyncio.wait_for(self._drained.wait(), timeout)
-            except TimeoutError:
-                if len(self.pending) >= before:
-                    dropped = len(self.pending)
-                    self.dropped += dropped
-                    self.pending.clear()
-                    self.stalled = True
-                    return dropped
-        return 0
-
-    def restore(self) -> None:
-        """Put back the attributes the terminal had before pid1 opened it."""
-        with contextlib.suppress(OSError, termios.error):
-            termios.tcsetattr(self.fd, termios.TCSANOW, self.saved_attrs)
-
-    def close(self) -> None:
-        self.alive = False
-        self._drained.set()
-        with contextlib.suppress(RuntimeError):  # no running loop: nothing registered
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self.fd)
-            loop.remove_writer(self.fd)
-        self._writer_registered = False
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-def open_terminal(path: str) -> Terminal:
-    """Open a console terminal for the bridge: O_NOCTTY (never pid1's
-    controlling terminal), non-blocking, close-on-exec, raw mode with ISIG
-    off. Raises OSError if it cannot be opened or is not a terminal."""
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not os.isatty(fd):
-            raise OSError(errno.ENOTTY, f"{path} is not a terminal")
-        try:
-            saved = termios.tcgetattr(fd)
-            termios.tcsetattr(fd, termios.TCSANOW, raw_mode(saved))
-        except termios.error as exc:
-            code, message = exc.args if len(exc.args) == 2 else (errno.EIO, str(exc))
-            raise OSError(code, f"{path}: {message}") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return Terminal(path=path, fd=fd, saved_attrs=saved)
 
 
 class ConsoleBridge:
@@ -334,7 +187,7 @@ class ConsoleBridge:
         text = "".join(f"\r\n[pid1] {''.join(ch if ch.isprintable() else '?' for ch in line)}" for line in lines)
         self._write_all((text + "\r\n").encode(errors="replace"))
 
-    async def attach(self, container: DockerContainer, *, start: bool = False) -> None:
+    async def attach(self, container: Container, *, start: bool = False) -> None:
         """Bridge the terminals to `container`'s TTY until the container ends.
 
         With start=True the stream is opened before the container starts, so
@@ -342,7 +195,7 @@ class ConsoleBridge:
         as the container runs. A stream that ends while the container still
         runs (a detach sequence, a dockerd hiccup) is opened again. Returns
         when the container is gone or stopped, or dockerd went away; raises
-        (DockerError, aiohttp's errors) only if the first attach, or the start
+        (EngineError, aiohttp's errors) only if the first attach, or the start
         asked for, fails.
         """
         quiet_reattaches = 0
@@ -374,9 +227,7 @@ class ConsoleBridge:
         self.terminals.clear()
 
     # --- one attach stream ------------------------------------------------------------
-    async def _session(
-        self, container: DockerContainer, queue: asyncio.Queue[bytes], *, start: bool, first: bool
-    ) -> bool:
+    async def _session(self, container: Container, queue: asyncio.Queue[bytes], *, start: bool, first: bool) -> bool:
         """One attach stream, pumped both ways until it ends. Returns whether
         any output came through."""
         stream = container.attach(stdin=True, stdout=True, stderr=True, logs=False, detach_keys=DETACH_KEYS)
@@ -437,7 +288,7 @@ class ConsoleBridge:
                 self.log.debug(f"console input stopped: {exc!r}")
                 return
 
-    async def _resize(self, container: DockerContainer) -> None:
+    async def _resize(self, container: Container) -> None:
         rows, columns = self.window_size()
         self.cursor.resize(rows, columns)
         try:
@@ -445,7 +296,7 @@ class ConsoleBridge:
         except Exception as exc:  # it may have exited already; the stream tells
             self.log.warning(f"console {container.id[:12]}: cannot set its TTY to {rows}x{columns}: {exc}")
 
-    async def _still_running(self, container: DockerContainer) -> bool:
+    async def _still_running(self, container: Container) -> bool:
         """Whether the container runs on after its stream ended. The stream
         ends a moment before dockerd marks the container exited, so ask with
         a wait that returns when it stops (an inspect here would race)."""
