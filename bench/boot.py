@@ -2,6 +2,7 @@
 """Boot to a console prompt: pid1's image beside the shell-init anchor, in one run.
 
     .venv/bin/python bench/boot.py [--runs 3] [--skip-build] [--only ram|disk]
+                                   [--media-runs 1] [--no-media | --media-only]
 
 Builds both (image/build; the anchor's build.sh with OUT=/var/tmp/...), then
 boots each RUNS times from RAM and RUNS times with a fresh disk labelled
@@ -21,11 +22,24 @@ Then (`--ssh-runs N`, default 1; `--no-ssh` skips it, `--ssh-only` runs only
 this) N boots per mode whose user-data gives root a key, with qemu/run
 --ssh-port: beside "console started" (the prompt on the serial line), "SSH
 answers" is the first byte of dom0's SSH banner through the forward, both
-timed from the host from qemu's start (goal: SSH within 1.2x the console).
-On the last of them: dom0's image size and memory (`docker stats`), and
-`docker version` p50 over 20 runs three ways: `docker -H ssh://` from the
-host, typed at the console (the serial round trip included), and in the
-guest itself (`time` in the console: a local call).
+timed from the host from qemu's start (goal: SSH within 1.2x the console),
+and the guest's own times of the milestones around them (dom0 running, `ssh
+answers`, the DHCP lease). On the last of them: dom0's image size, and its
+memory idle, read at the console (`docker stats`, and each of dom0's
+processes' VmRSS); then `docker version` p50 over 20 rounds of three, taken
+in turn: `docker -H ssh://` from the host, typed at the console (the serial
+round trip included), and in the guest itself (busybox `time` around that
+console command: a local call; goal: over SSH within 2x of it).
+
+Then (`--media-runs N`, default 1; `--no-media` skips it, `--media-only`
+runs only this) the boot media beside `-kernel`, in one run, each boot
+alternately: `-kernel` from RAM and with a fresh DOCKER disk, the ISO under
+BIOS and UEFI, the disk image (a fresh copy) under BIOS and UEFI, and the
+ISO with Secure Boot; every boot with the same command line (the media's)
+and the same NoCloud volume. Wall clock from qemu's start to the console
+prompt on the serial line, and each one's ratio to `-kernel` (the ISO's to
+RAM, the image's to the disk: it runs Docker from its DOCKER partition;
+goal: within 1.5x), then the size of each artefact.
 """
 
 from __future__ import annotations
@@ -74,6 +88,8 @@ def pid1_milestones(state: dict) -> dict[str, float]:
         "IMAGE_LOADED": ended("images"),
         "DHCP_DONE": marks.get("network up") or ended("network"),
         "CONSOLE_STARTED": marks.get("console started") or console or ended("console"),
+        "DOM0_STARTED": (state.get("containers", {}).get("dom0") or {}).get("up_since"),
+        "SSH_ANSWERS": marks.get("ssh answers"),
     }
     return {k: round(v, 2) for k, v in found.items() if v is not None}
 
@@ -123,9 +139,11 @@ class BannerWatch:
 
 
 def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None, ssh: SshClient | None = None,
-              after: object = None) -> dict:  # fmt: skip
-    """One boot to the console prompt; with `ssh`, the SSH banner's time too, and after(vm, ssh) before the end."""
-    vm = VM(name=name, append=["quiet"], disk=disk, cdroms=cdroms or [], ssh_port=ssh.port if ssh else None)
+              after: object = None, append: tuple[str, ...] = ("quiet",), **medium) -> dict:  # fmt: skip
+    """One boot to the console prompt; with `ssh`, the SSH banner's time too, and after(vm, ssh) before the end.
+    medium: VM's iso, image and firmware (a medium's command line is its own: append must be empty)."""
+    vm = VM(name=name, append=list(append), disk=disk, cdroms=cdroms or [], ssh_port=ssh.port if ssh else None,
+            **medium)  # fmt: skip
     vm.start()
     watch = BannerWatch(ssh.port, vm.started) if ssh else None
     try:
@@ -139,6 +157,9 @@ def boot_pid1(name: str, disk: str | None, cdroms: list[str] | None = None, ssh:
             while watch.answered is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             result["wall_ssh"] = watch.answered
+            out = vm.shell("cat /run/pid1/state.json", 90)  # again: dom0 and ssh come after the prompt
+            state = json.loads(out[out.index("{") : out.rindex("}") + 1])
+            result["milestones"] = pid1_milestones(state)
             if after is not None:
                 after(vm, ssh)
         return result
@@ -240,34 +261,50 @@ def p50(seconds: list[float]) -> str:
     return f"p50 {statistics.median(seconds) * 1000:6.0f} ms (min {low:.0f}, max {high:.0f})"
 
 
+# Each of dom0's processes and its VmRSS: those whose cgroup names dom0's container (the console shares the PIDs).
+DOM0_RSS = ("id=$(docker inspect -f '{{.Id}}' dom0); for d in /proc/[0-9]*; do grep -q $id $d/cgroup 2>/dev/null && "
+            "echo \"rss ${d#/proc/} $(cat $d/comm) $(grep VmRSS $d/status | tr -s ' \\t' ' ')\"; done")  # fmt: skip
+
+
+def dom0_memory(vm: VM) -> None:
+    """dom0 idle, read at the console (no SSH session in dom0 meanwhile): its
+    image's size, its cgroup's memory (docker stats) and each process's RSS."""
+    size = vm.output("docker image inspect --format '{{.Size}}' pid1-dom0:latest", 90)
+    stats = vm.output("docker stats --no-stream --format '{{.MemUsage}}' dom0", 90)
+    processes = [line.split(maxsplit=1)[1] for line in vm.output(DOM0_RSS, 90) if line.startswith("rss ")]
+    megabytes = int(size[0]) / 1e6 if size and size[0].strip().isdigit() else 0.0
+    print(f"  dom0 image pid1-dom0:latest {megabytes:.2f} MB; dom0 idle: {' '.join(stats)} (docker stats); "
+          f"processes: {'; '.join(processes) or '?'}")  # fmt: skip
+
+
+VERSION = ("version", "--format", "{{.Server.Version}}")
+
+
 def ssh_figures(vm: VM, ssh: SshClient) -> None:
-    """dom0's size and memory, and docker version over SSH, at the console and in the guest."""
-    size = ssh.ssh("docker", "image", "inspect", "--format", "{{.Size}}", "pid1-dom0:latest").stdout.strip()
-    memory = ssh.ssh("docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", "dom0").stdout.strip()
-    # the listener is the oldest dropbear (each session is a child of it); dom0 shares the host's PIDs
-    # (ssh joins its words into one command line for the remote shell)
-    oldest = "$(pidof dropbear | tr ' ' '\\n' | sort -n | head -1)"
-    rss = ssh.ssh(f"grep VmRSS /proc/{oldest}/status").stdout.split()
-    print(f"  dom0 image pid1-dom0:latest {int(size or 0) / 1e6:.1f} MB; dom0 memory {memory} (docker stats); "
-          f"dropbear RSS {' '.join(rss[1:]) or '?'}")  # fmt: skip
-    over_ssh, console = [], []
+    """dom0's size and memory; `docker version` 20 times three ways, taken in
+    turn so that the host's load drifting over the minutes falls on all three:
+    over SSH from the host, typed at the console (its round trip seen from
+    the host, the serial line included), and in the guest (busybox time
+    around the same console command: a local call)."""
+    dom0_memory(vm)
+    over_ssh, console, in_guest = [], [], []
     for _ in range(20):
         began = time.monotonic()
-        ran = ssh.docker("version", "--format", "{{.Server.Version}}")
+        ran = ssh.docker(*VERSION)
         over_ssh.append(time.monotonic() - began)
         if ran.returncode != 0:
             print(f"  docker -H ssh:// failed: {ran.stderr.strip()[-200:]}")
             return
-    for _ in range(20):
         began = time.monotonic()
-        vm.shell("docker version --format {{.Server.Version}} >/dev/null", 90)
+        out = vm.shell(f"busybox time -p docker {' '.join(VERSION)} 2>&1 >/dev/null", 90)
         console.append(time.monotonic() - began)
-    local = vm.shell("for i in $(seq 20); do busybox time -p docker version >/dev/null; done 2>&1", 300)
-    in_guest = [float(line.split()[1]) for line in local.splitlines() if line.startswith("real ")]
+        in_guest += [float(line.split()[1]) for line in out.splitlines() if line.startswith("real ")]
     print(f"  docker version, 20 runs: over ssh:// {p50(over_ssh)}")
     print(f"                           at the console {p50(console)}")
     if in_guest:
         print(f"                           in the guest   {p50(in_guest)} (busybox time: 10 ms steps)")
+        ratio = statistics.median(over_ssh) / statistics.median(in_guest)
+        print(f"  over ssh:// against the local call: x{ratio:.2f} (goal <= 2)")
 
 
 SSH_USER_DATA = "#cloud-config\nssh_authorized_keys:\n  - {key}\n"
@@ -303,6 +340,71 @@ def ssh_boots(mode: str, runs: int) -> None:
           f"of the console (goal <= 1.2; host wall time, median of {len(ok)})")  # fmt: skip
 
 
+# (label, what -kernel boot it is measured against, VM keyword arguments; "IMAGE" is a fresh copy)
+MEDIA = [
+    ("-kernel, RAM", None, {}),
+    ("-kernel, disk", None, {"disk": "DISK"}),
+    ("ISO, BIOS", "-kernel, RAM", {"iso": True}),
+    ("ISO, UEFI", "-kernel, RAM", {"iso": True, "firmware": "uefi"}),
+    ("image, BIOS", "-kernel, disk", {"image": "IMAGE"}),
+    ("image, UEFI", "-kernel, disk", {"image": "IMAGE", "firmware": "uefi"}),
+    ("ISO, Secure Boot", "-kernel, RAM", {"iso": True, "firmware": "secure-boot"}),
+]
+MEDIA_WORDS = ("console=tty1", "console=ttyS0", "printk.devkmsg=on")  # what the media's grub.cfg gives the kernel
+
+
+def media_boots(runs: int, skip_build: bool) -> None:
+    if not skip_build:
+        print("building the boot media (image/build)")
+        subprocess.run([str(REPO / "image/build")], check=True, stdout=subprocess.DEVNULL)
+    cidata = nocloud_iso(REPO / "build/bench-media-cidata.iso", "#cloud-config\nntp:\n  servers: [10.0.2.2]\n",
+                         "instance-id: bench-media\n")  # fmt: skip
+    walls: dict[str, list[float]] = {label: [] for label, _, _ in MEDIA}
+    for i in range(runs):
+        for label, _, medium in MEDIA:
+            medium = dict(medium)
+            scratch = REPO / "build/bench-media.img"
+            scratch.unlink(missing_ok=True)
+            if medium.get("image") == "IMAGE":
+                subprocess.run(["cp", "--sparse=always", str(REPO / "dist/only-docker.img"), str(scratch)], check=True)
+                medium["image"] = str(scratch)
+            disk = None
+            if medium.pop("disk", None) == "DISK":
+                subprocess.run([str(REPO / "qemu/mkdisk"), str(scratch), "1G"], check=True, stdout=subprocess.DEVNULL)
+                disk = str(scratch)
+            # -kernel gets the media's words; qemu/run adds them itself, so nothing more is appended
+            result = boot_pid1(f"media-{i + 1}-{label.replace(', ', '-').replace(' ', '_')}", disk, [cidata],
+                               append=(), **medium)  # fmt: skip
+            scratch.unlink(missing_ok=True)
+            print(f"  run {i + 1} {label:18} prompt {result.get('wall_console')} s (wall, from qemu's start)")
+            if result["ok"]:
+                walls[label].append(result["wall_console"])
+    print(f"\n== the boot media: console prompt, wall clock from qemu's start (median of {runs})")
+    print(f"{'boot':18} {'wall s':>8} {'ratio':>7}  against")
+    for label, against, _ in MEDIA:
+        if not walls[label]:
+            print(f"{label:18} {'—':>8}")
+            continue
+        wall = statistics.median(walls[label])
+        base = statistics.median(walls[against]) if against and walls[against] else None
+        ratio = f"{wall / base:7.2f}  {against} (goal <= 1.5)" if base else ""
+        print(f"{label:18} {wall:8.2f} {ratio}")
+    media_sizes()
+
+
+def media_sizes() -> None:
+    dist = REPO / "dist"
+    built = json.loads((dist / "sizes.json").read_text())
+    print("\n== artefact sizes")
+    for name in ("vmlinuz", "initrd.img", "only-docker.iso", "only-docker.img", "only-docker.qcow2"):
+        path = dist / name
+        if path.exists():
+            written = path.stat().st_blocks * 512
+            print(f"{name:18} {path.stat().st_size / 1e6:8.1f} MB ({written / 1e6:.1f} MB written)")
+    if built.get("iso_initrd"):
+        print(f"{'the media initrd':18} {built['iso_initrd'] / 1e6:8.1f} MB ({built['iso_compress']})")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -312,7 +414,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ssh-runs", type=int, default=1, help="boots per mode with an SSH key (SSH answers)")
     parser.add_argument("--no-ssh", action="store_true", help="skip the SSH boots")
     parser.add_argument("--ssh-only", action="store_true", help="only the SSH boots (no anchor, no plain boots)")
+    parser.add_argument("--media-runs", type=int, default=1, help="rounds of the boot media beside -kernel")
+    parser.add_argument("--no-media", action="store_true", help="skip the boot media")
+    parser.add_argument("--media-only", action="store_true", help="only the boot media")
     opts = parser.parse_args(argv)
+    if opts.media_only:
+        media_boots(opts.media_runs, opts.skip_build)
+        return 0
     build(opts.skip_build)
     for mode in ("ram", "disk"):
         if opts.only and opts.only != mode:
@@ -342,6 +450,8 @@ def main(argv: list[str]) -> int:
             userdata_boot(mode, pid1_runs)
     if not opts.ssh_only:
         sizes()
+    if not (opts.ssh_only or opts.no_media):
+        media_boots(opts.media_runs, opts.skip_build)
     return 0
 
 

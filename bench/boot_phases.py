@@ -1,8 +1,8 @@
 """Bench-only phases (`pid1.extra_phases=bench.boot_phases`).
 
 `sim-*`: a stand-in for the real boot's DAG with its measured durations
-(DESIGN.md: modules ~0.8 s, dockerd answering after ~4 s, images ~2 s, DHCP
-~2.5 s), each logging a line every 0.1-0.2 s while it works, the way
+(the durations of a real boot under KVM: modules ~0.8 s, dockerd answering
+after ~4 s, images ~2 s, DHCP ~2.5 s), each logging a line every 0.1-0.2 s while it works, the way
 dockerd's output would, so the view sees a boot's worth of state changes.
 The `sim-` prefix keeps them from shadowing the real phases.
 
@@ -62,6 +62,5 @@ async def count_writes(ctx: PhaseContext) -> str:
 
 
 PHASES = [
-    Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True, doc="simulated boot phase")
-    for name, needs, seconds, lines in BOOT
-] + [Phase(name="bench-count", run=count_writes, required=False, doc="counts state writes during the boot")]
+    Phase(name=name, run=make(name, seconds, lines), needs=needs, required=True) for name, needs, seconds, lines in BOOT
+] + [Phase(name="bench-count", run=count_writes, required=False)]

@@ -2,7 +2,7 @@
 """Soak benchmark: pid1 with its own containerd + dockerd as PID 1 of a
 namespace (the docker tier's machinery: devtools.harness and
 devtools.engine), for N minutes, with a random fault from the
-README's "Faults survived" table injected every few seconds.
+docs/faults.md's faults injected every few seconds.
 
 pid1 runs in the client end of a veth pair (devtools.netns.NetPair) whose
 server end runs busybox udhcpd, with the network phase and its dhcp

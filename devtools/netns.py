@@ -44,7 +44,8 @@ class NetPair:
         sh("ip", "-n", self.server, "link", "set", "srv0", "up")
         return self
 
-    def start_udhcpd(self, lease: int = LEASE_SECONDS) -> None:
+    def start_udhcpd(self, lease: int = LEASE_SECONDS, options: tuple[str, ...] = ()) -> None:
+        """`options`: more udhcpd `option` lines, e.g. "ntpsrv 10.1.2.1" (option 42)."""
         conf = self.workdir / "udhcpd.conf"
         leases = self.workdir / "udhcpd.leases"
         leases.write_text("")
@@ -52,6 +53,7 @@ class NetPair:
             f"start {self.subnet}.10\nend {self.subnet}.20\ninterface srv0\nlease_file {leases}\n"
             f"min_lease 10\noption subnet 255.255.255.0\noption router {self.server_ip}\n"
             f"option dns {self.server_ip}\noption domain test.invalid\noption lease {lease}\n"
+            + "".join(f"option {line}\n" for line in options)
         )
         self.udhcpd_log = open(self.workdir / "udhcpd.log", "wb")
         self.udhcpd = subprocess.Popen(

@@ -31,6 +31,7 @@ import os
 
 from pid1.blockdev import Scan
 from pid1.phases import Phase, PhaseContext
+from pid1.phases import ntp as real_ntp
 from pid1.state_schema import NetworkStatus, StorageMode
 from pid1.wiring import StorageResult, Wiring
 
@@ -56,18 +57,14 @@ async def no_console_terminals(ctx: PhaseContext) -> str:
 
 
 async def ntp_stand_in(ctx: PhaseContext) -> str:
-    from pid1.phases.ntp import Clock
-
-    ctx.wiring.clock = Clock()  # never synced: the host's clock is the host's
+    ctx.wiring.clock = real_ntp.Clock()  # never synced: the host's clock is the host's
     return "the host's clock is the host's (test stand-in)"
 
 
 async def ntp_query_only(ctx: PhaseContext) -> str:
     if ctx.config.ntp not in ("query", "off"):
         raise RuntimeError(f"pid1.ntp={ctx.config.ntp} in a test: it would set the host's clock; use query")
-    from pid1.phases import ntp
-
-    return await ntp.run(ctx)
+    return await real_ntp.run(ctx)
 
 
 async def network(ctx: PhaseContext) -> str:
@@ -99,9 +96,9 @@ PHASES = [
     Phase(
         name="ntp",
         run=ntp_query_only if os.environ.get("PID1_TEST_REAL_NTP") == "1" else ntp_stand_in,
-        needs=("network",),
+        needs=real_ntp.PHASE.needs,
         required=False,
-        fills=(Wiring.clock,),
-        uses=(Wiring.system_containers, Wiring.userdata),
+        fills=real_ntp.PHASE.fills,
+        uses=real_ntp.PHASE.uses,  # the real phase's slots, which ntp_query_only runs
     ),
 ]

@@ -3,7 +3,8 @@ console on a pipe (every byte kept, lines stamped with host time), QMP on a
 unix socket, and waits with a bound on every step.
 
 Boots use `qemu/run --kernel` (the same command a user runs, so the tests
-cover it), TCG unless QEMU_ACCEL says otherwise.
+cover it), or the ISO or a disk image under BIOS or UEFI firmware, TCG
+unless QEMU_ACCEL says otherwise.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ MILESTONE = re.compile(r"pid1: (dockerd ready|network up|console started)\b(.*?)
 # host (qemu's user network: 10.0.2.2 is 127.0.0.1 here), never pool.ntp.org,
 # which no test may reach. Nothing answers there unless a test serves it.
 DEFAULT_APPEND = ("pid1.ntp_servers=10.0.2.2",)
-# The ISO's command line is fixed: an ISO boot with no volume of its test's
-# gets this one, for the same reason.
+# The ISO's and the disk image's command lines are fixed: such a boot with no
+# volume of its test's gets this one, for the same reason.
 ISO_USER_DATA = "#cloud-config\nntp:\n  servers: [10.0.2.2]\n"
 KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")  # a printk line on the serial console
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
@@ -64,7 +65,9 @@ class VM:
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
     mem: int = 2048  # qemu/run --mem: the VM's RAM in MiB
     dist: Path = REPO / "dist"
-    iso: bool = False  # boot dist/only-docker.iso through isolinux (its command line is fixed: no append)
+    iso: bool = False  # boot dist/only-docker.iso (isolinux or shim + GRUB; its command line is fixed: no append)
+    image: str | None = None  # boot this disk image (qemu/run --image; fixed command line: no append)
+    firmware: str = "bios"  # bios, uefi or secure-boot (qemu/run --uefi, --secure-boot)
     no_reboot: bool = True  # qemu exits when the guest reboots (False: it boots again)
     proc: subprocess.Popen | None = None
     serial: bytearray = field(default_factory=bytearray)
@@ -81,16 +84,18 @@ class VM:
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> VM:
-        argv = [str(REPO / "qemu/run"), *([] if self.iso else ["--kernel"])]
+        media = self.iso or self.image is not None
+        argv = [str(REPO / "qemu/run"), *(["--image", self.image] if self.image else [] if self.iso else ["--kernel"])]
+        argv += {"bios": [], "uefi": ["--uefi"], "secure-boot": ["--secure-boot"]}[self.firmware]
         argv += ["--accel", self.accel, "--cpu", self.cpu, "--mem", str(self.mem), "--headless"]
         argv += ["--no-reboot"] if self.no_reboot else []
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
-        argv += [f"--append={a}" for a in [*([] if self.iso else DEFAULT_APPEND), *self.append]]
+        argv += [f"--append={a}" for a in [*([] if media else DEFAULT_APPEND), *self.append]]
         if self.disk:
             argv += ["--disk", self.disk]
         argv += [f"--disk={more}" for more in self.more_disks]
         cdroms = self.cdroms
-        if self.iso and not cdroms:
+        if media and not cdroms:
             run_dir = Path("/run/only-docker")
             cdroms = [nocloud_iso(run_dir / f"test-{os.getpid()}-ntp.iso", ISO_USER_DATA, "instance-id: test-iso\n")]
         argv += [f"--cdrom={cdrom}" for cdrom in cdroms]

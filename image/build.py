@@ -1,4 +1,5 @@
-"""Builds dist/vmlinuz, dist/initrd.img and dist/only-docker.iso from Debian 12 packages.
+"""Builds dist/vmlinuz, dist/initrd.img and the boot media (dist/only-docker.iso,
+dist/only-docker.img, dist/only-docker.qcow2) from Debian 12 packages.
 
     image/build [--compress none|zstd|lz4] [--iso-compress none|zstd|lz4] [--no-iso] [--dist DIR]
 
@@ -6,7 +7,11 @@ Every byte of the guest comes from a Debian package fetched with `apt-get
 download` (cached in /var/cache/only-docker/debs) and unpacked with `dpkg-deb
 -x` (cached in /var/cache/only-docker/unpacked), never installed here; the
 Python dependencies come from PyPI wheels (`pip install --target`). Host tools
-(dpkg-deb, depmod, zstd, xorriso, isolinux) only transform them.
+(dpkg-deb, depmod, zstd, and for the media xorriso, mtools, sfdisk...) only
+transform them. The boot loaders come from Debian's packages too (shim-signed,
+grub-efi-amd64-signed, grub-pc-bin, grub-common), unpacked like the rest;
+image/boot_media.py makes the media from one BootSet, the kernel, initrd
+and command line that every boot loader loads.
 
 The initrd is several cpio archives back to back (the kernel unpacks each in
 turn), one per part, each rebuilt only when what went into it changed:
@@ -30,11 +35,11 @@ turn), one per part, each rebuilt only when what went into it changed:
 
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 
-dist/initrd.img (for `qemu/run --kernel`) is a plain cpio and the ISO's is
+dist/initrd.img (for `qemu/run --kernel`) is a plain cpio and the media's is
 zstd-compressed, because the two loaders differ: qemu hands a -initrd file to
 the guest at no cost, and the kernel unpacks a plain cpio faster than it
-decompresses zstd; isolinux reads the ISO through the BIOS slowly, so there
-the smaller zstd initrd reaches the console prompt sooner (the figures:
+decompresses zstd; the firmware reads the boot media slowly, so there the
+smaller zstd initrd reaches the console prompt sooner (the figures:
 docs/benchmarks.md, "The two initrd encodings").
 """
 
@@ -54,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.kernel_tree import KernelTreeError, ensure_kernel_tree
-from image import cpio, elf
+from image import boot_media, cpio, elf
 from image.bundled_images import find_in_trees
 from pid1 import kmod, module_sets  # pid1's own module lists and resolver: the boot's, not a copy
 from pid1.layout import SYSTEM_PATH
@@ -161,33 +166,22 @@ HOST_TOOLS = {
     "dpkg-deb": "dpkg",
     "depmod": "kmod",
     "zstd": "zstd",
-    "xorriso": "xorriso",
     "strip": "binutils",
     "patchelf": "patchelf",
     "mksquashfs": "squashfs-tools",
 }
-ISOLINUX_FILES = {
-    "/usr/lib/ISOLINUX/isolinux.bin": "isolinux",
-    "/usr/lib/ISOLINUX/isohdpfx.bin": "isolinux",
-    "/usr/lib/syslinux/modules/bios/ldlinux.c32": "syslinux-common",
-}
 
 
-def check_tools(want_iso: bool, methods: set[str]) -> None:
+def check_tools(want_media: bool, methods: set[str]) -> None:
     missing = []
-    for tool, package in HOST_TOOLS.items():
-        if tool == "xorriso" and not want_iso:
-            continue
+    wanted = {**HOST_TOOLS, **(boot_media.HOST_TOOLS if want_media else {})}
+    for tool, package in wanted.items():
         if tool == "zstd" and "zstd" not in methods:
             continue
         if shutil.which(tool) is None:
             missing.append(f"{tool} (apt-get install {package})")
     if "lz4" in methods and shutil.which("lz4") is None:
         missing.append("lz4 (apt-get install lz4)")
-    if want_iso:
-        missing += [
-            f"{path} (apt-get install {pkg})" for path, pkg in ISOLINUX_FILES.items() if not os.path.exists(path)
-        ]
     if missing:
         raise BuildError("missing host tools: " + "; ".join(missing))
 
@@ -682,56 +676,28 @@ def files_equal(a: Path, b: Path) -> bool:
                 return True
 
 
-ISOLINUX_CFG = """DEFAULT only-docker
-PROMPT 0
-TIMEOUT 0
-SERIAL 0 115200
-LABEL only-docker
-  KERNEL /boot/vmlinuz
-  INITRD /boot/initrd.img
-  APPEND {cmdline}
-"""
-
-
-def build_iso(dist: Path, initrd: Path, key: str) -> bool:
-    iso = dist / "only-docker.iso"
-    stamp = BUILD / "iso.key"
-    if iso.exists() and stamp.exists() and stamp.read_text() == key:
-        return False
-    tree = BUILD / "iso"
-    shutil.rmtree(tree, ignore_errors=True)
-    (tree / "isolinux").mkdir(parents=True)
-    (tree / "boot").mkdir()
-    for src, dst in (
-        ("/usr/lib/ISOLINUX/isolinux.bin", "isolinux/isolinux.bin"),
-        ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "isolinux/ldlinux.c32"),
-    ):
-        shutil.copy(src, tree / dst)
-    (tree / "isolinux/isolinux.cfg").write_text(ISOLINUX_CFG.format(cmdline=KERNEL_CMDLINE))
-    # hard links, not copies: the tree lives only until xorriso has read it
-    os.link(dist / "vmlinuz", tree / "boot/vmlinuz")
-    os.link(initrd, tree / "boot/initrd.img")
-    run(
-        [
-            "xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso) + ".tmp", "-V", "ONLY_DOCKER",
-            "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin",
-            "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
-            "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", str(tree),
-        ],
-        capture_output=True,
-    )  # fmt: skip
-    os.replace(str(iso) + ".tmp", iso)
-    shutil.rmtree(tree)
+def build_media(dist: Path, boot: boot_media.BootSet, loaders: boot_media.Loaders, key: str) -> list[str]:
+    """dist/only-docker.iso, .img and .qcow2 from the one boot set, each when its key changed."""
+    made = []
+    iso, image, qcow2 = dist / "only-docker.iso", dist / "only-docker.img", dist / "only-docker.qcow2"
+    stamp = BUILD / "media.key"
+    if all(p.exists() for p in (iso, image, qcow2)) and stamp.exists() and stamp.read_text() == key:
+        return made
+    stamp.unlink(missing_ok=True)
+    boot_media.build_iso(run, iso, boot, loaders, BUILD / "media-iso")
+    crc = boot_media.build_disk_image(run, image, boot, loaders, BUILD / "media-disk")
+    log(f"disk image: GPT entry array CRC {crc:08x} (pid1.grow={crc:08x} in its grub.cfg)")
+    boot_media.build_qcow2(run, image, qcow2)
     stamp.write_text(key)
-    return True
+    return ["only-docker.iso", "only-docker.img", "only-docker.qcow2"]
 
 
 # --- main ----------------------------------------------------------------------------------------
-def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
+def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dict:
     from image import python_runtime
 
     began = time.monotonic()
-    check_tools(want_iso, {compress, iso_compress} if want_iso else {compress})
+    check_tools(want_media, {compress, iso_compress} if want_media else {compress})
     BUILD.mkdir(exist_ok=True)
     dist.mkdir(parents=True, exist_ok=True)
     debs = fetch_debs(list(dict.fromkeys(ENGINE_PACKAGES + LIBRARY_PACKAGES + PYTHON_PACKAGES + DOM0_PACKAGES)))
@@ -798,17 +764,31 @@ def build(dist: Path, compress: str, iso_compress: str, want_iso: bool) -> dict:
             made.append("initrd.img")
         initrd_stamp.write_text(initrd_key)
     iso_initrd = initrd
-    if want_iso and iso_compress != compress:
+    if want_media and iso_compress != compress:
         iso_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
         concatenate([compressed(p, iso_compress if p is not engine else "none") for p in ordered], iso_initrd)
-    iso_key = fingerprint(dist / "vmlinuz", *(p.key for p in ordered), iso_compress, ISOLINUX_CFG, KERNEL_CMDLINE)
-    if want_iso and build_iso(dist, iso_initrd, iso_key):
-        made.append("only-docker.iso")
+    if want_media:
+        # The one list of what the boot loaders load, for the ISO and the disk image alike
+        boot = boot_media.BootSet(
+            kernel=vmlinuz,
+            initrds=(iso_initrd,),
+            cmdline=KERNEL_CMDLINE,
+            release=fingerprint(kver, *(p.key for p in ordered), iso_compress, KERNEL_CMDLINE)[:12],
+        )
+        boot_debs = fetch_debs(boot_media.PACKAGES)
+        loaders = boot_media.Loaders.from_trees({name: unpack(deb) for name, deb in boot_debs.items()})
+        if loaders.missing():
+            raise BuildError(f"the boot loader packages lack {', '.join(loaders.missing())}")
+        media_key = fingerprint(
+            boot, sorted(d.name for d in boot_debs.values()), HERE / "boot_media.py", HERE / "gpt.py",
+            boot_media.LAYOUT,
+        )  # fmt: skip
+        made += build_media(dist, boot, loaders, media_key)
     sizes = {
         "kernel": kver,
         "compress": compress,
-        "iso_compress": iso_compress if want_iso else None,
-        "iso_initrd": iso_initrd.stat().st_size if want_iso else None,
+        "iso_compress": iso_compress if want_media else None,
+        "iso_initrd": iso_initrd.stat().st_size if want_media else None,
         "parts": {p.name: {"cpio": p.archive.stat().st_size, "packed": q.stat().st_size} for p, q in
                   zip(ordered, parts, strict=True)},
         "files": {f.name: f.stat().st_size for f in sorted(dist.iterdir()) if f.is_file() and f.suffix != ".json"},
@@ -826,7 +806,7 @@ def print_summary(sizes: dict, dist: Path) -> None:
         mark = "made" if name in sizes["made"] else "unchanged"
         print(f"  {dist}/{name:18} {human(size):>9}  {mark}")
     if sizes["iso_initrd"] is not None:
-        print(f"  the ISO's initrd        {human(sizes['iso_initrd']):>9}  {sizes['iso_compress']}")
+        print(f"  the media's initrd      {human(sizes['iso_initrd']):>9}  {sizes['iso_compress']}")
     print(f"  kernel {sizes['kernel']}, command line '{KERNEL_CMDLINE}', {sizes['seconds']} s")
 
 
@@ -834,8 +814,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="image/build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dist", type=Path, default=REPO / "dist")
     parser.add_argument("--compress", choices=sorted(COMPRESSORS), default=os.environ.get("IMAGE_COMPRESS", "none"))
-    parser.add_argument("--iso-compress", choices=sorted(COMPRESSORS), default="zstd", help="the ISO's initrd")
-    parser.add_argument("--no-iso", action="store_true", help="only vmlinuz and initrd.img")
+    parser.add_argument(
+        "--iso-compress", choices=sorted(COMPRESSORS), default="zstd", help="the initrd of the ISO and the disk image"
+    )
+    parser.add_argument("--no-iso", action="store_true", help="only vmlinuz and initrd.img: no ISO, no disk image")
     opts = parser.parse_args(argv)
     umask = os.umask(0o022)
     BUILD.mkdir(exist_ok=True)

@@ -8,10 +8,10 @@ answers, and the images phase finds them present instead of importing
 them (each import makes dockerd re-execute itself: seconds under
 emulation). Only an empty data root is seeded, one with no `image`
 directory: a store dockerd has written is never touched. The `image`
-directory is copied under a temporary name and renamed last, so a copy cut
-short (a crash) leaves no half store that dockerd would read; the next boot
-seeds again over the leftovers: the copy is idempotent (a file or link that
-is there already is replaced).
+directory is copied under a temporary name, flushed to the disk, and
+renamed last, so a copy cut short (a crash) leaves no half store that
+dockerd would read; the next boot seeds again over the leftovers: the copy
+is idempotent (a file or link that is there already is replaced).
 
 The copy runs in a thread the dockerd phase bounds (pid1.threads): when the
 phase gives up on it (a slow disk, a stop), it sets `stop`, and the copy
@@ -108,5 +108,10 @@ def seed_data_root(
     copy_tree(os.path.join(seed, STORE), partial, stop, copy_file)
     if stop.is_set():
         raise SeedStopped("stopped before the store was put in place")
+    # The rename is the mark that the store is whole, so the copied data
+    # must be on the disk before it: ext4 may commit a directory's rename
+    # before the delayed allocation of the files in it, and a crash then
+    # leaves a store of empty files that dockerd refuses at every start.
+    os.sync()
     os.rename(partial, os.path.join(data_root, STORE))
     return f"data root seeded from {seed}"

@@ -31,6 +31,13 @@ INPUT_MODULES = ("button", "evdev")
 DRIVER_MODULES = (
     "virtio_scsi", "virtio_console", "virtio_rng", "e1000", "e1000e", "ata_piix", "ahci", "sd_mod", "sr_mod",
 )  # fmt: skip
+# The disks and network cards of the hypervisors the disk image is for
+# (docs/image.md, the disk image): NVMe (AWS Nitro, GCE), AWS's ENA,
+# Google's gVNIC, Hyper-V's and Azure's VMBus disk, network and keyboard
+# (generation 2 has no PS/2), VMware's paravirtual SCSI and vmxnet3.
+CLOUD_MODULES = (
+    "nvme", "ena", "gve", "hv_storvsc", "hv_netvsc", "hyperv_keyboard", "vmw_pvscsi", "vmxnet3",
+)  # fmt: skip
 SOCKET_MODULES = ("unix", "af_packet")  # the engine's and the DHCP client's sockets
 # User-data volumes: NoCloud cidata and OpenStack config-2, ISO 9660 or vfat
 # (vfat's default codepage 437 and iocharset ascii).
@@ -42,7 +49,7 @@ FIREWALL_MODULES = (
 )  # fmt: skip
 
 LOADED_AT_BOOT = (*EARLY_MODULES, *STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
-ON_DEMAND = (*DRIVER_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES)
+ON_DEMAND = (*DRIVER_MODULES, *CLOUD_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES)
 # Everything the initrd carries (with what each needs). xfs and btrfs (more
 # initrd to unpack: docs/benchmarks.md, "Image sizes") are left out: the storage phase then
 # reports their disks as failing to mount and runs from RAM.

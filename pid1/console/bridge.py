@@ -10,7 +10,12 @@ container's attach stream: output goes to every terminal, input comes from
 any. The container's TTY does the terminal work (echo, line editing, signals
 for its own foreground job). Between containers the terminals show one line
 saying the console is restarting and why (`show_waiting`). A cursor position
-query in the output never reaches a terminal: pid1 answers it (pid1.cursor).
+query in the output never reaches a terminal: pid1 answers it (pid1.cursor),
+unless a typed line went to the container after the last output came back.
+That line may have been on its way when the shell checked for pending input
+and asked; the shell then reads it and runs it with its TTY cooked, and an
+answer arriving then is echoed into the command's output (`^[[6;5R`). An
+unanswered query costs nothing: busybox ash goes on without the answer.
 
 Everything runs on the event loop: terminal input through `add_reader` on
 non-blocking fds, output through `add_writer` when a terminal is slow, no
@@ -93,6 +98,9 @@ class ConsoleBridge:
         # The terminals never see a cursor position query: pid1 answers it.
         self.cursor = CursorTracker(DEFAULT_ROWS, DEFAULT_COLUMNS)
         self.cursor_reports = 0  # queries answered, for the tests and the log
+        self.cursor_reports_withheld = 0  # queries left unanswered: a line was on its way
+        # A line end went to the container since the last output was read.
+        self._line_in_flight = False
         self._flush_held: asyncio.TimerHandle | None = None
         for term in terminals:
             self.add_terminal(term)
@@ -262,7 +270,11 @@ class ConsoleBridge:
                 if message is None:
                     break
                 got_output = True
+                line_in_flight, self._line_in_flight = self._line_in_flight, False
                 for report in self._broadcast(message.data):
+                    if line_in_flight:
+                        self.cursor_reports_withheld += 1
+                        continue
                     # Written now, ahead of anything typed later: the shell is
                     # still reading its line when the answer comes.
                     await stream.write_in(report)
@@ -282,6 +294,8 @@ class ConsoleBridge:
         stream no longer takes input."""
         while True:
             data = await queue.get()
+            if b"\r" in data or b"\n" in data:
+                self._line_in_flight = True
             try:
                 await stream.write_in(data)
             except Exception as exc:  # the stream closed under us (container gone)

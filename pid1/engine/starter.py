@@ -19,7 +19,6 @@ pid1.engine.keeper, pid1.container_spec; the log and state store it is given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -124,8 +123,12 @@ class Starter:
         previous = keeper.attach_task
         if previous is not None and not previous.done():
             previous.cancel()  # its container has ended; one attach at a time
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await previous
+            # Waited for, not awaited: its end (cancelled, or an error from a
+            # container that is gone) is not this start's, but a cancellation
+            # of this task (the stop) still reaches it.
+            await asyncio.wait({previous})
+            if not previous.cancelled():
+                previous.exception()
         # The bridge opens the attach stream, then starts the container, so the
         # first prompt reaches the terminals.
         loop = asyncio.get_running_loop()

@@ -3,10 +3,12 @@ with pid1's script (udhcpc.script, bound in), the lease file the script
 writes, and /etc/resolv.conf, which is always rewritten in place (containers
 bind-mount it: a bind pins the inode, a rename would break it).
 
-Owns: dhcp_spec, read_lease (bounded: the container is not trusted),
+Owns: dhcp_spec, where its files live (network_dir, lease_file), the link it runs on when sysfs tells it at once
+(sysfs_dhcp_link), read_lease (bounded: the container is not trusted),
 lease_values, resolv.conf text and writes.
-May use: pid1.container_spec, pid1.untrusted; the phase's context only for
-its config and root.
+May use: pid1.container_spec, pid1.untrusted, pid1.net.netlink (which links
+are the machine's; it imports pyroute2 only inside the worker's functions);
+the phase's context only for its config and root.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def ensure_file(path: str) -> None:
     """A bind source must exist, or dockerd makes an empty directory there."""
     if not os.path.exists(path):
         write_in_place(path, "")
+
+
+def network_dir(state_dir: str) -> str:
+    """Where the network phase keeps the dhcp container's files (the lease,
+    the events FIFO), under pid1's state directory."""
+    return os.path.join(state_dir, "network")
+
+
+def lease_file(net_dir: str) -> str:
+    """The lease the udhcpc script writes in `net_dir` (network_dir): the
+    network phase and the ntp phase (option 42) read it."""
+    return os.path.join(net_dir, "lease")
 
 
 def read_lease(path: str, log: Any = None) -> dict[str, str]:
@@ -106,3 +120,41 @@ def lease_values(lease: dict[str, str], event: dict[str, Any]) -> dict[str, Any]
         renewals=int(lease["renewals"]) if lease.get("renewals", "").isdigit() else 0,
     )
     return values
+
+
+def sysfs_dhcp_link(sys_class_net: str, ours: list[tuple[int, str]]) -> str | None:
+    """The machine's first physical ethernet link (lowest ifindex) as sysfs
+    shows it, for the DHCP client to start without waiting for the netlink
+    worker's "links" event: under emulation the worker's pyroute2 import takes
+    10-15 s at nice 10 while the console and dom0 start, and udhcpc needs only
+    the name (the script's deconfig brings the link up). `ours`: this network
+    namespace's (ifindex, name) pairs (socket.if_nameindex()). None when
+    sysfs lists other links (it is another namespace's: a test's namespace
+    under the host's /sys), or has no such link: the worker's event decides.
+    Only links with a device behind them are taken: a physical NIC is the
+    one kind sysfs tells apart from the virtual ones without netlink."""
+    from pid1.net.netlink import Link, is_managed_link
+
+    def number(path: str) -> int:
+        with open(path, "rb") as f:
+            return int(f.read(32))
+
+    try:
+        names = os.listdir(sys_class_net)
+        listed = {number(os.path.join(sys_class_net, name, "ifindex")): name for name in names}
+    except (OSError, ValueError):
+        return None
+    if listed != dict(ours):
+        return None
+    for index, name in sorted(listed.items()):
+        directory = os.path.join(sys_class_net, name)
+        if not os.path.exists(os.path.join(directory, "device")):
+            continue
+        try:
+            link_type = number(os.path.join(directory, "type"))
+        except (OSError, ValueError):
+            continue
+        master = 1 if os.path.exists(os.path.join(directory, "master")) else None
+        if is_managed_link(Link(index=index, name=name, kind=None, link_type=link_type, master=master)):
+            return name
+    return None

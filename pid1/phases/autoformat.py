@@ -95,11 +95,5 @@ async def run(ctx: PhaseContext) -> str:
     return ", ".join(done)
 
 
-PHASE = Phase(
-    name="autoformat",
-    run=run,
-    needs=("disks", "userdata_volume"),
-    required=False,
-    fills=(Wiring.formatted_disks, Wiring.boot2docker_files),
-    uses=(Wiring.block_scan,),
-)
+PHASE = Phase(name="autoformat", run=run, needs=("disks", "userdata_volume"), required=False,
+              fills=(Wiring.formatted_disks, Wiring.boot2docker_files), uses=(Wiring.block_scan,))  # fmt: skip

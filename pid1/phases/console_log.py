@@ -61,6 +61,18 @@ class ConsoleLevel:
             self.saved = None
 
 
+NOTICE = 5  # pid1's notice lines (the SSH fingerprints among them): printed while the level is above this
+
+
+def notices_reach_the_terminals(level: ConsoleLevel | None = None) -> bool:
+    """Whether the kernel prints pid1's notice lines on the terminals now: not
+    once this phase (or a `quiet` boot) lowered the level; False when unknown."""
+    try:
+        return (level or ConsoleLevel()).read() > NOTICE
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def in_first_pid_namespace() -> bool:
     try:
         return os.stat("/proc/self/ns/pid").st_ino == INIT_PID_NS_INO

@@ -44,8 +44,8 @@ from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 from pid1.wiring import Wiring
 
-# DESIGN.md "Facts": what the measured boot loaded for dockerd 20.10
-# (iptables-legacy), in two parts (pid1.module_sets): what storage and
+# What dockerd 20.10 (iptables-legacy) loads when it starts (docs/modules.md),
+# in two parts (pid1.module_sets): what storage and
 # dockerd's start need loads with the hardware drivers in the `modules`
 # phase, the networking modules in `docker_modules`, beside dockerd's start.
 DOCKER_MODULES = (*STORAGE_MODULES, *ENGINE_MODULES)

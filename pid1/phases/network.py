@@ -7,7 +7,9 @@ for an IPv4 address and a default route) runs in a short-lived child,
 `python -m pid1.net.netlink` (see that module for why it is not a thread), whose
 JSON-line events this phase reads from a pipe.
 
-- `pid1.net=dhcp` (default): when the child reports the links, the DHCP
+- `pid1.net=dhcp` (default): as soon as the machine's first physical
+  ethernet link is known (from sysfs at the phase's start, else when the
+  child reports the links, which under emulation takes 10-15 s), the DHCP
   client is handed to the system-container supervisor as the `dhcp` container
   (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
   not privileged), so the lease renews for as long as the machine runs and a
@@ -45,6 +47,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,9 +57,12 @@ from pid1.net.dhcp import (
     LEASE_EVENTS,
     dhcp_spec,
     ensure_file,
+    lease_file,
     lease_values,
+    network_dir,
     read_lease,
     resolv_conf_text,
+    sysfs_dhcp_link,
     write_in_place,
 )
 from pid1.net.mode import NetMode, parse_net_mode
@@ -138,7 +144,7 @@ class NetworkPhase:
         """A udhcpc event, after the script has applied it."""
         network, log = self.network, self.ctx.log
         if word in ("bound", "renew"):
-            lease = read_lease(os.path.join(self.net_dir, "lease"), self.ctx.log)
+            lease = read_lease(lease_file(self.net_dir), self.ctx.log)
             if not lease.get("ip"):
                 return
             values = lease_values(lease, {"address": lease["ip"], "valid_lft": None})
@@ -192,7 +198,7 @@ class NetworkPhase:
         if self.mode.kind == "static":
             values["dns"] = list(self.mode.dns)
         else:
-            values.update(lease_values(read_lease(os.path.join(self.net_dir, "lease"), self.ctx.log), event))
+            values.update(lease_values(read_lease(lease_file(self.net_dir), self.ctx.log), event))
         self.publish(**values)
         self.ctx.log.milestone("network up", str(address))
         lease = f", lease {values['lease_seconds']} s" if values.get("lease_seconds") else ""
@@ -232,6 +238,10 @@ class NetworkPhase:
             write_in_place(ctx.path("etc/resolv.conf"), resolv_conf_text(mode.dns))
         deadline = time.monotonic() + ctx.config.net_timeout
         worker = Worker(ctx.reaper, worker_args(mode, deadline))
+        if mode.kind == "dhcp":
+            link = sysfs_dhcp_link(ctx.path("sys/class/net"), socket.if_nameindex())
+            if link is not None:
+                self.start_dhcp(link)  # the worker's links event, later, finds it started
         result: str | None = None
         status: int | None = None
         try:
@@ -259,7 +269,7 @@ class NetworkPhase:
 
 
 async def run(ctx: PhaseContext) -> str:
-    net_dir = os.path.join(ctx.config.state_dir, "network")
+    net_dir = network_dir(ctx.config.state_dir)
     up = ctx.wiring.maybe(Wiring.network_up)
     if up is None:  # one for the boot: a retried phase keeps it
         up = ctx.wiring.network_up = asyncio.Event()

@@ -13,8 +13,10 @@ that keeps the clock itself); `pid1.ntp=off` runs no container.
 The servers, the first of these that gives any: `pid1.ntp_servers` (command
 line or the user-data's own section), the user-data's `ntp: servers`,
 DHCP option 42 (the udhcpc script records it in the lease), `pool.ntp.org`.
-They are chosen when the phase runs: a lease that arrives after the network
-phase went on offline changes them at the container's next start.
+They are chosen when the phase runs. When that left only `pool.ntp.org`
+because the network phase went on offline (pid1.net_timeout), the
+`ntp-late-lease` service waits for the lease; if it names servers, the
+container is restarted with them.
 
 The client writes `<state_dir>/ntp/status` and a word to the FIFO
 `<state_dir>/ntp/events` after every round; the `ntp-status` service reads
@@ -40,7 +42,7 @@ from typing import Any
 
 from pid1.container_spec import ContainerSpec
 from pid1.linux.fifo import EventFifo
-from pid1.net.dhcp import read_lease
+from pid1.net.dhcp import lease_file, network_dir, read_lease
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 from pid1.state_schema import ClockStatus
@@ -58,6 +60,7 @@ RIGHT_WITHIN = 0.5  # seconds: a measured offset below this is a right clock (pi
 LOUD_STEP = 60.0  # seconds: a step (or, when only measuring, an offset) above this is said at notice level
 EVENT_WORDS = ("sync", "unsync")
 SERVICE = "ntp-status"
+LATE_LEASE_SERVICE = "ntp-late-lease"
 
 
 # --- which servers ------------------------------------------------------------------------------
@@ -155,6 +158,7 @@ class Clock:
 
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     watch: ClockWatch | None = None
+    follows_late_lease: bool = False
 
 
 async def wait_for_clock(ctx: PhaseContext, bound: float) -> bool:
@@ -282,6 +286,30 @@ def watch_status(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
     ctx.start_service(SERVICE, service)
 
 
+def follow_late_lease(ctx: PhaseContext, clock: Clock, status_dir: str) -> None:
+    """Start the ntp-late-lease service (once): when the network comes up, a
+    lease with option 42 replaces pool.ntp.org, and the container restarts
+    with it (a running container keeps the servers it started with)."""
+    up = ctx.wiring.maybe(Wiring.network_up)
+    if clock.follows_late_lease or up is None:
+        return
+    clock.follows_late_lease = True
+    supervisor = ctx.wiring.system_containers
+
+    async def service() -> None:
+        await up.wait()
+        servers, source = choose_servers([], [], read_lease(lease_file(network_dir(ctx.config.state_dir)), ctx.log))
+        if source == "default" or servers == ctx.state.clock.servers:
+            return
+        ctx.log.info(f"ntp: the lease came after the ntp phase: {', '.join(servers)} ({source}); restarting ntp")
+        ctx.state.clock.update(servers=servers, source=source)
+        ctx.store.changed()
+        await supervisor.ensure(ntp_spec(ctx, servers, status_dir))  # the spec for its next start: now
+        await supervisor.restart("ntp")
+
+    ctx.start_service(LATE_LEASE_SERVICE, service)
+
+
 async def run(ctx: PhaseContext) -> str:
     clock = ctx.wiring.maybe(Wiring.clock)
     if clock is None:
@@ -293,8 +321,11 @@ async def run(ctx: PhaseContext) -> str:
     supervisor = ctx.wiring.system_containers
     applied = ctx.wiring.maybe(Wiring.userdata)
     userdata_servers = applied.data.ntp_servers if applied is not None and applied.data is not None else []
-    lease = read_lease(os.path.join(ctx.config.state_dir, "network", "lease"), ctx.log)
-    servers, source = choose_servers(ctx.config.ntp_servers, userdata_servers, lease)
+    up = ctx.wiring.maybe(Wiring.network_up)
+    offline = up is not None and not up.is_set()  # before the lease is read: one that comes between is followed
+    servers, source = choose_servers(
+        ctx.config.ntp_servers, userdata_servers, read_lease(lease_file(network_dir(ctx.config.state_dir)), ctx.log)
+    )
     status_dir = os.path.join(ctx.config.state_dir, "ntp")
     os.makedirs(status_dir, exist_ok=True)
     ctx.state.clock.update(status=ClockStatus.STARTING, mode="query" if ctx.config.ntp == "query" else "set",
@@ -302,14 +333,10 @@ async def run(ctx: PhaseContext) -> str:
     ctx.store.changed()
     watch_status(ctx, clock, status_dir)
     await supervisor.ensure(ntp_spec(ctx, servers, status_dir))
+    if offline and source == "default":
+        follow_late_lease(ctx, clock, status_dir)
     return f"{ctx.config.ntp}: {', '.join(servers)} ({source}); {ctx.state.containers['ntp'].status}"
 
 
-PHASE = Phase(
-    name="ntp",
-    run=run,
-    needs=("network",),
-    required=False,
-    fills=(Wiring.clock,),
-    uses=(Wiring.system_containers, Wiring.userdata),
-)
+PHASE = Phase(name="ntp", run=run, needs=("network",), required=False,
+              fills=(Wiring.clock,), uses=(Wiring.system_containers, Wiring.userdata, Wiring.network_up))  # fmt: skip

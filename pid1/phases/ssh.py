@@ -145,9 +145,13 @@ def remember(state: HostState, fingerprints: list[str]) -> str:
 
 
 def announce(ctx: PhaseContext, lines: list[str]) -> None:
-    """On the terminals too when pid1's log lines no longer reach them (pid1.console_log=quiet)."""
+    """On the terminals too when pid1's log lines no longer reach them
+    (pid1.console_log=quiet once the console ran, or a `quiet` boot); while
+    they still do (SSH answered before the console started), once is enough."""
+    from pid1.phases.console_log import notices_reach_the_terminals
+
     bridge = ctx.wiring.maybe(Wiring.console_bridge)
-    if bridge is None or ctx.config.console_log == "all":
+    if bridge is None or ctx.config.console_log == "all" or notices_reach_the_terminals():
         return
     try:
         bridge.announce(lines)
@@ -223,5 +227,5 @@ async def run(ctx: PhaseContext) -> str:
     return await check(ctx)
 
 
-PHASE = Phase(name="ssh", run=run, needs=("dom0",), required=False,
+PHASE = Phase(name="ssh", run=run, needs=("dom0", "console_tty"), required=False,
               uses=(Wiring.userdata, Wiring.storage, Wiring.console_bridge))  # fmt: skip

@@ -118,10 +118,5 @@ def apply_late(ctx: PhaseContext, applied: Applied | None, url: str, raw: bytes,
     return f"url {url}: {'changed' if changed else 'as kept'}, {len(data.warnings)} warnings"
 
 
-PHASE = Phase(
-    name="userdata_url",
-    run=run,
-    needs=("network", "userdata"),
-    required=False,
-    uses=(Wiring.userdata, Wiring.network_up),
-)
+PHASE = Phase(name="userdata_url", run=run, needs=("network", "userdata"), required=False,
+              uses=(Wiring.userdata, Wiring.network_up))  # fmt: skip

@@ -143,11 +143,5 @@ async def run(ctx: PhaseContext) -> str:
     return f"{source.found.source}" + (f": {', '.join(source.disk_keys)}" if source.disk_keys else "")
 
 
-PHASE = Phase(
-    name="userdata_volume",
-    run=run,
-    needs=("disks",),
-    required=False,
-    fills=(Wiring.volume_userdata,),
-    uses=(Wiring.block_scan,),
-)
+PHASE = Phase(name="userdata_volume", run=run, needs=("disks",), required=False,
+              fills=(Wiring.volume_userdata,), uses=(Wiring.block_scan,))  # fmt: skip

@@ -43,8 +43,8 @@ def header_lines(state: State, now: float, wall: float | None = None) -> list[st
     wall = time.time() if wall is None else wall
     optional = (config_line(state.userdata), clock_line(state.clock))
     lines = [first_line, storage_line(state), optional[0], network_line(state.network, now, wall), optional[1]]
-    lines += [dockerd_line(state.dockerd, now), ssh_line(state.ssh)]
-    return [line for line in lines if line is not None]
+    lines += [dockerd_line(state.dockerd, now)]
+    return [line for line in lines if line is not None] + ssh_lines(state.ssh)
 
 
 def storage_line(state: State) -> str:
@@ -184,13 +184,26 @@ def dockerd_line(engine: EngineState, now: float) -> str:
     return f"dockerd: {text}"
 
 
-def ssh_line(ssh: SshState) -> str | None:
-    """dom0's SSH server: where it listens and the host key, or why there is none."""
+MAX_HOST_KEYS_SHOWN = 4
+
+
+def fingerprint_text(line: str) -> str:
+    """`256 SHA256:... root@dom0 (ED25519)` without its comment: whole within
+    80 columns (a clipped fingerprint could not be checked)."""
+    words = clean(line).split()
+    if len(words) > 3 and words[-1].startswith("("):
+        words = [*words[:2], words[-1]]
+    return " ".join(words)
+
+
+def ssh_lines(ssh: SshState) -> list[str]:
+    """dom0's SSH server: where it listens, then each host key's fingerprint
+    on a line of its own; or why there is none. [] before the ssh phase looked."""
     if ssh.status is None:
-        return None
+        return []
     if ssh.status != SshStatus.RUNNING:
-        return f"ssh:     {clean(ssh.reason or ssh.status)}"
-    key = clean(ssh.host_keys[0]) if ssh.host_keys else "host key unknown"
+        return [f"ssh:     {clean(ssh.reason or ssh.status)}"]
     origin = "new this boot" if ssh.host_key_origin == "new" else "kept"
-    return (f"ssh:     port {clean(ssh.listen or '?')}{SEP}{ssh.keys} key{'s' if ssh.keys != 1 else ''}"
-            f"{SEP}{key} ({origin})")  # fmt: skip
+    first = (f"ssh:     port {clean(ssh.listen or '?')}{SEP}{ssh.keys} key{'s' if ssh.keys != 1 else ''}"
+             f"{SEP}host key {origin if ssh.host_keys else 'unknown'}")  # fmt: skip
+    return [first, *(f"         {fingerprint_text(key)}" for key in ssh.host_keys[:MAX_HOST_KEYS_SHOWN])]

@@ -147,7 +147,8 @@ async def harness(opts: argparse.Namespace) -> None:
         await docker.close()
         for hook in reversed(hooks):
             await hook()
-    emit("done", signals=signals_seen, tty_nr=controlling_tty_nr(), cursor_reports=bridge.cursor_reports)
+    emit("done", signals=signals_seen, tty_nr=controlling_tty_nr(), cursor_reports=bridge.cursor_reports,
+         cursor_reports_withheld=bridge.cursor_reports_withheld)  # fmt: skip
 
 
 def harness_main(argv: list[str]) -> None:
@@ -655,6 +656,48 @@ def test_cursor_queries_are_answered_by_the_bridge_so_typed_ahead_lines_stay_cle
         # The shell asks at a prompt with no input pending: at least after
         # `one`, `three` and `four` (the one outstanding while the bridge stopped).
         assert done["cursor_reports"] >= 3, describe()
+    finally:
+        screen.close()
+
+
+@pytest.mark.docker
+def test_a_query_asked_while_a_typed_line_is_on_its_way_is_not_answered_into_the_next_command(
+    console_dockerd: Dockerd, start_harness
+) -> None:
+    """busybox ash asks only when no input is pending, but a line typed ahead
+    can still be on its way (serial, the bridge, dockerd, the shim) when it
+    checks. The shell then reads the line and runs it with its TTY cooked,
+    and an answer written then is echoed into the command's output. Played
+    here without the timing luck: a command reads a line typed during a sleep
+    with echo off (so no output comes back between the line and the query),
+    turns echo on, asks, and reads the line cooked. The bridge must not answer
+    that query; a program that asks with nothing on its way (as `resize`
+    does) still gets its answer."""
+    screen = Terminal()
+    try:
+        name = f"console-cpr-inflight-{os.getpid()}"
+        harness = start_harness(console_dockerd, [screen.path], name)
+
+        def describe() -> str:
+            return f"screen: {screen.seen[-2000:]!r}\n{harness.describe()}"
+
+        assert harness.wait_event("attached", 60, describe)["ok"], describe()
+        screen.type("stty -echo; echo wait-$((1 + 1)); sleep 2; stty echo; printf 'ask\\033[6n'; "
+                    "read -r line; echo got-$line; sleep 1; echo after-$((2 + 2))\r")  # fmt: skip
+        mark = screen.expect(r"wait-2\r\n", 20, 0, describe).end()
+        screen.type("typed-ahead\r")
+        mark = screen.expect(r"got-typed-ahead\r\nafter-4\r\n" + re.escape(PROMPT), 20, mark, describe).end()
+        assert not REPORT_ECHO.search(screen.seen), f"a cursor report was echoed into the output\n{describe()}"
+
+        # Nothing on its way: the query is answered, and in time.
+        screen.type("stty -echo -icanon; printf '\\033[6n'; read -r -t 5 -d R answer; stty sane; "
+                    "echo answer-${answer#*[}-end\r")  # fmt: skip
+        screen.expect(r"answer-\d+;\d+-end\r\n", 20, mark, describe)
+        screen.type("exit\r")
+        harness.wait_event("attach-returned", 30, describe)
+        done = harness.wait_event("done", 30, describe)
+        assert done["cursor_reports_withheld"] >= 1, describe()
+        assert done["cursor_reports"] >= 1, describe()
     finally:
         screen.close()
 

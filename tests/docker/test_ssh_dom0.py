@@ -11,13 +11,18 @@ and docker CLI talk to it.
   refused, a malformed key line is skipped with a warning while the other
   key works, and the host key is the same after `restart dom0` and after a
   second boot on the same data root (a disk);
-- with no key: no SSH server (nothing answers), and the state says why and
-  how to add one;
-- a dom0 image of the user's own without an SSH server: "no SSH in dom0".
+- with no key: no SSH server (nothing answers), and the state and VT2 say
+  why and how to add one;
+- from RAM, 1,000 keys: the first 256 are kept, with a warning, and SSH
+  works; the log says the host key is new at each boot. Then a dom0 image of
+  the user's own without an SSH server: "no SSH in dom0".
 """
 
 from __future__ import annotations
 
+import base64
+import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -28,8 +33,9 @@ from test_userdata import put_user_data
 from devtools.harness import SshClient, free_port, ssh_banner, wait_for
 
 pytestmark = pytest.mark.docker
-PHASES = "userdata,console,dom0,ssh,control"
+PHASES = "userdata,console,dom0,ssh,control,vt2"
 DISK = {"PID1_TEST_STORAGE": "disk"}
+RAM = {"PID1_TEST_STORAGE": "ram"}
 
 
 def user_data(*keys: str) -> str:
@@ -40,8 +46,19 @@ def ssh_state(system: System) -> dict:
     return (system.run.state() or {}).get("ssh") or {}
 
 
-def boot(start_system, workdir: Path, port: int, extra: str = "") -> System:
-    system = start_system(f"pid1.ssh_listen=127.0.0.1:{port} {extra}", phases=PHASES, workdir=workdir, env=DISK)
+def other_keys(count: int) -> list[str]:
+    """Distinct well-formed ed25519 public key lines nobody holds the private half of."""
+
+    def line(n: int) -> str:
+        blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + os.urandom(32)
+        return f"ssh-ed25519 {base64.b64encode(blob).decode()} filler-{n}"
+
+    return [line(n) for n in range(count)]
+
+
+def boot(start_system, workdir: Path, port: int, extra: str = "", env: dict[str, str] = DISK) -> System:
+    cmdline = f"pid1.ssh_listen=127.0.0.1:{port} pid1.view_tty=none {extra}"
+    system = start_system(cmdline, phases=PHASES, workdir=workdir, env=env)
     system.run.wait_phase("ssh", timeout=120)
     return system
 
@@ -68,6 +85,9 @@ def test_ssh_and_docker_over_ssh_into_dom0(start_system, tmp_path: Path) -> None
     reported = [line.split()[1] for line in record["host_keys"]]
     assert client.host_key_fingerprints() == reported, (client.host_key_fingerprints(), record)
     assert record["host_key_origin"] == "new"
+    status = system.run.state_dir / "status"  # what VT2 shows: the fingerprint whole within its 80 columns
+    shown = f"         256 {reported[0]} (ED25519)"
+    wait_for("the fingerprint on VT2", lambda: status.exists() and shown in status.read_text(), 10, system.describe)
 
     ran = client.docker("run", "--rm", "busybox:latest", "echo", "ok")
     assert (ran.returncode, ran.stdout) == (0, "ok\n"), (ran.stderr, system.describe())
@@ -108,15 +128,25 @@ def test_without_a_key_there_is_no_ssh_server_and_the_state_says_how_to_add_one(
     assert ssh_banner(port, timeout=1) == b""  # nothing listens
     logs = system.docker("logs", "dom0")
     assert "no SSH key" in logs, logs
+    status = system.run.state_dir / "status"  # what VT2 shows
+    line = "ssh:     no SSH key: add ssh_authorized_keys to the user-data"
+    wait_for("VT2's ssh line", lambda: status.exists() and line in status.read_text(), 10, system.describe)
 
 
-def test_a_dom0_image_without_ssh_says_so(start_system, tmp_path: Path) -> None:
+def test_from_ram_1000_keys_are_bounded_then_a_dom0_image_without_ssh_says_so(start_system, tmp_path: Path) -> None:
     skip_without_docker()
     port = free_port()
     client = SshClient(tmp_path / "client", port)
     workdir = Path(tempfile.mkdtemp(prefix="p1s-", dir="/var/tmp"))
-    put_user_data(workdir, user_data(client.public_key))
-    first = boot(start_system, workdir, port)
+    put_user_data(workdir, user_data(client.public_key, *other_keys(999)))
+    first = boot(start_system, workdir, port, env=RAM)
+    record = ssh_state(first)
+    assert record["status"] == "running" and record["keys"] == 256 and record["persistent"] is False, record
+    warnings = first.run.state()["userdata"]["warnings"]
+    assert any("more than 256 keys" in w for w in warnings), warnings
+    first.run.wait_log("new at each boot, the host state being in RAM", timeout=5)
+    listed = client.ssh("echo", "in")  # the first key, among 255 others
+    assert (listed.returncode, listed.stdout) == (0, "in\n"), (listed.stderr, first.describe())
     first.docker("tag", "busybox:latest", "dom0-image:latest")  # the user's own dom0, no SSH server in it
     first.run.stop()
     system = boot(start_system, workdir, port)

@@ -117,6 +117,22 @@ def test_servers_by_precedence() -> None:
     assert ntp.choose_servers([], [], {"ntp": " ".join(f"10.0.0.{n}" for n in range(40))})[0][-1] == "10.0.0.15"
 
 
+@pytest.mark.parametrize("mode", ["on", "query"])
+def test_the_ntp_container_gets_only_cap_sys_time_and_none_when_it_only_measures(mode: str) -> None:
+    from devtools.phase_context import phase_context
+    from pid1.config import Config
+
+    config = Config()
+    config.ntp = mode
+    ctx = phase_context(ntp.PHASE, config=config, root="/tmp/r")  # ntp_spec reads only the config and the root
+    spec = ntp.ntp_spec(ctx, ["10.0.2.2", "pool.example"], "/run/pid1/ntp")
+    assert spec.role == "ntp" and spec.net_host and not spec.pid_host and not spec.privileged
+    assert spec.cap_add == (("SYS_TIME",) if mode == "on" else ())
+    assert ("--query-only" in spec.cmd) == (mode == "query")
+    assert spec.cmd[-2:] == ("10.0.2.2", "pool.example") and "/run/pid1/ntp:/run/pid1-ntp" in spec.binds
+    assert all(bind.endswith(":ro") for bind in spec.binds if "/run/pid1-ntp" not in bind)  # pid1's Python, read-only
+
+
 def test_the_user_data_servers_reach_the_choice() -> None:
     data = parse_userdata(b"#cloud-config\nntp:\n  servers: [10.0.2.2]\n  pools: [pool.example]\n")
     assert ntp.choose_servers([], data.ntp_servers, {}) == (["10.0.2.2", "pool.example"], "user-data")

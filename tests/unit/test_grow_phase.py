@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from devtools.phase_context import phase_context
 from pid1.blockdev import BlockDevice, LabelledDevice
 from pid1.config import Config
 from pid1.log import Log
-from pid1.phases import PhaseContext
 from pid1.phases.grow import PHASE, grow_disk
 from pid1.state import StateStore
-from pid1.wiring import MountTable, RestartRegistry, StorageResult, Wiring
+from pid1.wiring import StorageResult, Wiring
 
 WORD = "1a2b3c4d"
-
-
-def unused(*args: object) -> None:
-    raise AssertionError(f"the grow phase called what it does not use: {args!r}")
 
 
 def disk(fstype: str = "ext4", name: str = "vda3", partition: bool = True) -> LabelledDevice:
@@ -35,12 +31,8 @@ def disk(fstype: str = "ext4", name: str = "vda3", partition: bool = True) -> La
 def run(tmp_path: Path, storage: StorageResult, word: str = WORD) -> tuple[str, list[tuple[str, str]]]:
     store = StateStore(str(tmp_path))
     log = Log(store=store, kmsg_path=str(tmp_path / "no-kmsg"))
-    ctx = PhaseContext(
-        config=Config(grow=word), log=log, store=store, reaper=None,  # type: ignore[arg-type]
-        wiring=Wiring({"storage": storage}).view(PHASE), mounts=MountTable(), restart_actions=RestartRegistry(),
-        start_service=unused, add_stop_hook=unused, add_before_stop=unused, request_stop=unused,
-        root=str(tmp_path / "root"),
-    )  # fmt: skip
+    ctx = phase_context(PHASE, config=Config(grow=word), root=str(tmp_path / "root"), log=log, store=store,
+                        wiring=Wiring({"storage": storage}))  # fmt: skip
     detail = asyncio.run(PHASE.run(ctx))
     return detail, [(line.level, line.message) for line in store.state.log]
 

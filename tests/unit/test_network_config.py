@@ -4,11 +4,12 @@ that need no kernel: the netlink view, the lease file, the worker's arguments.""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from pid1.container_spec import ContainerSpec
-from pid1.net.dhcp import lease_values, read_lease, resolv_conf_text
+from pid1.net.dhcp import lease_values, read_lease, resolv_conf_text, sysfs_dhcp_link
 from pid1.net.mode import NetConfigError, NetMode, parse_net_mode
 from pid1.net.netlink import ARPHRD_ETHER, Link, View, apply_addr_msg, apply_route_msg, is_managed_link
 from pid1.net.worker import worker_args
@@ -187,29 +188,11 @@ def test_worker_args() -> None:
 
 
 def test_dhcp_spec_runs_udhcpc_in_the_foreground_unprivileged_on_the_host_network() -> None:
-    from pid1.config import Config
+    from devtools.phase_context import phase_context
     from pid1.net.dhcp import dhcp_spec
-    from pid1.phases import PhaseContext
     from pid1.phases.network import PHASE
-    from pid1.wiring import MountTable, RestartRegistry, Wiring
 
-    def unused(*args: object) -> None:
-        raise AssertionError(f"dhcp_spec called what it does not use: {args!r}")
-
-    ctx = PhaseContext(
-        config=Config(),
-        log=None,  # type: ignore[arg-type]  # dhcp_spec reads only the config and the root
-        store=None,  # type: ignore[arg-type]
-        reaper=None,  # type: ignore[arg-type]
-        wiring=Wiring().view(PHASE),
-        mounts=MountTable(),
-        restart_actions=RestartRegistry(),
-        start_service=unused,
-        add_stop_hook=unused,
-        add_before_stop=unused,
-        request_stop=unused,
-        root="/tmp/r",
-    )
+    ctx = phase_context(PHASE, root="/tmp/r")  # dhcp_spec reads only the config and the root
     spec = dhcp_spec(ctx, "eth0", "/run/pid1/network")
     assert isinstance(spec, ContainerSpec) and spec.role == "dhcp"
     assert spec.cmd[:4] == ("udhcpc", "-f", "-i", "eth0")
@@ -226,3 +209,34 @@ def test_the_phase_module_does_not_import_pyroute2() -> None:
     code = "import pid1.phases.network, pid1.net.netlink, sys; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def fake_sysfs(root: Path, links: dict[str, tuple[int, int, bool, bool]]) -> list[tuple[int, str]]:
+    """name -> (ifindex, type, has a device, enslaved); returns the matching if_nameindex()."""
+    for name, (index, link_type, device, master) in links.items():
+        directory = root / name
+        directory.mkdir(parents=True)
+        (directory / "ifindex").write_text(f"{index}\n")
+        (directory / "type").write_text(f"{link_type}\n")
+        if device:
+            (directory / "device").mkdir()
+        if master:
+            (directory / "master").symlink_to(root)
+    return sorted((index, name) for name, (index, *_rest) in links.items())
+
+
+def test_the_dhcp_link_from_sysfs_is_the_first_physical_ethernet_link(tmp_path: Path) -> None:
+    ours = fake_sysfs(tmp_path / "a", {
+        "lo": (1, 772, False, False),          # ARPHRD_LOOPBACK
+        "eth0": (3, 1, True, True),            # a NIC enslaved to a bridge
+        "docker0": (2, 1, False, False),       # virtual: no device
+        "ens4": (4, 1, True, False),
+        "ens5": (5, 1, True, False),
+    })  # fmt: skip
+    assert sysfs_dhcp_link(str(tmp_path / "a"), ours) == "ens4"
+    # another namespace's sysfs (a test's namespace under the host's /sys): not used
+    assert sysfs_dhcp_link(str(tmp_path / "a"), [(1, "lo"), (2, "eth0")]) is None
+    # only virtual links (a veth: netlink's kind tells what it is) or nothing readable: the worker decides
+    only_virtual = fake_sysfs(tmp_path / "b", {"lo": (1, 772, False, False), "eth0": (2, 1, False, False)})
+    assert sysfs_dhcp_link(str(tmp_path / "b"), only_virtual) is None
+    assert sysfs_dhcp_link(str(tmp_path / "missing"), [(1, "lo")]) is None

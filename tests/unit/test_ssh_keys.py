@@ -20,8 +20,10 @@ from pid1.config import listen_problem
 from pid1.host_state import HostState
 from pid1.phases.ssh import probe_address, read_host_keys, remember
 from pid1.ssh_keys import KeyLineError, authorized_keys, key_problem, parse_key
+from pid1.state import State
 from pid1.state_schema import SshState
-from pid1.view.header import ssh_line
+from pid1.view.header import ssh_lines
+from pid1.view.render import render_long
 from pid1.view.statefile import decode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,15 +121,22 @@ def test_host_key_read_is_bounded_and_remembered(tmp_path: Path) -> None:
     assert remember(state, ["256 SHA256:other x (ED25519)"]) == "new"
 
 
-def test_vt2_ssh_line() -> None:
-    assert ssh_line(SshState()) is None
-    off = ssh_line(
+def test_vt2_ssh_lines() -> None:
+    assert ssh_lines(SshState()) == []
+    off = ssh_lines(
         decode(SshState, {"status": "off", "reason": "no SSH key: add ssh_authorized_keys to the user-data"})
     )
-    assert off == "ssh:     no SSH key: add ssh_authorized_keys to the user-data"
-    running = ssh_line(decode(SshState, {"status": "running", "listen": "22", "keys": 2, "host_key_origin": "kept",
-                                         "host_keys": ["256 SHA256:abc root@dom0 (ED25519)"]}))  # fmt: skip
-    assert running == "ssh:     port 22 · 2 keys · 256 SHA256:abc root@dom0 (ED25519) (kept)"
+    assert off == ["ssh:     no SSH key: add ssh_authorized_keys to the user-data"]
+    fingerprint = "SHA256:3Uzp/rksqxJvgLA1dzfJS3JF6TR8awkIh7xpMO5kp9c"  # a real one's length
+    running = ssh_lines(decode(SshState, {"status": "running", "listen": "22", "keys": 2, "host_key_origin": "kept",
+                                          "host_keys": [f"256 {fingerprint} root@dom0 (ED25519)"]}))  # fmt: skip
+    assert running == ["ssh:     port 22 · 2 keys · host key kept", f"         256 {fingerprint} (ED25519)"]
+    # the fingerprint is whole in the status file's (and an 80-column VT2's) width
+    state = {"ssh": {"status": "running", "listen": "22", "keys": 1, "host_key_origin": "new",
+                     "host_keys": [f"256 {fingerprint} a-very-long-comment@some.host.example (ED25519)"]}}  # fmt: skip
+    assert f"         256 {fingerprint} (ED25519)" in render_long(decode(State, state), 80, 0.0)
+    unknown = ssh_lines(decode(SshState, {"status": "running", "keys": 1, "host_keys": "junk"}))
+    assert unknown == ["ssh:     port ? · 1 key · host key unknown"]
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/dropbear").exists(), reason="dropbear-bin missing (tests/run installs it)")

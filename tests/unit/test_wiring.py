@@ -166,3 +166,16 @@ def test_the_mount_table_keeps_every_add_from_threads_in_order() -> None:
     for i in range(4):
         mine = [t for t in targets if t.startswith(f"/t{i}/")]
         assert mine == [f"/t{i}/{n}" for n in range(per_thread)]
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["bench.boot_phases", "devtools.noop_host_phases", "tests.namespace.control_phases",
+     "tests.namespace.scenario_phases", "tests.namespace.storage_phases"],  # stop_phases: only what PID1_TEST_STOP asks
+)  # fmt: skip
+def test_the_repositorys_extra_phase_modules_load_without_a_warning(module: str) -> None:
+    """pid1 leaves a broken pid1.extra_phases module out with a warning and
+    boots on, so a bench whose phases stopped loading (a Phase argument that
+    went away) measured nothing without failing: this catches it here."""
+    phases, warnings = load_phases([], [module])
+    assert phases and warnings == [], warnings

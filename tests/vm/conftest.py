@@ -54,23 +54,25 @@ def image() -> Path:
 
 @pytest.fixture(scope="session")
 def iso_image(image: Path) -> Path:
-    """dist/ with the ISO too (its zstd initrd: minutes of compression the
-    first time, seconds after)."""
+    """dist/ with the boot media too: the ISO and the disk image (their zstd
+    initrd: minutes of compression the first time, seconds after)."""
     began = time.monotonic()
     result = subprocess.run([str(REPO / "image/build")], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     print(result.stdout)
     if result.returncode != 0:
         pytest.fail(f"image/build failed:\n{result.stdout}\n{result.stderr}")
-    print(f"ISO built in {time.monotonic() - began:.1f} s")
+    print(f"boot media built in {time.monotonic() - began:.1f} s")
     return image
 
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT, mem=MIB)
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT, mem=MIB,
+    iso=True | image=PATH, firmware="bios"|"uefi"|"secure-boot")
     -> a VM whose serial output matched `until` (default: the console is up).
     A boot that does not get there is killed and started once more; the retry
     is printed. no_reboot=False: a guest reboot boots again instead of ending qemu."""
+    dist = image  # the fixture's name; start()'s `image` is a disk image to boot
     started: list[VM] = []
     session = request.session
     session.vms = started
@@ -86,9 +88,12 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         no_reboot: bool = True,
         cpu: str = "max",
         ssh_port: int | None = None,
+        image: str | None = None,
+        firmware: str = "bios",
         mem: int = 2048,
     ) -> VM:
-        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); cpu: qemu/run --cpu;
+        """iso: boot dist/only-docker.iso (the iso_image fixture builds it); image: boot this disk image
+        (a copy of dist/only-docker.img); firmware: qemu/run --uefi or --secure-boot; cpu: qemu/run --cpu;
         mem: qemu/run --mem (MiB).
         disks: several disks (vda, vdb, ...) instead of `disk`; ssh_port: 127.0.0.1:PORT forwarded to the guest's 22."""
         if disks:
@@ -96,16 +101,17 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         else:
             more = []
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
-            if disk is not None and earlier.disk == disk:
+            if (disk is not None and earlier.disk == disk) or (image is not None and earlier.image == image):
                 earlier.kill()
         for attempt in (1, 2):
-            vm = VM(name=name, append=append or [], disk=disk, dist=image, iso=iso, no_reboot=no_reboot, cpu=cpu,
-                    cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port, mem=mem)  # fmt: skip
+            vm = VM(name=name, append=append or [], disk=disk, dist=dist, iso=iso, no_reboot=no_reboot, cpu=cpu,
+                    cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port, image=image,
+                    firmware=firmware, mem=mem)  # fmt: skip
             started.append(vm)
             vm.start()
             try:
-                # isolinux first reads the ISO through the BIOS (~15 s under TCG)
-                vm.wait_for(until, BOOT_TIMEOUT + (60 if iso else 0))
+                # firmware and GRUB first read the kernel and initrd from the medium
+                vm.wait_for(until, BOOT_TIMEOUT + (60 if iso or image else 0))
                 return vm
             except BootTimeout as exc:
                 vm.kill()

@@ -10,24 +10,20 @@ serial console and QMP. Few boots, each carrying several scenarios in order
               `reboot` typed in the console -> the machine boots again to its
               console (qemu without -no-reboot) with /var/lib/docker on that
               disk, then Ctrl-Alt-Del (QMP send-key) -> reboot.
-  disk boots: 1. a qemu/mkdisk disk is /var/lib/docker; an image is made;
-                 `poweroff` typed -> the stop sequence in order, qemu exits.
-              2. the image is still there, the stale system containers came
-                 up cleanly; qemu is killed in the middle of a disk write.
-              3. the crashed disk boots to a console; system_powerdown (the
-                 ACPI power button over QMP) -> the orderly stop, qemu exits.
+
+The disk boots (Docker's data kept across boots, the poweroff's order, a
+crash mid-write, the power button) boot the disk image: test_disk_image.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 
 import pytest
 
-from devtools.vm import ANSI, REPO, VM, BootTimeout
+from devtools.vm import ANSI, VM, BootTimeout
 
 pytestmark = pytest.mark.vm
 
@@ -259,65 +255,3 @@ def test_ctrl_alt_del_reboots(ram_vm: VM):
     ram_vm.wait_for(r"stop requested: reboot \(signal SIGINT\)", STEP)
     ram_vm.wait_for(r"reboot: Restarting system", STOP_TIMEOUT)  # the kernel's last line
     ram_vm.kill()  # this VM boots again on a reboot: the test ends here
-
-
-# --- the disk ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def disk(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("disk") / "docker.img"
-    subprocess.run([str(REPO / "qemu/mkdisk"), str(path), "2G"], check=True)
-    return str(path)
-
-
-def test_disk_holds_docker_and_poweroff_stops_in_order(boot, disk):
-    vm = boot("disk1", disk=disk)
-    shell_ready(vm)
-    out = vm.shell("cat /run/pid1/state.json", STEP)
-    storage = json.loads(out[out.index("{") : out.rindex("}") + 1])["storage"]
-    assert storage.get("mode") == "disk" and storage.get("device") == "/dev/vda", storage
-    assert storage.get("target") == "/var/lib/docker" and storage.get("fstype") == "ext4", storage
-    out = vm.shell("docker tag busybox:latest persisted:1 && docker images --format '{{.Repository}}:{{.Tag}}'", STEP)
-    assert "persisted:1" in out, out
-    vm.mark()
-    vm.send("poweroff\n")  # busybox: SIGUSR2 to PID 1
-    order = [
-        r"stop requested: poweroff \(signal SIGUSR2\)",
-        r"stopping: poweroff",
-        r"dockerd stopped",
-        r"containerd stopped",
-        r"unmounted /var/lib/docker",
-        r"reboot: Power down",  # the kernel's last line
-    ]
-    position = 0
-    text = ""
-    for pattern in order:
-        found = vm.wait_for(pattern, STOP_TIMEOUT)
-        text = vm.text()
-        assert found.start() >= position, f"{pattern} out of order\n{vm.tail(60)}"
-        position = found.start()
-    assert vm.wait_exit(STEP) == 0, text[-3000:]
-
-
-def test_disk_second_boot_keeps_the_image_then_crash(boot, disk):
-    vm = boot("disk2", disk=disk)
-    shell_ready(vm)
-    out = vm.shell("docker images --format '{{.Repository}}:{{.Tag}}'", STEP)
-    assert "persisted:1" in out, out
-    # dom0, console, dhcp: the stale ones from boot 1 replaced cleanly
-    wait_running(vm, {"dom0", "console", "dhcp"})
-    # crash-only: qemu dies in the middle of a write to the docker disk
-    vm.send("dd if=/dev/zero of=/var/lib/docker/crash-test bs=1M count=1500 & sleep 1; echo WRITING\n")
-    vm.wait_for("WRITING", STEP)
-    vm.kill()
-
-
-def test_disk_after_crash_boots_and_power_button_stops(boot, disk):
-    vm = boot("disk3", disk=disk)
-    shell_ready(vm)
-    assert "persisted:1" in vm.shell("docker images --format '{{.Repository}}:{{.Tag}}'", STEP)
-    vm.mark()
-    reply = vm.qmp("system_powerdown")
-    assert "return" in reply, reply
-    vm.wait_for(r"stop requested: poweroff \(ACPI power button\)", STEP)
-    vm.wait_for(r"reboot: Power down", STOP_TIMEOUT)
-    assert vm.wait_exit(STEP) == 0

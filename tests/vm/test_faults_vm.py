@@ -169,11 +169,11 @@ def crash_disk(tmp_path_factory) -> str:
 
 def test_qemu_killed_during_the_seed_copy_then_booted_again(boot, crash_disk):
     # The first boot on a new disk seeds the data root right after storage is
-    # mounted. When pid1 says the copy is done, it is in the guest's page
-    # cache; ext4 commits it within its 5 s commit interval, in one journal
-    # transaction (the copy takes ~0.5 s), so a kill leaves all or none of
-    # it: none when killed 1 s after that line, all at 3 s (both seen; a copy
-    # left half-done needs one that spans a commit: defect 4.8).
+    # mounted. The store's data is flushed before its rename, the mark that
+    # it is whole; the rename itself lands within ext4's 5 s commit interval.
+    # So a kill 3 s after "seeded" leaves the whole store or none of it, never
+    # a store of empty files (seen in CI before the flush: dockerd refused
+    # the half store at every start), and the next boot uses it or seeds again.
     vm = boot("seedcrash", disk=crash_disk, until=r"dockerd: data root seeded", append=ALL_LINES)
     kill_at = time.monotonic() + SEED_KILL_DELAY  # the injection point, not a wait for a condition
     while (left := kill_at - time.monotonic()) > 0:

@@ -96,6 +96,10 @@ def test_a_url_user_data_and_blank_disks_on_the_first_boot(boot, served, ahead_s
     guest = float(vm.output("date +%s", STEP)[-1])
     assert abs(guest - time.time() - AHEAD) < 30, (guest, time.time(), vm.tail())
     assert "clock:   synced to 10.0.2.2" in vm.shell("cat /run/pid1/status", STEP), vm.tail()
+    # it did so with CAP_SYS_TIME alone: not privileged, the host's network
+    fields = "{{.HostConfig.Privileged}} {{.HostConfig.NetworkMode}} {{.HostConfig.CapAdd}}"
+    host = vm.output(f"docker inspect -f '{fields}' ntp", STEP)
+    assert host[-1:] == ["false host [SYS_TIME]"], host
     assert ahead_sntp.requests > 0
     vm.send("echo poweroff > /run/pid1/control\n")
     vm.wait_exit(STEP)
