@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.phase_context import phase_context
 from pid1.config import Config
 from pid1.kmod.helper import in_initial_pid_namespace
-from pid1.phases import PhaseContext
 from pid1.phases import memory as phase
-from pid1.wiring import MountTable, RestartRegistry, Wiring
 
 
 class Warnings:
@@ -25,10 +24,6 @@ class Warnings:
 
     def warning(self, line: str) -> None:
         self.lines.append(line)
-
-
-def unused(*args: object) -> None:
-    raise AssertionError(f"the memory phase called what it does not use: {args!r}")
 
 
 def make_root(tmp_path: Path, mode_line: str | None, namespace: str = "/proc/self/ns/pid") -> Path:
@@ -45,20 +40,7 @@ def make_root(tmp_path: Path, mode_line: str | None, namespace: str = "/proc/sel
 
 def run_phase(root: Path, **config: str) -> tuple[str, Warnings]:
     log = Warnings()
-    ctx = PhaseContext(
-        config=Config(**config),
-        log=log,  # type: ignore[arg-type]  # the phase only warns
-        store=None,  # type: ignore[arg-type]
-        reaper=None,  # type: ignore[arg-type]
-        wiring=Wiring().view(phase.PHASE),
-        mounts=MountTable(),
-        restart_actions=RestartRegistry(),
-        start_service=unused,
-        add_stop_hook=unused,
-        add_before_stop=unused,
-        request_stop=unused,
-        root=str(root),
-    )
+    ctx = phase_context(phase.PHASE, config=Config(**config), log=log, root=str(root))  # type: ignore[arg-type]
     return asyncio.run(phase.PHASE.run(ctx)), log
 
 
