@@ -7,21 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pid1 import state_schema as schema
 from pid1.state import LogLine, State
-from pid1.state_schema import (
-    ContainerState,
-    ContainerStatus,
-    DaemonState,
-    DaemonStatus,
-    EngineState,
-    Mode,
-    NetworkState,
-    NetworkStatus,
-    PhaseState,
-    PhaseStatus,
-    StorageMode,
-    StorageState,
-)
 
 # The real boot's phases, in DAG order, with (start, duration) in seconds of uptime.
 BOOT = [
@@ -40,7 +27,7 @@ BOOT = [
     ("console", ["images", "network"], 11.70, 0.900),
 ]
 NOW_RUNNING = 300.0
-DISK = StorageState(mode=StorageMode.DISK, device="/dev/vda", fstype="ext4", label="DOCKER")
+DISK = schema.StorageState(mode=schema.StorageMode.DISK, device="/dev/vda", fstype="ext4", label="DOCKER")
 WALL_RUNNING = 1_800_000_000.0  # the wall clock at NOW_RUNNING (the DHCP lease is stamped with it)
 
 
@@ -48,12 +35,13 @@ def boot_state(upto: float | None) -> State:
     """The boot as it stood at uptime `upto` (None: finished)."""
     state = State(pid=1, booted_at=4.1)
     for name, needs, start, took in BOOT:
-        record = PhaseState(name=name, needs=needs, required=name not in ("vt2", "control", "console_tty"))
+        record = schema.PhaseState(name=name, needs=needs, required=name not in ("vt2", "control", "console_tty"))
         if upto is None or start + took <= upto:
-            record.status, record.started, record.ended, record.duration = PhaseStatus.DONE, start, start + took, took
+            record.status = schema.PhaseStatus.DONE
+            record.started, record.ended, record.duration = start, start + took, took
             record.attempts = 1
         elif start <= upto:
-            record.status, record.started, record.attempts = PhaseStatus.RUNNING, start, 1
+            record.status, record.started, record.attempts = schema.PhaseStatus.RUNNING, start, 1
         state.phases[name] = record
     state.milestones = {"pid1 started": 4.10, "dockerd answering": 9.20, "console started": 12.60}
     for i in range(120):
@@ -64,24 +52,24 @@ def boot_state(upto: float | None) -> State:
 
 def booting() -> dict[str, Any]:
     state = boot_state(upto=7.0)
-    state.mode = Mode.BOOTING
+    state.mode = schema.Mode.BOOTING
     state.storage = DISK
-    state.dockerd = EngineState(
-        containerd=DaemonState(pid=230, status=DaemonStatus.RUNNING, up_since=5.1),
-        dockerd=DaemonState(pid=231, status=DaemonStatus.STARTING),
+    state.dockerd = schema.EngineState(
+        containerd=schema.DaemonState(pid=230, status=schema.DaemonStatus.RUNNING, up_since=5.1),
+        dockerd=schema.DaemonState(pid=231, status=schema.DaemonStatus.STARTING),
     )
     return roundtrip(state)
 
 
 def running_state() -> State:
     state = boot_state(upto=None)
-    state.mode = Mode.RUNNING
+    state.mode = schema.Mode.RUNNING
     state.storage = DISK
     # what the network phase records (the lease stamps are `date +%s` in the dhcp container)
     obtained = int(WALL_RUNNING - (NOW_RUNNING - 11.7))
-    state.network = NetworkState(
+    state.network = schema.NetworkState(
         mode="dhcp",
-        status=NetworkStatus.UP,
+        status=schema.NetworkStatus.UP,
         link="eth0",
         address="10.0.2.15",
         prefixlen=24,
@@ -91,35 +79,35 @@ def running_state() -> State:
         lease_obtained=obtained,
         lease_expires=obtained + 86400,
     )
-    state.dockerd = EngineState(
-        containerd=DaemonState(pid=230, status=DaemonStatus.RUNNING, up_since=5.1),
-        dockerd=DaemonState(pid=231, status=DaemonStatus.RUNNING, up_since=9.2),
+    state.dockerd = schema.EngineState(
+        containerd=schema.DaemonState(pid=230, status=schema.DaemonStatus.RUNNING, up_since=5.1),
+        dockerd=schema.DaemonState(pid=231, status=schema.DaemonStatus.RUNNING, up_since=9.2),
     )
     state.containers = {
-        "dhcp": ContainerState(
+        "dhcp": schema.ContainerState(
             role="dhcp",
             name="pid1-dhcp",
             image="dhcp:bundled",
             image_reason="bundled",
-            status=ContainerStatus.RUNNING,
+            status=schema.ContainerStatus.RUNNING,
             up_since=9.3,
         ),
-        "dom0": ContainerState(
+        "dom0": schema.ContainerState(
             role="dom0",
             name="pid1-dom0",
             image="dom0-image:latest",
             image_reason="tag dom0-image:latest",
             container_id="4f1c2d3e4b5a69788796a5b4",
-            status=ContainerStatus.RUNNING,
+            status=schema.ContainerStatus.RUNNING,
             up_since=12.3,
         ),
-        "console": ContainerState(
+        "console": schema.ContainerState(
             role="console",
             name="pid1-console",
             image="console-image:latest",
             image_reason="tag console-image:latest",
             container_id="9a8b7c6d5e4f30211203f4e5",
-            status=ContainerStatus.RUNNING,
+            status=schema.ContainerStatus.RUNNING,
             up_since=12.6,
         ),
     }
@@ -133,7 +121,7 @@ def running() -> dict[str, Any]:
 def crash_looping_console() -> dict[str, Any]:
     state = running_state()
     state.containers["console"].update(
-        status=ContainerStatus.BACKOFF,
+        status=schema.ContainerStatus.BACKOFF,
         up_since=None,
         restarts=7,
         failures_in_row=7,
@@ -149,8 +137,8 @@ def crash_looping_console() -> dict[str, Any]:
 def ram_mode() -> dict[str, Any]:
     state = running_state()
     # what the storage phase records when no disk is labelled DOCKER
-    state.storage = StorageState(
-        mode=StorageMode.RAM, device="tmpfs", fstype="tmpfs", target="/var/lib/docker", preexisting=False
+    state.storage = schema.StorageState(
+        mode=schema.StorageMode.RAM, device="tmpfs", fstype="tmpfs", target="/var/lib/docker", preexisting=False
     )
     why = "no disk labelled DOCKER (4 block devices checked, waited 1.0 s)"
     state.phases["storage"].detail = f"running from RAM ({why})"
@@ -159,8 +147,12 @@ def ram_mode() -> dict[str, Any]:
 
 def offline() -> dict[str, Any]:
     state = running_state()
-    state.network = NetworkState(
-        mode="dhcp", status=NetworkStatus.OFFLINE, link="eth0", offline_reason="no lease within 15 s", waited=15.0
+    state.network = schema.NetworkState(
+        mode="dhcp",
+        status=schema.NetworkStatus.OFFLINE,
+        link="eth0",
+        offline_reason="no lease within 15 s",
+        waited=15.0,
     )
     state.containers.pop("dhcp")
     return roundtrip(state)

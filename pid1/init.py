@@ -113,6 +113,7 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
         root_notes = rootfs.prepare()
         cmdline = cmdline or procfs.read_cmdline()
     mark_fds_close_on_exec()
+    syscalls.limit_malloc_arenas(1)  # before any thread starts
     config, warnings = parse_cmdline(cmdline)
     store = StateStore(config.state_dir)
     log = Log(store=store)

@@ -222,22 +222,29 @@ class UserdataState(Record):
 
 
 @dataclass
-class ClockState(Record):
+class ClockMeasurement:
+    """What one round of the clock client measured: the fields its status
+    file (pid1.phases.ntp.ClockReading) and the state share."""
+
+    server: str | None = None
+    address: str | None = None
+    offset: float | None = None
+    delay: float | None = None
+    stratum: int | None = None
+    steps: int = 0
+    checked: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class ClockState(ClockMeasurement, Record):
     """The ntp container's last round (pid1.phases.ntp)."""
 
     status: ClockStatus | None = None
     mode: str | None = None  # "set" or "query"
     servers: list[str] = field(default_factory=list)
     source: str | None = None  # where the servers came from
-    server: str | None = None
-    address: str | None = None
-    offset: float | None = None
-    delay: float | None = None
-    stratum: int | None = None
     last_step: float | None = None
-    steps: int = 0
-    checked: float | None = None
-    error: str | None = None
     updated: float | None = None
 
 

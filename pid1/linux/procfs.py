@@ -1,5 +1,6 @@
 """Readers of /proc: the kernel command line, the capability bounding set,
-the loaded modules and the filesystems the kernel knows.
+the loaded modules, the filesystems the kernel knows, the console log level
+(read and set) and which PID namespace this is.
 
 Owns: those readers; each says what it returns when /proc cannot tell (not
 mounted yet, no module support), never raising for that.
@@ -11,9 +12,15 @@ the other to read a file.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 PROC_CMDLINE = "/proc/cmdline"
 PROC_STATUS = "/proc/self/status"
 CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
+PRINTK = "/proc/sys/kernel/printk"
+# The inode number of the first PID namespace (PROC_PID_INIT_INO in the kernel).
+INIT_PID_NS_INO = 0xEFFFFFFC
 
 # Capability numbers -> names (linux/capability.h).
 CAPABILITIES = (
@@ -69,3 +76,51 @@ def missing_capabilities(status: str = PROC_STATUS, last_cap: str = CAP_LAST_CAP
     except (OSError, StopIteration, ValueError, IndexError):
         return []
     return [CAPABILITIES[n] if n < len(CAPABILITIES) else str(n) for n in range(last + 1) if not bounding >> n & 1]
+
+
+@dataclass
+class ConsoleLevel:
+    """The kernel's console log level (the first field of /proc/sys/kernel/printk):
+    records of a lower syslog level print on the consoles. Lowered once, put
+    back on request."""
+
+    path: str = PRINTK
+    saved: int | None = None
+
+    def read(self) -> int:
+        with open(self.path) as f:
+            return int(f.read().split()[0])
+
+    def write(self, level: int) -> None:
+        # Writing one number sets only the first field; the others stay.
+        with open(self.path, "w") as f:
+            f.write(f"{level}\n")
+
+    def lower(self, level: int) -> int:
+        """Set the level to `level` if it is higher now; returns the level before."""
+        before = self.read()
+        if before > level:
+            self.write(level)
+            self.saved = before
+        return before
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            self.write(self.saved)
+            self.saved = None
+
+    def prints(self, syslog_level: int) -> bool:
+        """Whether the kernel prints records of `syslog_level` on the consoles
+        now; False when unknown."""
+        try:
+            return self.read() > syslog_level
+        except (OSError, ValueError, IndexError):
+            return False
+
+
+def in_first_pid_namespace() -> bool:
+    """Whether this process is in the machine's first PID namespace (not a test's)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino == INIT_PID_NS_INO
+    except OSError:
+        return False

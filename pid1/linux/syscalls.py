@@ -269,6 +269,18 @@ def spawn(program: str, argv: list[str], env: dict[str, str], actions: list[File
         _libc.posix_spawnattr_destroy(attr)
 
 
+M_ARENA_MAX = -8  # mallopt(3)
+
+
+def limit_malloc_arenas(count: int) -> None:
+    """mallopt(M_ARENA_MAX, count): glibc gives every thread that mallocs an
+    arena of its own, whose pages stay resident; pid1's few threads (bounded
+    work, the boot-log writer, the loop's executor) are never hot enough to
+    need one. Takes effect for threads started after it."""
+    if _libc.mallopt(M_ARENA_MAX, count) != 1:
+        raise OSError("mallopt(M_ARENA_MAX) refused")
+
+
 def release_free_memory() -> None:
     """malloc_trim(0): hand the heap's free pages back to the kernel. Boot-time
     imports and JSON churn leave free pages resident in PID 1 otherwise."""

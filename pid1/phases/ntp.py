@@ -37,7 +37,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pid1.container_spec import ContainerSpec
@@ -45,7 +45,7 @@ from pid1.linux.fifo import EventFifo
 from pid1.net.dhcp import lease_file, network_dir, read_lease
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
-from pid1.state_schema import ClockStatus
+from pid1.state_schema import ClockMeasurement, ClockStatus
 from pid1.untrusted import read_untrusted
 from pid1.wiring import Wiring
 
@@ -77,22 +77,14 @@ def choose_servers(configured: list[str], userdata_servers: list[str], lease: di
 
 
 # --- what the client says ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClockReading:
+@dataclass
+class ClockReading(ClockMeasurement):
     """The status file, checked: every field of the expected type and bounds."""
 
     synced: bool = False
     mode: str = "set"
-    server: str | None = None
-    address: str | None = None
-    offset: float | None = None
-    delay: float | None = None
-    stratum: int | None = None
     stepped: float | None = None
-    steps: int = 0
     poll: float | None = None
-    checked: float | None = None
-    error: str | None = None
 
     @property
     def right(self) -> bool:
@@ -239,12 +231,11 @@ class ClockWatch:
             ctx.log.warning(f"clock: {self.status_path} ignored: {getattr(exc, 'strerror', None) or exc}")
             return
         previous, self.last = self.last, reading
+        measured = {f.name: getattr(reading, f.name) for f in fields(ClockMeasurement)}
+        status = ClockStatus.SYNCED if reading.synced else ClockStatus.UNSYNCED
         record.update(
-            status=ClockStatus.SYNCED if reading.synced else ClockStatus.UNSYNCED, mode=reading.mode,
-            server=reading.server, address=reading.address, offset=reading.offset, delay=reading.delay,
-            stratum=reading.stratum, last_step=reading.stepped, steps=reading.steps, checked=reading.checked,
-            error=reading.error, updated=round(uptime(), 3),
-        )  # fmt: skip
+            **measured, status=status, mode=reading.mode, last_step=reading.stepped, updated=round(uptime(), 3)
+        )
         ctx.store.changed()
         self.say(reading, previous)
         clock = self.clock

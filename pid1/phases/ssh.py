@@ -30,6 +30,8 @@ import time
 from typing import TYPE_CHECKING
 
 from pid1.host_state import HostState
+from pid1.kmsg import LEVELS
+from pid1.linux.procfs import ConsoleLevel
 from pid1.phases import Phase, PhaseContext
 from pid1.state_schema import SshState, SshStatus
 from pid1.wiring import Wiring
@@ -148,10 +150,8 @@ def announce(ctx: PhaseContext, lines: list[str]) -> None:
     """On the terminals too when pid1's log lines no longer reach them
     (pid1.console_log=quiet once the console ran, or a `quiet` boot); while
     they still do (SSH answered before the console started), once is enough."""
-    from pid1.phases.console_log import notices_reach_the_terminals
-
     bridge = ctx.wiring.maybe(Wiring.console_bridge)
-    if bridge is None or ctx.config.console_log == "all" or notices_reach_the_terminals():
+    if bridge is None or ctx.config.console_log == "all" or ConsoleLevel().prints(LEVELS["notice"]):
         return
     try:
         bridge.announce(lines)
