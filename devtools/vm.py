@@ -63,6 +63,7 @@ class VM:
     ssh_port: int | None = None  # qemu/run --ssh-port: 127.0.0.1:PORT on the host is the guest's port 22
     accel: str = field(default_factory=lambda: os.environ.get("QEMU_ACCEL", "tcg"))
     cpu: str = "max"  # qemu/run --cpu: a qemu CPU model, or "default" for no -cpu at all
+    mem: int = 2048  # qemu/run --mem: the VM's RAM in MiB
     dist: Path = REPO / "dist"
     iso: bool = False  # boot dist/only-docker.iso (isolinux or shim + GRUB; its command line is fixed: no append)
     image: str | None = None  # boot this disk image (qemu/run --image; fixed command line: no append)
@@ -71,7 +72,6 @@ class VM:
     switch: Path | None = None  # qemu/run --switch: a second NIC (eth1) on this qemu/switch socket
     switch_mac: str | None = None
     cpus: int = 2
-    mem: int = 2048  # MiB
     proc: subprocess.Popen | None = None
     serial: bytearray = field(default_factory=bytearray)
     lines: list[tuple[float, str]] = field(default_factory=list)
@@ -90,7 +90,8 @@ class VM:
         media = self.iso or self.image is not None
         argv = [str(REPO / "qemu/run"), *(["--image", self.image] if self.image else [] if self.iso else ["--kernel"])]
         argv += {"bios": [], "uefi": ["--uefi"], "secure-boot": ["--secure-boot"]}[self.firmware]
-        argv += ["--accel", self.accel, "--cpu", self.cpu, "--headless", *(["--no-reboot"] if self.no_reboot else [])]
+        argv += ["--accel", self.accel, "--cpu", self.cpu, "--mem", str(self.mem), "--headless"]
+        argv += ["--no-reboot"] if self.no_reboot else []
         argv += ["--qmp", str(self.qmp_path), "--dist", str(self.dist)]
         argv += [f"--append={a}" for a in [*([] if media else DEFAULT_APPEND), *self.append]]
         if self.disk:
@@ -104,7 +105,11 @@ class VM:
         argv += [f"--ssh-port={self.ssh_port}"] if self.ssh_port else []
         argv += [f"--switch={self.switch}"] if self.switch else []
         argv += [f"--switch-mac={self.switch_mac}"] if self.switch_mac else []
-        argv += [f"--cpus={self.cpus}", f"--mem={self.mem}"]
+        argv += [f"--cpus={self.cpus}"]
+        return self.start_argv(argv)
+
+    def start_argv(self, argv: list[str]) -> VM:
+        """Start this qemu command line (bench/memory.py boots the anchor's kernel and initrd so)."""
         self.serial.clear()
         self.lines.clear()
         self._partial = b""

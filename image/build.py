@@ -16,14 +16,22 @@ and command line that every boot loader loads.
 The initrd is several cpio archives back to back (the kernel unpacks each in
 turn), one per part, each rebuilt only when what went into it changed:
 
-    base     the skeleton, the Docker engine, iptables, shared libraries,
-             CA certificates and the kernel modules (with depmod's indexes)
+    base     the skeleton, kmod, the shared libraries Python and kmod need,
+             CA certificates, the kernel modules' indexes and the two
+             modules the engine phase loads (loop, squashfs)
     python   Debian's python3.11 with the standard library modules pid1 and
              its dependencies import (image/python_runtime.py finds them),
              and the dependencies themselves, byte-compiled
-    pid1     the pid1 package (byte-compiled, with sources), /init, the
-             bundled images, and the same images as a docker data root
-             (image/docker_seed.py) that pid1 copies into an empty one
+    pid1     the pid1 package (byte-compiled, with sources) and /init
+    engine   one squashfs, which the engine phase mounts, of what only the
+             engine and the phases after it read: the engine (dockerd,
+             containerd, the shim, runc, docker-proxy, the docker client,
+             docker-init), iptables, mke2fs, the libraries only they need,
+             the other kernel modules, the bundled images and the same
+             images as a docker data root (image/docker_seed.py) that pid1
+             copies into an empty one. The other parts keep symlinks to
+             them. Last: in a VM too small for it, the kernel's unpack
+             stops there, after /init (pid1/ram.py then says why)
 
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 
@@ -108,6 +116,26 @@ RENAMED_BINARIES = {"usr/bin/tini-static": "usr/bin/docker-init"}
 # dockerd 20.10 execs `iptables` from PATH; the legacy variant needs no nf_tables.
 IPTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"]
 
+# The engine's squashfs (the `engine` part, ENGINE_IMAGE): what only the
+# engine and the phases after the engine phase read, moved out of the other
+# parts, their paths left as symlinks into ENGINE_MOUNT, where the engine
+# phase (pid1/phases/engine.py) mounts it before containerd and the modules
+# phase start. Page cache instead of pinned initramfs pages (docs/image.md;
+# figures in docs/benchmarks.md). From base: ENGINE_FILES, the libraries
+# only they need (late_libraries) and the kernel modules but loop's and
+# squashfs's (late_modules); from the bundled tree: BUNDLED_FILES.
+ENGINE_IMAGE = "usr/lib/pid1/engine.squashfs"
+ENGINE_MOUNT = "usr/lib/pid1/engine"
+ENGINE_FILES = [
+    "usr/sbin/dockerd", "usr/sbin/docker-proxy", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2",
+    "usr/sbin/runc", "usr/lib/pid1/docker-cli", "usr/bin/docker-init", "usr/sbin/xtables-legacy-multi",
+    f"{MULTIARCH}/xtables", "usr/sbin/mke2fs",
+]  # fmt: skip
+# read by the dockerd phase (the seed) and the images phase, both after containerd
+BUNDLED_FILES = ["usr/share/pid1/images", "usr/share/pid1/docker-seed"]
+# zstd -15 with 256 KiB blocks: measured against -19, lz4 and xz in docs/benchmarks.md
+SQUASHFS_OPTIONS = ["-comp", "zstd", "-Xcompression-level", "15", "-b", "256K"]
+
 # Kernel modules shipped (with their modules.dep closure and soft
 # dependencies): what pid1 loads and what the kernel or dockerd ask for.
 MODULES = module_sets.IN_IMAGE
@@ -140,6 +168,7 @@ HOST_TOOLS = {
     "zstd": "zstd",
     "strip": "binutils",
     "patchelf": "patchelf",
+    "mksquashfs": "squashfs-tools",
 }
 
 
@@ -370,7 +399,111 @@ def docker_cli(stage: Path, engine_trees: list[Path], lib_trees: list[Path]) -> 
     os.symlink("../lib/pid1/docker-cli/docker", stage / "usr/bin/docker")
 
 
-def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroot: Path, kver: str) -> None:
+def split_engine(stage: Path, tree: Path, relatives: Sequence[str]) -> int:
+    """Move `relatives` (files or directories) from the stage into `tree`
+    (a root of the squashfs) and leave relative symlinks to their place
+    under ENGINE_MOUNT; returns the bytes moved."""
+    moved = 0
+    for relative in relatives:
+        source, target = stage / relative, tree / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        moved += sum(f.stat().st_size for f in [source, *source.rglob("*")] if f.is_file() and not f.is_symlink())
+        shutil.move(source, target)
+        link_into_engine(stage, relative)
+    return moved
+
+
+def link_into_engine(stage: Path, relative: str) -> None:
+    """A relative symlink at `relative` to its place in the mounted squashfs."""
+    link = stage / relative
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(stage / ENGINE_MOUNT / relative, link.parent), link)
+
+
+def library_closure(libraries: Path, elves: Sequence[Path]) -> set[str]:
+    """The sonames the ELF files need, directly or through each other, that
+    are in the directory `libraries`."""
+    found: set[str] = set()
+    queue = list(elves)
+    while queue:
+        for soname in elf.needed(queue.pop()):
+            if soname not in found and (libraries / soname).is_file():
+                found.add(soname)
+                queue.append(libraries / soname)
+    return found
+
+
+def interpreter_elves(python_trees: list[Path]) -> list[Path]:
+    """Python's interpreter and every extension module its packages have: a
+    superset of what the python part keeps (image/python_runtime.py trims it)."""
+    elves = [path for t in python_trees for path in [t / "usr/bin/python3.11"] if path.is_file()]
+    elves += sorted(p for t in python_trees for p in t.glob("usr/lib/python3.11/lib-dynload/*.so"))
+    if not elves:
+        raise BuildError("no usr/bin/python3.11 in the python packages")
+    return elves
+
+
+def late_libraries(stage: Path, python_trees: list[Path]) -> list[str]:
+    """The base part's shared libraries that nothing unpacked before the
+    engine's squashfs is mounted needs: not Python (it runs pid1 and the
+    mount), not kmod. Relative paths."""
+    libraries = stage / MULTIARCH
+    early = library_closure(libraries, [stage / "usr/bin/kmod", *interpreter_elves(python_trees)])
+    early.add("ld-linux-x86-64.so.2")
+    files = [p for p in libraries.iterdir() if p.is_file() and not p.is_symlink()]
+    return sorted(f"{MULTIARCH}/{p.name}" for p in files if p.name not in early)
+
+
+def late_modules(stage: Path, kver: str) -> list[str]:
+    """Every kernel module file but those the engine phase loads to mount
+    the squashfs (EARLY_MODULES and what they need). Relative paths."""
+    moddir = stage / "usr/lib/modules" / kver
+    early = set(module_closure(moddir, module_sets.EARLY_MODULES, stage))
+    return sorted(str(p.relative_to(stage)) for p in moddir.rglob("*.ko*") if str(p.relative_to(moddir)) not in early)
+
+
+def build_bundled(tree: Path, key: str, dom0_trees: list[Path]) -> None:
+    """The bundled image tarballs and the seed (BUNDLED_FILES) in `tree`, a
+    root of the engine's squashfs; rebuilt when `key` changes."""
+    from image import bundled_images, docker_seed
+
+    stamp = BUILD / "bundled.key"
+    if tree.is_dir() and stamp.exists() and stamp.read_text() == key:
+        return
+    shutil.rmtree(tree, ignore_errors=True)
+    images = tree / "usr/share/pid1/images"
+    images.mkdir(parents=True)
+    busybox = busybox_path()
+    built = bundled_images.build(BUILD / "images", busybox=busybox, trees=dom0_trees)
+    for path in built.values():
+        shutil.copy2(path, images / path.name)
+    docker_seed.build_seed(tree / "usr/share/pid1/docker-seed", busybox=busybox, trees=dom0_trees)
+    stamp.write_text(key)
+
+
+def build_engine(part: Part, trees: list[Path]) -> None:
+    """The engine part: one file, ENGINE_IMAGE, made by mksquashfs from the
+    union of `trees` (hard links into one root)."""
+    root = BUILD / "stage/engine-root"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    for tree in trees:
+        shutil.copytree(tree, root, symlinks=True, copy_function=os.link, dirs_exist_ok=True)
+    stage = part.begin()
+    image = stage / ENGINE_IMAGE
+    image.parent.mkdir(parents=True)
+    run(
+        ["mksquashfs", str(root), str(image), *SQUASHFS_OPTIONS, "-noappend", "-all-root", "-no-xattrs",
+         "-quiet", "-no-progress", "-mkfs-time", str(cpio.MTIME), "-all-time", str(cpio.MTIME)],
+        capture_output=True,
+    )  # fmt: skip
+    shutil.rmtree(root)
+    part.finish()
+
+
+def build_base(part: Part, engine_tree: Path, trees_of: dict[str, list[Path]], kroot: Path, kver: str) -> None:
+    """The base part, and in `engine_tree` what of it goes into the engine's squashfs."""
+    engine_trees, lib_trees = trees_of["engine"], trees_of["libraries"]
     stage = part.begin()
     skeleton(stage)
     trees = engine_trees + lib_trees
@@ -415,7 +548,13 @@ def build_base(part: Part, engine_trees: list[Path], lib_trees: list[Path], kroo
         copy_file(src / index, dst / index)
     run(["depmod", "-b", str(stage / "usr"), kver])
     # depmod -b ROOT looks in ROOT/lib/modules; /lib is a link to /usr/lib in the guest
+    shutil.rmtree(engine_tree, ignore_errors=True)
+    engine_tree.mkdir(parents=True)
+    late = [*late_libraries(stage, trees_of["python"]), *late_modules(stage, kver)]
+    moved = split_engine(stage, engine_tree, [*ENGINE_FILES, *late])
+    (stage / ENGINE_MOUNT).mkdir(parents=True)
     part.finish()
+    log(f"part base: {human(moved)} moved to the engine's squashfs ({len(late)} libraries and modules among them)")
 
 
 # --- the python part ---------------------------------------------------------------------------
@@ -457,8 +596,8 @@ runpy.run_module("pid1", run_name="__main__", alter_sys=True)
 INIT_SCRIPT = INIT_SCRIPT_TEMPLATE.replace("{path}", SYSTEM_PATH)
 
 
-def build_pid1(part: Part, python_stage: Path, dom0_trees: list[Path]) -> None:
-    from image import bundled_images, docker_seed, python_runtime
+def build_pid1(part: Part, python_stage: Path) -> None:
+    from image import python_runtime
 
     stage = part.begin()
     site = stage / python_runtime.SITE
@@ -468,13 +607,9 @@ def build_pid1(part: Part, python_stage: Path, dom0_trees: list[Path]) -> None:
     init = stage / "init"
     init.write_text(INIT_SCRIPT)
     os.chmod(init, 0o755)
-    images = stage / "usr/share/pid1/images"
-    images.mkdir(parents=True)
-    busybox = busybox_path()
-    built = bundled_images.build(BUILD / "images", busybox=busybox, trees=dom0_trees)
-    for path in built.values():
-        shutil.copy2(path, images / path.name)
-    docker_seed.build_seed(stage / "usr/share/pid1/docker-seed", busybox=busybox, trees=dom0_trees)
+    # the bundled images and the seed are in the engine's squashfs (build_bundled)
+    for relative in BUNDLED_FILES:
+        link_into_engine(stage, relative)
     part.finish()
 
 
@@ -518,6 +653,10 @@ def concatenate(sources: list[Path], target: Path) -> bool:
         for source in sources:
             with open(source, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
+            # The kernel takes a plain cpio after a compressed one only at a
+            # 4-byte boundary ("invalid magic at start of compressed
+            # archive" otherwise); it skips the zeros.
+            out.write(bytes(-out.tell() % 4))
     if target.exists() and files_equal(tmp, target):
         tmp.unlink()
         return False
@@ -570,31 +709,39 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
     python_trees = [trees[p] for p in PYTHON_PACKAGES]
     me = [Path(__file__), HERE / "cpio.py", HERE / "elf.py"]
 
-    base = Part("base", fingerprint(*me, sorted(d.name for d in debs.values()), kver, MODULES))
-    if not base.fresh():
-        build_base(base, engine_trees, lib_trees, kroot, kver)
+    debs_key = sorted(d.name for d in debs.values())
+    trees_of = {"engine": engine_trees, "libraries": lib_trees, "python": python_trees}
+    base = Part("base", fingerprint(*me, debs_key, kver, MODULES, module_sets.EARLY_MODULES))
+    engine_tree = BUILD / "stage/engine-tree"  # what base moves into the squashfs
+    bundled_tree = BUILD / "stage/bundled-tree"
+    bundled_key = fingerprint(
+        *me, HERE / "bundled_images.py", HERE / "docker_seed.py", HERE / "dom0-start", REPO / "pid1/layout.py",
+        sorted(debs[p].name for p in DOM0_PACKAGES),
+    )  # fmt: skip
+    engine = Part("engine", fingerprint(base.key, bundled_key, SQUASHFS_OPTIONS))
+    if not base.fresh() or not (engine.fresh() or engine_tree.is_dir()):
+        build_base(base, engine_tree, trees_of, kroot, kver)
+    if not engine.fresh():
+        build_bundled(bundled_tree, bundled_key, dom0_trees)
+        build_engine(engine, [engine_tree, bundled_tree])
     pyproject = REPO / "pyproject.toml"
     python = Part(
         "python",
         fingerprint(
             *me, HERE / "python_runtime.py", HERE / "python-keep.txt", python_runtime.requirements(pyproject),
-            sorted(d.name for d in debs.values()), tree_fingerprint(REPO / "pid1", (".py",)),
+            debs_key, base.key, tree_fingerprint(REPO / "pid1", (".py",)),
         ),
     )  # fmt: skip
     if not python.fresh():
         build_python(python, python_trees, lib_trees, base.stage)
     pid1 = Part(
         "pid1",
-        fingerprint(
-            *me, HERE / "python_runtime.py", HERE / "bundled_images.py", HERE / "docker_seed.py",
-            HERE / "dom0-start", sorted(debs[p].name for p in DOM0_PACKAGES),
-            tree_fingerprint(REPO / "pid1", (".py", ".script")), INIT_SCRIPT,
-        ),
-    )  # fmt: skip
+        fingerprint(*me, HERE / "python_runtime.py", tree_fingerprint(REPO / "pid1", (".py", ".script")), INIT_SCRIPT),
+    )
     if not pid1.fresh():
         if not python.stage.exists():
             build_python(python, python_trees, lib_trees, base.stage)
-        build_pid1(pid1, python.stage, dom0_trees)
+        build_pid1(pid1, python.stage)
 
     made = []
     vmlinuz = dist / "vmlinuz"
@@ -602,11 +749,15 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
     if not vmlinuz.exists() or not files_equal(source_kernel, vmlinuz):
         shutil.copyfile(source_kernel, vmlinuz)
         made.append("vmlinuz")
-    parts = [compressed(p, compress) for p in (base, python, pid1)]
+    # Unpacked in this order: in a VM too small for the engine's image, the
+    # unpack stops there and /init still runs (pid1/ram.py says why). The
+    # squashfs is compressed already: its part is never compressed again.
+    ordered = (base, python, pid1, engine)
+    parts = [compressed(p, compress if p is not engine else "none") for p in ordered]
     initrd = dist / "initrd.img"
-    initrd_key = fingerprint(str(initrd), base.key, python.key, pid1.key, compress)
+    initrd_key = fingerprint(str(initrd), *(p.key for p in ordered), compress)
     initrd_stamp = BUILD / "initrd.key"
-    expected = sum(p.stat().st_size for p in parts)
+    expected = sum(p.stat().st_size + -p.stat().st_size % 4 for p in parts)
     unchanged = initrd_stamp.exists() and initrd_stamp.read_text() == initrd_key
     if not (unchanged and initrd.exists() and initrd.stat().st_size == expected):
         if concatenate(parts, initrd):
@@ -615,14 +766,14 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
     iso_initrd = initrd
     if want_media and iso_compress != compress:
         iso_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
-        concatenate([compressed(p, iso_compress) for p in (base, python, pid1)], iso_initrd)
+        concatenate([compressed(p, iso_compress if p is not engine else "none") for p in ordered], iso_initrd)
     if want_media:
         # The one list of what the boot loaders load, for the ISO and the disk image alike
         boot = boot_media.BootSet(
             kernel=vmlinuz,
             initrds=(iso_initrd,),
             cmdline=KERNEL_CMDLINE,
-            release=fingerprint(kver, base.key, python.key, pid1.key, iso_compress, KERNEL_CMDLINE)[:12],
+            release=fingerprint(kver, *(p.key for p in ordered), iso_compress, KERNEL_CMDLINE)[:12],
         )
         boot_debs = fetch_debs(boot_media.PACKAGES)
         loaders = boot_media.Loaders.from_trees({name: unpack(deb) for name, deb in boot_debs.items()})
@@ -639,7 +790,7 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
         "iso_compress": iso_compress if want_media else None,
         "iso_initrd": iso_initrd.stat().st_size if want_media else None,
         "parts": {p.name: {"cpio": p.archive.stat().st_size, "packed": q.stat().st_size} for p, q in
-                  zip((base, python, pid1), parts, strict=True)},
+                  zip(ordered, parts, strict=True)},
         "files": {f.name: f.stat().st_size for f in sorted(dist.iterdir()) if f.is_file() and f.suffix != ".json"},
         "seconds": round(time.monotonic() - began, 1),
         "made": made,

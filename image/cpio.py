@@ -8,6 +8,8 @@ stdout and stderr, and Python reads /dev/urandom for its hash seed when
 getrandom() would block: on a CPU without RDRAND (qemu's default model) the
 kernel's random pool is not ready that early, and without the node Python
 stops with "_Py_HashRandomization_Init: failed to get random numbers".
+/dev/kmsg is there for pid1's RAM check (pid1/ram.py), which speaks before
+anything is mounted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ MTIME = 1686355200  # Debian 12's release day: any fixed instant works
 # The majors and minors are the kernel's fixed ones (Documentation/admin-guide/devices.txt).
 DEVICE_NODES = [
     ("dev/console", stat.S_IFCHR | 0o600, 5, 1),
+    ("dev/kmsg", stat.S_IFCHR | 0o644, 1, 11),
     ("dev/null", stat.S_IFCHR | 0o666, 1, 3),
     ("dev/random", stat.S_IFCHR | 0o666, 1, 8),
     ("dev/urandom", stat.S_IFCHR | 0o666, 1, 9),

@@ -105,6 +105,11 @@ class Config:
     )
     extra_phases: list[str] = _key([], "extra Python modules whose PHASES join the DAG (development and tests)")
     cgroups: str = _key("v2", "cgroup layout: v2 (unified tree) or v1 (one hierarchy per controller)", ("v1", "v2"))
+    transparent_hugepage: str = _key(
+        "never",
+        "transparent huge pages: never (the RAM goes to containers), madvise, always, or kernel (its own setting)",
+        ("never", "madvise", "always", "kernel"),
+    )
     hostname: str = _key("only-docker", "hostname set at boot (RFC 1123, at most 64 bytes)", check=hostname_problem)
     storage_label: str = _key("DOCKER", "filesystem label of the disk mounted on the docker data root")
     docker_root: str = _key("/var/lib/docker", "docker data root (the labelled disk or a tmpfs is mounted here)")

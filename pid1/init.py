@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from pid1 import emergency, rootfs, shutdown
+from pid1 import emergency, ram, rootfs, shutdown
 from pid1.config import Config, parse_cmdline, quoting_hints
 from pid1.linux import procfs, syscalls
 from pid1.log import Log
@@ -79,6 +79,20 @@ class ReaperCounters:
         self.store.changed()
 
 
+def refuse_small_machine() -> None:
+    """Below the minimum RAM: one line on the consoles, then halt (pid1.ram). Never returns then."""
+    line = ram.too_small(ram.memtotal_mib())
+    if line is None:
+        return
+    ram.say(line)
+    syscalls.sync()
+    try:
+        syscalls.reboot(syscalls.RebootCommand.HALT)
+    except OSError:
+        pass
+    last_resort()
+
+
 def build_supervisor(config: Config, log: Log, store: StateStore, reaper: Reaper, root: str) -> Supervisor:
     phases, load_warnings = load_phases(BUILTIN_MODULES, config.extra_phases)
     chosen, warnings = select_phases(phases, config.phases)
@@ -94,6 +108,7 @@ def run(cmdline: str, root: str = "/", ignored_args: Sequence[str] = ()) -> int:
     os.umask(0o022)
     root_notes: list[str] = []
     if is_pid1 and root == "/":
+        refuse_small_machine()
         # before anything else: a root runc can pivot_root from, and /proc for the command line
         root_notes = rootfs.prepare()
         cmdline = cmdline or procfs.read_cmdline()

@@ -6,6 +6,9 @@ import, so the two cannot disagree.
 
 from __future__ import annotations
 
+# Loaded first, by the `engine` phase: the engine's files are on a squashfs
+# mounted through a loop device, and containerd starts once it is.
+EARLY_MODULES = ("loop", "squashfs")
 # Loaded with the hardware drivers by the `modules` phase: what the disk scan
 # and dockerd's start need first.
 STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "overlay")
@@ -52,7 +55,7 @@ FIREWALL_MODULES = (
 # published port to its task inside the task's network namespace.
 SWARM_MODULES = ("vxlan", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "xt_ipvs", "xt_u32", "xt_REDIRECT")
 
-LOADED_AT_BOOT = (*STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
+LOADED_AT_BOOT = (*EARLY_MODULES, *STORAGE_MODULES, *ENGINE_MODULES, *INPUT_MODULES)
 ON_DEMAND = (
     *DRIVER_MODULES, *CLOUD_MODULES, *SOCKET_MODULES, *VOLUME_MODULES, *FIREWALL_MODULES, *SWARM_MODULES,
 )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import errno
 import fcntl
 import os
 import struct
@@ -82,6 +83,56 @@ def reboot(command: RebootCommand) -> None:
     """reboot(2). In a child PID namespace the kernel ends the namespace's init
     instead of touching the machine (SIGINT for power-off/halt, SIGHUP for restart)."""
     _check(_libc.reboot(ctypes.c_int(int(command) - (1 << 32) if command > 0x7FFFFFFF else int(command))), "reboot")
+
+
+# --- loop devices (linux/loop.h) ---------------------------------------------
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4  # detach when the last user (the mount) goes
+# struct loop_info64: device, inode, rdevice, offset, sizelimit (u64); number,
+# encrypt_type, encrypt_key_size, flags (u32); file_name, crypt_name (64),
+# encrypt_key (32); init[2] (u64): 232 bytes
+_LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
+
+
+def loop_config(fd: int, flags: int, name: str) -> bytes:
+    """struct loop_config {u32 fd; u32 block_size; loop_info64 info; u64 reserved[8]} (304 bytes)."""
+    info = _LOOP_INFO64.pack(0, 0, 0, 0, 0, 0, 0, 0, flags, name.encode()[:63], b"", b"", 0, 0)
+    return struct.pack("=II", fd, 0) + info + bytes(64)
+
+
+def mount_loop_read_only(image: str, target: str, fstype: str, control: str = "/dev/loop-control") -> str:
+    """Mount the filesystem image file `image` on `target`, read-only, through
+    a free loop device (LOOP_CONFIGURE, autoclear: the device detaches when
+    it is unmounted); returns the device's path. The device stays open until
+    the mount holds it, or autoclear would detach it at once. Another process
+    can take the free device between the two ioctls (EBUSY): the next is tried."""
+    backing = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    config = loop_config(backing, LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR, image)
+    try:
+        for attempt in range(8):
+            ctl = os.open(control, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+            finally:
+                os.close(ctl)
+            device = os.path.join(os.path.dirname(control), f"loop{number}")
+            loop = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                try:
+                    fcntl.ioctl(loop, LOOP_CONFIGURE, config)
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY and attempt < 7:
+                        continue
+                    raise
+                mount(device, target, fstype, MS_RDONLY | MS_NODEV | MS_NOSUID)
+                return device
+            finally:
+                os.close(loop)
+        raise OSError(errno.EBUSY, f"no free loop device for {image}")
+    finally:
+        os.close(backing)
 
 
 def sync() -> None:

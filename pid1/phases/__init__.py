@@ -27,6 +27,8 @@ BUILTIN_MODULES = (
     "pid1.phases.devices",
     "pid1.phases.mounts",
     "pid1.phases.hostname",
+    "pid1.phases.memory",
+    "pid1.phases.engine",
     "pid1.phases.modules",
     "pid1.phases.disks",
     "pid1.phases.userdata_volume",

@@ -1,7 +1,7 @@
 """The phases `containerd` and `dockerd`: start the engine (pid1/engine/)
 and publish it for the phases after them.
 
-`containerd` (needs mounts) spawns containerd on its own socket
+`containerd` (needs mounts, engine: its files) spawns containerd on its own socket
 (pid1.containerd_socket), root and state in the exec root
 (pid1/engine/containerd.py). `dockerd` (needs containerd, storage, modules:
 overlay, userdata: daemon.json and proxies) seeds a data root dockerd never
@@ -221,7 +221,7 @@ async def stop_engine(ctx: PhaseContext) -> None:
 
 
 PHASES = [
-    Phase(name="containerd", run=run_containerd, needs=("mounts",), fills=(Wiring.containerd,)),
+    Phase(name="containerd", run=run_containerd, needs=("mounts", "engine"), fills=(Wiring.containerd,)),
     Phase(
         name="dockerd",
         run=run_dockerd,

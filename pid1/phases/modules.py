@@ -1,5 +1,7 @@
 """modules and docker_modules: load the kernel modules the hardware and
-Docker need. modules needs mounts (/proc, /sys); docker_modules needs modules.
+Docker need. modules needs mounts (/proc, /sys) and engine (the module
+files are on the engine's squashfs, but loop's and squashfs's: image/build.py
+late_modules); docker_modules needs modules.
 
 Coldplug: every `modalias` under /sys/devices is resolved through
 modules.alias (pid1.kmod, which resolves as kmod's modprobe does), then the
@@ -157,7 +159,7 @@ PHASES = [
     Phase(
         name="modules",
         run=run,
-        needs=("mounts",),
+        needs=("mounts", "engine"),
         required=False,
         fills=(Wiring.module_index, Wiring.disk_drivers_loaded_at),
     ),

@@ -67,7 +67,7 @@ def iso_image(image: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
-    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT,
+    """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT, mem=MIB,
     iso=True | image=PATH, firmware="bios"|"uefi"|"secure-boot")
     -> a VM whose serial output matched `until` (default: the console is up).
     A boot that does not get there is killed and started once more; the retry
@@ -90,9 +90,11 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         ssh_port: int | None = None,
         image: str | None = None,
         firmware: str = "bios",
+        mem: int = 2048,
     ) -> VM:
         """iso: boot dist/only-docker.iso (the iso_image fixture builds it); image: boot this disk image
-        (a copy of dist/only-docker.img); firmware: qemu/run --uefi or --secure-boot; cpu: qemu/run --cpu.
+        (a copy of dist/only-docker.img); firmware: qemu/run --uefi or --secure-boot; cpu: qemu/run --cpu;
+        mem: qemu/run --mem (MiB).
         disks: several disks (vda, vdb, ...) instead of `disk`; ssh_port: 127.0.0.1:PORT forwarded to the guest's 22."""
         if disks:
             disk, more = disks[0], disks[1:]
@@ -104,7 +106,7 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         for attempt in (1, 2):
             vm = VM(name=name, append=append or [], disk=disk, dist=dist, iso=iso, no_reboot=no_reboot, cpu=cpu,
                     cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port, image=image,
-                    firmware=firmware)  # fmt: skip
+                    firmware=firmware, mem=mem)  # fmt: skip
             started.append(vm)
             vm.start()
             try:

@@ -6,6 +6,10 @@ seed comes from /dev/urandom in the initramfs (image/cpio.py), and whatever
 reads random bytes later (dockerd's Go crypto/rand, which blocks until the
 pool is ready) must not wait for it. One boot in CI; VM_CPU_MODELS="kvm64
 Nehalem" boots those models too, one after another (each costs a boot).
+
+The boots are also issue 14's `-kernel` boot of the minimum RAM (pid1.ram
+MIN_RAM_MIB): the engine's squashfs mounted, a container run, and the
+memory phase's setting in the kernel.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from collections.abc import Iterator
 
 import pytest
 from test_boot import STEP, shell_ready
+from test_memory_vm import check_engine_mounted
 
 from devtools.vm import VM
+from pid1 import ram
 
 pytestmark = pytest.mark.vm
 
@@ -28,7 +34,7 @@ KERNEL_LINE = r"\[\s*([0-9.]+)\] {}"
 @pytest.fixture(scope="module", params=MODELS)
 def cpu_vm(boot, request: pytest.FixtureRequest) -> Iterator[VM]:
     # panic=-1 with qemu/run --no-reboot: a kernel panic (init died) ends qemu at once
-    vm = boot(f"cpu-{request.param}", cpu=request.param, append=["panic=-1"])
+    vm = boot(f"cpu-{request.param}", cpu=request.param, append=["panic=-1"], mem=ram.MIN_RAM_MIB)
     shell_ready(vm)
     yield vm
     vm.kill()  # the next model's boot gets the cores
@@ -67,3 +73,15 @@ def test_the_random_pool_is_ready_before_dockerd_starts(cpu_vm: VM) -> None:
     milestones = cpu_vm.milestones()
     print(f"cpu {cpu_vm.cpu}: /init at {init} s, crng ready at {ready} s, dockerd started at {dockerd} s, {milestones}")
     assert ready < dockerd, f"crng ready at {ready} s, after dockerd started ({dockerd} s)"
+
+
+def test_the_minimum_mounts_the_engine_and_turns_huge_pages_off(cpu_vm: VM) -> None:
+    """The memory phase's `never`: the kernel stops khugepaged and puts
+    vm.min_free_kbytes back to its own default (4 * sqrt(lowmem KiB): ~2.7
+    MB here), where khugepaged had raised it to about 5% of the RAM."""
+    check_engine_mounted(cpu_vm)
+    out = cpu_vm.shell("cat /sys/kernel/mm/transparent_hugepage/enabled /proc/sys/vm/min_free_kbytes", STEP)
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert "always madvise [never]" in lines, out
+    min_free = int(next(line for line in lines if line.isdigit()))
+    assert min_free < 8192, f"vm.min_free_kbytes {min_free}: the huge pages' reserve is still there"

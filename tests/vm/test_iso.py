@@ -2,12 +2,18 @@
 from El Torito on BIOS; on UEFI with Secure Boot on (OVMF, Microsoft's keys),
 Debian's signed shim, GRUB and kernel. The same kernel, initrd and command
 line either way; the system comes up to the console, and Docker runs a
-container under the kernel's lockdown (its modules are Debian's, signed)."""
+container under the kernel's lockdown (its modules are Debian's, signed).
+The BIOS boot is in a VM of the minimum RAM (pid1.ram MIN_RAM_MIB, issue
+14), where a container runs too; both mount the engine's squashfs from the
+initrd (loop and squashfs load signed under lockdown)."""
 
 from __future__ import annotations
 
 import pytest
 from test_boot import STEP, wait_running
+from test_memory_vm import check_engine_mounted
+
+from pid1 import ram
 
 pytestmark = pytest.mark.vm
 
@@ -20,13 +26,16 @@ def loaded(cmdline: str) -> list[str]:
     return [w for w in cmdline.split() if not w.startswith(("BOOT_IMAGE=", "initrd="))]
 
 
-def test_iso_boots_to_the_console(iso_image, boot) -> None:
-    vm = boot("iso", iso=True)
+def test_iso_boots_to_the_console_in_the_minimum_and_runs_a_container(iso_image, boot) -> None:
+    vm = boot("iso", iso=True, mem=ram.MIN_RAM_MIB)
     cmdline = vm.output("cat /proc/cmdline", STEP)[0]
     assert ISO_WORDS in cmdline and "pid1.grow" not in cmdline, cmdline
     seen_cmdlines["bios"] = loaded(cmdline)
     assert "efi: EFI v" not in vm.shell("dmesg | grep 'efi: EFI v'; true", STEP)  # BIOS, not UEFI
     wait_running(vm, {"dom0", "console"})
+    check_engine_mounted(vm)
+    out = vm.shell("docker run --rm busybox echo o''k", 180)
+    assert "ok" in [line.strip() for line in out.splitlines()], f"{out!r}\n{vm.tail()}"
 
 
 def test_iso_boots_under_uefi_with_secure_boot(iso_image, boot) -> None:
@@ -40,6 +49,7 @@ def test_iso_boots_under_uefi_with_secure_boot(iso_image, boot) -> None:
     assert "efi: EFI v" in kernel, kernel
     assert "Secure boot enabled" in kernel, kernel
     assert "Kernel is locked down from EFI Secure Boot" in kernel, kernel
+    check_engine_mounted(vm)  # loop and squashfs loaded signed, the squashfs mounted under lockdown
     # dockerd's modules (bridge, veth, netfilter) load signed under lockdown
     out = vm.output("docker run --rm busybox echo ran-under-lockdown", STEP)
     assert "ran-under-lockdown" in out, out
