@@ -1,20 +1,14 @@
 """User-data: what a user gives the machine for its first boot, parsed and
 checked into a `UserData` before anything of it is applied.
 
-Two kinds, as cloud-init reads them:
-- `#cloud-config` YAML, the subset that fits a host made of containers:
-  `hostname`, `write_files`, `ssh_authorized_keys`, `ntp`, `runcmd`, `swarm`
-  (Docker Swarm mode, checked by pid1.swarm_config), `network` (cloud-init's
-  network config v2, the subset pid1.net.netconfig reads, as the value of
-  pid1.net), and this project's own section, `only_docker:` (any `pid1.*`
-  key by name, and `docker:`, dockerd's daemon.json, checked by pid1.daemon_json);
-- a script (`#!...`), run once per instance in dom0.
-
-Everything else is a warning that names it, and the rest applies: a user-data
-written for cloud-init or RancherOS that uses only these keys works as it is.
-A malformed document is an error with the reason, and nothing of it applies.
-Nothing here touches the machine; the YAML parser is imported only when there
-is a cloud-config to read.
+Two kinds, as cloud-init reads them: a script (`#!...`, run once per
+instance in dom0), or `#cloud-config` YAML, the subset that fits a host made
+of containers (CLOUD_INIT_KEYS; `swarm` is checked by pid1.swarm_config,
+`network` read by pid1.net.netconfig as a pid1.net value, and `only_docker:`
+takes any `pid1.*` key and `docker:`, daemon.json, checked by pid1.daemon_json).
+Any other key is a warning that names it, and the rest applies; a malformed
+document is an error with the reason, and nothing of it applies. Nothing
+here touches the machine; YAML is parsed only when there is a cloud-config.
 """
 
 from __future__ import annotations
@@ -191,11 +185,10 @@ def _cloud_config(document: dict[Any, Any]) -> UserData:
     if "network" in document:
         from pid1.net.netconfig import network_from_document
 
-        net = network_from_document(document["network"], data.warnings)
-        if net is not None and "net" in data.settings:
-            data.warnings.append(f"network: {SECTION}.net is given too, and wins")
-        elif net is not None:
-            data.settings["net"] = net
+        if (net := network_from_document(document["network"], data.warnings)) is not None:
+            if "net" in data.settings:
+                data.warnings.append(f"network: {SECTION}.net is given too, and wins")
+            data.settings.setdefault("net", net)
     return data
 
 

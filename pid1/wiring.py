@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from pid1.engine.daemon import Daemon
     from pid1.engine.system_containers import SystemContainers
     from pid1.kmod import ModuleIndex
+    from pid1.net.addresses import InterfaceAddresses
     from pid1.phases import Phase
-    from pid1.phases.network import InterfaceAddresses, NetworkPhase
+    from pid1.phases.network import NetworkPhase
     from pid1.phases.ntp import Clock
     from pid1.phases.userdata import Applied
     from pid1.phases.userdata_volume import VolumeSource

@@ -1,56 +1,28 @@
 """network: lo and the ethernet links up, then DHCP, a static address, or
-nothing, on each interface pid1.net names.
+nothing, on each interface pid1.net names (docs/network.md says what each
+value does). Needs `images` (the pid1-dhcp image is loaded; the
+system-container supervisor exists).
 
-Needs `images` (the pid1-dhcp image, a second tag of the bundled busybox,
-is loaded; the system-container
-supervisor exists). The netlink work (links up, the static address, watching
-for an IPv4 address and a default route) runs in a short-lived child,
-`python -m pid1.net.netlink` (see that module for why it is not a thread), whose
-JSON-line events this phase reads from a pipe.
+The netlink work (links up, MTUs, static addresses, the default route on its
+owner, the wait for an IPv4 address and that route) runs in a short-lived
+child, `python -m pid1.net.netlink` (see that module for why it is not a
+thread), whose JSON-line events this phase reads (pid1.net.worker). A DHCP
+interface gets a system container running busybox udhcpc (pid1.net.dhcp):
+`dhcp` for the route owner, started as soon as its link is known (from
+sysfs at once), `dhcp-LINK` for another, whose script leaves the route and
+DNS alone. The `network-lease` service reads the scripts' events FIFO and
+keeps the state's lease current after the phase: renewals, a lease that
+comes after the phase went on offline ("network up" then), a lost one.
 
-- `pid1.net=dhcp` (default): as soon as the machine's first physical
-  ethernet link is known (from sysfs at the phase's start, else when the
-  child reports the links, which under emulation takes 10-15 s), the DHCP
-  client is handed to the system-container supervisor as the `dhcp` container
-  (busybox `udhcpc -f` in the foreground, `--net host`, NET_ADMIN + NET_RAW,
-  not privileged), so the lease renews for as long as the machine runs and a
-  dead client is restarted. Its script (pid1/net/udhcpc.script, bound in) applies the
-  address (with the lease as its lifetime), the default route and DNS,
-  records the lease in `<state_dir>/network/lease` and writes each event
-  (bound, renew, deconfig, leasefail) to the FIFO `<state_dir>/network/events`.
-  The `network-lease` service reads that FIFO on the loop (like the control
-  channel: pid1 holds both ends) and keeps the state's lease current after the
-  phase: renewals, a lease that arrives after the phase went on offline
-  ("network up" then), a lost one.
-- `pid1.net=static:ADDR/PREFIX,GATEWAY[,DNS...]`: applied by the child through
-  pyroute2; DNS servers are written to /etc/resolv.conf. A malformed value is
-  named in pid1.config's warning and DHCP is used instead (a typo never
-  stops a boot; the one parser is pid1.net.mode).
-- `pid1.net=none`: only `lo` is brought up.
-- Several interfaces (`pid1.net=eth0:dhcp+eth1:static:10.0.0.5/24,mtu=9000`,
-  or the user-data's `network:`, which pid1.net.netconfig turns into that
-  value): the child applies each one's MTU and static address, and the
-  default route only on the interface that owns it (pid1.net.mode). Each
-  DHCP interface gets its own container; only the route owner's is `dhcp`
-  (its lease is the state's); another, `dhcp-LINK`, keeps the route and DNS
-  alone. A named interface that is not there within the child's link wait
-  is a warning in the state (`network.warnings`, its status `absent`), and
-  the boot goes on. `state.network.interfaces` holds each one's settings and
-  addresses; a phase that needs an interface's address uses the slot
-  `Wiring.interface_addresses` (`of(name)`, or a bounded `wait(name, timeout)`).
+The phase succeeds when the child reports the route owner's address (an
+event, not a poll), or after `pid1.net_timeout` seconds, offline: the DHCP
+client keeps trying, and a child too slow for the deadline is followed, not
+killed, so its late settings still apply. /etc/resolv.conf, bound into the
+dhcp container, dom0 and the console, is rewritten in place (a bind pins the inode).
 
-The phase is done when netlink reports an IPv4 address and a default route on
-a link (an event, not a poll), or after `pid1.net_timeout` seconds: then the
-machine goes on offline, says so, and the DHCP client keeps trying. Either way
-the phase succeeds. /etc/resolv.conf is the machine's file, bind-mounted into
-the dhcp container (and by the system phase into dom0 and the console) and
-always rewritten in place: a bind pins the inode, a rename would break it.
-
-Owns: NetworkPhase (the attempt, the state's `network` section, the
-`network-lease` service), InterfaceAddresses, the slots network_up,
-network_attempt and interface_addresses.
-May use: pid1.net (mode, worker, dhcp), pid1.linux.fifo (the events FIFO),
-the system-container supervisor through its slot.
+Owns: NetworkPhase (the state's `network` section, the `network-lease`
+service), the slots network_up, network_attempt and interface_addresses.
+May use: pid1.net, pid1.linux.fifo, the system-container supervisor's slot.
 """
 
 from __future__ import annotations
@@ -61,14 +33,13 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pid1.linux.fifo import EventFifo, ensure_fifo
+from pid1.net.addresses import InterfaceAddresses
 from pid1.net.dhcp import (
     LEASE_EVENTS,
-    dhcp_role,
     dhcp_spec,
     ensure_file,
     lease_file,
@@ -87,37 +58,6 @@ from pid1.state_schema import InterfaceState, InterfaceStatus, NetworkState, Net
 from pid1.wiring import Wiring
 
 LEASE_SERVICE = "network-lease"
-
-
-class InterfaceAddresses:
-    """What the network phase provides a phase that needs an interface's
-    address (Wiring.interface_addresses; e.g. Swarm's advertise interface):
-    `of(name)` now, or `wait(name, timeout)` until it has one. One for the
-    boot (a retried phase keeps it); it reads the state's current
-    `network.interfaces`, which the phase changes and then calls `changed()`."""
-
-    def __init__(self, network: Callable[[], NetworkState]) -> None:
-        self.network = network
-        self.event = asyncio.Event()
-
-    def of(self, name: str) -> list[str]:
-        """Interface `name`'s IPv4 addresses ("ADDR/PREFIX"); [] while it has none, or is absent."""
-        return self.network().addresses_of(name)
-
-    def changed(self) -> None:
-        event, self.event = self.event, asyncio.Event()
-        event.set()  # wakes every waiter; the next wait waits for the next change
-
-    async def wait(self, name: str, timeout: float) -> list[str]:
-        """`of(name)` once it is not empty, or [] after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while not (found := self.of(name)):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.event.wait(), remaining)
-        return found
 
 
 @dataclass
@@ -198,48 +138,40 @@ class NetworkPhase:
         self.interfaces_changed()
         self.ctx.store.changed()
 
-    def start_extra_dhcp(self, link: str) -> None:
-        """DHCP on an interface that does not own the default route: its own
-        container and lease directory; its script leaves the route and DNS alone."""
-        supervisor = self.ctx.wiring.maybe(Wiring.system_containers)
+    def start_dhcp_container(self, link: str, default_route: bool) -> asyncio.Task | None:
+        """udhcpc on `link` in its system container, handed to the supervisor in
+        the background (the worker's events keep coming meanwhile); the route
+        owner's is `dhcp`, another's `dhcp-LINK`, whose script leaves the
+        route and DNS alone. None when there is no supervisor."""
+        ctx = self.ctx
+        supervisor = ctx.wiring.maybe(Wiring.system_containers)
         if supervisor is None:
-            self.ctx.log.error(f"network: no system-container supervisor: no DHCP client on {link}")
-            return
-        ensure_file(self.ctx.path("etc/resolv.conf"))
+            ctx.log.error(f"network: no system-container supervisor (dockerd phase missing): no DHCP client on {link}")
+            return None
+        ensure_file(ctx.path("etc/resolv.conf"))
         os.makedirs(self.net_dir, exist_ok=True)
         self.watch_lease_events()
-        self.ctx.log.info(f"network: DHCP on {link} ({dhcp_role(link, False)} container, no default route)")
-        spec = dhcp_spec(self.ctx, link, self.net_dir, default_route=False)
+        spec = dhcp_spec(ctx, link, self.net_dir, default_route=default_route)
+        ctx.log.info(f"network: DHCP on {link} (udhcpc in the {spec.role} container"
+                     + ("" if default_route else ", no default route") + ")")  # fmt: skip
         task = asyncio.get_running_loop().create_task(supervisor.ensure(spec))
 
         def done(task: asyncio.Task) -> None:
             if not task.cancelled() and task.exception() is not None:
-                self.ctx.log.error(f"network: the {spec.role} container could not be started: {task.exception()!r}")
+                ctx.log.error(f"network: the {spec.role} container could not be started: {task.exception()!r}")
 
         task.add_done_callback(done)
-        self.extra_tasks.append(task)
+        return task
+
+    def start_extra_dhcp(self, link: str) -> None:
+        if (task := self.start_dhcp_container(link, default_route=False)) is not None:
+            self.extra_tasks.append(task)
 
     def start_dhcp(self, link: str) -> None:
-        """Hand the DHCP client to the system-container supervisor (in the
-        background: the worker's events keep coming meanwhile)."""
-        ctx = self.ctx
         self.dhcp_link = link
-        supervisor = ctx.wiring.maybe(Wiring.system_containers)
-        if supervisor is None:
-            ctx.log.error("network: no system-container supervisor (dockerd phase missing): no DHCP client")
-            return
-        ensure_file(ctx.path("etc/resolv.conf"))
-        os.makedirs(self.net_dir, exist_ok=True)
-        self.watch_lease_events()
-        self.publish(link=link, status=NetworkStatus.WAITING)
-        ctx.log.info(f"network: DHCP on {link} (udhcpc in the dhcp container)")
-
-        def done(task: asyncio.Task) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                ctx.log.error(f"network: the dhcp container could not be started: {task.exception()!r}")
-
-        self.dhcp_task = asyncio.get_running_loop().create_task(supervisor.ensure(dhcp_spec(ctx, link, self.net_dir)))
-        self.dhcp_task.add_done_callback(done)
+        if (task := self.start_dhcp_container(link, default_route=True)) is not None:
+            self.publish(link=link, status=NetworkStatus.WAITING)
+            self.dhcp_task = task
 
     def watch_lease_events(self) -> None:
         """Start the network-lease service (once: a retried phase reuses it)."""

@@ -13,9 +13,8 @@ Applies what must be in place before the engine: the user-data's pid1 keys
 pid1.daemon_json; refused whole with the reason, and the last good one used),
 and the files of write_files, kept in the host state and bound into dom0 and
 the console. Fills `Wiring.userdata` (an `Applied`) for dockerd, the system
-containers and the runcmd phase, and records `state.userdata`. Uses
-`Wiring.storage` (its mode), `Wiring.volume_userdata` and
-`Wiring.boot2docker_files`.
+containers and the runcmd phase, and records `state.userdata`. Uses the
+slots storage (its mode), volume_userdata and boot2docker_files.
 """
 
 from __future__ import annotations

@@ -298,7 +298,7 @@ def test_interface_addresses_answers_now_or_after_a_bounded_wait() -> None:
     (Wiring.interface_addresses): the state's addresses, now or once they come."""
     import asyncio
 
-    from pid1.phases.network import InterfaceAddresses
+    from pid1.net.addresses import InterfaceAddresses
     from pid1.state_schema import InterfaceState, NetworkState
 
     network = NetworkState(interfaces={"eth1": InterfaceState("eth1", "dhcp")})
