@@ -76,12 +76,17 @@ def boot_pid1(name: str, mem: int, iso: bool) -> dict:
         return {"ok": True, "mem": info, "pid1_rss": rss_kib(out), "dom0": dom0, "network": network,
                 "wall": round(prompt_at - vm.started, 1)}  # fmt: skip
     except (BootTimeout, ValueError) as exc:
-        log = vm.save_log(f"memory-{name}")
-        print(f"  pid1 {name}: no prompt ({str(exc).splitlines()[0]}); serial log {log}")
-        print("    " + "\n    ".join(vm.tail(6).splitlines()))
-        return {"ok": False}
+        return no_prompt(vm, f"pid1 {name}", exc)
     finally:
         vm.kill()
+
+
+def no_prompt(vm: VM, who: str, exc: Exception) -> dict:
+    """A boot that reached no prompt: said, with its serial log kept and its tail."""
+    log = vm.save_log(f"memory-{who.split()[-1]}")
+    print(f"  {who}: no prompt ({str(exc).splitlines()[0]}); serial log {log}")
+    print("    " + "\n    ".join(vm.tail(6).splitlines()))
+    return {"ok": False}
 
 
 def boot_anchor(name: str, mem: int) -> dict:
@@ -98,10 +103,7 @@ def boot_anchor(name: str, mem: int) -> dict:
         prompt_at = time.monotonic()
         return {"ok": True, "mem": read_after_prompt(vm, prompt_at), "wall": round(prompt_at - vm.started, 1)}
     except BootTimeout as exc:
-        log = vm.save_log(f"memory-{name}")
-        print(f"  anchor {name}: no prompt ({str(exc).splitlines()[0]}); serial log {log}")
-        print("    " + "\n    ".join(vm.tail(6).splitlines()))
-        return {"ok": False}
+        return no_prompt(vm, f"anchor {name}", exc)
     finally:
         vm.kill()
 
