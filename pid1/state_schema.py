@@ -274,14 +274,17 @@ class ClockMeasurement:
     """What one round of the clock client measured: the fields its status
     file (pid1.phases.ntp.ClockReading) and the state share."""
 
+    # the answer taken: the server as configured, and the address it answered from
     server: str | None = None
     address: str | None = None
+    # seconds to add to the local clock, and the round trip that measured it
     offset: float | None = None
     delay: float | None = None
     stratum: int | None = None
+    # times the client stepped the clock; when it last asked (wall clock, seconds)
     steps: int = 0
     checked: float | None = None
-    error: str | None = None
+    error: str | None = None  # why the last round did not sync
 
 
 @dataclass
