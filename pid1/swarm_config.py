@@ -48,6 +48,22 @@ class SwarmConfig:
     token: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def listen_addr(self) -> str:
+        """Where the node listens for the swarm: the advertised address, or
+        dockerd's default. A join must not leave dockerd's default: a worker
+        that joined listening on 0.0.0.0 finds its own address again at
+        every start by a route to the manager, and dockerd exits fatally
+        ("could not find local IP address") when a boot starts it before
+        the network it gets from a container (docs/swarm.md)."""
+        if self.advertise_addr is None:
+            return f"0.0.0.0:{DEFAULT_PORT}"
+        try:
+            address = ipaddress.ip_address(self.advertise_addr)
+        except ValueError:  # an interface (dockerd takes its address), or HOST:PORT already
+            return self.advertise_addr if ":" in self.advertise_addr else f"{self.advertise_addr}:{DEFAULT_PORT}"
+        return f"[{address}]:{DEFAULT_PORT}" if address.version == 6 else f"{address}:{DEFAULT_PORT}"
+
     def summary(self) -> str:
         if self.role == "init":
             return f"swarm init (advertise {self.advertise_addr or 'default'})"

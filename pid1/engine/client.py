@@ -299,9 +299,13 @@ class DockerClient:
         with dockerd_errors():
             return await self._docker.swarm.init(advertise_addr=advertise_addr)
 
-    async def swarm_join(self, managers: Iterable[str], token: str, advertise_addr: str | None) -> None:
+    async def swarm_join(
+        self, managers: Iterable[str], token: str, advertise_addr: str | None, listen_addr: str
+    ) -> None:
         with dockerd_errors():
-            await self._docker.swarm.join(remote_addrs=managers, join_token=token, advertise_addr=advertise_addr)
+            await self._docker.swarm.join(
+                remote_addrs=managers, join_token=token, advertise_addr=advertise_addr, listen_addr=listen_addr
+            )
 
     async def swarm_leave(self) -> None:
         """Leave (forced: also a manager, also a join still pending)."""

@@ -1,15 +1,19 @@
 """The addresses of the interfaces pid1.net configures, for a phase that
 needs one (Swarm's advertise interface): the network phase fills
 Wiring.interface_addresses with an InterfaceAddresses over the state's
-`network.interfaces`, and calls `changed()` whenever it changes them.
+`network.interfaces`, and calls `changed()` whenever it changes them. And
+the address this machine reaches a peer from (`source_address_towards`).
 
-Owns: InterfaceAddresses. May use: asyncio, the state's NetworkState.
+Owns: InterfaceAddresses, source_address_towards. May use: asyncio, socket,
+the state's NetworkState.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -47,3 +51,20 @@ class InterfaceAddresses:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), remaining)
         return found
+
+
+async def source_address_towards(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """The local address the kernel's routes would send from to HOST:PORT
+    (a connected UDP socket: nothing is sent), or None: no route, or a name
+    that does not resolve within `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    try:
+        found = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout)
+    except (OSError, TimeoutError):
+        return None
+    for family, kind, proto, _, address in found:
+        with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
+            probe.connect(address)
+            source = ipaddress.ip_address(probe.getsockname()[0])
+            return f"[{source}]" if source.version == 6 else str(source)
+    return None

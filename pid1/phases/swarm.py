@@ -26,7 +26,8 @@ state says so.
 
 Owns: the phase, the `swarm` service and state.swarm. May use: the Docker
 client (pid1/engine/client.py's swarm calls), pid1.backoff,
-pid1.phases.ntp's clock wait, the phase API and the wiring.
+pid1.phases.ntp's clock wait, pid1.net.addresses, the phase API and the
+wiring.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pid1.backoff import Backoff
+from pid1.net.addresses import source_address_towards
 from pid1.phases import Phase, PhaseContext
 from pid1.state import uptime
 from pid1.state_schema import SwarmStatus
-from pid1.swarm_config import SwarmConfig, is_interface
+from pid1.swarm_config import DEFAULT_PORT, SwarmConfig, is_interface
 from pid1.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -189,7 +191,8 @@ class SwarmKeeper:
                 node_id = await asyncio.wait_for(self.client.swarm_init(config.advertise_addr), CALL_TIMEOUT)
                 ctx.log.milestone("swarm active", f"initialised a new swarm: node {str(node_id)[:25]}, manager")
             else:
-                join = self.client.swarm_join(config.managers, config.token or "", config.advertise_addr)
+                listen = await join_listen_addr(config)
+                join = self.client.swarm_join(config.managers, config.token or "", config.advertise_addr, listen)
                 await asyncio.wait_for(join, CALL_TIMEOUT)
                 ctx.log.milestone("swarm active", f"joined through {', '.join(config.managers)}")
         except TimeoutError:
@@ -274,6 +277,19 @@ def replaced_nodes(nodes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         if newer:
             found.append((str(old.get("ID")), hostname(old), str(newer[0].get("ID"))))
     return found
+
+
+async def join_listen_addr(config: SwarmConfig) -> str:
+    """The join's listen address: the advertised one, or, when dockerd is to
+    choose, the address the route to the first manager leaves from (what
+    dockerd would find), so that dockerd keeps it and needs no route when it
+    restores the swarm at its next start (docs/swarm.md); dockerd's default
+    where there is no route now."""
+    if config.advertise_addr is not None:
+        return config.listen_addr
+    host, _, port = config.managers[0].rpartition(":")
+    source = await source_address_towards(host.strip("[]"), int(port))
+    return f"{source}:{DEFAULT_PORT}" if source else config.listen_addr
 
 
 async def wait_for_network(ctx: PhaseContext, config: SwarmConfig) -> str | None:

@@ -4,9 +4,11 @@ and VT2's swarm line. The swarm itself runs in tests/docker/test_swarm.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from pid1.phases.swarm import NodeView, refusal, replaced_nodes, unlabelled_nodes
+from pid1.phases.swarm import NodeView, join_listen_addr, refusal, replaced_nodes, unlabelled_nodes
 from pid1.state_schema import SwarmState
 from pid1.swarm_config import SwarmConfigError, is_interface, parse_swarm
 from pid1.userdata import parse_userdata
@@ -25,6 +27,33 @@ def test_init_and_join_sections_parse() -> None:
                                  "token": TOKEN}})  # fmt: skip
     assert join.managers == ("10.0.0.1:2377", "10.0.0.2:2400", "[fd00::1]:2377", "mgr.lan:2377")
     assert join.token == TOKEN and join.role == "join"
+
+
+@pytest.mark.parametrize(
+    ("advertise", "listen"),
+    [
+        (None, "0.0.0.0:2377"),  # nothing to advertise: dockerd's default, and dockerd's choice
+        ("eth1", "eth1:2377"),  # dockerd resolves the interface when it joins, and keeps the address
+        ("10.0.0.5", "10.0.0.5:2377"),
+        ("10.0.0.5:2400", "10.0.0.5:2400"),
+        ("fd00::5", "[fd00::5]:2377"),
+    ],
+)
+def test_a_join_listens_on_the_address_it_advertises(advertise: str | None, listen: str) -> None:
+    section = {"managers": ["10.0.0.1"], "token": TOKEN} | ({"advertise_addr": advertise} if advertise else {})
+    assert parse_swarm({"join": section}).listen_addr == listen
+
+
+@pytest.mark.parametrize(
+    ("managers", "listen"),
+    [
+        (["127.0.0.1:2377"], "127.0.0.1:2377"),  # the address the route to the manager leaves from
+        (["255.255.255.255:2377"], "0.0.0.0:2377"),  # no usable route: dockerd's default
+    ],
+)
+def test_a_join_without_advertise_addr_listens_where_its_route_leaves_from(managers: list[str], listen: str) -> None:
+    config = parse_swarm({"join": {"managers": managers, "token": TOKEN}})
+    assert asyncio.run(join_listen_addr(config)) == listen
 
 
 @pytest.mark.parametrize(
