@@ -302,6 +302,32 @@ def node_entries(manager: Node) -> list[tuple[str, str, str]]:
     return sorted(tuple(line.split()[:3]) for line in out.splitlines() if len(line.split()) >= 3)
 
 
+def test_a_worker_booted_again_from_its_disk_comes_back_as_itself(cluster: tuple[Lab, list[Node]]) -> None:
+    """node3 powered off (its PID 1 killed) and booted again on its data root, with no address on eth0
+    yet, as a machine's power-on has none: dockerd restores the swarm before pid1's network phase
+    configures the address, so it must not need a route to the manager (docs/swarm.md). It starts
+    once, and the node is back as itself."""
+    lab, nodes = cluster
+    manager, worker = nodes[0], nodes[2]
+    old_id = worker.swarm()["node_id"]
+    old = worker.run
+    old.stop()
+    shutil.rmtree(worker.workdir / "exec", ignore_errors=True)  # the exec root is RAM; the data root is the disk
+    sh("ip", "-n", worker.netns, "addr", "flush", "dev", "eth0")
+    routes = subprocess.run(["ip", "-n", worker.netns, "route", "get", f"{manager.address}"], capture_output=True)
+    assert routes.returncode != 0, "no route to the manager before pid1's network phase"  # what a power-on has
+    worker.run = Pid1(workdir=worker.workdir / "pid1-disk", cmdline=old.cmdline, root=old.root, env=old.env,
+                      prefix=old.prefix, wrapper=old.wrapper)  # fmt: skip
+    worker.run.workdir.mkdir()
+    worker.run.start()
+    record = wait_swarm(worker, "back in the swarm", lambda s: s.get("status") == "active", lab, 120)
+    assert record["node_id"] == old_id, "the node joined again instead of coming back as itself"
+    dockerd = worker.run.state()["dockerd"]["dockerd"]
+    assert dockerd["restarts"] == 0, f"dockerd did not start at once: {dockerd}\n{worker.describe()}"
+    wait_for("node3 Ready again", lambda: nodes_ready(manager).get("node3") == "Ready", 90, lab.describe)
+    wait_for("the service 6/6 again", lambda: spread(manager), 120, lab.describe)
+
+
 def test_a_worker_back_from_ram_replaces_its_old_entry(cluster: tuple[Lab, list[Node]]) -> None:
     """node2 powered off (its PID 1 killed) and booted again with an empty
     data root, as a machine running from RAM comes back: it joins as a new
