@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pid1.console.terminal import OUTPUT_HIGH_WATER, OUTPUT_STALL_SECONDS, Terminal
@@ -57,6 +58,8 @@ DETACH_KEYS = "ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_"
 MAX_QUIET_REATTACHES = 5
 # How long a container whose stream ended gets to report that it stopped.
 STILL_RUNNING_WAIT = 1.0
+# How long a stream gets to bring a stopped container's last output.
+STOPPED_OUTPUT_GRACE = 0.5
 # Keystrokes typed while a stream is reattached wait for the next stream, up
 # to this many reads; beyond that they are dropped (nobody types that fast,
 # a paste into a dead stream should not grow pid1).
@@ -65,6 +68,15 @@ WAITING_PREFIX = "[pid1] console restarting: "
 # A query split across reads is held back this long for the rest to come
 # (pid1.cursor); output that ends in a lone ESC is not delayed longer.
 HELD_OUTPUT_SECONDS = 0.05
+
+
+@dataclass
+class SessionEnd:
+    """How one attach stream ended: whether any output came through, and
+    whether dockerd said the container stopped."""
+
+    got_output: bool = False
+    stopped: bool = False
 
 
 def waiting_line(reason: str, columns: int) -> str:
@@ -213,11 +225,11 @@ class ConsoleBridge:
         self._input = queue = asyncio.Queue[bytes](maxsize=INPUT_BACKLOG_READS)
         try:
             while not self._closed:
-                got_output = await self._session(container, queue, start=start and first, first=first)
+                ended = await self._session(container, queue, start=start and first, first=first)
                 first = False
-                if not await self._still_running(container):
+                if ended.stopped or not await self._still_running(container):
                     return
-                quiet_reattaches = 0 if got_output else quiet_reattaches + 1
+                quiet_reattaches = 0 if ended.got_output else quiet_reattaches + 1
                 if quiet_reattaches > MAX_QUIET_REATTACHES:
                     self.log.warning(f"console {container.id[:12]}: attach stream keeps ending at once; giving up")
                     return
@@ -235,59 +247,83 @@ class ConsoleBridge:
         self.terminals.clear()
 
     # --- one attach stream ------------------------------------------------------------
-    async def _session(self, container: Container, queue: asyncio.Queue[bytes], *, start: bool, first: bool) -> bool:
-        """One attach stream, pumped both ways until it ends. Returns whether
-        any output came through."""
+    async def _session(
+        self, container: Container, queue: asyncio.Queue[bytes], *, start: bool, first: bool
+    ) -> SessionEnd:
+        """One attach stream, pumped both ways until it ends, or until dockerd
+        says the container stopped and the stream has had STOPPED_OUTPUT_GRACE
+        to bring the last output."""
         stream = container.attach(stdin=True, stdout=True, stderr=True, logs=False, detach_keys=DETACH_KEYS)
-        got_output = False
         try:
             await stream.__aenter__()
         except Exception:
             if first:
                 raise
-            return False
+            return SessionEnd()
         self.sessions += 1
         pump_in = asyncio.get_running_loop().create_task(self._pump_input(stream, queue))
+        outcome = SessionEnd()
+        tasks: list[asyncio.Future[Any]] = [pump_in]
         try:
             if start:
                 await container.start()
+            # A stream opened as the container stops is never ended by dockerd: the wait is the word
+            # that ends it (the stream that ended before dockerd marked the exit comes back here).
+            stopped = asyncio.ensure_future(container.wait())
+            tasks.append(stopped)
             await self._resize(container)
             if self._waiting_shown:
                 self._broadcast(b"\r\n")
                 self._waiting_shown = False
             self.ready.set()
-            while True:
-                read = asyncio.ensure_future(stream.read_out())
-                done, _ = await asyncio.wait({read, pump_in}, return_when=asyncio.FIRST_COMPLETED)
-                if read not in done:  # stdin is gone: the stream is over
-                    read.cancel()
-                    break
-                try:
-                    message = read.result()
-                except Exception as exc:  # the connection broke (dockerd died): the stream is over
-                    self.log.warning(f"console {container.id[:12]}: attach stream broke: {exc!r}")
-                    break
-                if message is None:
-                    break
-                got_output = True
-                line_in_flight, self._line_in_flight = self._line_in_flight, False
-                for report in self._broadcast(message.data):
-                    if line_in_flight:
-                        self.cursor_reports_withheld += 1
-                        continue
-                    # Written now, ahead of anything typed later: the shell is
-                    # still reading its line when the answer comes.
-                    await stream.write_in(report)
-                    self.cursor_reports += 1
-                await self._drain()
+            pump_out = asyncio.ensure_future(self._pump_output(container, stream, pump_in, outcome))
+            tasks.append(pump_out)
+            await asyncio.wait({pump_out, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            outcome.stopped = stopped.done() and not stopped.cancelled() and stopped.exception() is None
+            if not pump_out.done():
+                if outcome.stopped:
+                    await asyncio.wait({pump_out}, timeout=STOPPED_OUTPUT_GRACE)
+                else:  # dockerd could not say (the wait broke): the stream tells
+                    await pump_out
         finally:
             self.ready.clear()
-            pump_in.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump_in
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             with contextlib.suppress(Exception):
                 await stream.close()
-        return got_output
+        return outcome
+
+    async def _pump_output(
+        self, container: Container, stream: Any, pump_in: asyncio.Task[None], outcome: SessionEnd
+    ) -> None:
+        """The stream's output -> every terminal, answering cursor queries,
+        until the stream ends or stdin is gone."""
+        while True:
+            read = asyncio.ensure_future(stream.read_out())
+            done, _ = await asyncio.wait({read, pump_in}, return_when=asyncio.FIRST_COMPLETED)
+            if read not in done:  # stdin is gone: the stream is over
+                read.cancel()
+                return
+            try:
+                message = read.result()
+            except Exception as exc:  # the connection broke (dockerd died): the stream is over
+                self.log.warning(f"console {container.id[:12]}: attach stream broke: {exc!r}")
+                return
+            if message is None:
+                return
+            outcome.got_output = True
+            line_in_flight, self._line_in_flight = self._line_in_flight, False
+            for report in self._broadcast(message.data):
+                if line_in_flight:
+                    self.cursor_reports_withheld += 1
+                    continue
+                # Written now, ahead of anything typed later: the shell is
+                # still reading its line when the answer comes.
+                await stream.write_in(report)
+                self.cursor_reports += 1
+            await self._drain()
 
     async def _pump_input(self, stream: Any, queue: asyncio.Queue[bytes]) -> None:
         """Terminal input -> the container's stdin, in order. Returns when the
