@@ -267,8 +267,9 @@ class ConsoleBridge:
         try:
             if start:
                 await container.start()
-            # A stream opened as the container stops is never ended by dockerd: the wait is the word
-            # that ends it (the stream that ended before dockerd marked the exit comes back here).
+            # dockerd never ends a stream opened on a container that has just stopped (the last one
+            # ended before dockerd marked the exit, and _still_running's bounded wait ran out): its
+            # wait, which returns once the container is not running, ends the session instead.
             stopped = asyncio.ensure_future(container.wait())
             tasks.append(stopped)
             await self._resize(container)
