@@ -7,8 +7,8 @@ Each run brings a fresh cluster up (1 vCPU, 1 GiB a node) and times, from
 this machine's clock:
 
 - up: from `qemu/cluster N`'s start until every node is Ready;
-- converge: a 6-replica service (the bundled busybox, by image id) from its
-  creation until 6 tasks run;
+- converge: a 6-replica service (the bundled busybox, by image id, with no
+  restart delay) from its creation until 6 tasks run;
 - one task: a 1-replica service from its creation until its task runs (what
   a rescheduled task's start costs on these nodes, past the floor);
 - reschedule: the last worker's VM killed (SIGKILL to its qemu: a host that
@@ -63,12 +63,15 @@ def one_run(nodes: int, state: Path) -> dict[str, float]:
     if up.returncode != 0:
         raise SystemExit(f"bench/cluster.py: qemu/cluster failed:\n{up.stderr}\n{cluster.logs()}")
     figures = {"up": time.monotonic() - began}
+    print(up.stdout, end="", flush=True)  # what `qemu/cluster N` shows its user: `docker node ls`
     try:
         heartbeat = "{{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"  # nanoseconds (without json: "5s")
         period_ns = int(cluster.out(1, f"docker info --format '{heartbeat}'"))
         figures["floor"] = period_ns / 1e9 * GRACE_MULTIPLIER
+        # --restart-delay 0s: Swarm's restart policy otherwise holds a replacement task back 5 s (its
+        # default delay), also a node's that went down; the floor here is the heartbeat's alone
         cluster.out(1, f"docker service create --detach --no-resolve-image --name spread --replicas {REPLICAS} "
-                       f"{cluster.busybox()} sleep 86400")  # fmt: skip
+                       f"--restart-delay 0s {cluster.busybox()} sleep 86400")  # fmt: skip
         figures["converge"] = until("6 tasks", lambda: sum(cluster.tasks_running("spread").values()) == REPLICAS, 900)
         # what a rescheduled task costs past the floor: one task's start on this cluster, as it runs now
         began = time.monotonic()
