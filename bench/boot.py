@@ -179,6 +179,8 @@ def boot_anchor(runs: int, disk: str) -> list[dict]:
     argv = [str(ANCHOR / "boot.sh"), "-n", str(runs)] + (["-d", "fresh"] if disk == "disk" else [])
     result = subprocess.run(argv, env=env, capture_output=True, text=True)
     print("\n".join("  anchor: " + line for line in result.stdout.splitlines() if line.startswith("run ")))
+    if result.returncode != 0:  # no anchor run means no ratio: say why instead of a table of dashes
+        print(f"  anchor: boot.sh exited {result.returncode}: {result.stderr.strip()[-600:]}")
     files = sorted(f for f in glob.glob(str(ANCHOR_OUT / "runs/*.json")) if os.path.getmtime(f) >= began)
     runs_data = []
     for path in files:
@@ -207,15 +209,16 @@ def table(title: str, pid1: list[dict], anchor: list[dict]) -> None:
 
 
 def build(skip: bool) -> None:
-    if skip:
-        return
-    print("building pid1's image (image/build --no-iso)")
-    subprocess.run([str(REPO / "image/build"), "--no-iso"], check=True)
-    subprocess.run(
-        [str(REPO / "image/build"), "--no-iso", "--compress", "zstd", "--dist", str(REPO / "build/dist-zstd")],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    """pid1's image (unless `skip`), and the anchor whenever it is missing:
+    --skip-build is about pid1's image, and without the anchor there is no ratio."""
+    if not skip:
+        print("building pid1's image (image/build --no-iso)")
+        subprocess.run([str(REPO / "image/build"), "--no-iso"], check=True)
+        subprocess.run(
+            [str(REPO / "image/build"), "--no-iso", "--compress", "zstd", "--dist", str(REPO / "build/dist-zstd")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     if not (ANCHOR_OUT / "initrd.img").exists():
         print(f"building the anchor (OUT={ANCHOR_OUT})")
         kver = json.loads((REPO / "dist/sizes.json").read_text())["kernel"]
