@@ -73,7 +73,7 @@ HELD_OUTPUT_SECONDS = 0.05
 @dataclass
 class SessionEnd:
     """How one attach stream ended: whether any output came through, and
-    whether dockerd said the container stopped."""
+    whether dockerd said the container stopped (or could not say: gone)."""
 
     got_output: bool = False
     stopped: bool = False
@@ -227,7 +227,7 @@ class ConsoleBridge:
             while not self._closed:
                 ended = await self._session(container, queue, start=start and first, first=first)
                 first = False
-                if ended.stopped or not await self._still_running(container):
+                if ended.stopped:
                     return
                 quiet_reattaches = 0 if ended.got_output else quiet_reattaches + 1
                 if quiet_reattaches > MAX_QUIET_REATTACHES:
@@ -267,9 +267,9 @@ class ConsoleBridge:
         try:
             if start:
                 await container.start()
-            # dockerd never ends a stream opened on a container that has just stopped (the last one
-            # ended before dockerd marked the exit, and _still_running's bounded wait ran out): its
-            # wait, which returns once the container is not running, ends the session instead.
+            # dockerd's word on whether the container stopped: the stream alone is not (it ends a
+            # moment before dockerd marks the exit, and dockerd never ends a stream opened on a
+            # container that has just stopped).
             stopped = asyncio.ensure_future(container.wait())
             tasks.append(stopped)
             await self._resize(container)
@@ -280,12 +280,15 @@ class ConsoleBridge:
             pump_out = asyncio.ensure_future(self._pump_output(container, stream, pump_in, outcome))
             tasks.append(pump_out)
             await asyncio.wait({pump_out, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            outcome.stopped = stopped.done() and not stopped.cancelled() and stopped.exception() is None
             if not pump_out.done():
-                if outcome.stopped:
+                if stopped.exception() is None:  # it stopped: the stream brings the last output
                     await asyncio.wait({pump_out}, timeout=STOPPED_OUTPUT_GRACE)
                 else:  # dockerd could not say (the wait broke): the stream tells
                     await pump_out
+            else:  # the stream ended: dockerd gets a moment to mark the exit, if it is one
+                await asyncio.wait({stopped}, timeout=STILL_RUNNING_WAIT)
+            # returned (it stopped) or raised (it is gone, or dockerd is down): nothing to attach to
+            outcome.stopped = stopped.done()
         finally:
             self.ready.clear()
             for task in tasks:
@@ -346,15 +349,3 @@ class ConsoleBridge:
             await container.resize(h=rows, w=columns)
         except Exception as exc:  # it may have exited already; the stream tells
             self.log.warning(f"console {container.id[:12]}: cannot set its TTY to {rows}x{columns}: {exc}")
-
-    async def _still_running(self, container: Container) -> bool:
-        """Whether the container runs on after its stream ended. The stream
-        ends a moment before dockerd marks the container exited, so ask with
-        a wait that returns when it stops (an inspect here would race)."""
-        try:
-            await asyncio.wait_for(container.wait(), STILL_RUNNING_WAIT)
-        except TimeoutError:
-            return True
-        except Exception:  # gone, or dockerd is down: nothing to attach to
-            return False
-        return False
