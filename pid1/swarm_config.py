@@ -58,11 +58,9 @@ class SwarmConfig:
         the network it gets from a container (docs/swarm.md)."""
         if self.advertise_addr is None:
             return f"0.0.0.0:{DEFAULT_PORT}"
-        try:
-            address = ipaddress.ip_address(self.advertise_addr)
-        except ValueError:  # an interface (dockerd takes its address), or HOST:PORT already
-            return self.advertise_addr if ":" in self.advertise_addr else f"{self.advertise_addr}:{DEFAULT_PORT}"
-        return f"[{address}]:{DEFAULT_PORT}" if address.version == 6 else f"{address}:{DEFAULT_PORT}"
+        if is_interface(self.advertise_addr):  # dockerd takes its address when it joins
+            return f"{self.advertise_addr}:{DEFAULT_PORT}"
+        return host_port(self.advertise_addr, "advertise_addr")  # an address, checked when parsed
 
     def summary(self) -> str:
         if self.role == "init":
