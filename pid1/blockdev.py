@@ -10,16 +10,20 @@ disk and extent come from sysfs too. Nothing here writes to a device.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from pid1.linux import syscalls
 from pid1.linux.uevent import UeventSocket
 
 SECTOR = 512
+POLL = 0.1  # with no uevent socket (no netlink), wait_for_devices scans again this often
 
 # ext2/3/4: the superblock starts at 1024; s_magic (le16) at +56, s_volume_name[16] at +120.
 EXT_SB = 1024
@@ -365,3 +369,50 @@ class UeventListener:
 
     def close(self) -> None:
         self.events.close()
+
+
+async def readable(fd: int, timeout: float | None) -> None:
+    """Wait until fd is readable or timeout seconds have passed (None: no bound)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(fd)
+
+
+Found = TypeVar("Found")
+
+
+async def wait_for_devices(
+    find: Callable[[], Awaitable[list[Found]]], deadline: float, on_wait: Callable[[float], None] | None = None
+) -> list[Found]:
+    """find() (a scan of the block devices), and again after each block
+    device's uevent, until it finds something or the time.monotonic()
+    `deadline` passes; its last result. The uevent socket is opened before
+    the first scan, so no device added in between is missed; without one,
+    find() runs every POLL seconds. on_wait(seconds left) is called once
+    when the first scan finds nothing and there is time left to wait."""
+    try:
+        listener: UeventListener | None = UeventListener()
+    except OSError:
+        listener = None
+    try:
+        found = await find()
+        if not found and on_wait is not None and (left := deadline - time.monotonic()) > 0:
+            on_wait(left)
+        while not found and (left := deadline - time.monotonic()) > 0:
+            if listener is None:
+                await asyncio.sleep(min(POLL, left))
+            else:
+                await readable(listener.fileno(), left)
+                if not listener.drain():
+                    continue  # an event about something else: keep waiting
+            found = await find()
+    finally:
+        if listener is not None:
+            listener.close()
+    return found

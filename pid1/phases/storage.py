@@ -28,7 +28,9 @@ from pid1.blockdev import (
     ScanHangs,
     UeventListener,
     read_superblock,
+    readable,
     scan_bounded,
+    wait_for_devices,
 )
 from pid1.linux.mountinfo import MountEntry, mount_at, read_mountinfo
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
@@ -46,7 +48,9 @@ from pid1.wiring import StorageResult, Wiring
 # sysfs does not report new entries to it. The devices are read once more
 # after the socket is open, so a disk added since the disks phase's scan is
 # not missed.
-# Without the socket (e.g. no netlink), the phase re-scans every POLL seconds.
+# Without the socket (e.g. no netlink), the phase re-scans every
+# pid1.blockdev.POLL seconds (wait_for_devices, which the engine phase's wait
+# for its boot medium uses too).
 # The wait counts from when the modules phase loaded the disk drivers, and
 # is short (0.5 s by default): finit_module returns only after the async
 # probing its module's init scheduled (do_init_module runs
@@ -54,7 +58,6 @@ from pid1.wiring import StorageResult, Wiring
 # virtio-scsi drivers are there when the modules phase ends. The wait is for
 # what settles later (a USB disk's settle delay, hardware slow to show up).
 # pid1.storage_wait=0 skips it.
-POLL = 0.1
 RAM_MODES = ("tmpfs", "ramfs")
 # ext2 and ext3 are mounted by the ext4 driver (Debian's kernels have no
 # separate ext2/ext3 drivers: CONFIG_EXT4_USE_FOR_EXT2), and ext4 is the
@@ -89,27 +92,6 @@ async def record_existing(ctx: PhaseContext, target: str) -> str:
     return f"already mounted ({mode}: {entry.fstype} from {entry.source})"
 
 
-def open_listener(ctx: PhaseContext) -> UeventListener | None:
-    try:
-        return UeventListener()
-    except OSError as exc:
-        ctx.log.debug(f"storage: no uevent socket ({exc}): polling for late disks instead")
-        return None
-
-
-async def readable(fd: int, timeout: float | None) -> None:
-    """Wait until fd is readable or timeout seconds have passed (None: no bound)."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await asyncio.wait_for(ready, timeout)
-    except TimeoutError:
-        pass
-    finally:
-        loop.remove_reader(fd)
-
-
 def labelled_disks(scan: Scan, formatted: list[LabelledDevice], label: str) -> list[LabelledDevice]:
     """The devices carrying `label`, the first by kernel name first, so the
     choice does not depend on probing order (autoformat's are among them)."""
@@ -135,23 +117,15 @@ async def find_disk(
     loaded_at = ctx.wiring.maybe(Wiring.disk_drivers_loaded_at)
     drivers_loaded = started if loaded_at is None else min(loaded_at, started)
     deadline = drivers_loaded + ctx.config.storage_wait
-    listener = open_listener(ctx)
-    try:
-        timeout = ctx.config.io_timeout
-        disks = labelled_disks(await scan_bounded(label, sys_root, dev_root, timeout), formatted, label)
-        if not disks and (left := deadline - time.monotonic()) > 0:
-            ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {left:.1f} s more for one")
-        while not disks and (left := deadline - time.monotonic()) > 0:
-            if listener is None:
-                await asyncio.sleep(min(POLL, left))
-            else:
-                await readable(listener.fileno(), left)
-                if not listener.drain():
-                    continue  # an event about something else: keep waiting
-            disks = labelled_disks(await scan_bounded(label, sys_root, dev_root, timeout), formatted, label)
-    finally:
-        if listener is not None:
-            listener.close()
+    timeout = ctx.config.io_timeout
+
+    async def rescan() -> list[LabelledDevice]:
+        return labelled_disks(await scan_bounded(label, sys_root, dev_root, timeout), formatted, label)
+
+    def waiting(left: float) -> None:
+        ctx.log.info(f"storage: no disk labelled {label} yet: waiting up to {left:.1f} s more for one")
+
+    disks = await wait_for_devices(rescan, deadline, waiting)
     return disks, time.monotonic() - started
 
 
