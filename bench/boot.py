@@ -54,11 +54,10 @@ import sys
 import time
 from pathlib import Path
 
+from devtools.anchor import ANCHOR, ANCHOR_OUT, build_anchor_if_missing
 from devtools.harness import REPO, SshClient, free_port
 from devtools.vm import VM, BootTimeout, nocloud_iso
 
-ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
-ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))
 BOOT_TIMEOUT = 300.0
 # (label, the anchor's mark, how to read it from pid1's state)
 MILESTONES = [
@@ -219,11 +218,7 @@ def build(skip: bool) -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    if not (ANCHOR_OUT / "initrd.img").exists():
-        print(f"building the anchor (OUT={ANCHOR_OUT})")
-        kver = json.loads((REPO / "dist/sizes.json").read_text())["kernel"]
-        env = dict(os.environ, OUT=str(ANCHOR_OUT), KVER=kver)
-        subprocess.run([str(ANCHOR / "build.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
+    build_anchor_if_missing()
 
 
 def sizes() -> None:
@@ -404,8 +399,9 @@ def media_sizes() -> None:
         if path.exists():
             written = path.stat().st_blocks * 512
             print(f"{name:18} {path.stat().st_size / 1e6:8.1f} MB ({written / 1e6:.1f} MB written)")
-    if built.get("iso_initrd"):
-        print(f"{'the media initrd':18} {built['iso_initrd'] / 1e6:8.1f} MB ({built['iso_compress']})")
+    for key, what in (("iso_initrd", "the ISO's initrd"), ("image_initrd", "the image's initrd")):
+        if built.get(key):
+            print(f"{what:18} {built[key] / 1e6:8.1f} MB ({built['iso_compress']})")
 
 
 def main(argv: list[str]) -> int:

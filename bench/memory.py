@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from devtools.anchor import ANCHOR_OUT, build_anchor_if_missing
 from devtools.vm import REPO, VM, BootTimeout
 
-ANCHOR = Path(os.environ.get("ANCHOR_DIR", REPO.parent / "shared/anchors/shell-init"))
-ANCHOR_OUT = Path(os.environ.get("ANCHOR_OUT", "/var/tmp/only-docker-shell-init-bench"))
 BOOT_TIMEOUT = 300.0
 SETTLE = 20.0  # seconds after the prompt before reading /proc/meminfo
 PROMPT = r"/ # "
@@ -151,9 +148,8 @@ def main(argv: list[str]) -> int:
     opts = parser.parse_args(argv)
     if not opts.skip_build:
         subprocess.run([str(REPO / "image/build"), *([] if opts.iso else ["--no-iso"])], check=True)
-    if not opts.no_anchor and not (ANCHOR_OUT / "initrd.img").exists():
-        print(f"the anchor is not built in {ANCHOR_OUT} (bench/boot.py builds it)")
-        return 1
+    if not opts.no_anchor:
+        build_anchor_if_missing()
     for mem in opts.mem or [1024, 512]:
         pid1_runs, anchor_runs = [], []
         for i in range(opts.runs):
