@@ -1,5 +1,6 @@
-"""The boot media, made without root from one BootSet (the kernel, its
-initrds and the command line: image/build.py makes the one list): the
+"""The boot media, made without root, each from a BootSet (the kernel, its
+initrds, the command line, and files kept beside them: image/build.py
+makes them, the ISO's with its engine image beside a smaller initrd): the
 hybrid ISO and the GPT disk image, each booting on BIOS and on UEFI.
 
 Needs: Debian's boot loaders unpacked from their packages (Loaders:
@@ -54,6 +55,9 @@ class BootSet:
     initrds: tuple[Path, ...]
     cmdline: str
     release: str  # a short fingerprint of the three: the directory the media keep them in
+    # Files the release directory keeps beside them that no boot loader loads
+    # (name, source): the ISO's engine image, which pid1 reads from the CD.
+    beside: tuple[tuple[str, Path], ...] = ()
 
     def files(self) -> dict[str, Path]:
         """Name in the release directory -> source file."""
@@ -197,7 +201,7 @@ def build_iso(run: Run, iso: Path, boot: BootSet, loaders: Loaders, work: Path) 
     (tree / ".disk/info").write_text(f"only-docker {boot.release}\n")  # gcdx64.efi searches for it
     release = tree / boot.directory.lstrip("/")
     release.mkdir(parents=True)
-    for name, source in boot.files().items():
+    for name, source in [*boot.files().items(), *boot.beside]:
         os.link(source, release / name)  # hard links: the tree lives only until xorriso has read it
     (grub / "grub.cfg").write_text(grub_cfg(boot))
     efi_files = {"/EFI/BOOT/BOOTX64.EFI": loaders.shim, "/EFI/BOOT/grubx64.efi": loaders.grub_efi_cd}

@@ -10,15 +10,17 @@ Python dependencies come from PyPI wheels (`pip install --target`). Host tools
 (dpkg-deb, depmod, zstd, and for the media xorriso, mtools, sfdisk...) only
 transform them. The boot loaders come from Debian's packages too (shim-signed,
 grub-efi-amd64-signed, grub-pc-bin, grub-common), unpacked like the rest;
-image/boot_media.py makes the media from one BootSet, the kernel, initrd
-and command line that every boot loader loads.
+image/boot_media.py makes each medium from a BootSet, the kernel, initrd
+and command line that its boot loaders load: the disk image's initrd is
+dist/initrd.img's parts, the ISO's all but the engine (below).
 
 The initrd is several cpio archives back to back (the kernel unpacks each in
 turn), one per part, each rebuilt only when what went into it changed:
 
     base     the skeleton, kmod, the shared libraries Python and kmod need,
-             CA certificates, the kernel modules' indexes and the two
-             modules the engine phase loads (loop, squashfs)
+             CA certificates, the kernel modules' indexes and the modules
+             the engine phase loads (loop, squashfs, and the CD-ROM's and
+             isofs for the ISO: pid1.module_sets MEDIUM_MODULES)
     python   Debian's python3.11 with the standard library modules pid1 and
              its dependencies import (image/python_runtime.py finds them),
              and the dependencies themselves, byte-compiled
@@ -32,6 +34,10 @@ turn), one per part, each rebuilt only when what went into it changed:
              copies into an empty one. The other parts keep symlinks to
              them. Last: in a VM too small for it, the kernel's unpack
              stops there, after /init (pid1/ram.py then says why)
+    medium   the ISO's instead of engine: pid1.layout.ENGINE_MEDIUM, which
+             names the ISO's own copy of the engine's squashfs (a file
+             beside the initrd, read through the CD-ROM at boot, not by
+             the boot loader through the firmware)
 
 A rebuild with nothing changed re-reads the inputs' fingerprints and stops.
 
@@ -46,6 +52,7 @@ docs/benchmarks.md, "The two initrd encodings").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -62,7 +69,7 @@ from devtools.kernel_tree import KernelTreeError, ensure_kernel_tree
 from image import boot_media, cpio, elf
 from image.bundled_images import find_in_trees
 from pid1 import kmod, module_sets  # pid1's own module lists and resolver: the boot's, not a copy
-from pid1.layout import SYSTEM_PATH
+from pid1.layout import ENGINE_IMAGE, ENGINE_MEDIUM, ENGINE_MOUNT, SYSTEM_PATH, EngineMedium
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -123,9 +130,8 @@ IPTABLES_LINKS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", 
 # phase start. Page cache instead of pinned initramfs pages (docs/image.md;
 # figures in docs/benchmarks.md). From base: ENGINE_FILES, the libraries
 # only they need (late_libraries) and the kernel modules but loop's and
-# squashfs's (late_modules); from the bundled tree: BUNDLED_FILES.
-ENGINE_IMAGE = "usr/lib/pid1/engine.squashfs"
-ENGINE_MOUNT = "usr/lib/pid1/engine"
+# squashfs's and the boot medium's (late_modules); from the bundled tree:
+# BUNDLED_FILES. The paths are pid1.layout's (ENGINE_IMAGE, ENGINE_MOUNT).
 ENGINE_FILES = [
     "usr/sbin/dockerd", "usr/sbin/docker-proxy", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2",
     "usr/sbin/runc", "usr/lib/pid1/docker-cli", "usr/bin/docker-init", "usr/sbin/xtables-legacy-multi",
@@ -456,9 +462,10 @@ def late_libraries(stage: Path, python_trees: list[Path]) -> list[str]:
 
 def late_modules(stage: Path, kver: str) -> list[str]:
     """Every kernel module file but those the engine phase loads to mount
-    the squashfs (EARLY_MODULES and what they need). Relative paths."""
+    the squashfs, from the initramfs or the boot medium (EARLY_MODULES,
+    MEDIUM_MODULES and what they need). Relative paths."""
     moddir = stage / "usr/lib/modules" / kver
-    early = set(module_closure(moddir, module_sets.EARLY_MODULES, stage))
+    early = set(module_closure(moddir, (*module_sets.EARLY_MODULES, *module_sets.MEDIUM_MODULES), stage))
     return sorted(str(p.relative_to(stage)) for p in moddir.rglob("*.ko*") if str(p.relative_to(moddir)) not in early)
 
 
@@ -613,6 +620,18 @@ def build_pid1(part: Part, python_stage: Path) -> None:
     part.finish()
 
 
+def medium_part(engine: Part, medium: EngineMedium) -> Part:
+    """The ISO's last initrd part: ENGINE_MEDIUM, where the engine phase
+    finds the engine's image on the ISO (pid1/phases/engine.py)."""
+    part = Part("medium", fingerprint(engine.key, medium.to_json()))
+    if not part.fresh():
+        stage = part.begin()
+        (stage / ENGINE_MEDIUM).parent.mkdir(parents=True)
+        (stage / ENGINE_MEDIUM).write_text(medium.to_json())
+        part.finish()
+    return part
+
+
 def busybox_path() -> str:
     """Debian's busybox-static binary, from its package (never the host's)."""
     tree = unpack(fetch_debs(["busybox-static"])["busybox-static"])
@@ -676,15 +695,17 @@ def files_equal(a: Path, b: Path) -> bool:
                 return True
 
 
-def build_media(dist: Path, boot: boot_media.BootSet, loaders: boot_media.Loaders, key: str) -> list[str]:
-    """dist/only-docker.iso, .img and .qcow2 from the one boot set, each when its key changed."""
+def build_media(
+    dist: Path, iso_boot: boot_media.BootSet, boot: boot_media.BootSet, loaders: boot_media.Loaders, key: str
+) -> list[str]:
+    """dist/only-docker.iso from iso_boot, .img and .qcow2 from boot, when the key changed."""
     made = []
     iso, image, qcow2 = dist / "only-docker.iso", dist / "only-docker.img", dist / "only-docker.qcow2"
     stamp = BUILD / "media.key"
     if all(p.exists() for p in (iso, image, qcow2)) and stamp.exists() and stamp.read_text() == key:
         return made
     stamp.unlink(missing_ok=True)
-    boot_media.build_iso(run, iso, boot, loaders, BUILD / "media-iso")
+    boot_media.build_iso(run, iso, iso_boot, loaders, BUILD / "media-iso")
     crc = boot_media.build_disk_image(run, image, boot, loaders, BUILD / "media-disk")
     log(f"disk image: GPT entry array CRC {crc:08x} (pid1.grow={crc:08x} in its grub.cfg)")
     boot_media.build_qcow2(run, image, qcow2)
@@ -711,7 +732,8 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
 
     debs_key = sorted(d.name for d in debs.values())
     trees_of = {"engine": engine_trees, "libraries": lib_trees, "python": python_trees}
-    base = Part("base", fingerprint(*me, debs_key, kver, MODULES, module_sets.EARLY_MODULES))
+    early = (module_sets.EARLY_MODULES, module_sets.MEDIUM_MODULES)
+    base = Part("base", fingerprint(*me, debs_key, kver, MODULES, *early))
     engine_tree = BUILD / "stage/engine-tree"  # what base moves into the squashfs
     bundled_tree = BUILD / "stage/bundled-tree"
     bundled_key = fingerprint(
@@ -721,7 +743,7 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
     engine = Part("engine", fingerprint(base.key, bundled_key, SQUASHFS_OPTIONS))
     if not base.fresh() or not (engine.fresh() or engine_tree.is_dir()):
         build_base(base, engine_tree, trees_of, kroot, kver)
-    if not engine.fresh():
+    if not engine.fresh() or not (engine.stage / ENGINE_IMAGE).is_file():  # the ISO takes the image from the stage
         build_bundled(bundled_tree, bundled_key, dom0_trees)
         build_engine(engine, [engine_tree, bundled_tree])
     pyproject = REPO / "pyproject.toml"
@@ -763,32 +785,40 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
         if concatenate(parts, initrd):
             made.append("initrd.img")
         initrd_stamp.write_text(initrd_key)
-    iso_initrd = initrd
+    iso_initrd = media_initrd = initrd
     if want_media and iso_compress != compress:
-        iso_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
-        concatenate([compressed(p, iso_compress if p is not engine else "none") for p in ordered], iso_initrd)
+        media_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
+        concatenate([compressed(p, iso_compress if p is not engine else "none") for p in ordered], media_initrd)
     if want_media:
-        # The one list of what the boot loaders load, for the ISO and the disk image alike
+        # What the boot loaders load: the disk image's ESP has the whole initrd
         boot = boot_media.BootSet(
             kernel=vmlinuz,
-            initrds=(iso_initrd,),
+            initrds=(media_initrd,),
             cmdline=KERNEL_CMDLINE,
             release=fingerprint(kver, *(p.key for p in ordered), iso_compress, KERNEL_CMDLINE)[:12],
         )
+        # and the ISO's all but the engine, whose image is a file of the ISO beside it
+        engine_image = engine.stage / ENGINE_IMAGE
+        medium = medium_part(engine, EngineMedium("ONLY_DOCKER", f"{boot.directory.lstrip('/')}/engine.squashfs",
+                                                  engine_image.stat().st_size))  # fmt: skip
+        iso_initrd = BUILD / f"initrd-iso-medium.img.{iso_compress}"
+        concatenate([compressed(p, iso_compress) for p in (base, python, pid1, medium)], iso_initrd)
+        iso_boot = dataclasses.replace(boot, initrds=(iso_initrd,), beside=(("engine.squashfs", engine_image),))
         boot_debs = fetch_debs(boot_media.PACKAGES)
         loaders = boot_media.Loaders.from_trees({name: unpack(deb) for name, deb in boot_debs.items()})
         if loaders.missing():
             raise BuildError(f"the boot loader packages lack {', '.join(loaders.missing())}")
         media_key = fingerprint(
-            boot, sorted(d.name for d in boot_debs.values()), HERE / "boot_media.py", HERE / "gpt.py",
+            boot, iso_boot, sorted(d.name for d in boot_debs.values()), HERE / "boot_media.py", HERE / "gpt.py",
             boot_media.LAYOUT,
         )  # fmt: skip
-        made += build_media(dist, boot, loaders, media_key)
+        made += build_media(dist, iso_boot, boot, loaders, media_key)
     sizes = {
         "kernel": kver,
         "compress": compress,
         "iso_compress": iso_compress if want_media else None,
-        "iso_initrd": iso_initrd.stat().st_size if want_media else None,
+        "iso_initrd": iso_initrd.stat().st_size if want_media else None,  # without the engine: a file of the ISO
+        "image_initrd": media_initrd.stat().st_size if want_media else None,  # the disk image's, whole
         "parts": {p.name: {"cpio": p.archive.stat().st_size, "packed": q.stat().st_size} for p, q in
                   zip(ordered, parts, strict=True)},
         "files": {f.name: f.stat().st_size for f in sorted(dist.iterdir()) if f.is_file() and f.suffix != ".json"},
@@ -806,7 +836,9 @@ def print_summary(sizes: dict, dist: Path) -> None:
         mark = "made" if name in sizes["made"] else "unchanged"
         print(f"  {dist}/{name:18} {human(size):>9}  {mark}")
     if sizes["iso_initrd"] is not None:
-        print(f"  the media's initrd      {human(sizes['iso_initrd']):>9}  {sizes['iso_compress']}")
+        iso_note = f"{sizes['iso_compress']}, the engine beside it on the ISO"
+        print(f"  the ISO's initrd        {human(sizes['iso_initrd']):>9}  {iso_note}")
+        print(f"  the disk image's initrd {human(sizes['image_initrd']):>9}  {sizes['iso_compress']}")
     print(f"  kernel {sizes['kernel']}, command line '{KERNEL_CMDLINE}', {sizes['seconds']} s")
 
 

@@ -128,7 +128,8 @@ class Config:
     )
     io_timeout: float = _key(
         30.0,
-        "seconds the disk scan, the kernel modules' loading or the seed copy may take before the boot goes on",
+        "seconds the disk scan, the kernel modules' loading, the seed copy or the wait for the ISO's engine image "
+        "may take before the boot goes on",
         minimum=1,
         maximum=600,
     )

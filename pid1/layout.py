@@ -4,6 +4,53 @@ boot must agree on, in one place both import.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 # The kernel gives init no PATH: /init sets this one for pid1, which every
 # daemon it starts inherits; the bundled images' config carries it too.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The engine's read-only image (image/build.py makes it; the engine phase
+# mounts it): a squashfs in the initramfs, its files' paths left as symlinks
+# into ENGINE_MOUNT.
+ENGINE_IMAGE = "usr/lib/pid1/engine.squashfs"
+ENGINE_MOUNT = "usr/lib/pid1/engine"
+# The ISO's initrd has no ENGINE_IMAGE (the boot loader would read it through
+# the firmware, slowly): the squashfs is a file of the ISO itself, which the
+# engine phase reads through the CD-ROM, and this file in the initrd says
+# where (EngineMedium).
+ENGINE_MEDIUM = "usr/lib/pid1/engine-medium.json"
+MEDIUM_MOUNT = "usr/lib/pid1/medium"
+
+
+@dataclass(frozen=True)
+class EngineMedium:
+    """Where the boot medium keeps the engine's image: the ISO 9660 volume
+    (its volume identifier), the file's path on it, and its size, which a
+    medium of another release does not match."""
+
+    volume: str
+    path: str
+    size: int
+
+    def to_json(self) -> str:
+        return json.dumps({"volume": self.volume, "path": self.path, "size": self.size}, sort_keys=True) + "\n"
+
+    @classmethod
+    def parse(cls, raw: bytes) -> EngineMedium:
+        """Raises ValueError saying what is wrong."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        volume, path, size = data.get("volume"), data.get("path"), data.get("size")
+        if not (isinstance(volume, str) and volume and isinstance(path, str) and path):
+            raise ValueError("volume and path must be non-empty strings")
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"path {path!r} must be relative, inside the volume")
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"size {size!r} must be a positive integer")
+        return cls(volume, path, size)

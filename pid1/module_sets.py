@@ -9,6 +9,10 @@ from __future__ import annotations
 # Loaded first, by the `engine` phase: the engine's files are on a squashfs
 # mounted through a loop device, and containerd starts once it is.
 EARLY_MODULES = ("loop", "squashfs")
+# Loaded by the `engine` phase too when the engine's image is a file of the
+# boot medium (the ISO, pid1.layout.EngineMedium): the CD-ROM behind qemu's
+# and VirtualBox's IDE (ata_piix) or SATA (ahci) controller, and ISO 9660.
+MEDIUM_MODULES = ("ata_piix", "ahci", "sr_mod", "isofs")
 # Loaded with the hardware drivers by the `modules` phase: what the disk scan
 # and dockerd's start need first.
 STORAGE_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "overlay")

@@ -1,7 +1,7 @@
 """modules and docker_modules: load the kernel modules the hardware and
 Docker need. modules needs mounts (/proc, /sys) and engine (the module
-files are on the engine's squashfs, but loop's and squashfs's: image/build.py
-late_modules); docker_modules needs modules.
+files are on the engine's squashfs, but those the engine phase loads:
+image/build.py late_modules); docker_modules needs modules.
 
 Coldplug: every `modalias` under /sys/devices is resolved through
 modules.alias (pid1.kmod, which resolves as kmod's modprobe does), then the
