@@ -44,6 +44,7 @@ from image import gpt
 
 MIB = 1 << 20
 SECTOR = 512
+ISO_VOLUME = "ONLY_DOCKER"  # the ISO 9660 volume identifier: the engine phase finds the ISO by it
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def build_iso(run: Run, iso: Path, boot: BootSet, loaders: Loaders, work: Path) 
     tmp.unlink(missing_ok=True)
     run(
         [
-            "xorriso", "-as", "mkisofs", "-quiet", "-o", str(tmp), "-V", "ONLY_DOCKER", "-r",
+            "xorriso", "-as", "mkisofs", "-quiet", "-o", str(tmp), "-V", ISO_VOLUME, "-r",
             "-isohybrid-mbr", str(loaders.isolinux / "isohdpfx.bin"),
             "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
             "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",

@@ -787,7 +787,7 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
         initrd_stamp.write_text(initrd_key)
     iso_initrd = media_initrd = initrd
     if want_media and iso_compress != compress:
-        media_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
+        media_initrd = BUILD / f"initrd-image.img.{iso_compress}"
         concatenate([compressed(p, iso_compress if p is not engine else "none") for p in ordered], media_initrd)
     if want_media:
         # What the boot loaders load: the disk image's ESP has the whole initrd
@@ -799,11 +799,12 @@ def build(dist: Path, compress: str, iso_compress: str, want_media: bool) -> dic
         )
         # and the ISO's all but the engine, whose image is a file of the ISO beside it
         engine_image = engine.stage / ENGINE_IMAGE
-        medium = medium_part(engine, EngineMedium("ONLY_DOCKER", f"{boot.directory.lstrip('/')}/engine.squashfs",
-                                                  engine_image.stat().st_size))  # fmt: skip
-        iso_initrd = BUILD / f"initrd-iso-medium.img.{iso_compress}"
+        engine_name = os.path.basename(ENGINE_IMAGE)  # in the ISO's release directory, beside the kernel and initrd
+        on_iso = f"{boot.directory.lstrip('/')}/{engine_name}"
+        medium = medium_part(engine, EngineMedium(boot_media.ISO_VOLUME, on_iso, engine_image.stat().st_size))
+        iso_initrd = BUILD / f"initrd-iso.img.{iso_compress}"
         concatenate([compressed(p, iso_compress) for p in (base, python, pid1, medium)], iso_initrd)
-        iso_boot = dataclasses.replace(boot, initrds=(iso_initrd,), beside=(("engine.squashfs", engine_image),))
+        iso_boot = dataclasses.replace(boot, initrds=(iso_initrd,), beside=((engine_name, engine_image),))
         boot_debs = fetch_debs(boot_media.PACKAGES)
         loaders = boot_media.Loaders.from_trees({name: unpack(deb) for name, deb in boot_debs.items()})
         if loaders.missing():
