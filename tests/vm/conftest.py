@@ -65,6 +65,29 @@ def iso_image(image: Path) -> Path:
     return image
 
 
+def keep_copies(paths: list[str]) -> dict[str, str]:
+    """Sparse copies of the disk files a boot is given (path -> copy)."""
+    copies = {}
+    for path in paths:
+        if os.path.isfile(path):
+            copy = f"{path}.before-boot"
+            subprocess.run(["cp", "--sparse=always", path, copy], check=True)
+            copies[path] = copy
+    return copies
+
+
+def restore_copies(copies: dict[str, str]) -> None:
+    for path, copy in copies.items():
+        os.replace(copy, path)
+    copies.clear()
+
+
+def drop_copies(copies: dict[str, str]) -> None:
+    for copy in copies.values():
+        os.unlink(copy)
+    copies.clear()
+
+
 @pytest.fixture(scope="module")
 def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
     """boot(name, append=[...], disk=PATH, until=REGEX, no_reboot=True, cpu=MODEL, ssh_port=PORT, mem=MIB,
@@ -103,7 +126,12 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
         for earlier in started:  # a failed test may leave its VM up; its disk must be free
             if (disk is not None and earlier.disk == disk) or (image is not None and earlier.image == image):
                 earlier.kill()
+        # A hung first boot may have written its disks (formatted a blank one,
+        # grown a partition): the retry starts from the same bytes.
+        copies = keep_copies([p for p in (disk, *more, image) if p])
         for attempt in (1, 2):
+            if attempt == 2:
+                restore_copies(copies)
             vm = VM(name=name, append=append or [], disk=disk, dist=dist, iso=iso, no_reboot=no_reboot, cpu=cpu,
                     cdroms=cdroms or [], more_disks=more, ssh_port=ssh_port, image=image,
                     firmware=firmware, mem=mem)  # fmt: skip
@@ -112,6 +140,7 @@ def boot(image: Path, request: pytest.FixtureRequest) -> Iterator:
             try:
                 # firmware and GRUB first read the kernel and initrd from the medium
                 vm.wait_for(until, BOOT_TIMEOUT + (60 if iso or image else 0))
+                drop_copies(copies)
                 return vm
             except BootTimeout as exc:
                 vm.kill()
