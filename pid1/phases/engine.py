@@ -57,6 +57,8 @@ def load_early_modules(root: str, names: Sequence[str]) -> list[str]:
     """Load `names` with what they need (what the kernel has built in or
     loaded is skipped); returns the names loaded now. Raises OSError naming
     a module that failed."""
+    if not names:
+        return []  # nothing to load: the module index is not read for it (the ISO's path loads first)
     moddir = kmod.module_dir(root)
     if not os.path.isfile(os.path.join(moddir, "modules.dep")):
         return []  # a kernel without modules: all built in, or the mount says why
