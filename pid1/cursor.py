@@ -12,6 +12,9 @@ that is only as deep as the cursor's position needs (printing with deferred
 wrap, CR/LF/BS/TAB, the CSI cursor movements, save/restore). Everything
 else, colours and erasing included, passes through untouched.
 
+An answer is safe only while the asking shell still reads its line. The
+bridge answers none while a typed line may be on its way (`UnechoedLines`).
+
 Needs nothing but the bytes; no I/O here.
 """
 
@@ -38,6 +41,62 @@ TOKEN = re.compile(
 )
 # What is left at the end of a read when a sequence is not finished yet.
 UNFINISHED = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|)\Z")
+LINE_END = re.compile(rb"\r\n?|\n")
+ECHOED_TEXT = re.compile(rb"[!-~\x80-\xff]")
+# Lines typed ahead beyond this are not counted: the output's new lines soon
+# catch up, and a count this high already withholds every answer until they do.
+MAX_UNECHOED = 64
+
+
+@dataclass(frozen=True)
+class Query:
+    """A cursor query removed from the output: where it was (an offset in the
+    output returned with it) and the report that answers it."""
+
+    at: int
+    report: bytes
+
+
+@dataclass
+class UnechoedLines:
+    """Typed lines the container may not have read yet.
+
+    A line end sent to the container is on its way until the output shows its
+    echo: printable text, then a new line, both read after it was sent. Any
+    output is not enough: the prompt the shell printed before the line reached
+    it comes back after the line was sent, and the query the shell writes after
+    the prompt would be answered into the cooked TTY that runs the line, which
+    echoes it (`^[[6;5R`). A new line alone is not enough either: the end of
+    the last command's output can arrive after the next line was typed (a
+    typist who answers the output as it comes). With echo off (a password)
+    nothing comes back until the program prints a line: the answers wait, and
+    an unanswered query costs a shell nothing.
+    """
+
+    count: int = 0
+    _text_seen: bool = False  # echoed text since the last line end counted
+
+    def sent(self, data: bytes) -> None:
+        ends = len(LINE_END.findall(data))
+        if ends:
+            self.count = min(self.count + ends, MAX_UNECHOED)
+            self._text_seen = False
+
+    def received(self, data: bytes) -> None:
+        at = 0
+        while self.count and at < len(data):
+            if not self._text_seen:
+                text = ECHOED_TEXT.search(data, at)
+                if text is None:
+                    return
+                self._text_seen, at = True, text.end()
+            end = data.find(b"\n", at)
+            if end < 0:
+                return
+            self.count, self._text_seen, at = self.count - 1, False, end + 1
+
+    def on_their_way(self) -> bool:
+        return self.count > 0
 
 
 @dataclass
@@ -61,21 +120,23 @@ class CursorTracker:
         """The answer a terminal gives to ESC[6n: ESC[row;columnR."""
         return b"\x1b[%d;%dR" % (self.row, self.column)
 
-    def relay(self, data: bytes) -> tuple[bytes, list[bytes]]:
-        """Output for the terminals (`data` without cursor queries) and one
-        report per query, each for where the cursor was at that query."""
+    def relay(self, data: bytes) -> tuple[bytes, list[Query]]:
+        """Output for the terminals (`data` without cursor queries) and the
+        queries, each with the report for where the cursor was then."""
         data = self._held + data
         self._held = b""
         if data.endswith(QUERY_PREFIXES):
             cut = max(len(p) for p in QUERY_PREFIXES if data.endswith(p))
             data, self._held = data[:-cut], data[-cut:]
-        reports: list[bytes] = []
+        queries: list[Query] = []
         pieces = data.split(QUERY)
+        at = 0
         for index, piece in enumerate(pieces):
             self._track(piece)
+            at += len(piece)
             if index < len(pieces) - 1:
-                reports.append(self.report())
-        return b"".join(pieces), reports
+                queries.append(Query(at, self.report()))
+        return b"".join(pieces), queries
 
     def holds_output(self) -> bool:
         return bool(self._held)

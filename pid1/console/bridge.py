@@ -11,11 +11,11 @@ any. The container's TTY does the terminal work (echo, line editing, signals
 for its own foreground job). Between containers the terminals show one line
 saying the console is restarting and why (`show_waiting`). A cursor position
 query in the output never reaches a terminal: pid1 answers it (pid1.cursor),
-unless a typed line went to the container after the last output came back.
-That line may have been on its way when the shell checked for pending input
-and asked; the shell then reads it and runs it with its TTY cooked, and an
-answer arriving then is echoed into the command's output (`^[[6;5R`). An
-unanswered query costs nothing: busybox ash goes on without the answer.
+unless a typed line sent to the container has not been echoed yet. That line
+may have been on its way when the shell checked for pending input and asked;
+the shell then reads it and runs it with its TTY cooked, and an answer
+arriving then is echoed into the command's output (`^[[6;5R`). An unanswered
+query costs nothing: busybox ash goes on without the answer.
 
 Everything runs on the event loop: terminal input through `add_reader` on
 non-blocking fds, output through `add_writer` when a terminal is slow, no
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pid1.console.terminal import OUTPUT_HIGH_WATER, OUTPUT_STALL_SECONDS, Terminal
-from pid1.cursor import CursorTracker
+from pid1.cursor import CursorTracker, Query, UnechoedLines
 
 if TYPE_CHECKING:
     from pid1.engine.client import Container
@@ -111,8 +111,7 @@ class ConsoleBridge:
         self.cursor = CursorTracker(DEFAULT_ROWS, DEFAULT_COLUMNS)
         self.cursor_reports = 0  # queries answered, for the tests and the log
         self.cursor_reports_withheld = 0  # queries left unanswered: a line was on its way
-        # A line end went to the container since the last output was read.
-        self._line_in_flight = False
+        self._unechoed = UnechoedLines()
         self._flush_held: asyncio.TimerHandle | None = None
         for term in terminals:
             self.add_terminal(term)
@@ -158,17 +157,17 @@ class ConsoleBridge:
             return (DEFAULT_ROWS, DEFAULT_COLUMNS)
         return (min(r for r, _ in sizes), min(c for _, c in sizes))
 
-    def _broadcast(self, data: bytes) -> list[bytes]:
+    def _broadcast(self, data: bytes) -> tuple[bytes, list[Query]]:
         """Write `data` to every terminal, less any cursor position query;
-        returns the reports that answer those queries."""
+        returns what was written and the queries it held."""
         if self._flush_held is not None:
             self._flush_held.cancel()
             self._flush_held = None
-        data, reports = self.cursor.relay(data)
+        data, queries = self.cursor.relay(data)
         self._write_all(data)
         if self.cursor.holds_output():
             self._flush_held = asyncio.get_running_loop().call_later(HELD_OUTPUT_SECONDS, self._release_held)
-        return reports
+        return data, queries
 
     def _release_held(self) -> None:
         self._flush_held = None
@@ -223,6 +222,7 @@ class ConsoleBridge:
         # One input queue per container, across its streams: what is typed
         # between two streams reaches the second.
         self._input = queue = asyncio.Queue[bytes](maxsize=INPUT_BACKLOG_READS)
+        self._unechoed = UnechoedLines()  # lines sent to an earlier container will never echo
         try:
             while not self._closed:
                 ended = await self._session(container, queue, start=start and first, first=first)
@@ -318,15 +318,19 @@ class ConsoleBridge:
             if message is None:
                 return
             outcome.got_output = True
-            line_in_flight, self._line_in_flight = self._line_in_flight, False
-            for report in self._broadcast(message.data):
-                if line_in_flight:
+            output, queries = self._broadcast(message.data)
+            echo_read = 0
+            for query in queries:
+                self._unechoed.received(output[echo_read : query.at])
+                echo_read = query.at
+                if self._unechoed.on_their_way():
                     self.cursor_reports_withheld += 1
                     continue
                 # Written now, ahead of anything typed later: the shell is
                 # still reading its line when the answer comes.
-                await stream.write_in(report)
+                await stream.write_in(query.report)
                 self.cursor_reports += 1
+            self._unechoed.received(output[echo_read:])
             await self._drain()
 
     async def _pump_input(self, stream: Any, queue: asyncio.Queue[bytes]) -> None:
@@ -334,8 +338,7 @@ class ConsoleBridge:
         stream no longer takes input."""
         while True:
             data = await queue.get()
-            if b"\r" in data or b"\n" in data:
-                self._line_in_flight = True
+            self._unechoed.sent(data)
             try:
                 await stream.write_in(data)
             except Exception as exc:  # the stream closed under us (container gone)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pid1.cursor import QUERY, CursorTracker
+from pid1.cursor import QUERY, CursorTracker, UnechoedLines
 
 
 def relayed(*chunks: bytes, rows: int = 25, columns: int = 80) -> tuple[bytes, list[bytes], CursorTracker]:
@@ -16,7 +16,7 @@ def relayed(*chunks: bytes, rows: int = 25, columns: int = 80) -> tuple[bytes, l
     for chunk in chunks:
         data, found = tracker.relay(chunk)
         out += data
-        reports += found
+        reports += [query.report for query in found]
     return out, reports, tracker
 
 
@@ -32,8 +32,8 @@ def test_a_query_split_across_reads_is_held_back_then_answered() -> None:
         first, reports = tracker.relay(b"ab" + QUERY[:cut])
         assert (first, reports) == (b"ab", [])
         assert tracker.holds_output()
-        rest, reports = tracker.relay(QUERY[cut:] + b"cd")
-        assert rest == b"cd" and reports == [b"\x1b[1;3R"], cut
+        rest, queries = tracker.relay(QUERY[cut:] + b"cd")
+        assert rest == b"cd" and [(q.at, q.report) for q in queries] == [(0, b"\x1b[1;3R")], cut
 
 
 def test_held_bytes_that_were_no_query_are_released_and_tracked() -> None:
@@ -48,6 +48,44 @@ def test_held_bytes_that_were_no_query_are_released_and_tracked() -> None:
 def test_each_query_gets_the_position_where_it_was_asked() -> None:
     _, reports, _ = relayed(b"12" + QUERY + b"\r\n345" + QUERY)
     assert reports == [b"\x1b[1;3R", b"\x1b[2;4R"]
+
+
+def test_each_query_says_where_in_the_output_it_was() -> None:
+    out, queries = CursorTracker().relay(b"12" + QUERY + b"\r\n345" + QUERY + b"6")
+    assert out == b"12\r\n3456"
+    assert [q.at for q in queries] == [2, 7]
+
+
+def test_a_typed_line_is_on_its_way_until_text_and_a_new_line_come_back() -> None:
+    lines = UnechoedLines()
+    lines.received(b"one-2\r\n/ # ")
+    assert not lines.on_their_way()  # nothing typed: nothing to wait for
+    lines.sent(b"cat /proc/cmdline\r")
+    lines.received(b"\r\n")  # the end of the last command's output, read after the line went
+    lines.received(b"/ # ")  # the prompt the shell printed before the line reached it
+    assert lines.on_their_way()
+    lines.received(b"cat /proc/cm")  # the echo, in two reads
+    assert lines.on_their_way()
+    lines.received(b"dline\r\n")
+    assert not lines.on_their_way()
+
+
+def test_lines_typed_ahead_each_wait_for_their_own_echo() -> None:
+    lines = UnechoedLines()
+    lines.sent(b"sleep 1; echo two\recho three\r")
+    lines.received(b"sleep 1; echo two\r\n")
+    assert lines.on_their_way()
+    lines.received(b"two\r\n")
+    assert not lines.on_their_way()
+    lines.sent(b"a\r\nb\n")  # CR LF is one line end
+    assert lines.count == 2
+
+
+def test_lines_typed_ahead_are_counted_up_to_a_bound() -> None:
+    lines = UnechoedLines()
+    lines.sent(b"\r" * 1000)
+    lines.received(b"x\n" * 64)
+    assert not lines.on_their_way()
 
 
 def test_busybox_resize_asks_from_the_far_corner_and_learns_the_size() -> None:
