@@ -10,20 +10,15 @@ disk and extent come from sysfs too. Nothing here writes to a device.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import stat
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from pid1.linux import syscalls
-from pid1.linux.uevent import UeventSocket
 
 SECTOR = 512
-POLL = 0.1  # with no uevent socket (no netlink), wait_for_devices scans again this often
 
 # ext2/3/4: the superblock starts at 1024; s_magic (le16) at +56, s_volume_name[16] at +120.
 EXT_SB = 1024
@@ -320,99 +315,3 @@ def pick_label(scan: Scan, label: str) -> Scan:
 def find_labelled_device(label: str, sys_root: str = "/sys", dev_root: str = "/dev") -> LabelledDevice | None:
     """The block device whose filesystem label is `label`, or None."""
     return scan_for_label(label, sys_root, dev_root).match
-
-
-# --- waiting for disks that are still being probed -----------------------------------
-
-
-def is_block_uevent(message: bytes) -> bool:
-    """A kernel uevent ("ACTION@DEVPATH\\0KEY=VALUE\\0...") that adds or
-    changes a block device (a disk, a partition, a loop device given a file)."""
-    parts = message.split(b"\0")
-    action = parts[0].split(b"@", 1)[0]
-    return action in (b"add", b"change") and b"SUBSYSTEM=block" in parts
-
-
-def removed_block_device(message: bytes) -> str | None:
-    """The DEVNAME of a block device a kernel uevent says was removed, or None."""
-    parts = message.split(b"\0")
-    if parts[0].split(b"@", 1)[0] != b"remove" or b"SUBSYSTEM=block" not in parts:
-        return None
-    for part in parts:
-        if part.startswith(b"DEVNAME="):
-            return part[len(b"DEVNAME=") :].decode(errors="replace")
-    return None
-
-
-class UeventListener:
-    """The kernel's device events (pid1.linux.uevent), read for block devices. Open
-    it before the first scan so no device added between the scan and the
-    wait is missed."""
-
-    def __init__(self) -> None:
-        self.events = UeventSocket.open()
-
-    def fileno(self) -> int:
-        return self.events.fileno()
-
-    def drain(self) -> bool:
-        """Read every queued event; True if one of them concerns a block device
-        (or events were lost, which might have hidden one: assume a disk came)."""
-        messages, lost = self.events.pending()
-        return lost or any(is_block_uevent(message) for message in messages)
-
-    def removed(self) -> tuple[set[str], bool]:
-        """Read every queued event: the block devices removed, and whether
-        events were lost (one of them might have been a removal)."""
-        messages, lost = self.events.pending()
-        return {name for name in map(removed_block_device, messages) if name}, lost
-
-    def close(self) -> None:
-        self.events.close()
-
-
-async def readable(fd: int, timeout: float | None) -> None:
-    """Wait until fd is readable or timeout seconds have passed (None: no bound)."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await asyncio.wait_for(ready, timeout)
-    except TimeoutError:
-        pass
-    finally:
-        loop.remove_reader(fd)
-
-
-Found = TypeVar("Found")
-
-
-async def wait_for_devices(
-    find: Callable[[], Awaitable[list[Found]]], deadline: float, on_wait: Callable[[float], None] | None = None
-) -> list[Found]:
-    """find() (a scan of the block devices), and again after each block
-    device's uevent, until it finds something or the time.monotonic()
-    `deadline` passes; its last result. The uevent socket is opened before
-    the first scan, so no device added in between is missed; without one,
-    find() runs every POLL seconds. on_wait(seconds left) is called once
-    when the first scan finds nothing and there is time left to wait."""
-    try:
-        listener: UeventListener | None = UeventListener()
-    except OSError:
-        listener = None
-    try:
-        found = await find()
-        if not found and on_wait is not None and (left := deadline - time.monotonic()) > 0:
-            on_wait(left)
-        while not found and (left := deadline - time.monotonic()) > 0:
-            if listener is None:
-                await asyncio.sleep(min(POLL, left))
-            else:
-                await readable(listener.fileno(), left)
-                if not listener.drain():
-                    continue  # an event about something else: keep waiting
-            found = await find()
-    finally:
-        if listener is not None:
-            listener.close()
-    return found

@@ -42,7 +42,8 @@ import time
 from collections.abc import Sequence
 
 from pid1 import kmod
-from pid1.blockdev import LabelledDevice, scan_bounded, wait_for_devices
+from pid1.blockdev import LabelledDevice, scan_bounded
+from pid1.blockwait import wait_for_devices
 from pid1.layout import ENGINE_IMAGE, ENGINE_MEDIUM, ENGINE_MOUNT, MEDIUM_MOUNT, EngineMedium
 from pid1.linux import syscalls
 from pid1.module_sets import EARLY_MODULES, MEDIUM_MODULES

@@ -22,16 +22,8 @@ import asyncio
 import os
 import time
 
-from pid1.blockdev import (
-    LabelledDevice,
-    Scan,
-    ScanHangs,
-    UeventListener,
-    read_superblock,
-    readable,
-    scan_bounded,
-    wait_for_devices,
-)
+from pid1.blockdev import LabelledDevice, Scan, ScanHangs, read_superblock, scan_bounded
+from pid1.blockwait import UeventListener, readable, wait_for_devices
 from pid1.linux.mountinfo import MountEntry, mount_at, read_mountinfo
 from pid1.mounting import MountSpec, ensure_mounted, is_mountpoint
 from pid1.phases import Phase, PhaseContext
@@ -49,7 +41,7 @@ from pid1.wiring import StorageResult, Wiring
 # after the socket is open, so a disk added since the disks phase's scan is
 # not missed.
 # Without the socket (e.g. no netlink), the phase re-scans every
-# pid1.blockdev.POLL seconds (wait_for_devices, which the engine phase's wait
+# pid1.blockwait.POLL seconds (wait_for_devices, which the engine phase's wait
 # for its boot medium uses too).
 # The wait counts from when the modules phase loaded the disk drivers, and
 # is short (0.5 s by default): finit_module returns only after the async

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pid1 import blockdev
+from pid1 import blockdev, blockwait
 from pid1.blockdev import FsLabel, read_superblock
 
 MKFS = {
@@ -213,7 +213,7 @@ def test_uevent_listener_hears_a_loop_device_attach(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("loop devices need root")
     image = make_image(tmp_path / "ev.img", "ext4", "EV")
-    listener = blockdev.UeventListener()
+    listener = blockwait.UeventListener()
     try:
         listener.drain()  # discard whatever was queued before
         loop = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True)
@@ -235,20 +235,20 @@ def test_uevent_listener_hears_a_loop_device_attach(tmp_path: Path) -> None:
 
 def test_uevent_classification() -> None:
     add = b"add@/devices/virtual/block/loop3\0ACTION=add\0DEVPATH=/devices/virtual/block/loop3\0SUBSYSTEM=block\0"
-    assert blockdev.is_block_uevent(add)
-    assert blockdev.is_block_uevent(add.replace(b"add", b"change"))
-    assert not blockdev.is_block_uevent(add.replace(b"add", b"remove"))
-    assert not blockdev.is_block_uevent(b"add@/devices/x\0ACTION=add\0SUBSYSTEM=net\0")
-    assert not blockdev.is_block_uevent(b"libudev\0\xfe\xed")
+    assert blockwait.is_block_uevent(add)
+    assert blockwait.is_block_uevent(add.replace(b"add", b"change"))
+    assert not blockwait.is_block_uevent(add.replace(b"add", b"remove"))
+    assert not blockwait.is_block_uevent(b"add@/devices/x\0ACTION=add\0SUBSYSTEM=net\0")
+    assert not blockwait.is_block_uevent(b"libudev\0\xfe\xed")
 
 
 def test_a_removal_uevent_names_the_block_device_and_nothing_else_does() -> None:
     removal = (
         b"remove@/devices/pci0000:00/0000:00:04.0/virtio1/block/vda\0ACTION=remove\0SUBSYSTEM=block\0DEVNAME=vda\0"
     )
-    assert blockdev.removed_block_device(removal) == "vda"
-    assert blockdev.removed_block_device(removal.replace(b"remove", b"add")) is None
-    assert blockdev.removed_block_device(removal.replace(b"SUBSYSTEM=block", b"SUBSYSTEM=net")) is None
+    assert blockwait.removed_block_device(removal) == "vda"
+    assert blockwait.removed_block_device(removal.replace(b"remove", b"add")) is None
+    assert blockwait.removed_block_device(removal.replace(b"SUBSYSTEM=block", b"SUBSYSTEM=net")) is None
 
 
 @pytest.mark.parametrize("options", [[], ["-b", "4096"], ["-O", "64bit", "-b", "1024"]], ids=["default", "4k", "64bit"])
