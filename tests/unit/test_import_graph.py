@@ -176,3 +176,16 @@ def test_a_cycle_is_found_and_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("source", ["from pid1 import shutdown", "import pid1.shutdown as s"])
 def test_both_import_forms_are_edges(source: str) -> None:
     assert imported(ast.parse(source), "pid1.x", False)[0][0] == "pid1.shutdown"
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_of_pid1_is_over_400_lines() -> None:
+    """A module over this has grown a second subject: split it by subject."""
+    long = {
+        name: lines
+        for name, path in module_names(REPO / "pid1", "pid1").items()
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"over {MAX_MODULE_LINES} lines: {long}"
