@@ -22,6 +22,16 @@ ENGINE_MOUNT = "usr/lib/pid1/engine"
 # where (EngineMedium).
 ENGINE_MEDIUM = "usr/lib/pid1/engine-medium.json"
 MEDIUM_MOUNT = "usr/lib/pid1/medium"
+# What the engine phase reads ahead from the image (paths in it), in the order
+# the boot execs them: dockerd a second or two after the mount, the shim and
+# runc for each container, docker-init and docker-proxy for the user's.
+ENGINE_READ_AHEAD = (
+    "usr/sbin/dockerd",
+    "usr/bin/containerd-shim-runc-v2",
+    "usr/sbin/runc",
+    "usr/bin/docker-init",
+    "usr/sbin/docker-proxy",
+)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,11 @@ def mount_loop_read_only(image: str, target: str, fstype: str, control: str = "/
         os.close(backing)
 
 
+def run_when_idle() -> None:
+    """The calling thread gets a CPU only when no other thread wants one (SCHED_IDLE)."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def sync() -> None:
     os.sync()
 

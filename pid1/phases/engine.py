@@ -13,6 +13,13 @@ instead of initramfs pages pinned for the life of the machine (figures:
 docs/benchmarks.md). containerd and the modules phase need this phase;
 everything else that reads the image comes after one of them.
 
+Once mounted, a thread reads dockerd, the shim, runc, docker-init and
+docker-proxy through (ENGINE_READ_AHEAD), at idle CPU priority: each page of
+the image is decompressed when first read, and dockerd, exec'd a second or
+two later, would otherwise wait for its pages one fault at a time. The CPU
+that read costs is one the boot leaves idle meanwhile; the pages are page
+cache like any, evicted when RAM is short (figures: docs/benchmarks.md).
+
 Where the image is:
 - in the initramfs (`-kernel` and the disk image): mounted from there;
 - on the boot medium (the ISO): its initrd has ENGINE_MEDIUM instead, naming
@@ -37,14 +44,16 @@ and it is retried: nothing of the engine can run without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 
 from pid1 import kmod
 from pid1.blockdev import LabelledDevice, scan_bounded
 from pid1.blockwait import wait_for_devices
-from pid1.layout import ENGINE_IMAGE, ENGINE_MEDIUM, ENGINE_MOUNT, MEDIUM_MOUNT, EngineMedium
+from pid1.layout import ENGINE_IMAGE, ENGINE_MEDIUM, ENGINE_MOUNT, ENGINE_READ_AHEAD, MEDIUM_MOUNT, EngineMedium
 from pid1.linux import syscalls
 from pid1.module_sets import EARLY_MODULES, MEDIUM_MODULES
 from pid1.mounting import is_mountpoint
@@ -52,6 +61,7 @@ from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 
 MAX_MEDIUM_JSON = 4096
+READ_AHEAD_CHUNK = 1 << 20
 
 
 def load_early_modules(root: str, names: Sequence[str]) -> list[str]:
@@ -205,8 +215,28 @@ async def mount_from(
     except OSError as exc:
         raise RuntimeError(f"cannot mount {where} ({size >> 20} MiB) on /{ENGINE_MOUNT}: {exc}") from None
     ctx.mounts.add(ctx.path(ENGINE_MOUNT))
+    paths = [os.path.join(ctx.path(ENGINE_MOUNT), path) for path in ENGINE_READ_AHEAD]
+    threading.Thread(target=read_ahead, args=(paths,), name="pid1-read-ahead", daemon=True).start()
     note = f"; loaded {' '.join(modules)}" if modules else ""
     return f"{where} ({size >> 20} MiB squashfs) on /{ENGINE_MOUNT} through {device}{note}"
+
+
+def read_ahead(paths: Sequence[str]) -> int:
+    """Read each file of `paths` through once, at idle CPU priority, so that
+    its pages are in the page cache before it runs; the bytes read. A file
+    that cannot be read is skipped: its pages then come when it runs."""
+    with contextlib.suppress(OSError):
+        syscalls.run_when_idle()
+    buffer = bytearray(READ_AHEAD_CHUNK)
+    done = 0
+    for path in paths:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while count := f.readinto(buffer):
+                    done += count
+        except OSError:
+            continue
+    return done
 
 
 PHASE = Phase(name="engine", run=run, needs=("mounts",))
