@@ -14,7 +14,6 @@ real image under qemu (one RAM boot, scenarios in order):
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from devtools.harness import wait_for
 from devtools.vm import ARTIFACTS, REPO, VM
 
 pytestmark = pytest.mark.vm
@@ -65,34 +65,30 @@ def test_status_file_is_the_view(view_vm: VM) -> None:
     assert all(len(line) <= 80 for line in lines), out
 
 
-def active_vt_after_keys(vm: VM, keys: tuple[str, ...], want: str) -> str:
-    """Press `keys` (QMP send-key) and return the active VT once it is `want`,
-    or what it still is after SWITCH_WAIT seconds, with the keyboard's state. The kernel switches VTs
-    from a work item after the key's interrupt, so the QMP reply (and a
-    command typed right after it) can come before the switch."""
+def switch_vt(vm: VM, keys: tuple[str, ...], want: str) -> None:
+    """Press `keys` (QMP send-key) and wait, bounded, until `want` is the
+    active VT. The kernel switches VTs from a work item after the key's
+    interrupt, so the QMP reply (and a command typed right after it) can
+    come before the switch."""
     reply = vm.qmp("send-key", keys=[{"type": "qcode", "data": k} for k in keys])
     assert "return" in reply, reply
-    tries = int(SWITCH_WAIT / 0.1)
-    out = vm.shell(
-        f"i=0; while [ $i -lt {tries} ] && [ $(cat /sys/class/tty/tty0/active) != {want} ];"
-        " do sleep 0.1; i=$((i + 1)); done; echo active=$(cat /sys/class/tty/tty0/active)",
-        STEP + SWITCH_WAIT,
-    )
-    # the pattern, not the last line: pid1's kernel log lines interleave (console_log=all)
-    seen = re.findall(r"^active=(\S+)", out, re.MULTILINE)
-    if seen and seen[-1] == want:
-        return want
-    # what a failure needs: whether the keyboard's interrupts came at all
-    keyboard = vm.shell("grep i8042 /proc/interrupts; cat /proc/bus/input/devices | grep -A4 -i keyboard", STEP)
-    return f"{seen[-1] if seen else out!r} after {SWITCH_WAIT:.0f} s; keyboard:\n{keyboard}"
+
+    def active() -> list[str]:
+        return vm.output("cat /sys/class/tty/tty0/active", STEP)
+
+    def seen() -> str:
+        # what a failure needs: whether the keyboard's interrupts came at all
+        keyboard = vm.shell("grep i8042 /proc/interrupts; grep -A4 -i keyboard /proc/bus/input/devices", STEP)
+        return f"active: {active()}\nkeyboard:\n{keyboard}\n--- serial tail ---\n{vm.tail()}"
+
+    wait_for(f"{want} active after {'+'.join(keys)}", lambda: active() == [want], SWITCH_WAIT, seen)
 
 
 def test_alt_f2_shows_the_view_on_vt2(view_vm: VM) -> None:
     # the negative control: the console's VT is the active one until the keys
     before = view_vm.output("cat /sys/class/tty/tty0/active", STEP)
     assert before == ["tty1"], before
-    active = active_vt_after_keys(view_vm, ("alt", "f2"), "tty2")
-    assert active == "tty2", (active, view_vm.tail())
+    switch_vt(view_vm, ("alt", "f2"), "tty2")
     # /dev/vcs2: VT2's screen as text, 80 cells a row, no newlines
     screen = view_vm.shell("cut -c 1-2000 /dev/vcs2 | fold -w 80", STEP)
     rows = screen.splitlines()
@@ -104,8 +100,7 @@ def test_alt_f2_shows_the_view_on_vt2(view_vm: VM) -> None:
     reply = view_vm.qmp("screendump", filename=str(dump), format="png")
     assert "return" in reply, reply
     assert dump.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    active = active_vt_after_keys(view_vm, ("alt", "f1"), "tty1")
-    assert active == "tty1", (active, view_vm.tail())
+    switch_vt(view_vm, ("alt", "f1"), "tty1")
 
 
 def test_restart_console_from_the_console(view_vm: VM) -> None:
