@@ -34,6 +34,9 @@ DEFAULT_APPEND = ("pid1.ntp_servers=10.0.2.2",)
 ISO_USER_DATA = "#cloud-config\nntp:\n  servers: [10.0.2.2]\n"
 KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")  # a printk line on the serial console
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
+# A cursor report the console's cooked TTY echoed (ECHOCTL spells ESC `^[`):
+# pid1's bridge answered a query while a typed line was on its way (pid1.cursor).
+REPORT_ECHO = re.compile(r"\^\[\[\d+;\d+R")
 
 
 def nocloud_iso(path: Path, user_data: str, meta_data: str = "") -> str:
@@ -197,6 +200,11 @@ class VM:
         # the markers are built by the shell, so the echoed command line never matches
         self.send(f"echo BEGIN{token}; {command}; echo END$((0x{token} * 0 + 0)){token}\n")
         found = self.wait_for(rf"(?s)BEGIN{token}\n(.*?)END0{token}", timeout)
+        # Every command the tests type checks the console for this bug, in the
+        # output a user would see it in.
+        if REPORT_ECHO.search(found.group(1)):
+            raise AssertionError(f"[{self.name}] a cursor report was echoed into the output of {command!r}: "
+                                 f"{found.group(1)!r}")  # fmt: skip
         return found.group(1)
 
     def output(self, command: str, timeout: float = 60.0) -> list[str]:

@@ -21,7 +21,9 @@ Needs nothing but the bytes; no I/O here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 
 QUERY = b"\x1b[6n"
 # A query split across two reads: these tails are held back until the rest comes.
@@ -42,9 +44,23 @@ TOKEN = re.compile(
 # What is left at the end of a read when a sequence is not finished yet.
 UNFINISHED = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|)\Z")
 LINE_END = re.compile(rb"\r\n?|\n")
-ECHOED_TEXT = re.compile(rb"[!-~\x80-\xff]")
-# Lines typed ahead beyond this are not counted: the output's new lines soon
-# catch up, and a count this high already withholds every answer until they do.
+# What a typed line's echo is recognised by: its last printable characters,
+# spaces left out (a shell wraps a long line with CR CR LF, redraws a tab
+# completion, erases with BS SPACE BS).
+NEEDLE_CHARS = 32
+TYPED = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|O.|.)|(?P<text>[!-~\x80-\xff]+)")  # keys like ESC [ A: no text
+ECHOED = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|.)|(?P<text>[!-~\x80-\xff]+)|(?P<lf>\n)"
+)
+# Output kept to look for the echo of the line being typed (an interactive
+# typist's characters come back before the line end is sent).
+ECHO_WINDOW = 4096
+# A line whose echo never shows (echo off for a password, a line recalled
+# from history or changed by the editor) has reached the shell after this
+# long, whatever the load: it stops withholding answers.
+LINE_TRANSIT_SECONDS = 5.0
+# Lines typed ahead beyond this are not counted: a count this high already
+# withholds every answer until they come back.
 MAX_UNECHOED = 64
 
 
@@ -57,46 +73,87 @@ class Query:
     report: bytes
 
 
+@dataclass(frozen=True)
+class TypedLine:
+    """A line end sent to the container, and how its echo is recognised."""
+
+    needle: bytes  # the line's last printable characters, spaces left out
+    ended_at: float  # time.monotonic() when its line end was sent
+
+
 @dataclass
 class UnechoedLines:
     """Typed lines the container may not have read yet.
 
-    A line end sent to the container is on its way until the output shows its
-    echo: printable text, then a new line, both read after it was sent. Any
-    output is not enough: the prompt the shell printed before the line reached
-    it comes back after the line was sent, and the query the shell writes after
-    the prompt would be answered into the cooked TTY that runs the line, which
-    echoes it (`^[[6;5R`). A new line alone is not enough either: the end of
-    the last command's output can arrive after the next line was typed (a
-    typist who answers the output as it comes). With echo off (a password)
-    nothing comes back until the program prints a line: the answers wait, and
-    an unanswered query costs a shell nothing.
+    A line is on its way until the output shows its echo: the line's own
+    last characters, then a new line, read after its line end was sent. Other
+    output is no sign: the prompt and the banner a shell prints before the
+    line reaches it come back after the line was sent, and a query the shell
+    writes after them would be answered into the cooked TTY that runs the
+    line, which echoes it (`^[[6;5R`). A line whose echo never shows (echo
+    off, a line recalled from history) stops counting LINE_TRANSIT_SECONDS
+    after it was sent. Lines come back in the order they were sent.
     """
 
-    count: int = 0
-    _text_seen: bool = False  # echoed text since the last line end counted
+    lines: deque[TypedLine] = field(default_factory=deque)
+    _typing: bytearray = field(default_factory=bytearray)  # the line being typed, printable characters
+    _output: bytearray = field(default_factory=bytearray)  # printable output since the first line began
+    _needle_seen: bool = False  # the first line's characters came back; its new line is next
 
-    def sent(self, data: bytes) -> None:
-        ends = len(LINE_END.findall(data))
-        if ends:
-            self.count = min(self.count + ends, MAX_UNECHOED)
-            self._text_seen = False
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def sent(self, data: bytes, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        at = 0
+        for end in LINE_END.finditer(data):
+            self._type(data[at : end.start()])
+            self._end_line(now)
+            at = end.end()
+        self._type(data[at:])
 
     def received(self, data: bytes) -> None:
-        at = 0
-        while self.count and at < len(data):
-            if not self._text_seen:
-                text = ECHOED_TEXT.search(data, at)
-                if text is None:
-                    return
-                self._text_seen, at = True, text.end()
-            end = data.find(b"\n", at)
-            if end < 0:
-                return
-            self.count, self._text_seen, at = self.count - 1, False, end + 1
+        if not self.lines and not self._typing:
+            return
+        for token in ECHOED.finditer(data):
+            if token.lastgroup == "text":
+                self._output += token.group()
+                del self._output[:-ECHO_WINDOW]
+                self._needle_seen = self._needle_seen or self._first_echoed()
+            elif token.lastgroup == "lf" and self._needle_seen:
+                self._arrived()
 
-    def on_their_way(self) -> bool:
-        return self.count > 0
+    def on_their_way(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        while self.lines and now - self.lines[0].ended_at > LINE_TRANSIT_SECONDS:
+            self._arrived()
+        return bool(self.lines)
+
+    def _type(self, data: bytes) -> None:
+        if data and not self.lines and not self._typing:
+            self._output.clear()  # a new first line: only what comes back from now on is its echo
+        for token in TYPED.finditer(data):
+            if token.lastgroup == "text":
+                self._typing += token.group()
+                del self._typing[:-NEEDLE_CHARS]
+
+    def _end_line(self, now: float) -> None:
+        if not self.lines and not self._typing:
+            self._output.clear()  # an empty first line: its echo is the next new line
+        if len(self.lines) < MAX_UNECHOED:
+            self.lines.append(TypedLine(bytes(self._typing), now))
+            if len(self.lines) == 1:
+                self._needle_seen = self._first_echoed()
+        self._typing.clear()
+
+    def _first_echoed(self) -> bool:
+        return bool(self.lines) and self.lines[0].needle in self._output
+
+    def _arrived(self) -> None:
+        self.lines.popleft()
+        self._output.clear()  # the next line's echo comes after this one's
+        self._needle_seen = self._first_echoed()
 
 
 @dataclass

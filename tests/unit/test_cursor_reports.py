@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pid1.cursor import QUERY, CursorTracker, UnechoedLines
+from pid1.cursor import LINE_TRANSIT_SECONDS, MAX_UNECHOED, QUERY, CursorTracker, UnechoedLines
 
 
 def relayed(*chunks: bytes, rows: int = 25, columns: int = 80) -> tuple[bytes, list[bytes], CursorTracker]:
@@ -56,36 +56,89 @@ def test_each_query_says_where_in_the_output_it_was() -> None:
     assert [q.at for q in queries] == [2, 7]
 
 
-def test_a_typed_line_is_on_its_way_until_text_and_a_new_line_come_back() -> None:
+def test_a_typed_line_is_on_its_way_until_its_own_echo_and_a_new_line_come_back() -> None:
     lines = UnechoedLines()
     lines.received(b"one-2\r\n/ # ")
-    assert not lines.on_their_way()  # nothing typed: nothing to wait for
-    lines.sent(b"cat /proc/cmdline\r")
+    assert not lines.on_their_way(now=0)  # nothing typed: nothing to wait for
+    lines.sent(b"cat /proc/cmdline\r", now=0)
     lines.received(b"\r\n")  # the end of the last command's output, read after the line went
     lines.received(b"/ # ")  # the prompt the shell printed before the line reached it
-    assert lines.on_their_way()
+    assert lines.on_their_way(now=0)
     lines.received(b"cat /proc/cm")  # the echo, in two reads
-    assert lines.on_their_way()
+    assert lines.on_their_way(now=0)
     lines.received(b"dline\r\n")
-    assert not lines.on_their_way()
+    assert not lines.on_their_way(now=0)
+
+
+def test_a_banner_printed_before_the_line_reached_the_shell_is_not_its_echo() -> None:
+    # A line typed as soon as the console starts, before busybox sh's first prompt (the VM
+    # harness's first command; `^[[6;5R` in the output of `cat /proc/cmdline` on the 512 MiB ISO boot).
+    lines = UnechoedLines()
+    lines.sent(b"echo BEGIN1; cat /proc/cmdline; echo END1\n", now=0)
+    lines.received(b"\r\n\r\nBusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) built-in shell (ash)\r\n")
+    lines.received(b"Enter 'help' for a list of built-in commands.\r\n\r\n/ # ")
+    assert lines.on_their_way(now=0.5)
+    lines.received(b"echo BEGIN1; cat /proc/cmdline; echo END1\r\n")
+    assert not lines.on_their_way(now=0.5)
+
+
+def test_the_echo_is_recognised_through_a_wrap_a_completion_and_an_erase() -> None:
+    lines = UnechoedLines()
+    # busybox ash wraps a long line at the last column with CR CR LF: not yet the line's end
+    lines.sent(b"echo " + b"x" * 80 + b"-end\r", now=0)
+    lines.received(b"echo " + b"x" * 71 + b"\r\r\n")
+    assert lines.on_their_way(now=0)
+    lines.received(b"x" * 9 + b"-end\r\n")
+    assert not lines.on_their_way(now=0)
+    # a tab completed: the editor redraws the line with more than was typed
+    lines.sent(b"ls /pr\t\r", now=0)
+    lines.received(b"ls /pr\r/ # ls /proc/\x1b[J\r\n")
+    assert not lines.on_their_way(now=0)
+    # typed a key at a time, the characters echoed as they come, one erased
+    lines.sent(b"l", now=0)
+    lines.received(b"l")
+    lines.sent(b"x\x7f", now=0)
+    lines.received(b"x\b \b")
+    lines.sent(b"s", now=0)
+    lines.received(b"s")
+    lines.sent(b"\r", now=0)
+    assert lines.on_their_way(now=0)
+    lines.received(b"\r\n")
+    assert not lines.on_their_way(now=0)
 
 
 def test_lines_typed_ahead_each_wait_for_their_own_echo() -> None:
     lines = UnechoedLines()
-    lines.sent(b"sleep 1; echo two\recho three\r")
+    lines.sent(b"sleep 1; echo two\recho three\r", now=0)
     lines.received(b"sleep 1; echo two\r\n")
-    assert lines.on_their_way()
-    lines.received(b"two\r\n")
-    assert not lines.on_their_way()
-    lines.sent(b"a\r\nb\n")  # CR LF is one line end
+    assert lines.on_their_way(now=0)
+    lines.received(b"two\r\n")  # the first line's output: not the second one's echo
+    assert lines.on_their_way(now=0)
+    lines.received(b"/ # echo three\r\n")
+    assert not lines.on_their_way(now=0)
+    lines.sent(b"a\r\nb\n", now=0)  # CR LF is one line end
     assert lines.count == 2
+
+
+def test_a_line_whose_echo_never_shows_stops_counting_once_it_must_have_arrived() -> None:
+    lines = UnechoedLines()
+    lines.sent(b"secret\r", now=10)  # echo off: a password
+    lines.received(b"\r\nwelcome\r\n/ # ")
+    assert lines.on_their_way(now=10 + LINE_TRANSIT_SECONDS - 0.1)
+    assert not lines.on_their_way(now=10 + LINE_TRANSIT_SECONDS + 0.1)
+    lines.sent(b"\x1b[A\r", now=20)  # a line from history: no typed text, its echo is the next new line
+    lines.received(b"/ # ")
+    assert lines.on_their_way(now=20)
+    lines.received(b"secret\r\n")
+    assert not lines.on_their_way(now=20)
 
 
 def test_lines_typed_ahead_are_counted_up_to_a_bound() -> None:
     lines = UnechoedLines()
-    lines.sent(b"\r" * 1000)
+    lines.sent(b"\r" * 1000, now=0)
+    assert lines.count == MAX_UNECHOED
     lines.received(b"x\n" * 64)
-    assert not lines.on_their_way()
+    assert not lines.on_their_way(now=0)
 
 
 def test_busybox_resize_asks_from_the_far_corner_and_learns_the_size() -> None:
