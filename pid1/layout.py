@@ -22,11 +22,17 @@ ENGINE_MOUNT = "usr/lib/pid1/engine"
 # where (EngineMedium).
 ENGINE_MEDIUM = "usr/lib/pid1/engine-medium.json"
 MEDIUM_MOUNT = "usr/lib/pid1/medium"
-# What the engine phase reads ahead from the image (paths in it), in the order
-# the boot execs them: dockerd a second or two after the mount, the shim and
-# runc for each container, docker-init and docker-proxy for the user's.
+# What the engine phase reads ahead from the image (paths in it; a folder's
+# files too), in the order the boot reads them: the docker seed, copied into
+# a data root dockerd never used just before dockerd's exec (every RAM boot,
+# a disk's first), dockerd a second or two after the mount, iptables and its
+# extensions (dockerd runs it some 75 times as it starts), the shim and runc
+# for each container, docker-init and docker-proxy for the user's.
 ENGINE_READ_AHEAD = (
+    "usr/share/pid1/docker-seed",
     "usr/sbin/dockerd",
+    "usr/sbin/xtables-legacy-multi",
+    "usr/lib/x86_64-linux-gnu/xtables",
     "usr/bin/containerd-shim-runc-v2",
     "usr/sbin/runc",
     "usr/bin/docker-init",

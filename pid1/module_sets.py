@@ -29,6 +29,15 @@ ENGINE_MODULES = (
 )  # fmt: skip
 # The ACPI power button and its input events.
 INPUT_MODULES = ("button", "evdev")
+# Where in lib/modules/VERSION the drivers that make disks appear live: the
+# buses and controllers (virtio, ATA, SCSI, NVMe, Hyper-V's VMBus, USB
+# storage and its host controllers, MMC) and the block drivers on them. The
+# modules phase loads these first, so the storage phase's wait for a late
+# disk counts from them, not from the rest of the hardware's drivers.
+DISK_DRIVER_FOLDERS = tuple(
+    f"kernel/drivers/{folder}/" for folder in ("virtio", "ata", "scsi", "block", "nvme", "hv", "usb/storage",
+                                               "usb/host", "mmc")
+)  # fmt: skip
 
 # In the image but loaded on demand: by coldplug (the hardware's modaliases),
 # by the kernel's request at mount or socket time, or by iptables and dockerd.

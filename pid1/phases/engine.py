@@ -13,8 +13,8 @@ instead of initramfs pages pinned for the life of the machine (figures:
 docs/benchmarks.md). containerd and the modules phase need this phase;
 everything else that reads the image comes after one of them.
 
-Once mounted, a thread reads dockerd, the shim, runc, docker-init and
-docker-proxy through (ENGINE_READ_AHEAD), at idle CPU priority: each page of
+Once mounted, a thread reads the docker seed, dockerd, the shim, runc,
+docker-init and docker-proxy through (ENGINE_READ_AHEAD), at idle CPU priority: each page of
 the image is decompressed when first read, and dockerd, exec'd a second or
 two later, would otherwise wait for its pages one fault at a time. The CPU
 that read costs is one the boot leaves idle meanwhile; the pages are page
@@ -222,20 +222,27 @@ async def mount_from(
 
 
 def read_ahead(paths: Sequence[str]) -> int:
-    """Read each file of `paths` through once, at idle CPU priority, so that
-    its pages are in the page cache before it runs; the bytes read. A file
-    that cannot be read is skipped: its pages then come when it runs."""
+    """Read each file of `paths` (and the files under a folder of them)
+    through once, at idle CPU priority, so that its pages are in the page
+    cache before it is read or run; the bytes read. A file that cannot be
+    read is skipped: its pages then come when it is used."""
     with contextlib.suppress(OSError):
         syscalls.run_when_idle()
     buffer = bytearray(READ_AHEAD_CHUNK)
     done = 0
     for path in paths:
-        try:
-            with open(path, "rb", buffering=0) as f:
-                while count := f.readinto(buffer):
-                    done += count
-        except OSError:
-            continue
+        files = [path]
+        if os.path.isdir(path):
+            files = [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in sorted(names)]
+        for file in files:
+            if os.path.islink(file):
+                continue  # a layer's symlink: its target is a file of the walk or not the image's
+            try:
+                with open(file, "rb", buffering=0) as f:
+                    while count := f.readinto(buffer):
+                        done += count
+            except OSError:
+                continue
     return done
 
 

@@ -8,7 +8,10 @@ modules.alias (pid1.kmod, which resolves as kmod's modprobe does), then the
 storage modules (the disk drivers, ext4, and overlay for dockerd's storage
 driver) and the ACPI power button and input drivers are added; each module
 is loaded with its modules.dep and softdep dependencies first, by
-finit_module(2), skipping what /proc/modules or modules.builtin has.
+finit_module(2), skipping what /proc/modules or modules.builtin has. The
+first round loads the drivers disks are on before the others
+(module_sets.DISK_DRIVER_FOLDERS), and the storage phase's wait for a late
+disk counts from them.
 Drivers add devices (virtio_pci makes the virtio
 devices that virtio_net/virtio_blk drive, an ATA driver the CD-ROM behind
 it): their modaliases come from the kernel's uevents, read while loading
@@ -39,7 +42,7 @@ from pid1 import kmod
 from pid1.kmod.batch import Tally, coldplug_requests, load_requests
 from pid1.kmod.helper import install_modprobe
 from pid1.linux import procfs
-from pid1.module_sets import ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
+from pid1.module_sets import DISK_DRIVER_FOLDERS, ENGINE_MODULES, INPUT_MODULES, STORAGE_MODULES
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 from pid1.wiring import Wiring
@@ -55,10 +58,19 @@ COLDPLUG_ROUNDS = 3
 # two workers were no faster under emulation, which serialises the kernel
 # text patching module loading does (docs/benchmarks.md, "Kernel modules").
 WORKERS = 1
+# ...except the disk drivers: a controller's module returns only when its
+# probe has, and the probe mostly waits for the hardware (an ATA channel's
+# reset, an empty one's time-out), so a second chain loads meanwhile.
+DISK_WORKERS = 2
 
 
 async def load_bounded(
-    ctx: PhaseContext, index: kmod.ModuleIndex, requests: Sequence[str | Sequence[str]], loaded: set[str], tally: Tally
+    ctx: PhaseContext,
+    index: kmod.ModuleIndex,
+    requests: Sequence[str | Sequence[str]],
+    loaded: set[str],
+    tally: Tally,
+    workers: int = WORKERS,
 ) -> list[kmod.LoadResult]:
     """load_requests off the loop, bounded by pid1.io_timeout: a module whose
     init hangs (finit_module does not return; no thread can be killed) is left
@@ -68,7 +80,7 @@ async def load_bounded(
     timeout = ctx.config.io_timeout
     try:
         return await bounded(
-            load_requests, index, requests, loaded, tally, kmod.load_module, WORKERS,
+            load_requests, index, requests, loaded, tally, kmod.load_module, workers,
             timeout=timeout, name="pid1-modules",
         )  # fmt: skip
     except TimeoutError:
@@ -78,6 +90,20 @@ async def load_bounded(
             "going on without it and the modules after it"
         )
         return [result for name, result in list(tally.results.items()) if name not in before]
+
+
+def disk_drivers_first(
+    index: kmod.ModuleIndex, requests: Sequence[str | Sequence[str]]
+) -> tuple[list[str | Sequence[str]], list[str | Sequence[str]]]:
+    """`requests` split in two: those whose module (a chain's last) drives
+    what disks are on (DISK_DRIVER_FOLDERS), and the rest, each in its order."""
+
+    def drives_disks(request: str | Sequence[str]) -> bool:
+        name = request if isinstance(request, str) else request[-1]
+        return index.paths.get(kmod.normalize(name), "").startswith(DISK_DRIVER_FOLDERS)
+
+    disks = [r for r in requests if drives_disks(r)]
+    return disks, [r for r in requests if not drives_disks(r)]
 
 
 def report(ctx: PhaseContext, results: list[kmod.LoadResult]) -> None:
@@ -119,12 +145,16 @@ async def run(ctx: PhaseContext) -> str:
             chains, matched = await asyncio.to_thread(coldplug_requests, index, fresh)
             tally.devices = len(seen)
             tally.matched += matched
-            requests: list[str | tuple[str, ...]] = [*chains, *(FIXED if round_no == 0 else ())]
-            results = await load_bounded(ctx, index, requests, loaded, tally)
-            report(ctx, results)
             if round_no == 0:
+                disks, rest = disk_drivers_first(index, [*chains, *FIXED])
+                results = await load_bounded(ctx, index, disks, loaded, tally, DISK_WORKERS)
                 # The disk drivers are in: the storage phase's wait for a late disk counts from here.
                 ctx.wiring.disk_drivers_loaded_at = time.monotonic()
+                if not tally.hung:
+                    results += await load_bounded(ctx, index, rest, loaded, tally)
+            else:
+                results = await load_bounded(ctx, index, chains, loaded, tally)
+            report(ctx, results)
             if tally.hung:
                 break  # its thread still holds the loads: no more rounds behind it
             if not any(r.outcome == "loaded" for r in results):

@@ -96,6 +96,17 @@ def test_coldplug_maps_devices_to_drivers(index: kmod.ModuleIndex, tmp_path: Pat
     assert batch.coldplug_requests(index, [ide, ide]) == ([("ata_piix", "ata_generic")], 2), "one chain, in order"
 
 
+@needs_tree
+def test_the_disk_drivers_come_first_and_the_rest_keep_their_order(index: kmod.ModuleIndex) -> None:
+    # As a q35 machine with a virtio disk and NIC, a SATA CD-ROM and a VGA card coldplugs in round 0.
+    requests = [("bochs",), ("virtio_pci",), ("ahci",), ("i2c_i801",), *phase.FIXED]
+    disks, rest = phase.disk_drivers_first(index, requests)
+    assert disks == [("virtio_pci",), ("ahci",), "virtio_pci", "virtio_blk"], disks
+    assert rest == [("bochs",), ("i2c_i801",), "virtio_net", "crc32c_generic", "ext4", "overlay", "button",
+                    "evdev"], rest  # fmt: skip
+    assert phase.disk_drivers_first(index, ["no_such_module"]) == ([], ["no_such_module"])
+
+
 class Recorder:
     """Stands in for finit_module: records (module, params) in call order;
     raises OSError(errno) for the modules in `fail`, says "already there"
