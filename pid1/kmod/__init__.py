@@ -8,7 +8,8 @@ module:
   from reading depmod's index files;
 - `coldplug`: the devices' modaliases, from sysfs and from uevents;
 - `load`: decompression and finit_module (through pid1.linux.syscalls), LoadResult;
-- `cli`: `python -m pid1 modprobe`, for the kernel and dockerd.
+- `cli`: `python -m pid1 modprobe`, for the kernel and dockerd (not named
+  here: the boot never runs it, and argparse is slow to import under emulation);
 - `batch`: many requests loaded at once, with a tally (the modules phase's);
 - `helper`: pid1's modprobe installed for the kernel and dockerd.
 
@@ -22,7 +23,6 @@ Owns: nothing of its own; it names the public API of its modules, so that
 from __future__ import annotations
 
 from pid1.kmod.aliases import MODULE_SUFFIXES, WILDCARD_CHARS, AliasTable, module_name_of, normalize
-from pid1.kmod.cli import modprobe_main, parse_modprobe_args
 from pid1.kmod.coldplug import ModaliasWatch, read_modalias, scan_modaliases, uevent_modalias
 from pid1.kmod.config import CONFIG_DIRS, ModprobeConfig, SoftDep, parse_softdep, read_config
 from pid1.kmod.index import ModuleIndex, ModuleNotFound, PlanEntry
@@ -45,11 +45,9 @@ __all__ = [
     "load_entry",
     "load_module",
     "loaded_modules",
-    "modprobe_main",
     "module_dir",
     "module_name_of",
     "normalize",
-    "parse_modprobe_args",
     "parse_softdep",
     "read_config",
     "read_modalias",

@@ -15,17 +15,21 @@ and show_waiting() between them (see pid1/console/).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from pid1.console.bridge import ConsoleBridge
-from pid1.console.terminal import Terminal, open_terminal
 from pid1.linux.terminal import terminal_path
 from pid1.phases import Phase, PhaseContext
 from pid1.wiring import Wiring
+
+if TYPE_CHECKING:
+    from pid1.console.terminal import Terminal
 
 
 def open_console_terminals(names: list[str], root: str, warn) -> list[Terminal]:
     """Open each named terminal once (duplicates by real path are skipped);
     `warn` gets one message per terminal that cannot be used."""
+    from pid1.console.terminal import open_terminal
+
     terminals: list[Terminal] = []
     seen: set[str] = set()
     for name in names:
@@ -45,6 +49,11 @@ def open_console_terminals(names: list[str], root: str, warn) -> list[Terminal]:
 
 
 async def run(ctx: PhaseContext) -> str:
+    # The bridge and the cursor model are imported here, not when the phases
+    # are loaded: this phase runs beside the engine phase's mount, while the
+    # load is on the way to every phase.
+    from pid1.console.bridge import ConsoleBridge
+
     terminals = open_console_terminals(ctx.config.console, ctx.root, ctx.log.warning)
     bridge = ConsoleBridge(terminals, ctx.log)
     ctx.wiring.console_bridge = bridge

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pid1.blockdev import LabelledDevice, device_node, partition_of, read_ext_blocks
-from pid1.gpt import Plan, Verdict, plan_growth
 from pid1.linux import procfs, syscalls
 from pid1.phases import Phase, PhaseContext
 from pid1.threads import bounded
 from pid1.wiring import Wiring
+
+if TYPE_CHECKING:
+    from pid1.gpt import Plan
 
 MIB = 1 << 20
 
@@ -81,6 +84,10 @@ def fill_partition(disk: LabelledDevice, target: str, part_bytes: int) -> tuple[
 
 def grow_disk(disk: LabelledDevice, target: str, word: int, sys_root: str, dev_root: str) -> Outcome:
     """Plan and, when the table is the image's, grow (blocking: run it off the loop)."""
+    # Here, not at the top: most boots have no pid1.grow word, and the GPT
+    # code's dataclasses and enums take a boot's worth of time to import under emulation.
+    from pid1.gpt import Verdict, plan_growth
+
     part = partition_of(disk.device, sys_root)
     if part is None:
         return Outcome("not a partition: left as it is", f"{disk.path} is a whole disk", "warning")

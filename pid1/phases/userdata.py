@@ -2,11 +2,10 @@
 storage (the DOCKER disk, for the host state) and userdata_volume (the
 volume's user-data, read before the disks were used).
 
-Sources, the first found wins: the NoCloud or config-2 volume
-userdata_volume read, then the copy kept in the host state
-(pid1.host_state) from an earlier boot. A volume's user-data that cannot be
-used (malformed, too big) is an error with the reason, and the kept copy
-applies instead: the machine stays as it was.
+Sources, the first found wins: the NoCloud or config-2 volume userdata_volume
+read, then the copy kept in the host state (pid1.host_state) from an earlier
+boot. A volume's user-data that cannot be used (malformed, too big) is an
+error with the reason, and the kept copy applies instead.
 
 Applies what must be in place before the engine: the user-data's pid1 keys
 (the kernel command line wins), the hostname, daemon.json (checked by
@@ -20,7 +19,6 @@ slots storage (its mode), volume_userdata and boot2docker_files.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -105,10 +103,12 @@ def parse_found(found: Found, host_state: HostState) -> tuple[UserData | None, F
 
 # --- applying --------------------------------------------------------------------------------------
 def instance_key(meta: MetaData, raw: bytes) -> str:
-    """What runcmd's once-per-instance is keyed by: the instance-id when there
-    is one (safe as a file name), else a digest of the user-data itself."""
+    """What runcmd's once-per-instance is keyed by: the instance-id when there is
+    one (safe as a file name), else a digest of the user-data (hashlib: here, as OpenSSL loads slowly)."""
     if meta.instance_id:
         return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in meta.instance_id)[:128]
+    import hashlib
+
     return "sha256-" + hashlib.sha256(raw).hexdigest()[:32]
 
 
