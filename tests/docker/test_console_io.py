@@ -725,25 +725,19 @@ def test_a_query_asked_while_a_typed_line_is_on_its_way_is_not_answered_into_the
         # The same with output between the line and the query, each read on its
         # own: the end of the last output and the prompt, both printed before the
         # line reached the shell, come back after it was sent (the VM harness saw
-        # `^[[6;5R` in the output of `cat /proc/cmdline` so).
-        screen.type("stty -echo; echo wait-$((1 + 2)); sleep 2; stty echo; echo; sleep 0.5; "
-                    "printf 'p> '; sleep 0.5; printf '\\033[6n'; read -r line; echo got-$line; sleep 1; "
-                    "echo after-$((3 + 3))\r")  # fmt: skip
-        mark = screen.expect(r"wait-3\r\n", 20, mark, describe).end()
-        screen.type("typed-again\r")
-        mark = screen.expect(r"got-typed-again\r\nafter-6\r\n" + re.escape(PROMPT), 20, mark, describe).end()
-        assert not REPORT_ECHO.search(screen.seen), f"a cursor report was echoed into the output\n{describe()}"
-
-        # The same with a whole line of output between them, as the banner busybox sh prints
-        # before its first prompt when the VM harness types its first command as the console
-        # starts (the 512 MiB ISO boot saw `^[[6;5R` so): text and a new line, and still no echo.
-        screen.type("stty -echo; echo wait-$((1 + 3)); sleep 2; stty echo; echo banner-$((2 + 5)); sleep 0.5; "
-                    "printf 'p> '; sleep 0.5; printf '\\033[6n'; read -r line; echo got-$line; sleep 1; "
-                    "echo after-$((4 + 4))\r")  # fmt: skip
-        mark = screen.expect(r"wait-4\r\n", 20, mark, describe).end()
-        screen.type("typed-third\r")
-        mark = screen.expect(r"got-typed-third\r\nafter-8\r\n" + re.escape(PROMPT), 20, mark, describe).end()
-        assert not REPORT_ECHO.search(screen.seen), f"a cursor report was echoed into the output\n{describe()}"
+        # `^[[6;5R` in the output of `cat /proc/cmdline` so). Then with a whole
+        # line of text between them, as the banner busybox sh prints before its
+        # first prompt when the VM harness types its first command as the console
+        # starts (the 512 MiB ISO boot in CI): text and a new line are no echo.
+        for between, n in (("echo", 3), ("echo banner-$((2 + 5))", 4)):
+            screen.type(f"stty -echo; echo wait-$((1 + {n - 1})); sleep 2; stty echo; {between}; sleep 0.5; "
+                        "printf 'p> '; sleep 0.5; printf '\\033[6n'; read -r line; echo got-$line; sleep 1; "
+                        f"echo after-$(({n} + {n}))\r")  # fmt: skip
+            mark = screen.expect(rf"wait-{n}\r\n", 20, mark, describe).end()
+            screen.type(f"typed-{n}\r")
+            got = rf"got-typed-{n}\r\nafter-{2 * n}\r\n" + re.escape(PROMPT)
+            mark = screen.expect(got, 20, mark, describe).end()
+            assert not REPORT_ECHO.search(screen.seen), f"a report was echoed after {between!r}\n{describe()}"
 
         # Nothing on its way: the query is answered, and in time.
         screen.type("stty -echo -icanon; printf '\\033[6n'; read -r -t 5 -d R answer; stty sane; "
