@@ -118,9 +118,11 @@ class UnechoedLines:
             return
         for token in ECHOED.finditer(data):
             if token.lastgroup == "text":
-                self._output += token.group()
+                text = token.group()
+                self._output += text
                 del self._output[:-ECHO_WINDOW]
-                self._needle_seen = self._needle_seen or self._first_echoed()
+                # only where the text just added can complete it: a flood of output stays linear
+                self._needle_seen = self._needle_seen or self._first_echoed(len(text) + NEEDLE_CHARS)
             elif token.lastgroup == "lf" and self._needle_seen:
                 self._arrived()
 
@@ -147,8 +149,8 @@ class UnechoedLines:
                 self._needle_seen = self._first_echoed()
         self._typing.clear()
 
-    def _first_echoed(self) -> bool:
-        return bool(self.lines) and self.lines[0].needle in self._output
+    def _first_echoed(self, tail: int = ECHO_WINDOW) -> bool:
+        return bool(self.lines) and self.lines[0].needle in self._output[-tail:]
 
     def _arrived(self) -> None:
         self.lines.popleft()
