@@ -49,9 +49,9 @@ def open_console_terminals(names: list[str], root: str, warn) -> list[Terminal]:
 
 
 async def run(ctx: PhaseContext) -> str:
-    # The bridge and the cursor model are imported here, not when the phases
-    # are loaded: this phase runs beside the engine phase's mount, while the
-    # load is on the way to every phase.
+    # The bridge and the cursor model are imported here, beside the engine
+    # phase's mount, not with the phases, which every boot loads before its
+    # first phase starts.
     from pid1.console.bridge import ConsoleBridge
 
     terminals = open_console_terminals(ctx.config.console, ctx.root, ctx.log.warning)

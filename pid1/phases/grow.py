@@ -85,7 +85,7 @@ def fill_partition(disk: LabelledDevice, target: str, part_bytes: int) -> tuple[
 def grow_disk(disk: LabelledDevice, target: str, word: int, sys_root: str, dev_root: str) -> Outcome:
     """Plan and, when the table is the image's, grow (blocking: run it off the loop)."""
     # Here, not at the top: most boots have no pid1.grow word, and the GPT
-    # code's dataclasses and enums take a boot's worth of time to import under emulation.
+    # code's dataclasses are slow to import under emulation (docs/benchmarks.md).
     from pid1.gpt import Verdict, plan_growth
 
     part = partition_of(disk.device, sys_root)
