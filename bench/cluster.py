@@ -18,6 +18,11 @@ this machine's clock:
 - rejoin: that worker booted again (`qemu/cluster start K`, from its disk)
   until it is Ready.
 
+What is polled (the running tasks, the Ready nodes) is asked of the
+manager's Docker API over one SSH connection kept open (devtools.cluster's
+DockerApi): a `docker` command over SSH for each poll, twice a second, took
+most of the 1-vCPU manager's CPU and slowed the tasks it was timing.
+
 Prints each figure's median over the runs, with the floor beside the
 rescheduling; goal: rescheduling within 1.5x the floor.
 """
@@ -48,11 +53,6 @@ def until(what: str, check, timeout: float) -> float:
             raise SystemExit(f"bench/cluster.py: no {what} within {timeout:.0f} s")
         time.sleep(POLL)
     return time.monotonic() - began
-
-
-def ready_nodes(cluster: Cluster) -> set[str]:
-    listed = cluster.ssh(1, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout
-    return {line.split()[0] for line in listed.splitlines() if line.endswith(" Ready")}
 
 
 def one_run(nodes: int, state: Path) -> dict[str, float]:
@@ -93,7 +93,7 @@ def one_run(nodes: int, state: Path) -> dict[str, float]:
         started = cluster.command("start", str(victim), timeout=60)
         if started.returncode != 0:
             raise SystemExit(f"bench/cluster.py: qemu/cluster start failed: {started.stderr}")
-        until(f"{gone} Ready", lambda: gone in ready_nodes(cluster), 900)
+        until(f"{gone} Ready", lambda: gone in cluster.ready_nodes(), 900)
         figures["rejoin"] = time.monotonic() - began
     finally:
         cluster.command("down", timeout=900)
