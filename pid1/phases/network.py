@@ -1,7 +1,7 @@
 """network: lo and the ethernet links up, then DHCP, a static address, or
 nothing, on each interface pid1.net names (docs/network.md says what each
-value does). Needs `images` (the pid1-dhcp image is loaded; the
-system-container supervisor exists).
+value does). Needs `images` (the pid1-dhcp image, the system containers)
+and `console`, which a DHCP client beside it would slow (docs/decisions.md).
 
 The netlink work (links up, MTUs, static addresses, the default route on its
 owner, the wait for an IPv4 address and that route) runs in a short-lived
@@ -394,7 +394,7 @@ async def run(ctx: PhaseContext) -> str:
 PHASE = Phase(
     name="network",
     run=run,
-    needs=("images",),
+    needs=("images", "console"),
     fills=(Wiring.network_attempt, Wiring.network_up, Wiring.interface_addresses),
     uses=(Wiring.system_containers,),
 )

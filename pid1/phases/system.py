@@ -1,10 +1,12 @@
 """dom0 and console: the two privileged system containers the user lives in.
 
-Both need `images` (the bundled busybox fallback must be loaded), and they
-start side by side: the console is the way in at the machine, dom0's SSH
-server the way in from outside, and starting dom0 after the console made SSH
-answer one container start later (measured: docs/benchmarks.md). The console
-also needs `console_tty` (its bridge). Each phase describes its container (a
+Both need `images` (the bundled busybox fallback must be loaded). The
+console, the way in at the machine, starts first, alone: dom0 (its SSH
+server is the way in from outside) and the DHCP client also need `console`,
+so they start after the console's first start attempt, which they would
+otherwise slow, and SSH answers one container start later (measured:
+docs/benchmarks.md; the why: docs/decisions.md, "The console first"). The
+console also needs `console_tty` (its bridge). Each phase describes its container (a
 ContainerSpec) and hands it to the system-container supervisor
 (`Wiring.system_containers`, filled by the dockerd phase), which keeps it
 running from then on; the phase is done after the first start attempt.
@@ -138,7 +140,7 @@ async def run_console(ctx: PhaseContext) -> str:
 
 USES = (Wiring.system_containers, Wiring.storage, Wiring.userdata)
 PHASES = [
-    Phase(name="dom0", run=run_dom0, needs=("images",), uses=USES),
+    Phase(name="dom0", run=run_dom0, needs=("images", "console"), uses=USES),
     Phase(
         name="console",
         run=run_console,
