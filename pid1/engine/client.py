@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -51,6 +52,27 @@ def dockerd_errors() -> Iterator[None]:
         yield
     except DockerError as exc:
         raise EngineError(exc.status, exc.message) from exc
+
+
+def import_aiodocker() -> Any:
+    """aiodocker, with aiohttp imported as if Python had no ssl module. pid1
+    speaks HTTP to dockerd on a unix socket and fetches user-data over
+    http:// only, but aiohttp, when it finds ssl, builds two TLS client
+    contexts at import, the system's CA bundle parsed into them, and they
+    stay resident (docs/benchmarks.md, "pid1's idle RSS"). A None in
+    sys.modules makes `import ssl` raise ImportError, which aiohttp takes
+    as "no TLS support". ssl itself stays loaded (asyncio and uvloop import
+    it) and is put back before aiodocker, which imports it unconditionally."""
+    ssl = sys.modules.get("ssl")
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+    try:
+        importlib.import_module("aiohttp")
+    finally:
+        if ssl is None:
+            del sys.modules["ssl"]
+        else:
+            sys.modules["ssl"] = ssl
+    return importlib.import_module("aiodocker")
 
 
 def progress_messages(body: bytes) -> list[Any]:
@@ -205,7 +227,7 @@ class DockerClient:
         """A client on `socket_path`. aiodocker (and aiohttp under it) is
         imported here, in a thread, so the loop (the reaper, the console, the
         daemons' output) keeps going meanwhile."""
-        aiodocker = await asyncio.to_thread(importlib.import_module, "aiodocker")
+        aiodocker = await asyncio.to_thread(import_aiodocker)
         return cls(aiodocker.Docker(url=f"unix://{socket_path}"))
 
     async def ping(self) -> bool:

@@ -49,6 +49,10 @@ async def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
         raise FetchError(f"{url} did not answer within {timeout:.0f} s") from None
     except aiohttp.ClientError as exc:
         raise FetchError(f"{url}: {exc}") from None
+    except RuntimeError as exc:
+        # aiohttp is loaded without TLS (pid1/engine/client.py, import_aiodocker):
+        # a redirect to https:// ends here, as an https:// URL given would
+        raise FetchError(f"{url}: {exc} (pid1 fetches http:// only, redirects included)") from None
     if len(body) > limit:
         raise FetchError(f"{url} gave more than the {limit // 1024} KiB a user-data may be")
     return body
