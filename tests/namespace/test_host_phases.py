@@ -39,6 +39,8 @@ def test_host_phases_mount_everything_once(pid1_ns, tmp_path: Path) -> None:
     run = start_over_tmpfs_dev(pid1_ns, root, "pid1.phases=hostname pid1.hostname=nsbox pid1.cgroups=v2")
     state = run.wait_phase("hostname")
     assert state["phases"]["mounts"]["status"] == "done", state
+    # the cgroup tree is the host's: pid1 makes no cgroup in it
+    assert "no first memory cgroup: not the machine's first PID namespace" in state["phases"]["mounts"]["detail"]
     mounts = mount_points(run)
     expected = {
         f"{root}/proc": "proc",

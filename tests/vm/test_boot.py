@@ -141,6 +141,8 @@ def test_state_json_parses(ram_vm: VM):
     assert "data root seeded from /usr/share/pid1/docker-seed" in state["phases"]["dockerd"]["detail"]
     images = state["phases"]["images"]["detail"]
     assert images == "present busybox:latest, pid1-dhcp:latest, pid1-dom0:latest", state["phases"]
+    # the kernel's accounting switched on before anything runs beside pid1 (docs/faults.md, qemu's TCG)
+    assert state["phases"]["mounts"]["detail"].endswith("; first memory cgroup made"), state["phases"]["mounts"]
 
 
 def test_guest_has_qemu_dhcp_address(ram_vm: VM):
