@@ -115,14 +115,14 @@ class Cluster:
         registry these VMs must not reach)."""
         return self.out(1, "docker image inspect --format '{{.Id}}' busybox:latest").strip()
 
-    def node_names(self) -> dict[str, str]:
-        """The manager's nodes: id -> host name."""
-        return {node["ID"]: node["Description"]["Hostname"] for node in self.manager.get("/nodes")}
+    def node_names(self, state: str | None = None) -> dict[str, str]:
+        """The manager's nodes (those in `state`, e.g. "ready", if given): id -> host name."""
+        nodes = self.manager.get("/nodes")
+        return {n["ID"]: n["Description"]["Hostname"] for n in nodes if state in (None, n["Status"]["State"])}
 
     def ready_nodes(self) -> set[str]:
         """The host names of the nodes the manager lists as Ready."""
-        nodes = self.manager.get("/nodes")
-        return {node["Description"]["Hostname"] for node in nodes if node["Status"]["State"] == "ready"}
+        return set(self.node_names("ready").values())
 
     def tasks_running(self, service: str) -> dict[str, int]:
         """Per node (host name), the tasks of `service` that should run
